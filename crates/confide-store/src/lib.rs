@@ -1,0 +1,194 @@
+//! Storage: the `Store` trait and its SQL implementation for SQLite and PostgreSQL.
+//!
+//! Both databases are reached through one implementation (`SqlStore`) written in the SQL they share;
+//! each database keeps its own migrations. Every query takes the organization a row must belong to,
+//! so a cross-tenant id simply finds nothing.
+
+mod audit;
+pub mod models;
+mod sql;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use async_trait::async_trait;
+use confide_domain::{
+    ApiKeyId, BotId, BotPermission, InvitationId, OrgId, OrgRole, SessionId, SharingPolicy, UserId,
+};
+
+pub use audit::{GENESIS_HASH, audit_event_hash};
+pub use models::*;
+pub use sql::{Backend, SqlStore};
+
+/// One error type for the storage layer; the web layer maps `Conflict` and `NotFound`, the rest is a 500.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint refused the write (e.g. an email already registered).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A write named a row that does not exist, or one outside the tenant it must belong to
+    /// (e.g. a grant for someone who is not a member of the bot's organization).
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("database error: {0}")]
+    Database(sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+// Constraint violations are answers, not failures: a duplicate is a conflict, a dangling reference
+// a missing row. Only the constraint's name is kept; the offending value never leaves the database.
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &err {
+            // PostgreSQL names the constraint; SQLite says "UNIQUE constraint failed: table.column".
+            let what = db
+                .constraint()
+                .map_or_else(|| db.message().to_owned(), str::to_owned);
+            match db.kind() {
+                sqlx::error::ErrorKind::UniqueViolation => return StoreError::Conflict(what),
+                sqlx::error::ErrorKind::ForeignKeyViolation => return StoreError::NotFound(what),
+                _ => {}
+            }
+        }
+        StoreError::Database(err)
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+    /// Cheap round trip for readiness checks.
+    async fn ping(&self) -> StoreResult<()>;
+
+    // Organizations and people.
+    /// Creates an organization and its first owner in one transaction.
+    async fn create_org_with_owner(&self, org: &Organization, owner: &User) -> StoreResult<()>;
+    /// Adds an organization for an existing user, who becomes its owner.
+    async fn create_org_for_user(&self, org: &Organization, owner: UserId) -> StoreResult<()>;
+    async fn get_org(&self, org: OrgId) -> StoreResult<Option<Organization>>;
+    async fn rename_org(&self, org: OrgId, name: &str) -> StoreResult<bool>;
+    async fn create_user(&self, user: &User) -> StoreResult<()>;
+    async fn get_user(&self, user: UserId) -> StoreResult<Option<User>>;
+    async fn get_user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
+    async fn set_password_hash(&self, user: UserId, hash: &str, changed_at: i64)
+    -> StoreResult<()>;
+    /// Replaces an imported or outdated hash without counting as a password change.
+    async fn upgrade_password_hash(&self, user: UserId, hash: &str) -> StoreResult<()>;
+    async fn set_last_login(&self, user: UserId, at: i64) -> StoreResult<()>;
+
+    // Memberships.
+    async fn add_member(&self, membership: &Membership) -> StoreResult<()>;
+    async fn get_membership(&self, org: OrgId, user: UserId) -> StoreResult<Option<Membership>>;
+    async fn list_members(&self, org: OrgId) -> StoreResult<Vec<Member>>;
+    async fn list_user_orgs(&self, user: UserId) -> StoreResult<Vec<(Organization, OrgRole)>>;
+    async fn set_member_role(&self, org: OrgId, user: UserId, role: OrgRole) -> StoreResult<bool>;
+    /// Removes the membership, the member's grants on the organization's bots and their places on
+    /// those bots' conversation viewer lists, in one transaction.
+    async fn remove_member(&self, org: OrgId, user: UserId) -> StoreResult<bool>;
+    async fn count_owners(&self, org: OrgId) -> StoreResult<i64>;
+
+    // Invitations.
+    async fn create_invitation(&self, invitation: &Invitation) -> StoreResult<()>;
+    async fn get_invitation(&self, id: InvitationId) -> StoreResult<Option<Invitation>>;
+    async fn list_invitations(&self, org: OrgId) -> StoreResult<Vec<Invitation>>;
+    async fn revoke_invitation(&self, org: OrgId, id: InvitationId, at: i64) -> StoreResult<bool>;
+    /// Marks the invitation used and adds the membership in one transaction; `new_user` is created
+    /// first when the invitee has no account yet. False when it was already used, revoked or expired
+    /// at `at`, or when `membership` is not for the invitation's organization and role.
+    async fn accept_invitation(
+        &self,
+        id: InvitationId,
+        new_user: Option<&User>,
+        membership: &Membership,
+        at: i64,
+    ) -> StoreResult<bool>;
+
+    // Chatbots and their permissions.
+    async fn create_bot(&self, bot: &Chatbot) -> StoreResult<()>;
+    async fn get_bot(&self, org: OrgId, bot: BotId) -> StoreResult<Option<Chatbot>>;
+    async fn get_bot_by_widget_key(&self, key: &str) -> StoreResult<Option<Chatbot>>;
+    async fn list_bots(&self, org: OrgId) -> StoreResult<Vec<Chatbot>>;
+    async fn update_bot(
+        &self,
+        org: OrgId,
+        bot: BotId,
+        name: Option<&str>,
+        sharing_policy: Option<SharingPolicy>,
+        at: i64,
+    ) -> StoreResult<Option<Chatbot>>;
+    async fn delete_bot(&self, org: OrgId, bot: BotId) -> StoreResult<bool>;
+    async fn get_bot_grant(&self, bot: BotId, user: UserId) -> StoreResult<Option<BotPermission>>;
+    /// `None` removes the grant. Only members of the bot's organization can be granted anything:
+    /// `NotFound` otherwise.
+    async fn set_bot_grant(
+        &self,
+        bot: BotId,
+        user: UserId,
+        permission: Option<BotPermission>,
+    ) -> StoreResult<()>;
+    async fn list_bot_grants(&self, bot: BotId) -> StoreResult<Vec<BotGrant>>;
+    /// The user's grants on the bots of one organization.
+    async fn list_user_grants(&self, org: OrgId, user: UserId) -> StoreResult<Vec<BotGrant>>;
+    /// Replaces the list in one transaction; `NotFound` (and nothing changed) when one of the users
+    /// is not a member of the bot's organization.
+    async fn set_conversation_viewers(&self, bot: BotId, users: &[UserId]) -> StoreResult<()>;
+    async fn list_conversation_viewers(&self, bot: BotId) -> StoreResult<Vec<UserId>>;
+
+    // Sessions.
+    async fn create_session(&self, session: &Session) -> StoreResult<()>;
+    async fn get_session(&self, id: SessionId) -> StoreResult<Option<Session>>;
+    async fn get_session_by_token_hash(&self, hash: &str) -> StoreResult<Option<Session>>;
+    async fn touch_session(&self, id: SessionId, at: i64) -> StoreResult<()>;
+    async fn revoke_session(&self, user: UserId, id: SessionId, at: i64) -> StoreResult<bool>;
+    /// Revokes every live session of the user except `keep`; returns how many.
+    async fn revoke_user_sessions(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+        at: i64,
+    ) -> StoreResult<u64>;
+    /// Sessions not revoked and not past their absolute expiry.
+    async fn list_live_sessions(&self, user: UserId, now: i64) -> StoreResult<Vec<Session>>;
+
+    // API keys.
+    /// `NotFound` when the key is restricted to a bot outside its organization.
+    async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()>;
+    async fn get_api_key_by_prefix(&self, prefix: &str) -> StoreResult<Option<ApiKey>>;
+    async fn get_api_key(&self, org: OrgId, id: ApiKeyId) -> StoreResult<Option<ApiKey>>;
+    async fn list_api_keys(&self, org: OrgId) -> StoreResult<Vec<ApiKey>>;
+    async fn revoke_api_key(&self, org: OrgId, id: ApiKeyId, at: i64) -> StoreResult<bool>;
+    async fn touch_api_key(&self, id: ApiKeyId, at: i64) -> StoreResult<()>;
+
+    // Login attempts and lockouts.
+    async fn record_login_attempt(
+        &self,
+        email: &str,
+        ip: &str,
+        at: i64,
+        success: bool,
+    ) -> StoreResult<()>;
+    /// Failures for the address since `since`, not counting any before its last success.
+    async fn count_email_failures(&self, email: &str, since: i64) -> StoreResult<i64>;
+    async fn count_ip_failures(&self, ip: &str, since: i64) -> StoreResult<i64>;
+    async fn get_lockout(&self, subject: &str) -> StoreResult<Option<Lockout>>;
+    async fn put_lockout(&self, lockout: &Lockout) -> StoreResult<()>;
+    /// Lifts a lockout and forgets the failures that led to it (admin unlock).
+    async fn clear_lockout(&self, subject: &str, email: Option<&str>) -> StoreResult<()>;
+
+    // Audit.
+    /// Appends to the event's chain, linking it to the previous event's hash.
+    async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<AuditEvent>;
+    /// Newest first; `before_seq` pages backwards. At most 1000 events per call.
+    async fn list_audit(
+        &self,
+        chain: &AuditChain,
+        before_seq: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<AuditEvent>>;
+    /// Recomputes every chain; an empty list means nothing was altered, removed or reordered.
+    async fn verify_audit_chains(&self) -> StoreResult<Vec<ChainBreak>>;
+}

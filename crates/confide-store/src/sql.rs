@@ -1,0 +1,1322 @@
+//! `SqlStore`: the one implementation of `Store`, over `sqlx::Any`, for SQLite and PostgreSQL.
+//!
+//! Every statement is a string literal written once in the SQL both databases share, with `$N`
+//! placeholders and values bound at run time. Ids are hyphenated UUID text, times BIGINT Unix
+//! milliseconds, booleans BIGINT 0/1 and API key scopes a JSON array of scope names.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use confide_domain::{
+    ApiKeyId, ApiScope, BotId, BotPermission, InvitationId, OrgId, OrgRole, SessionId,
+    SharingPolicy, UserId,
+};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Row, Transaction};
+
+use crate::audit::AuditLog;
+use crate::models::*;
+use crate::{Store, StoreError, StoreResult};
+
+/// Which database a `SqlStore` talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    /// The backend a connection URL selects: `postgres://` or `postgresql://` for PostgreSQL,
+    /// `sqlite:` for SQLite.
+    pub fn from_url(url: &str) -> Option<Backend> {
+        let scheme = url
+            .split_once(':')
+            .map(|(scheme, _)| scheme.to_ascii_lowercase())?;
+        match scheme.as_str() {
+            "postgres" | "postgresql" => Some(Backend::Postgres),
+            "sqlite" => Some(Backend::Sqlite),
+            _ => None,
+        }
+    }
+}
+
+// Applied to every SQLite connection. WAL lets readers run beside the one writer; NORMAL is
+// durable across application crashes in WAL mode; foreign keys are off by default in SQLite.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                              PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;";
+
+const SQLITE_MAX_CONNECTIONS: u32 = 8;
+const POSTGRES_MAX_CONNECTIONS: u32 = 10;
+
+/// The store over a connection pool; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+    audit: AuditLog,
+}
+
+fn configuration(message: &'static str) -> StoreError {
+    StoreError::Database(sqlx::Error::Configuration(message.into()))
+}
+
+impl SqlStore {
+    /// Connects to `postgres://...`/`postgresql://...` (PostgreSQL) or `sqlite:...` (SQLite).
+    /// Does not migrate; call [`SqlStore::migrate`].
+    pub async fn connect(url: &str) -> StoreResult<SqlStore> {
+        sqlx::any::install_default_drivers();
+        // The URL may carry a password: it is never part of an error.
+        let backend = Backend::from_url(url).ok_or_else(|| {
+            configuration(
+                "unsupported database URL: expected postgres://, postgresql:// or sqlite:",
+            )
+        })?;
+        let options = match backend {
+            Backend::Sqlite => {
+                let options = AnyPoolOptions::new().after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        sqlx::raw_sql(SQLITE_PRAGMAS).execute(conn).await?;
+                        Ok(())
+                    })
+                });
+                if sqlite_url_is_in_memory(url) {
+                    // An in-memory database lives as long as its last connection: keep exactly one.
+                    options
+                        .min_connections(1)
+                        .max_connections(1)
+                        .idle_timeout(None)
+                        .max_lifetime(None)
+                } else {
+                    options.max_connections(SQLITE_MAX_CONNECTIONS)
+                }
+            }
+            Backend::Postgres => AnyPoolOptions::new()
+                .max_connections(POSTGRES_MAX_CONNECTIONS)
+                .acquire_timeout(Duration::from_secs(10)),
+        };
+        let pool = options.connect(url).await?;
+        Ok(SqlStore {
+            pool,
+            backend,
+            audit: AuditLog::default(),
+        })
+    }
+
+    /// Opens (creating it if missing) the SQLite database at `path`.
+    pub async fn open_sqlite(path: &Path) -> StoreResult<SqlStore> {
+        SqlStore::connect(&SqlStore::sqlite_url(path)?).await
+    }
+
+    /// The connection URL for the SQLite file at `path`, created on first connection
+    /// (`sqlite:///absolute/path?mode=rwc`).
+    pub fn sqlite_url(path: &Path) -> StoreResult<String> {
+        let absolute = std::path::absolute(path)
+            .map_err(|_| configuration("the database path cannot be made absolute"))?;
+        let text = absolute
+            .to_str()
+            .ok_or_else(|| configuration("the database path is not valid UTF-8"))?;
+        let mut url = String::from("sqlite://");
+        for byte in text.bytes() {
+            if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
+                url.push(char::from(byte));
+            } else {
+                // `?`, `#`, `%`, spaces and non-ASCII bytes would otherwise change the URL's meaning.
+                let _ = write!(url, "%{byte:02X}");
+            }
+        }
+        url.push_str("?mode=rwc");
+        Ok(url)
+    }
+
+    /// Applies this backend's embedded migrations.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        match self.backend {
+            Backend::Sqlite => {
+                sqlx::migrate!("./migrations/sqlite")
+                    .run(&self.pool)
+                    .await?
+            }
+            Backend::Postgres => {
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// The underlying pool, for tests and maintenance.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Closes every connection; later calls fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn begin(&self) -> StoreResult<Transaction<'static, Any>> {
+        Ok(match self.backend {
+            // Take SQLite's write lock up front: a deferred transaction that reads and then writes
+            // fails at once with SQLITE_BUSY when another writer went first, instead of waiting.
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+}
+
+fn sqlite_url_is_in_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
+/// Typed access to a row's columns; a value that does not fit its type is `Corrupt`, and the
+/// value itself never reaches the error (it may be a secret's hash).
+pub(crate) struct Cols<'r>(pub(crate) &'r AnyRow);
+
+fn corrupt(column: &str, what: &str) -> StoreError {
+    StoreError::Corrupt(format!("column {column} {what}"))
+}
+
+impl Cols<'_> {
+    pub(crate) fn text(&self, column: &str) -> StoreResult<String> {
+        self.0
+            .try_get::<String, _>(column)
+            .map_err(|_| corrupt(column, "is not text"))
+    }
+
+    pub(crate) fn opt_text(&self, column: &str) -> StoreResult<Option<String>> {
+        self.0
+            .try_get::<Option<String>, _>(column)
+            .map_err(|_| corrupt(column, "is not text or null"))
+    }
+
+    pub(crate) fn int(&self, column: &str) -> StoreResult<i64> {
+        self.0
+            .try_get::<i64, _>(column)
+            .map_err(|_| corrupt(column, "is not an integer"))
+    }
+
+    pub(crate) fn opt_int(&self, column: &str) -> StoreResult<Option<i64>> {
+        self.0
+            .try_get::<Option<i64>, _>(column)
+            .map_err(|_| corrupt(column, "is not an integer or null"))
+    }
+
+    pub(crate) fn parsed<T: FromStr>(&self, column: &str) -> StoreResult<T> {
+        self.text(column)?
+            .parse()
+            .map_err(|_| corrupt(column, "does not hold a valid value"))
+    }
+
+    pub(crate) fn opt_parsed<T: FromStr>(&self, column: &str) -> StoreResult<Option<T>> {
+        self.opt_text(column)?
+            .map(|text| text.parse())
+            .transpose()
+            .map_err(|_| corrupt(column, "does not hold a valid value"))
+    }
+
+    fn enumerated<T>(&self, column: &str, parse: fn(&str) -> Option<T>) -> StoreResult<T> {
+        parse(&self.text(column)?).ok_or_else(|| corrupt(column, "holds an unknown value"))
+    }
+}
+
+fn organization(row: &AnyRow) -> StoreResult<Organization> {
+    let c = Cols(row);
+    Ok(Organization {
+        id: c.parsed("id")?,
+        name: c.text("name")?,
+        created_at: c.int("created_at")?,
+    })
+}
+
+fn user(row: &AnyRow) -> StoreResult<User> {
+    let c = Cols(row);
+    Ok(User {
+        id: c.parsed("id")?,
+        email: c.text("email")?,
+        password_hash: c.text("password_hash")?,
+        created_at: c.int("created_at")?,
+        password_changed_at: c.int("password_changed_at")?,
+        last_login_at: c.opt_int("last_login_at")?,
+    })
+}
+
+fn membership(row: &AnyRow) -> StoreResult<Membership> {
+    let c = Cols(row);
+    Ok(Membership {
+        org_id: c.parsed("org_id")?,
+        user_id: c.parsed("user_id")?,
+        role: c.enumerated("role", OrgRole::parse)?,
+        created_at: c.int("created_at")?,
+    })
+}
+
+fn member(row: &AnyRow) -> StoreResult<Member> {
+    let c = Cols(row);
+    Ok(Member {
+        user_id: c.parsed("user_id")?,
+        email: c.text("email")?,
+        role: c.enumerated("role", OrgRole::parse)?,
+        joined_at: c.int("joined_at")?,
+    })
+}
+
+fn invitation(row: &AnyRow) -> StoreResult<Invitation> {
+    let c = Cols(row);
+    Ok(Invitation {
+        id: c.parsed("id")?,
+        org_id: c.parsed("org_id")?,
+        email: c.text("email")?,
+        role: c.enumerated("role", OrgRole::parse)?,
+        invited_by: c.parsed("invited_by")?,
+        created_at: c.int("created_at")?,
+        expires_at: c.int("expires_at")?,
+        accepted_at: c.opt_int("accepted_at")?,
+        revoked_at: c.opt_int("revoked_at")?,
+    })
+}
+
+fn chatbot(row: &AnyRow) -> StoreResult<Chatbot> {
+    let c = Cols(row);
+    Ok(Chatbot {
+        id: c.parsed("id")?,
+        org_id: c.parsed("org_id")?,
+        name: c.text("name")?,
+        widget_key: c.text("widget_key")?,
+        sharing_policy: c.enumerated("sharing_policy", SharingPolicy::parse)?,
+        created_at: c.int("created_at")?,
+        updated_at: c.int("updated_at")?,
+    })
+}
+
+fn bot_grant(row: &AnyRow) -> StoreResult<BotGrant> {
+    let c = Cols(row);
+    Ok(BotGrant {
+        bot_id: c.parsed("bot_id")?,
+        user_id: c.parsed("user_id")?,
+        permission: c.enumerated("permission", BotPermission::parse)?,
+    })
+}
+
+fn session(row: &AnyRow) -> StoreResult<Session> {
+    let c = Cols(row);
+    Ok(Session {
+        id: c.parsed("id")?,
+        user_id: c.parsed("user_id")?,
+        token_hash: c.text("token_hash")?,
+        created_at: c.int("created_at")?,
+        last_seen_at: c.int("last_seen_at")?,
+        expires_at: c.int("expires_at")?,
+        revoked_at: c.opt_int("revoked_at")?,
+        ip: c.opt_text("ip")?,
+        user_agent: c.opt_text("user_agent")?,
+    })
+}
+
+fn scopes_to_json(scopes: &[ApiScope]) -> String {
+    let names: Vec<&str> = scopes.iter().map(|scope| scope.as_str()).collect();
+    serde_json::Value::from(names).to_string()
+}
+
+fn scopes_from_json(text: &str) -> StoreResult<Vec<ApiScope>> {
+    let names: Vec<String> = serde_json::from_str(text)
+        .map_err(|_| corrupt("scopes", "is not a JSON array of names"))?;
+    names
+        .iter()
+        .map(|name| {
+            ApiScope::parse(name).ok_or_else(|| corrupt("scopes", "names an unknown scope"))
+        })
+        .collect()
+}
+
+fn api_key(row: &AnyRow) -> StoreResult<ApiKey> {
+    let c = Cols(row);
+    Ok(ApiKey {
+        id: c.parsed("id")?,
+        org_id: c.parsed("org_id")?,
+        name: c.text("name")?,
+        prefix: c.text("prefix")?,
+        key_hash: c.text("key_hash")?,
+        scopes: scopes_from_json(&c.text("scopes")?)?,
+        bot_id: c.opt_parsed("bot_id")?,
+        created_by: c.parsed("created_by")?,
+        created_at: c.int("created_at")?,
+        expires_at: c.opt_int("expires_at")?,
+        revoked_at: c.opt_int("revoked_at")?,
+        last_used_at: c.opt_int("last_used_at")?,
+    })
+}
+
+fn lockout(row: &AnyRow) -> StoreResult<Lockout> {
+    let c = Cols(row);
+    Ok(Lockout {
+        subject: c.text("subject")?,
+        level: c.int("level")?,
+        locked_until: c.int("locked_until")?,
+        updated_at: c.int("updated_at")?,
+    })
+}
+
+fn all<T>(rows: Vec<AnyRow>, convert: fn(&AnyRow) -> StoreResult<T>) -> StoreResult<Vec<T>> {
+    rows.iter().map(convert).collect()
+}
+
+fn not_found(what: &str) -> StoreError {
+    StoreError::NotFound(what.to_owned())
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // Organizations and people.
+
+    async fn create_org_with_owner(&self, org: &Organization, owner: &User) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO organizations (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(org.id.to_string())
+            .bind(&org.name)
+            .bind(org.created_at)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, created_at, password_changed_at, \
+             last_login_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(owner.id.to_string())
+        .bind(&owner.email)
+        .bind(&owner.password_hash)
+        .bind(owner.created_at)
+        .bind(owner.password_changed_at)
+        .bind(owner.last_login_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(org.id.to_string())
+        .bind(owner.id.to_string())
+        .bind(OrgRole::Owner.as_str())
+        .bind(org.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_org_for_user(&self, org: &Organization, owner: UserId) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO organizations (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(org.id.to_string())
+            .bind(&org.name)
+            .bind(org.created_at)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(org.id.to_string())
+        .bind(owner.to_string())
+        .bind(OrgRole::Owner.as_str())
+        .bind(org.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_org(&self, org: OrgId) -> StoreResult<Option<Organization>> {
+        sqlx::query("SELECT id, name, created_at FROM organizations WHERE id = $1")
+            .bind(org.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(organization)
+            .transpose()
+    }
+
+    async fn rename_org(&self, org: OrgId, name: &str) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE organizations SET name = $1 WHERE id = $2")
+            .bind(name)
+            .bind(org.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, created_at, password_changed_at, \
+             last_login_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(user.id.to_string())
+        .bind(&user.email)
+        .bind(&user.password_hash)
+        .bind(user.created_at)
+        .bind(user.password_changed_at)
+        .bind(user.last_login_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_user(&self, id: UserId) -> StoreResult<Option<User>> {
+        sqlx::query(
+            "SELECT id, email, password_hash, created_at, password_changed_at, last_login_at \
+             FROM users WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(user)
+        .transpose()
+    }
+
+    async fn get_user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        sqlx::query(
+            "SELECT id, email, password_hash, created_at, password_changed_at, last_login_at \
+             FROM users WHERE email = $1",
+        )
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(user)
+        .transpose()
+    }
+
+    async fn set_password_hash(
+        &self,
+        user: UserId,
+        hash: &str,
+        changed_at: i64,
+    ) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = $1, password_changed_at = $2 WHERE id = $3",
+        )
+        .bind(hash)
+        .bind(changed_at)
+        .bind(user.to_string())
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found("user"));
+        }
+        Ok(())
+    }
+
+    async fn upgrade_password_hash(&self, user: UserId, hash: &str) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(hash)
+            .bind(user.to_string())
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found("user"));
+        }
+        Ok(())
+    }
+
+    async fn set_last_login(&self, user: UserId, at: i64) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2")
+            .bind(at)
+            .bind(user.to_string())
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found("user"));
+        }
+        Ok(())
+    }
+
+    // Memberships.
+
+    async fn add_member(&self, m: &Membership) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(m.org_id.to_string())
+        .bind(m.user_id.to_string())
+        .bind(m.role.as_str())
+        .bind(m.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_membership(&self, org: OrgId, user: UserId) -> StoreResult<Option<Membership>> {
+        sqlx::query(
+            "SELECT org_id, user_id, role, created_at FROM memberships \
+             WHERE org_id = $1 AND user_id = $2",
+        )
+        .bind(org.to_string())
+        .bind(user.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(membership)
+        .transpose()
+    }
+
+    async fn list_members(&self, org: OrgId) -> StoreResult<Vec<Member>> {
+        let rows = sqlx::query(
+            "SELECT m.user_id, u.email, m.role, m.created_at AS joined_at \
+             FROM memberships m JOIN users u ON u.id = m.user_id \
+             WHERE m.org_id = $1 ORDER BY m.created_at, u.email",
+        )
+        .bind(org.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        all(rows, member)
+    }
+
+    async fn list_user_orgs(&self, user: UserId) -> StoreResult<Vec<(Organization, OrgRole)>> {
+        let rows = sqlx::query(
+            "SELECT o.id, o.name, o.created_at, m.role \
+             FROM memberships m JOIN organizations o ON o.id = m.org_id \
+             WHERE m.user_id = $1 ORDER BY o.created_at, o.id",
+        )
+        .bind(user.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    organization(row)?,
+                    Cols(row).enumerated("role", OrgRole::parse)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn set_member_role(&self, org: OrgId, user: UserId, role: OrgRole) -> StoreResult<bool> {
+        let done =
+            sqlx::query("UPDATE memberships SET role = $1 WHERE org_id = $2 AND user_id = $3")
+                .bind(role.as_str())
+                .bind(org.to_string())
+                .bind(user.to_string())
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn remove_member(&self, org: OrgId, user: UserId) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "DELETE FROM bot_grants WHERE user_id = $1 \
+             AND bot_id IN (SELECT id FROM chatbots WHERE org_id = $2)",
+        )
+        .bind(user.to_string())
+        .bind(org.to_string())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM conversation_viewers WHERE user_id = $1 \
+             AND bot_id IN (SELECT id FROM chatbots WHERE org_id = $2)",
+        )
+        .bind(user.to_string())
+        .bind(org.to_string())
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2")
+            .bind(org.to_string())
+            .bind(user.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn count_owners(&self, org: OrgId) -> StoreResult<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS owners FROM memberships WHERE org_id = $1 AND role = $2",
+        )
+        .bind(org.to_string())
+        .bind(OrgRole::Owner.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Cols(&row).int("owners")
+    }
+
+    // Invitations.
+
+    async fn create_invitation(&self, inv: &Invitation) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO invitations (id, org_id, email, role, invited_by, created_at, expires_at, \
+             accepted_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(inv.id.to_string())
+        .bind(inv.org_id.to_string())
+        .bind(&inv.email)
+        .bind(inv.role.as_str())
+        .bind(inv.invited_by.to_string())
+        .bind(inv.created_at)
+        .bind(inv.expires_at)
+        .bind(inv.accepted_at)
+        .bind(inv.revoked_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_invitation(&self, id: InvitationId) -> StoreResult<Option<Invitation>> {
+        sqlx::query(
+            "SELECT id, org_id, email, role, invited_by, created_at, expires_at, accepted_at, \
+             revoked_at FROM invitations WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(invitation)
+        .transpose()
+    }
+
+    async fn list_invitations(&self, org: OrgId) -> StoreResult<Vec<Invitation>> {
+        let rows = sqlx::query(
+            "SELECT id, org_id, email, role, invited_by, created_at, expires_at, accepted_at, \
+             revoked_at FROM invitations WHERE org_id = $1 ORDER BY created_at DESC, id",
+        )
+        .bind(org.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        all(rows, invitation)
+    }
+
+    async fn revoke_invitation(&self, org: OrgId, id: InvitationId, at: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE invitations SET revoked_at = $1 WHERE id = $2 AND org_id = $3 \
+             AND accepted_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(at)
+        .bind(id.to_string())
+        .bind(org.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn accept_invitation(
+        &self,
+        id: InvitationId,
+        new_user: Option<&User>,
+        m: &Membership,
+        at: i64,
+    ) -> StoreResult<bool> {
+        if new_user.is_some_and(|user| user.id != m.user_id) {
+            return Ok(false);
+        }
+        let mut tx = self.begin().await?;
+        // The conditional update is the claim: of two concurrent accepts, one updates the row and
+        // the other finds it already accepted.
+        let claimed = sqlx::query(
+            "UPDATE invitations SET accepted_at = $1 WHERE id = $2 AND org_id = $3 AND role = $4 \
+             AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $1",
+        )
+        .bind(at)
+        .bind(id.to_string())
+        .bind(m.org_id.to_string())
+        .bind(m.role.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if claimed.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        if let Some(user) = new_user {
+            sqlx::query(
+                "INSERT INTO users (id, email, password_hash, created_at, password_changed_at, \
+                 last_login_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(user.id.to_string())
+            .bind(&user.email)
+            .bind(&user.password_hash)
+            .bind(user.created_at)
+            .bind(user.password_changed_at)
+            .bind(user.last_login_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(m.org_id.to_string())
+        .bind(m.user_id.to_string())
+        .bind(m.role.as_str())
+        .bind(m.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    // Chatbots and their permissions.
+
+    async fn create_bot(&self, bot: &Chatbot) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO chatbots (id, org_id, name, widget_key, sharing_policy, created_at, \
+             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(bot.id.to_string())
+        .bind(bot.org_id.to_string())
+        .bind(&bot.name)
+        .bind(&bot.widget_key)
+        .bind(bot.sharing_policy.as_str())
+        .bind(bot.created_at)
+        .bind(bot.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_bot(&self, org: OrgId, bot: BotId) -> StoreResult<Option<Chatbot>> {
+        sqlx::query(
+            "SELECT id, org_id, name, widget_key, sharing_policy, created_at, updated_at \
+             FROM chatbots WHERE id = $1 AND org_id = $2",
+        )
+        .bind(bot.to_string())
+        .bind(org.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(chatbot)
+        .transpose()
+    }
+
+    async fn get_bot_by_widget_key(&self, key: &str) -> StoreResult<Option<Chatbot>> {
+        sqlx::query(
+            "SELECT id, org_id, name, widget_key, sharing_policy, created_at, updated_at \
+             FROM chatbots WHERE widget_key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(chatbot)
+        .transpose()
+    }
+
+    async fn list_bots(&self, org: OrgId) -> StoreResult<Vec<Chatbot>> {
+        let rows = sqlx::query(
+            "SELECT id, org_id, name, widget_key, sharing_policy, created_at, updated_at \
+             FROM chatbots WHERE org_id = $1 ORDER BY created_at, id",
+        )
+        .bind(org.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        all(rows, chatbot)
+    }
+
+    async fn update_bot(
+        &self,
+        org: OrgId,
+        bot: BotId,
+        name: Option<&str>,
+        sharing_policy: Option<SharingPolicy>,
+        at: i64,
+    ) -> StoreResult<Option<Chatbot>> {
+        sqlx::query(
+            "UPDATE chatbots SET name = COALESCE($1, name), \
+             sharing_policy = COALESCE($2, sharing_policy), updated_at = $3 \
+             WHERE id = $4 AND org_id = $5 \
+             RETURNING id, org_id, name, widget_key, sharing_policy, created_at, updated_at",
+        )
+        .bind(name)
+        .bind(sharing_policy.map(SharingPolicy::as_str))
+        .bind(at)
+        .bind(bot.to_string())
+        .bind(org.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(chatbot)
+        .transpose()
+    }
+
+    async fn delete_bot(&self, org: OrgId, bot: BotId) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM chatbots WHERE id = $1 AND org_id = $2")
+            .bind(bot.to_string())
+            .bind(org.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn get_bot_grant(&self, bot: BotId, user: UserId) -> StoreResult<Option<BotPermission>> {
+        sqlx::query("SELECT permission FROM bot_grants WHERE bot_id = $1 AND user_id = $2")
+            .bind(bot.to_string())
+            .bind(user.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| Cols(&row).enumerated("permission", BotPermission::parse))
+            .transpose()
+    }
+
+    async fn set_bot_grant(
+        &self,
+        bot: BotId,
+        user: UserId,
+        permission: Option<BotPermission>,
+    ) -> StoreResult<()> {
+        let Some(permission) = permission else {
+            sqlx::query("DELETE FROM bot_grants WHERE bot_id = $1 AND user_id = $2")
+                .bind(bot.to_string())
+                .bind(user.to_string())
+                .execute(&self.pool)
+                .await?;
+            return Ok(());
+        };
+        // Only a member of the bot's own organization can hold a grant on it.
+        let done = sqlx::query(
+            "INSERT INTO bot_grants (bot_id, user_id, permission) \
+             SELECT b.id, m.user_id, $3 FROM chatbots b \
+             JOIN memberships m ON m.org_id = b.org_id AND m.user_id = $2 \
+             WHERE b.id = $1 \
+             ON CONFLICT (bot_id, user_id) DO UPDATE SET permission = excluded.permission",
+        )
+        .bind(bot.to_string())
+        .bind(user.to_string())
+        .bind(permission.as_str())
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found("member of the bot's organization"));
+        }
+        Ok(())
+    }
+
+    async fn list_bot_grants(&self, bot: BotId) -> StoreResult<Vec<BotGrant>> {
+        let rows = sqlx::query(
+            "SELECT bot_id, user_id, permission FROM bot_grants WHERE bot_id = $1 ORDER BY user_id",
+        )
+        .bind(bot.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        all(rows, bot_grant)
+    }
+
+    async fn list_user_grants(&self, org: OrgId, user: UserId) -> StoreResult<Vec<BotGrant>> {
+        let rows = sqlx::query(
+            "SELECT g.bot_id, g.user_id, g.permission FROM bot_grants g \
+             JOIN chatbots b ON b.id = g.bot_id \
+             WHERE b.org_id = $1 AND g.user_id = $2 ORDER BY g.bot_id",
+        )
+        .bind(org.to_string())
+        .bind(user.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        all(rows, bot_grant)
+    }
+
+    async fn set_conversation_viewers(&self, bot: BotId, users: &[UserId]) -> StoreResult<()> {
+        let users: BTreeSet<UserId> = users.iter().copied().collect();
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM conversation_viewers WHERE bot_id = $1")
+            .bind(bot.to_string())
+            .execute(&mut *tx)
+            .await?;
+        for user in users {
+            let done = sqlx::query(
+                "INSERT INTO conversation_viewers (bot_id, user_id) \
+                 SELECT b.id, m.user_id FROM chatbots b \
+                 JOIN memberships m ON m.org_id = b.org_id AND m.user_id = $2 \
+                 WHERE b.id = $1",
+            )
+            .bind(bot.to_string())
+            .bind(user.to_string())
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                tx.rollback().await?;
+                return Err(not_found("member of the bot's organization"));
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_conversation_viewers(&self, bot: BotId) -> StoreResult<Vec<UserId>> {
+        let rows = sqlx::query(
+            "SELECT user_id FROM conversation_viewers WHERE bot_id = $1 ORDER BY user_id",
+        )
+        .bind(bot.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| Cols(row).parsed("user_id")).collect()
+    }
+
+    // Sessions.
+
+    async fn create_session(&self, s: &Session) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, token_hash, created_at, last_seen_at, expires_at, \
+             revoked_at, ip, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(s.id.to_string())
+        .bind(s.user_id.to_string())
+        .bind(&s.token_hash)
+        .bind(s.created_at)
+        .bind(s.last_seen_at)
+        .bind(s.expires_at)
+        .bind(s.revoked_at)
+        .bind(s.ip.as_deref())
+        .bind(s.user_agent.as_deref())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_session(&self, id: SessionId) -> StoreResult<Option<Session>> {
+        sqlx::query(
+            "SELECT id, user_id, token_hash, created_at, last_seen_at, expires_at, revoked_at, ip, \
+             user_agent FROM sessions WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(session)
+        .transpose()
+    }
+
+    async fn get_session_by_token_hash(&self, hash: &str) -> StoreResult<Option<Session>> {
+        sqlx::query(
+            "SELECT id, user_id, token_hash, created_at, last_seen_at, expires_at, revoked_at, ip, \
+             user_agent FROM sessions WHERE token_hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(session)
+        .transpose()
+    }
+
+    async fn touch_session(&self, id: SessionId, at: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE sessions SET last_seen_at = $1 \
+             WHERE id = $2 AND revoked_at IS NULL AND last_seen_at < $1",
+        )
+        .bind(at)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn revoke_session(&self, user: UserId, id: SessionId, at: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 \
+             WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(at)
+        .bind(id.to_string())
+        .bind(user.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+        at: i64,
+    ) -> StoreResult<u64> {
+        // No session has an empty id, so "keep nothing" needs no second statement.
+        let keep = keep.map(|id| id.to_string()).unwrap_or_default();
+        let done = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 \
+             WHERE user_id = $2 AND id <> $3 AND revoked_at IS NULL AND expires_at > $1",
+        )
+        .bind(at)
+        .bind(user.to_string())
+        .bind(keep)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn list_live_sessions(&self, user: UserId, now: i64) -> StoreResult<Vec<Session>> {
+        let rows = sqlx::query(
+            "SELECT id, user_id, token_hash, created_at, last_seen_at, expires_at, revoked_at, ip, \
+             user_agent FROM sessions \
+             WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+             ORDER BY created_at DESC, id",
+        )
+        .bind(user.to_string())
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        all(rows, session)
+    }
+
+    // API keys.
+
+    async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {
+        // A key restricted to a bot must name a bot of its own organization.
+        let done = sqlx::query(
+            "INSERT INTO api_keys (id, org_id, name, prefix, key_hash, scopes, bot_id, created_by, \
+             created_at, expires_at, revoked_at, last_used_at) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 \
+             WHERE $7 IS NULL OR EXISTS (SELECT 1 FROM chatbots WHERE id = $7 AND org_id = $2)",
+        )
+        .bind(key.id.to_string())
+        .bind(key.org_id.to_string())
+        .bind(&key.name)
+        .bind(&key.prefix)
+        .bind(&key.key_hash)
+        .bind(scopes_to_json(&key.scopes))
+        .bind(key.bot_id.map(|bot| bot.to_string()))
+        .bind(key.created_by.to_string())
+        .bind(key.created_at)
+        .bind(key.expires_at)
+        .bind(key.revoked_at)
+        .bind(key.last_used_at)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found("bot in the key's organization"));
+        }
+        Ok(())
+    }
+
+    async fn get_api_key_by_prefix(&self, prefix: &str) -> StoreResult<Option<ApiKey>> {
+        sqlx::query(
+            "SELECT id, org_id, name, prefix, key_hash, scopes, bot_id, created_by, created_at, \
+             expires_at, revoked_at, last_used_at FROM api_keys WHERE prefix = $1",
+        )
+        .bind(prefix)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(api_key)
+        .transpose()
+    }
+
+    async fn get_api_key(&self, org: OrgId, id: ApiKeyId) -> StoreResult<Option<ApiKey>> {
+        sqlx::query(
+            "SELECT id, org_id, name, prefix, key_hash, scopes, bot_id, created_by, created_at, \
+             expires_at, revoked_at, last_used_at FROM api_keys WHERE id = $1 AND org_id = $2",
+        )
+        .bind(id.to_string())
+        .bind(org.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(api_key)
+        .transpose()
+    }
+
+    async fn list_api_keys(&self, org: OrgId) -> StoreResult<Vec<ApiKey>> {
+        let rows = sqlx::query(
+            "SELECT id, org_id, name, prefix, key_hash, scopes, bot_id, created_by, created_at, \
+             expires_at, revoked_at, last_used_at FROM api_keys WHERE org_id = $1 \
+             ORDER BY created_at DESC, id",
+        )
+        .bind(org.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        all(rows, api_key)
+    }
+
+    async fn revoke_api_key(&self, org: OrgId, id: ApiKeyId, at: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = $1 \
+             WHERE id = $2 AND org_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(at)
+        .bind(id.to_string())
+        .bind(org.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn touch_api_key(&self, id: ApiKeyId, at: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE api_keys SET last_used_at = $1 \
+             WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+        )
+        .bind(at)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // Login attempts and lockouts.
+
+    async fn record_login_attempt(
+        &self,
+        email: &str,
+        ip: &str,
+        at: i64,
+        success: bool,
+    ) -> StoreResult<()> {
+        sqlx::query("INSERT INTO login_attempts (email, ip, at, success) VALUES ($1, $2, $3, $4)")
+            .bind(email)
+            .bind(ip)
+            .bind(at)
+            .bind(i64::from(success))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn count_email_failures(&self, email: &str, since: i64) -> StoreResult<i64> {
+        // "Before the last success" is by insertion order, which also settles attempts recorded
+        // within the same millisecond.
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS failures FROM login_attempts \
+             WHERE email = $1 AND success = 0 AND at >= $2 AND id > COALESCE(\
+             (SELECT MAX(id) FROM login_attempts WHERE email = $1 AND success = 1), 0)",
+        )
+        .bind(email)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Cols(&row).int("failures")
+    }
+
+    async fn count_ip_failures(&self, ip: &str, since: i64) -> StoreResult<i64> {
+        // No reset on success: an attacker could otherwise clear their count with their own account.
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS failures FROM login_attempts \
+             WHERE ip = $1 AND success = 0 AND at >= $2",
+        )
+        .bind(ip)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Cols(&row).int("failures")
+    }
+
+    async fn get_lockout(&self, subject: &str) -> StoreResult<Option<Lockout>> {
+        sqlx::query(
+            "SELECT subject, level, locked_until, updated_at FROM lockouts WHERE subject = $1",
+        )
+        .bind(subject)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(lockout)
+        .transpose()
+    }
+
+    async fn put_lockout(&self, l: &Lockout) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO lockouts (subject, level, locked_until, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (subject) DO UPDATE SET level = excluded.level, \
+             locked_until = excluded.locked_until, updated_at = excluded.updated_at",
+        )
+        .bind(&l.subject)
+        .bind(l.level)
+        .bind(l.locked_until)
+        .bind(l.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn clear_lockout(&self, subject: &str, email: Option<&str>) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM lockouts WHERE subject = $1")
+            .bind(subject)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(email) = email {
+            sqlx::query("DELETE FROM login_attempts WHERE email = $1 AND success = 0")
+                .bind(email)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // Audit.
+
+    async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<AuditEvent> {
+        self.audit.append(&self.pool, event).await
+    }
+
+    async fn list_audit(
+        &self,
+        chain: &AuditChain,
+        before_seq: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<AuditEvent>> {
+        crate::audit::list(&self.pool, chain, before_seq, limit).await
+    }
+
+    async fn verify_audit_chains(&self) -> StoreResult<Vec<ChainBreak>> {
+        crate::audit::verify(&self.pool).await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_scheme_selects_the_backend() {
+        assert_eq!(
+            Backend::from_url("postgres://u@h/db"),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(
+            Backend::from_url("postgresql://u@h/db"),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(
+            Backend::from_url("sqlite:///tmp/x.db"),
+            Some(Backend::Sqlite)
+        );
+        assert_eq!(Backend::from_url("sqlite::memory:"), Some(Backend::Sqlite));
+        assert_eq!(Backend::from_url("mysql://u@h/db"), None);
+        assert_eq!(Backend::from_url("no scheme"), None);
+    }
+
+    #[test]
+    fn sqlite_paths_are_escaped_in_urls() {
+        let url = SqlStore::sqlite_url(Path::new("/data/my db?#%.sqlite")).unwrap();
+        assert_eq!(url, "sqlite:///data/my%20db%3F%23%25.sqlite?mode=rwc");
+    }
+
+    #[test]
+    fn scopes_round_trip_and_unknown_ones_are_corrupt() {
+        let scopes = vec![ApiScope::BotsRead, ApiScope::WebhooksWrite];
+        let json = scopes_to_json(&scopes);
+        assert_eq!(json, r#"["bots:read","webhooks:write"]"#);
+        assert_eq!(scopes_from_json(&json).unwrap(), scopes);
+        assert!(matches!(
+            scopes_from_json(r#"["bots:admin"]"#),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            scopes_from_json("bots:read"),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+}

@@ -1,0 +1,1532 @@
+//! The store, as the product uses it, on every configured backend (SQLite always, PostgreSQL when
+//! `CONFIDE_TEST_DATABASE_URL` is set).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use confide_domain::{
+    ApiKeyId, ApiScope, BotId, BotPermission, InvitationId, OrgId, OrgRole, SessionId,
+    SharingPolicy, UserId,
+};
+use confide_store::testing::each_backend;
+use confide_store::{
+    ApiKey, AuditChain, AuditEvent, Backend, Chatbot, GENESIS_HASH, Invitation, Lockout,
+    Membership, NewAuditEvent, Organization, Session, SqlStore, Store, StoreError, User,
+    audit_event_hash,
+};
+use serde_json::json;
+
+const T0: i64 = 1_700_000_000_000;
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 60 * MINUTE;
+
+fn org(name: &str) -> Organization {
+    Organization {
+        id: OrgId::new(),
+        name: name.to_owned(),
+        created_at: T0,
+    }
+}
+
+fn user(email: &str) -> User {
+    User {
+        id: UserId::new(),
+        email: email.to_owned(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
+        created_at: T0,
+        password_changed_at: T0,
+        last_login_at: None,
+    }
+}
+
+fn bot(org: OrgId, name: &str) -> Chatbot {
+    Chatbot {
+        id: BotId::new(),
+        org_id: org,
+        name: name.to_owned(),
+        widget_key: format!("wk_{}", uuid::Uuid::now_v7().simple()),
+        sharing_policy: SharingPolicy::AllReaders,
+        created_at: T0,
+        updated_at: T0,
+    }
+}
+
+fn membership(org: OrgId, user: UserId, role: OrgRole) -> Membership {
+    Membership {
+        org_id: org,
+        user_id: user,
+        role,
+        created_at: T0 + MINUTE,
+    }
+}
+
+fn invitation(org: OrgId, email: &str, role: OrgRole, invited_by: UserId) -> Invitation {
+    Invitation {
+        id: InvitationId::new(),
+        org_id: org,
+        email: email.to_owned(),
+        role,
+        invited_by,
+        created_at: T0,
+        expires_at: T0 + 7 * 24 * HOUR,
+        accepted_at: None,
+        revoked_at: None,
+    }
+}
+
+fn session(user: UserId, created_at: i64, expires_at: i64) -> Session {
+    Session {
+        id: SessionId::new(),
+        user_id: user,
+        token_hash: format!("{:064x}", uuid::Uuid::now_v7().as_u128()),
+        created_at,
+        last_seen_at: created_at,
+        expires_at,
+        revoked_at: None,
+        ip: Some("203.0.113.7".to_owned()),
+        user_agent: None,
+    }
+}
+
+fn api_key(org: OrgId, created_by: UserId, bot: Option<BotId>) -> ApiKey {
+    ApiKey {
+        id: ApiKeyId::new(),
+        org_id: org,
+        name: "CI".to_owned(),
+        prefix: uuid::Uuid::now_v7().simple().to_string()[20..].to_owned(),
+        key_hash: "ab".repeat(32),
+        scopes: vec![ApiScope::BotsRead, ApiScope::ChatsWrite],
+        bot_id: bot,
+        created_by,
+        created_at: T0,
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+    }
+}
+
+fn audit(chain: AuditChain, at: i64, action: &str) -> NewAuditEvent {
+    NewAuditEvent {
+        chain,
+        at,
+        actor: Some("cli".to_owned()),
+        ip: None,
+        action: action.to_owned(),
+        target: Some("bot:x".to_owned()),
+        details: json!({"z": 1, "a": {"nested": [1, "two", null]}}),
+    }
+}
+
+/// An organization with its owner, ready for the scenario.
+async fn tenant(store: &SqlStore, name: &str) -> (Organization, User) {
+    let org = org(name);
+    let owner = user(&format!("owner@{}.example", name.to_lowercase()));
+    store.create_org_with_owner(&org, &owner).await.unwrap();
+    (org, owner)
+}
+
+async fn member_of(store: &SqlStore, org: OrgId, email: &str, role: OrgRole) -> User {
+    let user = user(email);
+    store.create_user(&user).await.unwrap();
+    store
+        .add_member(&membership(org, user.id, role))
+        .await
+        .unwrap();
+    user
+}
+
+// Organizations and people.
+
+#[tokio::test]
+async fn a_new_organization_starts_with_its_owner() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        store.ping().await.unwrap();
+        let (acme, owner) = tenant(store, "Acme").await;
+
+        assert_eq!(
+            store.get_org(acme.id).await.unwrap(),
+            Some(acme.clone()),
+            "{backend}"
+        );
+        assert_eq!(store.count_owners(acme.id).await.unwrap(), 1, "{backend}");
+        let members = store.list_members(acme.id).await.unwrap();
+        assert_eq!(members.len(), 1, "{backend}");
+        assert_eq!(members[0].user_id, owner.id, "{backend}");
+        assert_eq!(members[0].email, owner.email, "{backend}");
+        assert_eq!(members[0].role, OrgRole::Owner, "{backend}");
+        assert_eq!(
+            store.list_user_orgs(owner.id).await.unwrap(),
+            vec![(acme.clone(), OrgRole::Owner)],
+            "{backend}"
+        );
+        let stored = store
+            .get_user_by_email(&owner.email)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(stored == owner, "{backend}: the user reads back as written");
+    }
+}
+
+#[tokio::test]
+async fn a_duplicate_email_fails_the_whole_signup_and_leaves_no_organization_behind() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (_, owner) = tenant(store, "Acme").await;
+
+        let second = org("Copycat");
+        let err = store
+            .create_org_with_owner(&second, &user(&owner.email))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{backend}: {err:?}");
+        assert_eq!(store.get_org(second.id).await.unwrap(), None, "{backend}");
+
+        let err = store.create_user(&user(&owner.email)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{backend}: {err:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_existing_user_can_found_another_organization() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (acme, owner) = tenant(store, "Acme").await;
+        let side = org("Side project");
+        store.create_org_for_user(&side, owner.id).await.unwrap();
+        let orgs: Vec<OrgId> = store
+            .list_user_orgs(owner.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(org, role)| {
+                assert_eq!(role, OrgRole::Owner);
+                org.id
+            })
+            .collect();
+        assert_eq!(orgs.len(), 2, "{backend}");
+        assert!(
+            orgs.contains(&acme.id) && orgs.contains(&side.id),
+            "{backend}"
+        );
+
+        // For nobody, nothing is created.
+        let orphan = org("Orphan");
+        let err = store
+            .create_org_for_user(&orphan, UserId::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{backend}: {err:?}");
+        assert_eq!(store.get_org(orphan.id).await.unwrap(), None, "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn renaming_an_organization_and_changing_a_password_are_stored() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (acme, owner) = tenant(store, "Acme").await;
+        assert!(
+            store.rename_org(acme.id, "Acme Inc").await.unwrap(),
+            "{backend}"
+        );
+        assert!(
+            !store.rename_org(OrgId::new(), "Nobody").await.unwrap(),
+            "{backend}"
+        );
+        assert_eq!(
+            store.get_org(acme.id).await.unwrap().unwrap().name,
+            "Acme Inc"
+        );
+
+        store
+            .set_password_hash(owner.id, "$argon2id$new", T0 + HOUR)
+            .await
+            .unwrap();
+        store
+            .upgrade_password_hash(owner.id, "$argon2id$upgraded")
+            .await
+            .unwrap();
+        store.set_last_login(owner.id, T0 + 2 * HOUR).await.unwrap();
+        let stored = store.get_user(owner.id).await.unwrap().unwrap();
+        assert_eq!(stored.password_hash, "$argon2id$upgraded", "{backend}");
+        assert_eq!(stored.password_changed_at, T0 + HOUR, "{backend}");
+        assert_eq!(stored.last_login_at, Some(T0 + 2 * HOUR), "{backend}");
+
+        let err = store
+            .set_password_hash(UserId::new(), "x", T0)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{backend}: {err:?}");
+    }
+}
+
+// Tenancy: another organization's ids find nothing.
+
+#[tokio::test]
+async fn a_bot_id_from_another_organization_finds_nothing() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (acme, _) = tenant(store, "Acme").await;
+        let (globex, _) = tenant(store, "Globex").await;
+        let support = bot(acme.id, "Support");
+        store.create_bot(&support).await.unwrap();
+
+        assert_eq!(
+            store.get_bot(acme.id, support.id).await.unwrap(),
+            Some(support.clone())
+        );
+        assert_eq!(
+            store.get_bot(globex.id, support.id).await.unwrap(),
+            None,
+            "{backend}"
+        );
+        assert!(
+            store.list_bots(globex.id).await.unwrap().is_empty(),
+            "{backend}"
+        );
+        assert_eq!(
+            store
+                .update_bot(globex.id, support.id, Some("Hijacked"), None, T0 + HOUR)
+                .await
+                .unwrap(),
+            None,
+            "{backend}"
+        );
+        assert!(
+            !store.delete_bot(globex.id, support.id).await.unwrap(),
+            "{backend}"
+        );
+        assert_eq!(
+            store
+                .get_bot(acme.id, support.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .name,
+            "Support",
+            "{backend}: untouched"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_api_key_id_from_another_organization_finds_nothing() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (acme, owner) = tenant(store, "Acme").await;
+        let (globex, _) = tenant(store, "Globex").await;
+        let key = api_key(acme.id, owner.id, None);
+        store.create_api_key(&key).await.unwrap();
+
+        assert_eq!(
+            store.get_api_key(globex.id, key.id).await.unwrap(),
+            None,
+            "{backend}"
+        );
+        assert!(
+            store.list_api_keys(globex.id).await.unwrap().is_empty(),
+            "{backend}"
+        );
+        assert!(
+            !store.revoke_api_key(globex.id, key.id, T0).await.unwrap(),
+            "{backend}"
+        );
+        let still = store.get_api_key(acme.id, key.id).await.unwrap().unwrap();
+        assert_eq!(still.revoked_at, None, "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn an_invitation_cannot_be_revoked_from_another_organization() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (acme, owner) = tenant(store, "Acme").await;
+        let (globex, _) = tenant(store, "Globex").await;
+        let invite = invitation(acme.id, "new@acme.example", OrgRole::Member, owner.id);
+        store.create_invitation(&invite).await.unwrap();
+
+        assert!(
+            !store
+                .revoke_invitation(globex.id, invite.id, T0)
+                .await
+                .unwrap(),
+            "{backend}"
+        );
+        assert!(
+            store.list_invitations(globex.id).await.unwrap().is_empty(),
+            "{backend}"
+        );
+        assert_eq!(
+            store.list_invitations(acme.id).await.unwrap(),
+            vec![invite.clone()]
+        );
+        assert!(
+            store
+                .revoke_invitation(acme.id, invite.id, T0)
+                .await
+                .unwrap(),
+            "{backend}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_api_key_cannot_be_bound_to_another_organizations_bot() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (acme, owner) = tenant(store, "Acme").await;
+        let (globex, _) = tenant(store, "Globex").await;
+        let theirs = bot(globex.id, "Theirs");
+        store.create_bot(&theirs).await.unwrap();
+
+        let key = api_key(acme.id, owner.id, Some(theirs.id));
+        let err = store.create_api_key(&key).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{backend}: {err:?}");
+        assert_eq!(
+            store.get_api_key_by_prefix(&key.prefix).await.unwrap(),
+            None
+        );
+
+        let ours = bot(acme.id, "Ours");
+        store.create_bot(&ours).await.unwrap();
+        let key = api_key(acme.id, owner.id, Some(ours.id));
+        store.create_api_key(&key).await.unwrap();
+        assert_eq!(
+            store
+                .get_api_key(acme.id, key.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .bot_id,
+            Some(ours.id),
+            "{backend}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_grant_goes_only_to_members_of_the_bots_organization() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (acme, _) = tenant(store, "Acme").await;
+        let (globex, stranger) = tenant(store, "Globex").await;
+        let support = bot(acme.id, "Support");
+        store.create_bot(&support).await.unwrap();
+        let ada = member_of(store, acme.id, "ada@acme.example", OrgRole::Member).await;
+
+        let err = store
+            .set_bot_grant(support.id, stranger.id, Some(BotPermission::Write))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{backend}: {err:?}");
+        assert_eq!(
+            store.get_bot_grant(support.id, stranger.id).await.unwrap(),
+            None
+        );
+
+        store
+            .set_conversation_viewers(support.id, &[ada.id])
+            .await
+            .unwrap();
+        let err = store
+            .set_conversation_viewers(support.id, &[ada.id, stranger.id])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{backend}: {err:?}");
+        assert_eq!(
+            store.list_conversation_viewers(support.id).await.unwrap(),
+            vec![ada.id],
+            "{backend}: a refused list changes nothing"
+        );
+        assert!(
+            store
+                .list_user_grants(globex.id, stranger.id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
+
+// Memberships and grants.
+
+#[tokio::test]
+async fn an_owner_can_change_a_members_role() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (acme, _) = tenant(store, "Acme").await;
+        let (globex, _) = tenant(store, "Globex").await;
+        let ada = member_of(store, acme.id, "ada@acme.example", OrgRole::Member).await;
+
+        assert!(
+            store
+                .set_member_role(acme.id, ada.id, OrgRole::Admin)
+                .await
+                .unwrap()
+        );
+        let m = store
+            .get_membership(acme.id, ada.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.role, OrgRole::Admin, "{backend}");
+        assert!(
+            store
+                .set_member_role(acme.id, ada.id, OrgRole::Owner)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.count_owners(acme.id).await.unwrap(), 2, "{backend}");
+
+        // Not a member there: nothing to change, and nothing learned.
+        assert!(
+            !store
+                .set_member_role(globex.id, ada.id, OrgRole::Owner)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.get_membership(globex.id, ada.id).await.unwrap(),
+            None,
+            "{backend}"
+        );
+
+        let err = store
+            .add_member(&membership(acme.id, ada.id, OrgRole::Member))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{backend}: {err:?}");
+    }
+}
+
+#[tokio::test]
+async fn grants_can_be_raised_lowered_and_removed() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (acme, _) = tenant(store, "Acme").await;
+        let support = bot(acme.id, "Support");
+        store.create_bot(&support).await.unwrap();
+        let ada = member_of(store, acme.id, "ada@acme.example", OrgRole::Member).await;
+
+        store
+            .set_bot_grant(support.id, ada.id, Some(BotPermission::Read))
+            .await
+            .unwrap();
+        store
+            .set_bot_grant(support.id, ada.id, Some(BotPermission::Write))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_bot_grant(support.id, ada.id).await.unwrap(),
+            Some(BotPermission::Write),
+            "{backend}"
+        );
+        assert_eq!(
+            store.list_bot_grants(support.id).await.unwrap().len(),
+            1,
+            "{backend}"
+        );
+        store.set_bot_grant(support.id, ada.id, None).await.unwrap();
+        assert_eq!(
+            store.get_bot_grant(support.id, ada.id).await.unwrap(),
+            None,
+            "{backend}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn removing_a_member_also_removes_their_grants_on_the_organizations_bots() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (acme, _) = tenant(store, "Acme").await;
+        let (globex, _) = tenant(store, "Globex").await;
+        let support = bot(acme.id, "Support");
+        let sales = bot(acme.id, "Sales");
+        let elsewhere = bot(globex.id, "Elsewhere");
+        for b in [&support, &sales, &elsewhere] {
+            store.create_bot(b).await.unwrap();
+        }
+        let ada = member_of(store, acme.id, "ada@acme.example", OrgRole::Member).await;
+        store
+            .add_member(&membership(globex.id, ada.id, OrgRole::Member))
+            .await
+            .unwrap();
+        store
+            .set_bot_grant(support.id, ada.id, Some(BotPermission::Write))
+            .await
+            .unwrap();
+        store
+            .set_bot_grant(sales.id, ada.id, Some(BotPermission::Read))
+            .await
+            .unwrap();
+        store
+            .set_bot_grant(elsewhere.id, ada.id, Some(BotPermission::Read))
+            .await
+            .unwrap();
+        store
+            .set_conversation_viewers(support.id, &[ada.id])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.list_user_grants(acme.id, ada.id).await.unwrap().len(),
+            2
+        );
+
+        assert!(
+            store.remove_member(acme.id, ada.id).await.unwrap(),
+            "{backend}"
+        );
+        assert!(
+            !store.remove_member(acme.id, ada.id).await.unwrap(),
+            "{backend}: only once"
+        );
+
+        assert_eq!(
+            store.get_membership(acme.id, ada.id).await.unwrap(),
+            None,
+            "{backend}"
+        );
+        assert!(
+            store
+                .list_user_grants(acme.id, ada.id)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{backend}"
+        );
+        assert!(
+            store
+                .list_conversation_viewers(support.id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // The other organization's grant is its own business.
+        assert_eq!(
+            store.get_bot_grant(elsewhere.id, ada.id).await.unwrap(),
+            Some(BotPermission::Read),
+            "{backend}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_bot_can_be_renamed_reshared_found_by_its_widget_key_and_deleted() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (acme, _) = tenant(store, "Acme").await;
+        let support = bot(acme.id, "Support");
+        store.create_bot(&support).await.unwrap();
+        let ada = member_of(store, acme.id, "ada@acme.example", OrgRole::Member).await;
+        store
+            .set_bot_grant(support.id, ada.id, Some(BotPermission::Read))
+            .await
+            .unwrap();
+
+        let renamed = store
+            .update_bot(acme.id, support.id, Some("Helpdesk"), None, T0 + HOUR)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(renamed.name, "Helpdesk", "{backend}");
+        assert_eq!(
+            renamed.sharing_policy,
+            SharingPolicy::AllReaders,
+            "{backend}"
+        );
+        assert_eq!(renamed.updated_at, T0 + HOUR, "{backend}");
+        let reshared = store
+            .update_bot(
+                acme.id,
+                support.id,
+                None,
+                Some(SharingPolicy::ListedMembers),
+                T0 + 2 * HOUR,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(reshared.name, "Helpdesk", "{backend}");
+        assert_eq!(
+            reshared.sharing_policy,
+            SharingPolicy::ListedMembers,
+            "{backend}"
+        );
+
+        assert_eq!(
+            store
+                .get_bot_by_widget_key(&support.widget_key)
+                .await
+                .unwrap(),
+            Some(reshared),
+            "{backend}"
+        );
+        let mut twin = bot(acme.id, "Twin");
+        twin.widget_key = support.widget_key.clone();
+        let err = store.create_bot(&twin).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{backend}: {err:?}");
+
+        assert!(
+            store.delete_bot(acme.id, support.id).await.unwrap(),
+            "{backend}"
+        );
+        assert_eq!(
+            store.get_bot_grant(support.id, ada.id).await.unwrap(),
+            None,
+            "{backend}"
+        );
+        assert_eq!(
+            store
+                .get_bot_by_widget_key(&support.widget_key)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+}
+
+// Invitations.
+
+#[tokio::test]
+async fn an_invitation_is_accepted_exactly_once() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (acme, owner) = tenant(store, "Acme").await;
+        let invite = invitation(acme.id, "new@acme.example", OrgRole::Admin, owner.id);
+        store.create_invitation(&invite).await.unwrap();
+
+        let newcomer = user("new@acme.example");
+        let joins = membership(acme.id, newcomer.id, OrgRole::Admin);
+        assert!(
+            store
+                .accept_invitation(invite.id, Some(&newcomer), &joins, T0 + HOUR)
+                .await
+                .unwrap(),
+            "{backend}"
+        );
+        assert!(
+            !store
+                .accept_invitation(invite.id, None, &joins, T0 + HOUR)
+                .await
+                .unwrap(),
+            "{backend}: a second accept does nothing"
+        );
+        assert!(
+            store.get_user(newcomer.id).await.unwrap().is_some(),
+            "{backend}"
+        );
+        assert_eq!(
+            store
+                .get_membership(acme.id, newcomer.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .role,
+            OrgRole::Admin
+        );
+        let stored = store.get_invitation(invite.id).await.unwrap().unwrap();
+        assert_eq!(stored.accepted_at, Some(T0 + HOUR), "{backend}");
+        assert!(
+            !store
+                .revoke_invitation(acme.id, invite.id, T0)
+                .await
+                .unwrap(),
+            "{backend}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_or_expired_invitation_cannot_be_accepted() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (acme, owner) = tenant(store, "Acme").await;
+        let existing = user("existing@acme.example");
+        store.create_user(&existing).await.unwrap();
+        let joins = membership(acme.id, existing.id, OrgRole::Member);
+
+        let revoked = invitation(acme.id, &existing.email, OrgRole::Member, owner.id);
+        store.create_invitation(&revoked).await.unwrap();
+        assert!(
+            store
+                .revoke_invitation(acme.id, revoked.id, T0 + MINUTE)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .accept_invitation(revoked.id, None, &joins, T0 + HOUR)
+                .await
+                .unwrap()
+        );
+
+        let expired = invitation(acme.id, &existing.email, OrgRole::Member, owner.id);
+        store.create_invitation(&expired).await.unwrap();
+        let too_late = expired.expires_at;
+        assert!(
+            !store
+                .accept_invitation(expired.id, None, &joins, too_late)
+                .await
+                .unwrap()
+        );
+
+        // An invitation to be a member does not make anyone an owner, nor a member elsewhere.
+        let open = invitation(acme.id, &existing.email, OrgRole::Member, owner.id);
+        store.create_invitation(&open).await.unwrap();
+        let as_owner = membership(acme.id, existing.id, OrgRole::Owner);
+        assert!(
+            !store
+                .accept_invitation(open.id, None, &as_owner, T0)
+                .await
+                .unwrap()
+        );
+        let (globex, _) = tenant(store, "Globex").await;
+        let elsewhere = membership(globex.id, existing.id, OrgRole::Member);
+        assert!(
+            !store
+                .accept_invitation(open.id, None, &elsewhere, T0)
+                .await
+                .unwrap()
+        );
+
+        assert_eq!(
+            store.get_membership(acme.id, existing.id).await.unwrap(),
+            None,
+            "{backend}"
+        );
+        assert_eq!(
+            store.get_membership(globex.id, existing.id).await.unwrap(),
+            None
+        );
+        assert!(
+            store
+                .accept_invitation(open.id, None, &joins, T0)
+                .await
+                .unwrap(),
+            "{backend}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_accept_that_fails_halfway_leaves_the_invitation_open() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (acme, owner) = tenant(store, "Acme").await;
+        let invite = invitation(acme.id, &owner.email, OrgRole::Member, owner.id);
+        store.create_invitation(&invite).await.unwrap();
+
+        // The address already has an account: creating it again must not half-accept.
+        let duplicate = user(&owner.email);
+        let joins = membership(acme.id, duplicate.id, OrgRole::Member);
+        let err = store
+            .accept_invitation(invite.id, Some(&duplicate), &joins, T0)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{backend}: {err:?}");
+        let stored = store.get_invitation(invite.id).await.unwrap().unwrap();
+        assert_eq!(stored.accepted_at, None, "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_accepts_of_one_invitation_admit_one_person() {
+    for (backend, db) in each_backend().await {
+        let store = db.shared_store();
+        let (acme, owner) = tenant(&store, "Acme").await;
+        let invite = invitation(acme.id, "new@acme.example", OrgRole::Member, owner.id);
+        store.create_invitation(&invite).await.unwrap();
+
+        let mut tasks = Vec::new();
+        for i in 0..6 {
+            let store = Arc::clone(&store);
+            let acme = acme.id;
+            tasks.push(tokio::spawn(async move {
+                let person = user(&format!("claimant{i}@acme.example"));
+                let joins = membership(acme, person.id, OrgRole::Member);
+                store
+                    .accept_invitation(invite.id, Some(&person), &joins, T0)
+                    .await
+            }));
+        }
+        let mut accepted = 0;
+        for task in tasks {
+            if task.await.unwrap().unwrap() {
+                accepted += 1;
+            }
+        }
+        assert_eq!(accepted, 1, "{backend}");
+        assert_eq!(
+            store.list_members(acme.id).await.unwrap().len(),
+            2,
+            "{backend}"
+        );
+    }
+}
+
+// Sessions.
+
+#[tokio::test]
+async fn live_sessions_exclude_revoked_and_expired_ones() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (_, ada) = tenant(store, "Acme").await;
+        let (_, mallory) = tenant(store, "Evil").await;
+        let now = T0 + HOUR;
+        let laptop = session(ada.id, T0, T0 + 12 * HOUR);
+        let phone = session(ada.id, T0 + MINUTE, T0 + 12 * HOUR);
+        let stale = session(ada.id, T0 - 24 * HOUR, T0 - HOUR);
+        for s in [&laptop, &phone, &stale] {
+            store.create_session(s).await.unwrap();
+        }
+
+        assert_eq!(
+            store
+                .get_session_by_token_hash(&laptop.token_hash)
+                .await
+                .unwrap(),
+            Some(laptop.clone()),
+            "{backend}"
+        );
+        let live: Vec<SessionId> = store
+            .list_live_sessions(ada.id, now)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(
+            live,
+            vec![phone.id, laptop.id],
+            "{backend}: newest first, expired left out"
+        );
+
+        assert!(
+            !store
+                .revoke_session(mallory.id, phone.id, now)
+                .await
+                .unwrap(),
+            "{backend}: someone else's session"
+        );
+        assert!(
+            store.revoke_session(ada.id, phone.id, now).await.unwrap(),
+            "{backend}"
+        );
+        assert!(
+            !store.revoke_session(ada.id, phone.id, now).await.unwrap(),
+            "{backend}"
+        );
+        let live: Vec<SessionId> = store
+            .list_live_sessions(ada.id, now)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(live, vec![laptop.id], "{backend}");
+
+        store.touch_session(laptop.id, now).await.unwrap();
+        assert_eq!(
+            store
+                .get_session(laptop.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .last_seen_at,
+            now
+        );
+
+        let dup = Session {
+            id: SessionId::new(),
+            ..laptop.clone()
+        };
+        let err = store.create_session(&dup).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{backend}: {err:?}");
+    }
+}
+
+#[tokio::test]
+async fn signing_out_everywhere_else_keeps_the_current_session() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (_, ada) = tenant(store, "Acme").await;
+        let (_, bob) = tenant(store, "Bobco").await;
+        let now = T0 + HOUR;
+        let current = session(ada.id, T0, T0 + 12 * HOUR);
+        let others = [
+            session(ada.id, T0, T0 + 12 * HOUR),
+            session(ada.id, T0, T0 + 12 * HOUR),
+        ];
+        let bobs = session(bob.id, T0, T0 + 12 * HOUR);
+        store.create_session(&current).await.unwrap();
+        for s in others.iter().chain([&bobs]) {
+            store.create_session(s).await.unwrap();
+        }
+
+        assert_eq!(
+            store
+                .revoke_user_sessions(ada.id, Some(current.id), now)
+                .await
+                .unwrap(),
+            2
+        );
+        let live: Vec<SessionId> = store
+            .list_live_sessions(ada.id, now)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(live, vec![current.id], "{backend}");
+        assert_eq!(
+            store.list_live_sessions(bob.id, now).await.unwrap().len(),
+            1,
+            "{backend}"
+        );
+
+        assert_eq!(
+            store.revoke_user_sessions(ada.id, None, now).await.unwrap(),
+            1,
+            "{backend}"
+        );
+        assert!(
+            store
+                .list_live_sessions(ada.id, now)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{backend}"
+        );
+    }
+}
+
+// API keys.
+
+#[tokio::test]
+async fn an_api_key_is_found_by_its_prefix_used_and_revoked() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (acme, owner) = tenant(store, "Acme").await;
+        let key = api_key(acme.id, owner.id, None);
+        store.create_api_key(&key).await.unwrap();
+
+        let found = store
+            .get_api_key_by_prefix(&key.prefix)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(found, key, "{backend}: scopes and all read back");
+        assert_eq!(
+            store.get_api_key_by_prefix("nope").await.unwrap(),
+            None,
+            "{backend}"
+        );
+
+        store.touch_api_key(key.id, T0 + HOUR).await.unwrap();
+        store.touch_api_key(key.id, T0 + MINUTE).await.unwrap();
+        let used = store.get_api_key(acme.id, key.id).await.unwrap().unwrap();
+        assert_eq!(
+            used.last_used_at,
+            Some(T0 + HOUR),
+            "{backend}: never goes back in time"
+        );
+
+        assert!(
+            store
+                .revoke_api_key(acme.id, key.id, T0 + 2 * HOUR)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .revoke_api_key(acme.id, key.id, T0 + 3 * HOUR)
+                .await
+                .unwrap()
+        );
+        let revoked = store
+            .get_api_key_by_prefix(&key.prefix)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(revoked.revoked_at, Some(T0 + 2 * HOUR), "{backend}");
+        assert_eq!(
+            store.list_api_keys(acme.id).await.unwrap().len(),
+            1,
+            "{backend}"
+        );
+
+        let mut clash = api_key(acme.id, owner.id, None);
+        clash.prefix = key.prefix.clone();
+        let err = store.create_api_key(&clash).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{backend}: {err:?}");
+    }
+}
+
+// Login attempts and lockouts.
+
+#[tokio::test]
+async fn login_failures_count_within_the_window_and_since_the_last_success() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let email = "ada@acme.example";
+        let ip = "198.51.100.4";
+        store
+            .record_login_attempt(email, ip, T0 - HOUR, false)
+            .await
+            .unwrap();
+        for i in 0..3 {
+            store
+                .record_login_attempt(email, ip, T0 + i, false)
+                .await
+                .unwrap();
+        }
+        store
+            .record_login_attempt("other@acme.example", ip, T0, false)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.count_email_failures(email, T0).await.unwrap(),
+            3,
+            "{backend}"
+        );
+        assert_eq!(
+            store.count_email_failures(email, T0 - HOUR).await.unwrap(),
+            4,
+            "{backend}"
+        );
+        assert_eq!(
+            store.count_ip_failures(ip, T0).await.unwrap(),
+            4,
+            "{backend}"
+        );
+
+        store
+            .record_login_attempt(email, ip, T0 + 10, true)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.count_email_failures(email, T0).await.unwrap(),
+            0,
+            "{backend}"
+        );
+        store
+            .record_login_attempt(email, ip, T0 + 10, false)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.count_email_failures(email, T0).await.unwrap(),
+            1,
+            "{backend}"
+        );
+        // A success never wipes an address's record: it could be the attacker's own account.
+        assert_eq!(
+            store.count_ip_failures(ip, T0).await.unwrap(),
+            5,
+            "{backend}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_lockout_is_set_raised_and_lifted_with_its_failures() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let email = "ada@acme.example";
+        let subject = format!("email:{email}");
+        for i in 0..5 {
+            store
+                .record_login_attempt(email, "198.51.100.4", T0 + i, false)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            store.get_lockout(&subject).await.unwrap(),
+            None,
+            "{backend}"
+        );
+        let first = Lockout {
+            subject: subject.clone(),
+            level: 1,
+            locked_until: T0 + 15 * MINUTE,
+            updated_at: T0,
+        };
+        store.put_lockout(&first).await.unwrap();
+        assert_eq!(
+            store.get_lockout(&subject).await.unwrap(),
+            Some(first.clone())
+        );
+        let second = Lockout {
+            level: 2,
+            locked_until: T0 + HOUR,
+            updated_at: T0 + 20 * MINUTE,
+            ..first
+        };
+        store.put_lockout(&second).await.unwrap();
+        assert_eq!(
+            store.get_lockout(&subject).await.unwrap(),
+            Some(second),
+            "{backend}"
+        );
+
+        store.clear_lockout(&subject, Some(email)).await.unwrap();
+        assert_eq!(
+            store.get_lockout(&subject).await.unwrap(),
+            None,
+            "{backend}"
+        );
+        assert_eq!(
+            store.count_email_failures(email, T0).await.unwrap(),
+            0,
+            "{backend}"
+        );
+    }
+}
+
+// Audit.
+
+fn assert_linked(events_oldest_first: &[AuditEvent], backend: &str) {
+    for (i, event) in events_oldest_first.iter().enumerate() {
+        assert_eq!(event.seq, i as i64 + 1, "{backend}: seq runs 1, 2, 3...");
+        let expected_prev = if i == 0 {
+            GENESIS_HASH
+        } else {
+            events_oldest_first[i - 1].hash.as_str()
+        };
+        assert_eq!(
+            event.prev_hash, expected_prev,
+            "{backend}: linked to the previous event"
+        );
+        assert_eq!(
+            audit_event_hash(event),
+            event.hash,
+            "{backend}: hash recomputes"
+        );
+    }
+}
+
+async fn chain_oldest_first(store: &SqlStore, chain: &AuditChain) -> Vec<AuditEvent> {
+    let mut events = store.list_audit(chain, None, 1000).await.unwrap();
+    events.reverse();
+    events
+}
+
+#[tokio::test]
+async fn audit_events_form_one_valid_chain_per_organization() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let acme = AuditChain::Org(OrgId::new());
+        let globex = AuditChain::Org(OrgId::new());
+        for i in 0..5 {
+            store
+                .append_audit(audit(acme.clone(), T0 + i, "bot.created"))
+                .await
+                .unwrap();
+            store
+                .append_audit(audit(globex.clone(), T0 + i, "member.added"))
+                .await
+                .unwrap();
+            if i % 2 == 0 {
+                store
+                    .append_audit(audit(AuditChain::Platform, T0 + i, "auth.login_failed"))
+                    .await
+                    .unwrap();
+            }
+        }
+
+        let events = chain_oldest_first(store, &acme).await;
+        assert_eq!(events.len(), 5, "{backend}");
+        assert_linked(&events, backend);
+        assert!(
+            events
+                .iter()
+                .all(|e| e.chain == acme.key() && e.action == "bot.created")
+        );
+        assert_eq!(
+            events[0].details,
+            json!({"a": {"nested": [1, "two", null]}, "z": 1})
+        );
+        assert_linked(&chain_oldest_first(store, &globex).await, backend);
+        assert_eq!(
+            chain_oldest_first(store, &AuditChain::Platform).await.len(),
+            3,
+            "{backend}"
+        );
+
+        // Newest first, paging backwards.
+        let page = store.list_audit(&acme, None, 2).await.unwrap();
+        assert_eq!(
+            page.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![5, 4],
+            "{backend}"
+        );
+        let page = store.list_audit(&acme, Some(4), 2).await.unwrap();
+        assert_eq!(
+            page.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![3, 2],
+            "{backend}"
+        );
+
+        assert_eq!(
+            store.verify_audit_chains().await.unwrap(),
+            vec![],
+            "{backend}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_appends_from_two_nodes_leave_a_gap_free_chain() {
+    for (backend, db) in each_backend().await {
+        // Two stores on one database stand for two nodes: only the database orders them.
+        let node_a = db.shared_store();
+        let node_b = Arc::new(SqlStore::connect(&db.url()).await.unwrap());
+        let chain = AuditChain::Org(OrgId::new());
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let store = if i % 2 == 0 {
+                Arc::clone(&node_a)
+            } else {
+                Arc::clone(&node_b)
+            };
+            let chain = chain.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .append_audit(audit(chain, T0 + i, "bot.updated"))
+                    .await
+            }));
+        }
+        let mut seqs = BTreeSet::new();
+        for task in tasks {
+            seqs.insert(task.await.unwrap().unwrap().seq);
+        }
+        assert_eq!(seqs, (1..=20).collect::<BTreeSet<i64>>(), "{backend}");
+        assert_linked(&chain_oldest_first(&node_a, &chain).await, backend);
+        assert_eq!(
+            node_a.verify_audit_chains().await.unwrap(),
+            vec![],
+            "{backend}"
+        );
+        node_b.close().await;
+    }
+}
+
+#[tokio::test]
+async fn audit_events_cannot_be_edited_or_deleted_through_the_database() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        store
+            .append_audit(audit(AuditChain::Platform, T0, "auth.login"))
+            .await
+            .unwrap();
+        let edit = sqlx::query("UPDATE audit_events SET action = 'auth.nothing'")
+            .execute(store.pool())
+            .await;
+        assert!(edit.is_err(), "{backend}: the trigger refuses edits");
+        let delete = sqlx::query("DELETE FROM audit_events")
+            .execute(store.pool())
+            .await;
+        assert!(delete.is_err(), "{backend}: the trigger refuses deletes");
+        assert_eq!(
+            store.verify_audit_chains().await.unwrap(),
+            vec![],
+            "{backend}"
+        );
+    }
+}
+
+/// What a tamperer with database access does first.
+async fn disable_append_only_triggers(store: &SqlStore) {
+    match store.backend() {
+        Backend::Sqlite => {
+            for statement in [
+                "DROP TRIGGER audit_events_no_update",
+                "DROP TRIGGER audit_events_no_delete",
+            ] {
+                sqlx::query(statement).execute(store.pool()).await.unwrap();
+            }
+        }
+        Backend::Postgres => {
+            sqlx::query("ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update")
+                .execute(store.pool())
+                .await
+                .unwrap();
+        }
+    }
+}
+
+async fn chain_of_five(store: &SqlStore) -> AuditChain {
+    let chain = AuditChain::Org(OrgId::new());
+    for i in 0..5 {
+        store
+            .append_audit(audit(chain.clone(), T0 + i, "member.role_changed"))
+            .await
+            .unwrap();
+    }
+    // A second, untouched chain must stay quiet.
+    store
+        .append_audit(audit(AuditChain::Platform, T0, "auth.login"))
+        .await
+        .unwrap();
+    chain
+}
+
+#[tokio::test]
+async fn verification_finds_an_edited_event() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let chain = chain_of_five(store).await;
+        disable_append_only_triggers(store).await;
+        sqlx::query("UPDATE audit_events SET details = $1 WHERE chain = $2 AND seq = 3")
+            .bind(r#"{"role":"owner"}"#)
+            .bind(chain.key())
+            .execute(store.pool())
+            .await
+            .unwrap();
+
+        let breaks = store.verify_audit_chains().await.unwrap();
+        assert_eq!(breaks.len(), 1, "{backend}: {breaks:?}");
+        assert_eq!(
+            (breaks[0].chain.as_str(), breaks[0].seq),
+            (chain.key().as_str(), 3)
+        );
+        assert!(breaks[0].reason.contains("hash"), "{backend}: {breaks:?}");
+    }
+}
+
+#[tokio::test]
+async fn verification_finds_a_deleted_event() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let chain = chain_of_five(store).await;
+        disable_append_only_triggers(store).await;
+        sqlx::query("DELETE FROM audit_events WHERE chain = $1 AND seq = 2")
+            .bind(chain.key())
+            .execute(store.pool())
+            .await
+            .unwrap();
+
+        let breaks = store.verify_audit_chains().await.unwrap();
+        assert_eq!(breaks.len(), 1, "{backend}: {breaks:?}");
+        assert_eq!(breaks[0].seq, 3, "{backend}");
+        assert!(
+            breaks[0].reason.contains("missing"),
+            "{backend}: {breaks:?}"
+        );
+
+        // Removing the first event is a gap too.
+        sqlx::query("DELETE FROM audit_events WHERE chain = $1 AND seq = 1")
+            .bind(chain.key())
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let breaks = store.verify_audit_chains().await.unwrap();
+        assert_eq!(breaks.len(), 1, "{backend}: {breaks:?}");
+        assert_eq!(breaks[0].seq, 3, "{backend}");
+        assert_eq!(breaks[0].reason, "events 1 to 2 are missing", "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn verification_finds_an_event_relinked_to_another_predecessor() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let chain = chain_of_five(store).await;
+        let events = chain_oldest_first(store, &chain).await;
+        disable_append_only_triggers(store).await;
+
+        // Event 4 rewritten with a self-consistent hash, but pointing at event 2.
+        let mut forged = events[3].clone();
+        forged.prev_hash = events[1].hash.clone();
+        forged.hash = audit_event_hash(&forged);
+        sqlx::query("UPDATE audit_events SET prev_hash = $1, hash = $2 WHERE id = $3")
+            .bind(&forged.prev_hash)
+            .bind(&forged.hash)
+            .bind(forged.id.to_string())
+            .execute(store.pool())
+            .await
+            .unwrap();
+
+        let breaks = store.verify_audit_chains().await.unwrap();
+        // Event 4 no longer follows event 3, and event 5 no longer follows event 4.
+        let at: Vec<(i64, bool)> = breaks
+            .iter()
+            .map(|b| (b.seq, b.reason.contains("prev_hash")))
+            .collect();
+        assert_eq!(at, vec![(4, true), (5, true)], "{backend}: {breaks:?}");
+    }
+}
+
+// The databases themselves.
+
+#[tokio::test]
+async fn migrating_twice_changes_nothing() {
+    for (backend, db) in each_backend().await {
+        db.store().migrate().await.unwrap();
+        let (acme, _) = tenant(db.store(), "Acme").await;
+        db.store().migrate().await.unwrap();
+        assert!(
+            db.store().get_org(acme.id).await.unwrap().is_some(),
+            "{backend}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sqlite_runs_in_wal_mode_with_foreign_keys_enforced() {
+    for (_, db) in each_backend().await {
+        if db.backend() != Backend::Sqlite {
+            continue;
+        }
+        let pool = db.store().pool();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(fk, 1);
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(sync, 1, "NORMAL");
+        assert!(db.url().starts_with("sqlite://") && db.url().ends_with("?mode=rwc"));
+        assert!(db.data_dir().join("confide.sqlite3").exists());
+
+        // A second process would open the same file through the URL.
+        let other = SqlStore::connect(&db.url()).await.unwrap();
+        other.ping().await.unwrap();
+        other.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_row_that_does_not_parse_is_reported_as_corrupt_not_a_panic() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, created_at, password_changed_at) \
+             VALUES ('not-a-uuid', 'broken@acme.example', 'x', 0, 0)",
+        )
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let err = store
+            .get_user_by_email("broken@acme.example")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{backend}: {err:?}");
+        assert!(
+            !format!("{err}").contains("not-a-uuid"),
+            "{backend}: values stay out of errors"
+        );
+    }
+}

@@ -1,0 +1,492 @@
+//! Chatbots, who may read or change them, and who sees their conversations.
+
+use std::collections::HashSet;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use confide_domain::{
+    BotId, BotPermission, Name, OrgId, OrgRole, Principal, SharingPolicy, UserId,
+};
+use confide_security::tokens;
+use confide_store::Chatbot;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use crate::api::timestamp;
+use crate::audit::{self, org_chain};
+use crate::auth::Auth;
+use crate::authz::{self, BotNeed, OrgNeed};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{PathParams, StrictJson};
+use crate::state::{AppState, now_ms};
+
+#[derive(Serialize, ToSchema)]
+pub struct BotView {
+    pub id: BotId,
+    pub org_id: OrgId,
+    pub name: String,
+    /// The public key the chat widget embeds (`data-bot`).
+    pub key: String,
+    pub sharing_policy: SharingPolicy,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<Chatbot> for BotView {
+    fn from(bot: Chatbot) -> Self {
+        BotView {
+            id: bot.id,
+            org_id: bot.org_id,
+            name: bot.name,
+            key: bot.widget_key,
+            sharing_policy: bot.sharing_policy,
+            created_at: timestamp(bot.created_at),
+            updated_at: timestamp(bot.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BotList {
+    pub bots: Vec<BotView>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBotRequest {
+    #[schema(min_length = 1, max_length = 200)]
+    pub name: String,
+}
+
+/// Create a chatbot (owners, admins, or an API key with `bots:write`).
+#[utoipa::path(post, path = "/api/v1/orgs/{org_id}/bots", tag = "bots", request_body = CreateBotRequest,
+    params(("org_id" = OrgId, Path, description = "Organization id")),
+    security(("bearer" = []), ("session" = []), ("api_key" = [])),
+    responses(
+        (status = 201, description = "Created", body = BotView),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Not allowed", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+        (status = 422, description = "Invalid name", body = ErrorBody),
+    ))]
+pub async fn create_bot(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathParams(org_id): PathParams<OrgId>,
+    StrictJson(request): StrictJson<CreateBotRequest>,
+) -> ApiResult<(StatusCode, Json<BotView>)> {
+    authz::org(&state, &auth, org_id, OrgNeed::ManageBots).await?;
+    let name = Name::parse("name", &request.name)?;
+    let now = now_ms();
+    let bot = Chatbot {
+        id: BotId::new(),
+        org_id,
+        name: name.into_inner(),
+        widget_key: tokens::random_token(18),
+        sharing_policy: SharingPolicy::AllReaders,
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.create_bot(&bot).await?;
+    audit::record(
+        &state,
+        org_chain(org_id),
+        &auth.actor(),
+        "bot.created",
+        Some(format!("bot:{}", bot.id)),
+        json!({}),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(bot.into())))
+}
+
+/// The bots you may read.
+#[utoipa::path(get, path = "/api/v1/orgs/{org_id}/bots", tag = "bots",
+    params(("org_id" = OrgId, Path, description = "Organization id")),
+    security(("bearer" = []), ("session" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Bots", body = BotList),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "API key without bots:read", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+    ))]
+pub async fn list_bots(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathParams(org_id): PathParams<OrgId>,
+) -> ApiResult<Json<BotList>> {
+    let scope_needed = match auth.principal {
+        Principal::ApiKey { .. } => Some(confide_domain::ApiScope::BotsRead),
+        Principal::User { .. } => None,
+    };
+    let access = authz::org(&state, &auth, org_id, OrgNeed::View(scope_needed)).await?;
+    let all = state.store.list_bots(org_id).await?;
+    let visible: Vec<Chatbot> = match (&auth.principal, access.role) {
+        (Principal::User { .. }, Some(role)) if role.manages_org() => all,
+        (Principal::User { user_id, .. }, _) => {
+            let granted: HashSet<BotId> = state
+                .store
+                .list_user_grants(org_id, *user_id)
+                .await?
+                .into_iter()
+                .map(|g| g.bot_id)
+                .collect();
+            all.into_iter()
+                .filter(|b| granted.contains(&b.id))
+                .collect()
+        }
+        (Principal::ApiKey { bot_id, .. }, _) => all
+            .into_iter()
+            .filter(|b| bot_id.is_none_or(|only| only == b.id))
+            .collect(),
+    };
+    Ok(Json(BotList {
+        bots: visible.into_iter().map(BotView::from).collect(),
+    }))
+}
+
+/// One bot.
+#[utoipa::path(get, path = "/api/v1/orgs/{org_id}/bots/{bot_id}", tag = "bots",
+    params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id")),
+    security(("bearer" = []), ("session" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The bot", body = BotView),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "API key without bots:read", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+    ))]
+pub async fn get_bot(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathParams((org_id, bot_id)): PathParams<(OrgId, BotId)>,
+) -> ApiResult<Json<BotView>> {
+    let (_, bot) = authz::bot(&state, &auth, org_id, bot_id, BotNeed::Read).await?;
+    Ok(Json(bot.into()))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateBotRequest {
+    #[schema(min_length = 1, max_length = 200)]
+    pub name: Option<String>,
+    pub sharing_policy: Option<SharingPolicy>,
+}
+
+/// Change a bot's name or sharing policy (write permission).
+#[utoipa::path(patch, path = "/api/v1/orgs/{org_id}/bots/{bot_id}", tag = "bots", request_body = UpdateBotRequest,
+    params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id")),
+    security(("bearer" = []), ("session" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Updated", body = BotView),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Read-only access", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+        (status = 422, description = "Invalid input", body = ErrorBody),
+    ))]
+pub async fn update_bot(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathParams((org_id, bot_id)): PathParams<(OrgId, BotId)>,
+    StrictJson(request): StrictJson<UpdateBotRequest>,
+) -> ApiResult<Json<BotView>> {
+    let (access, _) = authz::bot(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
+    let name = request
+        .name
+        .as_deref()
+        .map(|n| Name::parse("name", n))
+        .transpose()?;
+    if request.sharing_policy.is_some() && !access.role.is_some_and(OrgRole::manages_org) {
+        return Err(ApiError::forbidden(
+            "forbidden",
+            "only owners and admins change who sees conversations",
+        ));
+    }
+    let bot = state
+        .store
+        .update_bot(
+            org_id,
+            bot_id,
+            name.as_ref().map(Name::as_str),
+            request.sharing_policy,
+            now_ms(),
+        )
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    audit::record(&state, org_chain(org_id), &auth.actor(), "bot.updated", Some(format!("bot:{bot_id}")),
+        json!({ "name": name.as_ref().map(Name::as_str), "sharing_policy": request.sharing_policy })).await?;
+    Ok(Json(bot.into()))
+}
+
+/// Delete a bot (owners, admins, or an API key with `bots:write`).
+#[utoipa::path(delete, path = "/api/v1/orgs/{org_id}/bots/{bot_id}", tag = "bots",
+    params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id")),
+    security(("bearer" = []), ("session" = []), ("api_key" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Not allowed", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+    ))]
+pub async fn delete_bot(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathParams((org_id, bot_id)): PathParams<(OrgId, BotId)>,
+) -> ApiResult<StatusCode> {
+    authz::bot(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
+    authz::org(&state, &auth, org_id, OrgNeed::ManageBots).await?;
+    if !state.store.delete_bot(org_id, bot_id).await? {
+        return Err(ApiError::not_found());
+    }
+    audit::record(
+        &state,
+        org_chain(org_id),
+        &auth.actor(),
+        "bot.deleted",
+        Some(format!("bot:{bot_id}")),
+        json!({}),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GrantView {
+    pub user_id: UserId,
+    pub permission: BotPermission,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GrantList {
+    pub permissions: Vec<GrantView>,
+}
+
+/// Who has read or write on this bot (owners and admins always have write).
+#[utoipa::path(get, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/permissions", tag = "bots",
+    params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id")),
+    security(("bearer" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Grants", body = GrantList),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Not an owner or admin", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+    ))]
+pub async fn list_permissions(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathParams((org_id, bot_id)): PathParams<(OrgId, BotId)>,
+) -> ApiResult<Json<GrantList>> {
+    authz::org(&state, &auth, org_id, OrgNeed::Manage).await?;
+    state
+        .store
+        .get_bot(org_id, bot_id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let permissions = state
+        .store
+        .list_bot_grants(bot_id)
+        .await?
+        .into_iter()
+        .map(|g| GrantView {
+            user_id: g.user_id,
+            permission: g.permission,
+        })
+        .collect();
+    Ok(Json(GrantList { permissions }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRequest {
+    pub permission: BotPermission,
+}
+
+/// Give a member read or write on this bot.
+#[utoipa::path(put, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/permissions/{user_id}", tag = "bots",
+    request_body = GrantRequest,
+    params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id"),
+        ("user_id" = UserId, Path, description = "Member's user id")),
+    security(("bearer" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Granted", body = GrantView),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Not an owner or admin", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+    ))]
+pub async fn set_permission(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathParams((org_id, bot_id, user_id)): PathParams<(OrgId, BotId, UserId)>,
+    StrictJson(request): StrictJson<GrantRequest>,
+) -> ApiResult<Json<GrantView>> {
+    change_grant(
+        &state,
+        &auth,
+        org_id,
+        bot_id,
+        user_id,
+        Some(request.permission),
+    )
+    .await?;
+    Ok(Json(GrantView {
+        user_id,
+        permission: request.permission,
+    }))
+}
+
+/// Take a member's grant on this bot away.
+#[utoipa::path(delete, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/permissions/{user_id}", tag = "bots",
+    params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id"),
+        ("user_id" = UserId, Path, description = "Member's user id")),
+    security(("bearer" = []), ("session" = [])),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Not an owner or admin", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+    ))]
+pub async fn remove_permission(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathParams((org_id, bot_id, user_id)): PathParams<(OrgId, BotId, UserId)>,
+) -> ApiResult<StatusCode> {
+    change_grant(&state, &auth, org_id, bot_id, user_id, None).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn change_grant(
+    state: &AppState,
+    auth: &Auth,
+    org_id: OrgId,
+    bot_id: BotId,
+    user_id: UserId,
+    permission: Option<BotPermission>,
+) -> ApiResult<()> {
+    authz::org(state, auth, org_id, OrgNeed::Manage).await?;
+    state
+        .store
+        .get_bot(org_id, bot_id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    state
+        .store
+        .get_membership(org_id, user_id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    state
+        .store
+        .set_bot_grant(bot_id, user_id, permission)
+        .await?;
+    audit::record(
+        state,
+        org_chain(org_id),
+        &auth.actor(),
+        "bot.permission_changed",
+        Some(format!("bot:{bot_id}")),
+        json!({ "user_id": user_id, "permission": permission }),
+    )
+    .await
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SharingView {
+    pub policy: SharingPolicy,
+    /// With `listed_members`: the members who see the bot's conversations.
+    #[schema(max_items = 1000)]
+    pub members: Vec<UserId>,
+}
+
+/// Who sees this bot's conversations.
+#[utoipa::path(get, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/sharing", tag = "bots",
+    params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id")),
+    security(("bearer" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The sharing policy", body = SharingView),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Not an owner or admin", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+    ))]
+pub async fn get_sharing(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathParams((org_id, bot_id)): PathParams<(OrgId, BotId)>,
+) -> ApiResult<Json<SharingView>> {
+    authz::org(&state, &auth, org_id, OrgNeed::Manage).await?;
+    let bot = state
+        .store
+        .get_bot(org_id, bot_id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let members = state.store.list_conversation_viewers(bot_id).await?;
+    Ok(Json(SharingView {
+        policy: bot.sharing_policy,
+        members,
+    }))
+}
+
+/// Set who sees this bot's conversations.
+#[utoipa::path(put, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/sharing", tag = "bots", request_body = SharingView,
+    params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id")),
+    security(("bearer" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Updated", body = SharingView),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Not an owner or admin", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+        (status = 422, description = "A listed user is not a member", body = ErrorBody),
+    ))]
+pub async fn set_sharing(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathParams((org_id, bot_id)): PathParams<(OrgId, BotId)>,
+    StrictJson(request): StrictJson<SharingView>,
+) -> ApiResult<Json<SharingView>> {
+    authz::org(&state, &auth, org_id, OrgNeed::Manage).await?;
+    state
+        .store
+        .get_bot(org_id, bot_id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    if request.members.len() > 1000 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too_many_items",
+            "at most 1000 members",
+        ));
+    }
+    let mut members: Vec<UserId> = request.members.clone();
+    members.sort();
+    members.dedup();
+    for user in &members {
+        if state.store.get_membership(org_id, *user).await?.is_none() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not_a_member",
+                "every listed user must be a member",
+            ));
+        }
+    }
+    state
+        .store
+        .update_bot(org_id, bot_id, None, Some(request.policy), now_ms())
+        .await?;
+    state
+        .store
+        .set_conversation_viewers(bot_id, &members)
+        .await?;
+    audit::record(
+        &state,
+        org_chain(org_id),
+        &auth.actor(),
+        "bot.sharing_changed",
+        Some(format!("bot:{bot_id}")),
+        json!({ "policy": request.policy, "members": members }),
+    )
+    .await?;
+    Ok(Json(SharingView {
+        policy: request.policy,
+        members,
+    }))
+}

@@ -1,0 +1,26 @@
+//! The JSON API (`/api/v1`), its OpenAPI document, and the small system endpoints.
+
+pub mod audit_log;
+pub mod auth;
+pub mod bots;
+pub mod keys;
+pub mod me;
+pub mod orgs;
+pub mod system;
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// RFC 3339 text for a Unix-millisecond time.
+pub fn timestamp(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// Unix milliseconds from RFC 3339 text.
+pub fn parse_timestamp(text: &str) -> Option<i64> {
+    let t = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}

@@ -1,0 +1,181 @@
+//! Request extractors that fail with our error body instead of axum's plain-text rejections:
+//! strict JSON (content type, depth, string length, unknown fields), typed path ids and queries.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// Nesting deeper than this is refused before parsing.
+pub const MAX_JSON_DEPTH: usize = 32;
+/// No JSON string may be longer than this many bytes; fields have tighter limits of their own.
+pub const MAX_JSON_STRING_BYTES: usize = 8 * 1024;
+/// Bodies above this are refused (per-route limits can only be smaller).
+pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
+
+/// A JSON body: `application/json` only (else 415), bounded size, depth and string lengths,
+/// and unknown fields refused by the target type's `deny_unknown_fields`.
+pub struct StrictJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for StrictJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|ct| ct.split(';').next())
+            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the body must be application/json",
+            ));
+        }
+        let bytes = axum::body::to_bytes(request.into_body(), MAX_JSON_BODY_BYTES)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "the request body is too large",
+                )
+            })?;
+        check_shape(&bytes)?;
+        serde_json::from_slice(&bytes).map(StrictJson).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                format!(
+                    "the body does not match the expected shape: {}",
+                    public_reason(&e)
+                ),
+            )
+        })
+    }
+}
+
+/// serde's message without echoing long input back.
+fn public_reason(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    text.chars().take(200).collect()
+}
+
+/// One pass over the raw bytes: depth and string length, before serde allocates anything.
+fn check_shape(bytes: &[u8]) -> Result<(), ApiError> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut string_len = 0usize;
+    for &b in bytes {
+        if in_string {
+            string_len += 1;
+            if string_len > MAX_JSON_STRING_BYTES {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "string_too_long",
+                    format!("strings are limited to {MAX_JSON_STRING_BYTES} bytes"),
+                ));
+            }
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                string_len = 0;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(ApiError::bad_request(
+                        "json_too_deep",
+                        format!("JSON nesting is limited to {MAX_JSON_DEPTH} levels"),
+                    ));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Path parameters; a value that cannot be an id answers 404 like any id we do not have.
+pub struct PathParams<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for PathParams<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| PathParams(v))
+            .map_err(|_| ApiError::not_found())
+    }
+}
+
+/// Query parameters, with unknown or malformed ones refused as 400 `invalid_query`.
+pub struct QueryParams<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for QueryParams<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str(query)
+            .map(QueryParams)
+            .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let deep = "[".repeat(MAX_JSON_DEPTH + 1);
+        assert!(check_shape(deep.as_bytes()).is_err());
+        let ok = format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH),
+            "]".repeat(MAX_JSON_DEPTH)
+        );
+        assert!(check_shape(ok.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn brackets_inside_strings_do_not_count() {
+        let s = format!("{{\"a\":\"{}\"}}", "[".repeat(100));
+        assert!(check_shape(s.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn overlong_strings_are_refused() {
+        let s = format!("{{\"a\":\"{}\"}}", "x".repeat(MAX_JSON_STRING_BYTES + 1));
+        assert!(check_shape(s.as_bytes()).is_err());
+    }
+}

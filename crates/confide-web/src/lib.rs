@@ -1,0 +1,174 @@
+//! The HTTP face of Confide: routers, middleware, extractors and the OpenAPI document.
+
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod authz;
+pub mod error;
+pub mod extract;
+pub mod mail;
+pub mod middleware;
+mod openapi;
+pub mod state;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub use error::{ApiError, ApiResult};
+pub use openapi::ApiDoc;
+pub use state::{AppState, LockoutPolicy, WebSettings};
+
+use crate::api::{audit_log, auth as auth_api, bots, keys, me, orgs, system};
+
+/// The whole application with every layer.
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/auth/login", post(auth_api::login))
+        .route("/auth/logout", post(auth_api::logout))
+        .route("/auth/token", post(auth_api::token))
+        .route("/auth/csrf", get(auth_api::csrf))
+        .route("/auth/password", post(auth_api::change_password))
+        .route("/auth/password-reset", post(auth_api::request_reset))
+        .route(
+            "/auth/password-reset/confirm",
+            post(auth_api::confirm_reset),
+        )
+        .route("/me", get(me::me))
+        .route("/me/sessions", get(me::list_sessions))
+        .route(
+            "/me/sessions/{session_id}",
+            axum::routing::delete(me::revoke_session),
+        )
+        .route("/orgs", post(orgs::create_org))
+        .route("/orgs/{org_id}", get(orgs::get_org).patch(orgs::rename_org))
+        .route("/orgs/{org_id}/members", get(orgs::list_members))
+        .route(
+            "/orgs/{org_id}/members/{user_id}",
+            axum::routing::patch(orgs::set_member_role).delete(orgs::remove_member),
+        )
+        .route(
+            "/orgs/{org_id}/invitations",
+            get(orgs::list_invitations).post(orgs::create_invitation),
+        )
+        .route(
+            "/orgs/{org_id}/invitations/{invitation_id}",
+            axum::routing::delete(orgs::revoke_invitation),
+        )
+        .route("/invitations/accept", post(orgs::accept_invitation))
+        .route(
+            "/orgs/{org_id}/bots",
+            get(bots::list_bots).post(bots::create_bot),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}",
+            get(bots::get_bot)
+                .patch(bots::update_bot)
+                .delete(bots::delete_bot),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/permissions",
+            get(bots::list_permissions),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/permissions/{user_id}",
+            axum::routing::put(bots::set_permission).delete(bots::remove_permission),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/sharing",
+            get(bots::get_sharing).put(bots::set_sharing),
+        )
+        .route(
+            "/orgs/{org_id}/api-keys",
+            get(keys::list_keys).post(keys::create_key),
+        )
+        .route(
+            "/orgs/{org_id}/api-keys/{key_id}",
+            axum::routing::delete(keys::revoke_key),
+        )
+        .route("/orgs/{org_id}/audit", get(audit_log::list_audit));
+
+    let app = Router::new()
+        .nest("/api/v1", v1)
+        .route("/healthz", get(system::healthz))
+        .route("/readyz", get(system::readyz))
+        .route("/.well-known/jwks.json", get(system::jwks))
+        .route("/api/openapi.json", get(openapi::document))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(extract::MAX_JSON_BODY_BYTES));
+
+    let app = match cors_layer(&state.settings.cors_origins) {
+        Some(cors) => app.layer(cors),
+        None => app,
+    };
+
+    app.layer(axum::middleware::from_fn(
+        middleware::reject_duplicate_parameters,
+    ))
+    .layer(CatchPanicLayer::custom(panic_response))
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        middleware::security_headers,
+    ))
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        middleware::client_ip,
+    ))
+    .layer(axum::middleware::from_fn(middleware::request_id))
+    .with_state(state)
+}
+
+/// Credentials go only to the configured origins; with none configured, no CORS headers at all.
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if allowed.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(allowed))
+            .allow_credentials(true)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static(auth::CSRF_HEADER),
+            ])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this method is not allowed here",
+    )
+}
+
+fn panic_response(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "panic".to_owned());
+    ApiError::internal(format!("handler panicked: {detail}")).into_response()
+}

@@ -1,0 +1,12 @@
+//! Layers every request passes through, outermost first: request id, client address,
+//! security headers, parameter-pollution guard.
+
+mod client_ip;
+mod headers;
+mod params;
+mod request_id;
+
+pub use client_ip::{ClientIp, client_ip};
+pub use headers::security_headers;
+pub use params::reject_duplicate_parameters;
+pub use request_id::{RequestId, request_id};

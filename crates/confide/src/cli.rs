@@ -1,0 +1,131 @@
+//! Command line: `serve`, `migrate`, and `admin` tasks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::admin;
+use crate::config::{Config, Overrides};
+use crate::server;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "confide",
+    version,
+    about = "Confide: a self-hosted, security-first chatbot platform"
+)]
+pub struct Cli {
+    /// TOML configuration file (also CONFIDE_CONFIG).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Data directory for SQLite, keys and development mail (default ./confide-data).
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL: sqlite://... or postgres://... (default: SQLite in the data directory).
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Run database migrations and exit.
+    Migrate,
+    /// Operator tasks.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create an organization and its owner; the password is read from standard input.
+    CreateOwner(CreateOwner),
+    /// Import an account with an existing password hash (argon2id, or Django pbkdf2_sha256/argon2).
+    ImportUser(ImportUser),
+    /// Lift a login lockout for an email address.
+    UnlockUser {
+        #[arg(long)]
+        email: String,
+    },
+    /// Sign a user out everywhere.
+    RevokeSessions {
+        #[arg(long)]
+        email: String,
+    },
+    /// Make a new access-token signing key active; the old one verifies until its tokens expire.
+    RotateSigningKey,
+    /// Audit log tasks.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateOwner {
+    #[arg(long)]
+    pub email: String,
+    #[arg(long)]
+    pub org: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportUser {
+    #[arg(long)]
+    pub email: String,
+    /// The organization id the user joins.
+    #[arg(long)]
+    pub org: String,
+    #[arg(long)]
+    pub password_hash: String,
+    /// owner, admin or member.
+    #[arg(long, default_value = "member")]
+    pub role: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute every audit chain; exits non-zero if anything was altered or removed.
+    Verify,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let listen = match &cli.command {
+        Command::Serve { listen } => *listen,
+        _ => None,
+    };
+    let config = Config::load(
+        cli.config.as_deref(),
+        Overrides {
+            listen,
+            data_dir: cli.data_dir.clone(),
+            database_url: cli.database_url.clone(),
+        },
+    )?;
+    let _telemetry = crate::telemetry::init(&config)?;
+    match cli.command {
+        Command::Serve { .. } => {
+            let running = server::start(config).await?;
+            let stop = running.shutdown_handle();
+            tokio::spawn(async move {
+                server::shutdown_signal().await;
+                let _ = stop.send(true);
+            });
+            running.wait().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            server::open_store(&config).await?;
+            println!("{}", serde_json::json!({ "migrated": true }));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin(command) => admin::run(&config, command).await,
+    }
+}

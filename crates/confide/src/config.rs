@@ -1,0 +1,287 @@
+//! User-facing configuration: an optional TOML file (unknown keys refused), then `CONFIDE_*`
+//! environment variables, then command-line flags. Every secret can also come from
+//! `CONFIDE_<NAME>_FILE`, so it never has to sit in the environment or the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use ipnet::IpNet;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// The configuration file's shape. Everything is optional; defaults make a working local server.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub public_url: Option<String>,
+    pub cors_origins: Option<Vec<String>>,
+    pub trusted_proxies: Option<Vec<IpNet>>,
+    pub cookie_secure: Option<bool>,
+    pub session_idle_minutes: Option<i64>,
+    pub session_absolute_hours: Option<i64>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub sentry_dsn: Option<String>,
+    pub log_format: Option<LogFormat>,
+    pub smtp: Option<SmtpConfig>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Pretty,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: Option<u16>,
+    /// `none`, `starttls` (default) or `tls`.
+    pub security: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub from: String,
+}
+
+/// Flags that override everything else.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+}
+
+/// The resolved configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: Option<SecretString>,
+    pub public_url: String,
+    pub cors_origins: Vec<String>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub cookie_secure: bool,
+    pub session_idle_minutes: i64,
+    pub session_absolute_hours: i64,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub sentry_dsn: Option<SecretString>,
+    pub log_format: LogFormat,
+    pub smtp: Option<confide_web::mail::SmtpSettings>,
+    pub keys: confide_security::KeyOverrides,
+}
+
+/// Reads `CONFIDE_<NAME>`, or the file named by `CONFIDE_<NAME>_FILE` (trailing newline dropped).
+pub fn env_value(name: &str) -> anyhow::Result<Option<String>> {
+    let direct = std::env::var(format!("CONFIDE_{name}")).ok();
+    let file = std::env::var(format!("CONFIDE_{name}_FILE")).ok();
+    match (direct, file) {
+        (Some(_), Some(_)) => bail!("set CONFIDE_{name} or CONFIDE_{name}_FILE, not both"),
+        (Some(value), None) => Ok(Some(value)),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading CONFIDE_{name}_FILE ({path})"))?;
+            Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned()))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn env_secret(name: &str) -> anyhow::Result<Option<SecretString>> {
+    Ok(env_value(name)?.map(SecretString::from))
+}
+
+fn env_parse<T: std::str::FromStr>(name: &str) -> anyhow::Result<Option<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    match env_value(name)? {
+        Some(text) => text
+            .parse()
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("CONFIDE_{name}: {e}")),
+        None => Ok(None),
+    }
+}
+
+fn env_list(name: &str) -> anyhow::Result<Option<Vec<String>>> {
+    Ok(env_value(name)?.map(|text| {
+        text.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }))
+}
+
+impl Config {
+    pub fn load(config_file: Option<&Path>, overrides: Overrides) -> anyhow::Result<Config> {
+        let file_path = config_file
+            .map(Path::to_path_buf)
+            .or(env_value("CONFIG")?.map(PathBuf::from));
+        let file: FileConfig = match &file_path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+
+        let listen = overrides
+            .listen
+            .or(env_parse("LISTEN")?)
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let data_dir = overrides
+            .data_dir
+            .or(env_value("DATA_DIR")?.map(PathBuf::from))
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./confide-data"));
+        let database_url = overrides
+            .database_url
+            .or(env_value("DATABASE_URL")?)
+            .or(file.database_url)
+            .map(SecretString::from);
+        let tls = match (
+            env_value("TLS_CERT")?.map(PathBuf::from).or(file.tls_cert),
+            env_value("TLS_KEY")?.map(PathBuf::from).or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => bail!("tls_cert and tls_key go together"),
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let public_url = env_value("PUBLIC_URL")?
+            .or(file.public_url)
+            .unwrap_or_else(|| format!("{scheme}://{listen}"));
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            bail!("public_url must start with http:// or https://");
+        }
+        let cookie_secure = env_parse("COOKIE_SECURE")?
+            .or(file.cookie_secure)
+            .unwrap_or(true);
+        if !cookie_secure && (tls.is_some() || !listen.ip().is_loopback()) {
+            bail!("cookie_secure = false is only allowed for plain HTTP on a loopback address");
+        }
+        let trusted_proxies = match env_list("TRUSTED_PROXIES")? {
+            Some(list) => list
+                .iter()
+                .map(|s| {
+                    s.parse::<IpNet>()
+                        .with_context(|| format!("trusted proxy {s:?}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            None => file.trusted_proxies.unwrap_or_default(),
+        };
+        let cors_origins = env_list("CORS_ORIGINS")?
+            .or(file.cors_origins)
+            .unwrap_or_default();
+        for origin in &cors_origins {
+            if origin == "*" || !(origin.starts_with("https://") || origin.starts_with("http://")) {
+                bail!("CORS origin {origin:?} must be an explicit http(s) origin");
+            }
+        }
+        let smtp_file = file.smtp;
+        let smtp = match env_value("SMTP_HOST")?.or(smtp_file.as_ref().map(|s| s.host.clone())) {
+            Some(host) => {
+                let security = env_value("SMTP_SECURITY")?
+                    .or(smtp_file.as_ref().and_then(|s| s.security.clone()))
+                    .unwrap_or_else(|| "starttls".to_owned());
+                let security = match security.as_str() {
+                    "none" => confide_web::mail::SmtpSecurity::None,
+                    "starttls" => confide_web::mail::SmtpSecurity::StartTls,
+                    "tls" => confide_web::mail::SmtpSecurity::Tls,
+                    other => bail!("smtp security {other:?} is not none, starttls or tls"),
+                };
+                let from = env_value("SMTP_FROM")?
+                    .or(smtp_file.as_ref().map(|s| s.from.clone()))
+                    .unwrap_or_else(|| "Confide <confide@localhost>".to_owned());
+                Some(confide_web::mail::SmtpSettings {
+                    host,
+                    port: env_parse("SMTP_PORT")?
+                        .or(smtp_file.as_ref().and_then(|s| s.port))
+                        .unwrap_or(587),
+                    security,
+                    username: env_value("SMTP_USERNAME")?
+                        .or(smtp_file.as_ref().and_then(|s| s.username.clone())),
+                    password: env_value("SMTP_PASSWORD")?
+                        .or(smtp_file.as_ref().and_then(|s| s.password.clone())),
+                    from,
+                })
+            }
+            None => None,
+        };
+        let session_idle_minutes = env_parse("SESSION_IDLE_MINUTES")?
+            .or(file.session_idle_minutes)
+            .unwrap_or(30);
+        let session_absolute_hours = env_parse("SESSION_ABSOLUTE_HOURS")?
+            .or(file.session_absolute_hours)
+            .unwrap_or(12);
+        if !(1..=24 * 60).contains(&session_idle_minutes)
+            || !(1..=24 * 30).contains(&session_absolute_hours)
+        {
+            bail!("session timeouts are out of range");
+        }
+        Ok(Config {
+            listen,
+            data_dir,
+            database_url,
+            public_url,
+            cors_origins,
+            trusted_proxies,
+            cookie_secure,
+            session_idle_minutes,
+            session_absolute_hours,
+            tls,
+            sentry_dsn: env_secret("SENTRY_DSN")?.or(file.sentry_dsn.map(SecretString::from)),
+            log_format: env_parse::<String>("LOG_FORMAT")?
+                .map(|f| {
+                    if f == "pretty" {
+                        LogFormat::Pretty
+                    } else {
+                        LogFormat::Json
+                    }
+                })
+                .or(file.log_format)
+                .unwrap_or_default(),
+            smtp,
+            keys: confide_security::KeyOverrides {
+                chat_token_key: env_secret("CHAT_TOKEN_KEY")?,
+                reset_hmac_key: env_secret("RESET_KEY")?,
+                csrf_hmac_key: env_secret("CSRF_KEY")?,
+                presign_hmac_key: env_secret("PRESIGN_KEY")?,
+                invite_hmac_key: env_secret("INVITE_KEY")?,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let err = toml::from_str::<FileConfig>("listen = \"127.0.0.1:1\"\nlisen = 3\n");
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let file: FileConfig = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\ncors_origins = [\"https://app.example.com\"]\n\
+             trusted_proxies = [\"10.0.0.0/8\"]\n[smtp]\nhost = \"mail\"\nfrom = \"a@b.c\"\n",
+        )
+        .unwrap();
+        assert_eq!(file.listen.unwrap().port(), 9000);
+        assert_eq!(file.smtp.unwrap().host, "mail");
+    }
+}

@@ -1,0 +1,184 @@
+//! Wiring: open the store, load keys, build the router, serve until told to stop.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use confide_security::{JwtKeys, KeyMaterial};
+use confide_store::{SqlStore, Store};
+use confide_web::mail::Mailer;
+use confide_web::{AppState, WebSettings};
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+
+/// Creates the data directory readable by the owner only.
+pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting {}", dir.display()))?;
+    Ok(())
+}
+
+/// The configured database: PostgreSQL for a `postgres://` URL, else SQLite in the data directory.
+pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
+    let store = match &config.database_url {
+        Some(url) => SqlStore::connect(url.expose_secret()).await,
+        None => {
+            prepare_data_dir(&config.data_dir)?;
+            SqlStore::open_sqlite(&config.data_dir.join("confide.db")).await
+        }
+    }
+    .context("opening the database")?;
+    store.migrate().await.context("running migrations")?;
+    Ok(store)
+}
+
+/// A server running in the background of this process.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish, and waits.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await.context("server task")?
+    }
+
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task")?
+    }
+
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Builds everything and starts serving; returns once the socket is bound.
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    prepare_data_dir(&config.data_dir)?;
+    let store = open_store(&config).await?;
+    let keys =
+        KeyMaterial::load_or_generate(&config.data_dir, &config.keys).context("loading keys")?;
+    let jwt = JwtKeys::load_or_generate(&config.data_dir).context("loading signing keys")?;
+    let mailer = match &config.smtp {
+        Some(smtp) => Mailer::smtp(smtp).context("configuring SMTP")?,
+        None => Mailer::directory(config.data_dir.join("mail")),
+    };
+    let mut settings = WebSettings::new(&config.public_url, config.data_dir.clone());
+    settings.cookie_secure = config.cookie_secure;
+    settings.cors_origins = config.cors_origins.clone();
+    settings.trusted_proxies = config.trusted_proxies.clone();
+    settings.session_idle_ms = config.session_idle_minutes * 60 * 1000;
+    settings.session_absolute_ms = config.session_absolute_hours * 60 * 60 * 1000;
+    settings.hsts = settings.hsts || config.tls.is_some();
+
+    let jwt = Arc::new(RwLock::new(jwt));
+    let state = AppState {
+        store: Arc::new(store) as Arc<dyn Store>,
+        settings: Arc::new(settings),
+        keys: Arc::new(keys),
+        jwt: jwt.clone(),
+        mailer: Arc::new(mailer),
+    };
+    let app = confide_web::router(state);
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let (shutdown, mut stopped) = watch::channel(false);
+
+    spawn_key_reload(jwt, config.data_dir.clone(), shutdown.subscribe());
+
+    let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let task = match &config.tls {
+        None => {
+            tracing::info!(%addr, public_url = %config.public_url, "confide is listening (plain HTTP)");
+            tokio::spawn(async move {
+                axum::serve(listener, make_service)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    })
+                    .await
+                    .context("serving")
+            })
+        }
+        Some((cert, key)) => {
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .context("loading the TLS certificate and key")?;
+            let std_listener = listener.into_std()?;
+            let handle = axum_server::Handle::new();
+            let server = axum_server::from_tcp_rustls(std_listener, tls)?.handle(handle.clone());
+            tracing::info!(%addr, public_url = %config.public_url, "confide is listening (TLS)");
+            tokio::spawn(async move {
+                tokio::spawn(async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                    handle.graceful_shutdown(Some(Duration::from_secs(30)));
+                });
+                server.serve(make_service).await.context("serving")
+            })
+        }
+    };
+    Ok(RunningServer {
+        addr,
+        shutdown,
+        task,
+    })
+}
+
+/// Picks up keys rotated by `confide admin rotate-signing-key` without a restart.
+fn spawn_key_reload(
+    jwt: Arc<RwLock<JwtKeys>>,
+    data_dir: std::path::PathBuf,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let dir = data_dir.clone();
+            match tokio::task::spawn_blocking(move || JwtKeys::load_or_generate(&dir)).await {
+                Ok(Ok(fresh)) => {
+                    if let Ok(mut current) = jwt.write() {
+                        *current = fresh;
+                    }
+                }
+                Ok(Err(err)) => tracing::error!(error = %err, "reloading signing keys failed"),
+                Err(err) => tracing::error!(error = %err, "reloading signing keys panicked"),
+            }
+        }
+    });
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
