@@ -18,12 +18,20 @@ echo 'schemathesis owner passphrase' | "$bin" --data-dir "$work/data" admin crea
 token=$(curl -fs "$base/api/v1/auth/login" -H 'content-type: application/json' \
   -d '{"email":"owner@example.com","password":"schemathesis owner passphrase"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
 
-# Signing out or changing the password would end the session the whole run is authenticated with.
-"$venv/bin/schemathesis" run "$base/api/openapi.json" \
+auth=(-H "Authorization: Bearer $token")
+export CONFIDE_ST_ORG_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["org_id"])' "$work/owner.json")
+export CONFIDE_ST_USER_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["user_id"])' "$work/owner.json")
+export CONFIDE_ST_BOT_ID=$(curl -fs "$base/api/v1/orgs/$CONFIDE_ST_ORG_ID/bots" "${auth[@]}" -H 'content-type: application/json' \
+  -d '{"name":"Schemathesis bot"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+
+# Signing out, changing the password or revoking sessions would end the session the whole run is
+# authenticated with.
+"$venv/bin/schemathesis" --config-file "$root/e2e/schemathesis.toml" run "$base/api/openapi.json" \
   --checks all \
   --header "Authorization: Bearer $token" \
   --exclude-path /api/v1/auth/logout \
   --exclude-path /api/v1/auth/password \
+  --exclude-path /api/v1/me/sessions/{session_id} \
   --max-examples 30 \
   --seed 1 \
   --no-color \

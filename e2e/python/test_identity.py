@@ -13,7 +13,7 @@ if not settings.configured:
 
 from django.contrib.auth.hashers import make_password  # noqa: E402
 
-PASSWORD = "correct horse battery staple"
+PASSWORD = "violet kayak under seven lanterns"
 
 
 def stored_hash(confide, user_id):

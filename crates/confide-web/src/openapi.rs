@@ -1,7 +1,10 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
 use axum::Json;
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use crate::api::{audit_log, auth, bots, keys, me, orgs, system};
@@ -23,7 +26,7 @@ use crate::api::{audit_log, auth, bots, keys, me, orgs, system};
         keys::create_key, keys::list_keys, keys::revoke_key,
         audit_log::list_audit,
     ),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &StandardErrors),
 )]
 pub struct ApiDoc;
 
@@ -57,6 +60,69 @@ impl Modify for SecuritySchemes {
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("__Host-confide_session"))),
         );
     }
+}
+
+/// Refusals every operation can meet, documented once here rather than on each handler:
+/// 400 for a repeated or malformed parameter, 413/415/422 for bodies, 401 where credentials are
+/// required, 500 with an opaque id.
+struct StandardErrors;
+
+impl Modify for StandardErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let needs_credentials = operation.security.as_ref().is_some_and(|requirements| {
+                    !requirements.is_empty()
+                        && !requirements.iter().any(|r| {
+                            serde_json::to_value(r).is_ok_and(|v| v == serde_json::json!({}))
+                        })
+                });
+                let mut standard = vec![
+                    (
+                        "400",
+                        "A repeated or malformed parameter, or malformed JSON",
+                    ),
+                    ("500", "Internal error; the body carries an opaque id"),
+                ];
+                if operation.request_body.is_some() {
+                    standard.push(("413", "The body is too large"));
+                    standard.push(("415", "The body is not application/json"));
+                    standard.push(("422", "The body does not match the expected shape"));
+                }
+                if needs_credentials {
+                    standard.push(("401", "Missing, invalid or revoked credentials"));
+                }
+                for (status, description) in standard {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error_response(description));
+                }
+            }
+        }
+    }
+}
+
+fn error_response(description: &str) -> RefOr<Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build(),
+    )
 }
 
 /// The OpenAPI document.

@@ -31,7 +31,8 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
         }
         None => None,
     };
-    let filter = EnvFilter::try_from_env("CONFIDE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("CONFIDE_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     // Only ERROR events become Sentry events: internal errors carry their opaque id there.
     let sentry_layer = sentry.as_ref().map(|_| {
         sentry::integrations::tracing::ErrorLayer::new()

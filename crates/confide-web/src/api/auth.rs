@@ -27,7 +27,7 @@ const MAX_PASSWORD_BYTES: usize = 1024;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
-    #[schema(max_length = 254)]
+    #[schema(max_length = 254, format = Email)]
     pub email: String,
     #[schema(max_length = 1024)]
     pub password: String,
@@ -396,10 +396,14 @@ pub async fn token(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<
         (status = 403, description = "Not a cookie session", body = ErrorBody),
     ))]
 pub async fn csrf(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<CsrfResponse>> {
-    let Some(session) = auth.session.as_ref() else {
+    let Some(session) = auth
+        .session
+        .as_ref()
+        .filter(|_| auth.method == AuthMethod::Cookie)
+    else {
         return Err(ApiError::forbidden(
-            "user_required",
-            "this needs a signed-in user",
+            "session_cookie_required",
+            "CSRF tokens belong to cookie sessions",
         ));
     };
     Ok(Json(CsrfResponse {
@@ -487,7 +491,7 @@ pub async fn change_password(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetRequest {
-    #[schema(max_length = 254)]
+    #[schema(max_length = 254, format = Email)]
     pub email: String,
 }
 
@@ -568,7 +572,7 @@ pub struct ResetConfirmRequest {
     request_body = ResetConfirmRequest,
     responses(
         (status = 204, description = "Password set"),
-        (status = 400, description = "Invalid, used or expired token", body = ErrorBody),
+        (status = 403, description = "Invalid, used or expired token", body = ErrorBody),
         (status = 422, description = "The new password breaks the policy", body = ErrorBody),
     ))]
 pub async fn confirm_reset(
@@ -576,8 +580,12 @@ pub async fn confirm_reset(
     axum::Extension(ip): axum::Extension<ClientIp>,
     StrictJson(request): StrictJson<ResetConfirmRequest>,
 ) -> ApiResult<StatusCode> {
-    let invalid =
-        || ApiError::bad_request("invalid_token", "the reset token is invalid or expired");
+    let invalid = || {
+        ApiError::forbidden(
+            "invalid_token",
+            "the reset token is invalid, used or expired",
+        )
+    };
     let now = now_ms();
     let user = match tokens::parse_reset_token(&request.token) {
         Some((user_id, _)) => match user_id.parse::<UserId>() {

@@ -56,7 +56,11 @@ pub struct BotList {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBotRequest {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub name: String,
 }
 
@@ -169,7 +173,11 @@ pub async fn get_bot(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateBotRequest {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub name: Option<String>,
     pub sharing_policy: Option<SharingPolicy>,
 }
@@ -434,8 +442,7 @@ pub async fn get_sharing(
         (status = 200, description = "Updated", body = SharingView),
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 403, description = "Not an owner or admin", body = ErrorBody),
-        (status = 404, description = "Not found", body = ErrorBody),
-        (status = 422, description = "A listed user is not a member", body = ErrorBody),
+        (status = 404, description = "Not found, or a listed user is not a member", body = ErrorBody),
     ))]
 pub async fn set_sharing(
     State(state): State<AppState>,
@@ -462,9 +469,9 @@ pub async fn set_sharing(
     for user in &members {
         if state.store.get_membership(org_id, *user).await?.is_none() {
             return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
+                StatusCode::NOT_FOUND,
                 "not_a_member",
-                "every listed user must be a member",
+                "every listed user must be a member of the organization",
             ));
         }
     }

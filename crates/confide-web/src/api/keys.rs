@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use crate::api::{parse_timestamp, timestamp};
+use crate::api::timestamp;
 use crate::audit::{self, org_chain};
 use crate::auth::Auth;
 use crate::authz::{self, OrgNeed};
@@ -54,15 +54,20 @@ impl From<ApiKey> for ApiKeyView {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub name: String,
     #[schema(min_items = 1, max_items = 6)]
     pub scopes: Vec<ApiScope>,
     /// Restrict the key to one bot of the organization.
     pub bot_id: Option<BotId>,
-    /// RFC 3339 time after which the key stops working.
-    #[schema(format = DateTime)]
-    pub expires_at: Option<String>,
+    /// Days until the key stops working (none: it works until revoked).
+    #[schema(minimum = 1, maximum = 3650)]
+    #[serde(default, deserialize_with = "crate::extract::optional_whole_number")]
+    pub expires_in_days: Option<u32>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -100,6 +105,9 @@ pub async fn create_key(
     let invalid = |code: &'static str, message: &str| {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     };
+    if request.scopes.len() > ApiScope::ALL.len() {
+        return Err(invalid("too_many_scopes", "list each scope at most once"));
+    }
     let mut scopes = request.scopes.clone();
     scopes.sort();
     scopes.dedup();
@@ -110,17 +118,13 @@ pub async fn create_key(
         ));
     }
     let now = now_ms();
-    let expires_at = match request.expires_at.as_deref() {
-        Some(text) => {
-            let at = parse_timestamp(text)
-                .ok_or_else(|| invalid("invalid_timestamp", "expires_at must be RFC 3339"))?;
-            if at <= now {
-                return Err(invalid(
-                    "expiry_in_past",
-                    "expires_at must be in the future",
-                ));
-            }
-            Some(at)
+    let expires_at = match request.expires_in_days {
+        Some(days @ 1..=3650) => Some(now + i64::from(days) * 24 * 60 * 60 * 1000),
+        Some(_) => {
+            return Err(invalid(
+                "invalid_expiry",
+                "expires_in_days must be between 1 and 3650",
+            ));
         }
         None => None,
     };
@@ -129,7 +133,7 @@ pub async fn create_key(
             .store
             .get_bot(org_id, bot_id)
             .await?
-            .ok_or_else(|| invalid("unknown_bot", "no such bot in this organization"))?;
+            .ok_or_else(ApiError::not_found)?;
     }
     let generated = tokens::new_api_key();
     let key = ApiKey {

@@ -18,9 +18,3 @@ pub fn timestamp(ms: i64) -> String {
         .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_default()
 }
-
-/// Unix milliseconds from RFC 3339 text.
-pub fn parse_timestamp(text: &str) -> Option<i64> {
-    let t = OffsetDateTime::parse(text, &Rfc3339).ok()?;
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
-}

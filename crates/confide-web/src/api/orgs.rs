@@ -32,7 +32,11 @@ pub struct OrgView {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrgRequest {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub name: String,
 }
 
@@ -317,7 +321,7 @@ pub async fn remove_member(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InvitationRequest {
-    #[schema(max_length = 254)]
+    #[schema(max_length = 254, format = Email)]
     pub email: String,
     pub role: OrgRole,
 }
@@ -523,9 +527,8 @@ pub struct AcceptResponse {
     security((), ("bearer" = []), ("session" = [])),
     responses(
         (status = 200, description = "Joined", body = AcceptResponse),
-        (status = 400, description = "Invalid, used or expired invitation", body = ErrorBody),
         (status = 401, description = "Sign in as the invited account first", body = ErrorBody),
-        (status = 403, description = "Signed in as someone else", body = ErrorBody),
+        (status = 403, description = "Invalid, used or expired invitation, or signed in as someone else", body = ErrorBody),
         (status = 409, description = "Already a member", body = ErrorBody),
         (status = 422, description = "Password missing or breaking the policy", body = ErrorBody),
     ))]
@@ -536,7 +539,7 @@ pub async fn accept_invitation(
 ) -> ApiResult<Json<AcceptResponse>> {
     let now = now_ms();
     let invalid = || {
-        ApiError::bad_request(
+        ApiError::forbidden(
             "invalid_invitation",
             "the invitation is invalid, used or expired",
         )
