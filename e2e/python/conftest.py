@@ -62,19 +62,21 @@ class Confide:
             timeout=120,
         )
 
-    def start(self):
-        env = dict(os.environ, CONFIDE_COOKIE_SECURE="false", CONFIDE_LOG="warn")
+    def start(self, **extra_env):
+        env = dict(os.environ, CONFIDE_COOKIE_SECURE="false", CONFIDE_LOG="info", **extra_env)
+        self.log_path = self.data_dir.parent / "server.log"
+        self.log_file = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             [str(BINARY), "--data-dir", str(self.data_dir), "--database-url", self.database_url,
              "serve", "--listen", f"127.0.0.1:{self.port}"],
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(self.process.stderr.read().decode())
+                raise RuntimeError(self.log_path.read_text())
             try:
                 if requests.get(self.base + "/readyz", timeout=1).status_code == 200:
                     return self
@@ -87,6 +89,11 @@ class Confide:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=30)
+        if self.process:
+            self.log_file.close()
+
+    def log(self):
+        return self.log_path.read_text()
 
     def create_owner(self, email, org, password):
         result = self.cli("admin", "create-owner", "--email", email, "--org", org, stdin=password + "\n")
@@ -98,15 +105,28 @@ class Confide:
 
 
 @pytest.fixture(params=list(backends()))
-def confide(request):
+def make_confide(request):
+    """Returns a function that starts a server (with extra environment) on this backend."""
+    servers = []
     with tempfile.TemporaryDirectory() as tmp:
-        server = Confide(request.param, tmp)
-        server.cli("migrate")
-        server.start()
+
+        def make(**extra_env):
+            server = Confide(request.param, tmp)
+            server.cli("migrate")
+            server.start(**extra_env)
+            servers.append(server)
+            return server
+
         try:
-            yield server
+            yield make
         finally:
-            server.stop()
+            for server in servers:
+                server.stop()
+
+
+@pytest.fixture
+def confide(make_confide):
+    return make_confide()
 
 
 def pytest_report_header(config):

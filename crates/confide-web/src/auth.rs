@@ -224,7 +224,7 @@ async fn api_key_auth(state: &AppState, presented: &str, ip: ClientIp) -> Result
     let Some(prefix) = tokens::parse_api_key(presented) else {
         return Err(rejected(state, ip, "malformed_api_key").await);
     };
-    let key = state.store.get_api_key_by_prefix(&prefix).await?;
+    let key = state.store.get_api_key_by_prefix(prefix).await?;
     let now = now_ms();
     let key = match key {
         Some(key)

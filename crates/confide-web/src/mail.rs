@@ -29,7 +29,7 @@ pub enum SmtpSecurity {
 
 pub enum Mailer {
     Smtp {
-        transport: AsyncSmtpTransport<Tokio1Executor>,
+        transport: Box<AsyncSmtpTransport<Tokio1Executor>>,
         from: Mailbox,
     },
     Directory(PathBuf),
@@ -67,7 +67,7 @@ impl Mailer {
             .parse::<Mailbox>()
             .map_err(|e| MailError::Address(e.to_string()))?;
         Ok(Mailer::Smtp {
-            transport: builder.build(),
+            transport: Box::new(builder.build()),
             from,
         })
     }
