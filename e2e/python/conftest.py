@@ -63,7 +63,7 @@ class Confide:
         )
 
     def start(self, **extra_env):
-        env = dict(os.environ, CONFIDE_COOKIE_SECURE="false", CONFIDE_LOG="info", **extra_env)
+        env = {**os.environ, "CONFIDE_COOKIE_SECURE": "false", "CONFIDE_LOG": "info", **extra_env}
         self.log_path = self.data_dir.parent / "server.log"
         self.log_file = open(self.log_path, "wb")
         self.process = subprocess.Popen(
@@ -78,9 +78,17 @@ class Confide:
             if self.process.poll() is not None:
                 raise RuntimeError(self.log_path.read_text())
             try:
-                if requests.get(self.base + "/readyz", timeout=1).status_code == 200:
+                if requests.get(self.base + "/readyz", timeout=1, verify=False).status_code == 200:
                     return self
             except requests.ConnectionError:
+                # Over TLS the plain-HTTP probe fails; a TLS handshake answer means it is up.
+                if extra_env.get("CONFIDE_TLS_CERT"):
+                    try:
+                        if requests.get(self.base.replace("http://", "https://") + "/readyz", timeout=1,
+                                        verify=False).status_code == 200:
+                            return self
+                    except requests.ConnectionError:
+                        pass
                 pass
             time.sleep(0.05)
         raise RuntimeError("confide did not become ready")
