@@ -165,3 +165,27 @@ def test_no_password_or_token_ever_reaches_the_log(confide):
     for secret in (OWNER_PASSWORD, "a wrong password entirely", body["access_token"], cookie,
                    body["csrf_token"], created["key"]):
         assert secret not in log
+
+
+def audit_actions(confide, chain):
+    query = "SELECT action FROM audit_events WHERE chain = {} ORDER BY seq"
+    if confide.backend == "sqlite":
+        with sqlite3.connect(confide.data_dir / "confide.db") as db:
+            return [row[0] for row in db.execute(query.format("?"), (chain,))]
+    import psycopg
+
+    with psycopg.connect(confide.database_url) as db:
+        return [row[0] for row in db.execute(query.format("%s"), (chain,))]
+
+
+def test_credential_endpoints_are_rate_limited_per_address_in_a_moving_window(make_confide):
+    confide = make_confide(CONFIDE_RATE_LIMIT_CREDENTIALS_PER_MINUTE="3")
+    statuses = [confide.login("someone@example.com", "not the password at all").status_code for _ in range(4)]
+    assert statuses == [401, 401, 401, 429]
+    limited = confide.login("someone@example.com", "not the password at all")
+    assert limited.status_code == 429
+    assert limited.json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(limited.headers["retry-after"]) <= 60
+    # Other endpoints have their own, larger quota.
+    assert requests.get(confide.base + "/api/v1/me", timeout=10).status_code == 401
+    assert audit_actions(confide, "platform").count("rate_limit.hit") == 1, "audited once per address and minute"

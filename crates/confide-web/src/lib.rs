@@ -21,7 +21,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use error::{ApiError, ApiResult};
 pub use openapi::ApiDoc;
-pub use state::{AppState, LockoutPolicy, WebSettings};
+pub use state::{AppState, LockoutPolicy, RateLimits, WebSettings};
 
 use crate::api::{audit_log, auth as auth_api, bots, keys, me, orgs, system};
 
@@ -91,6 +91,11 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(keys::revoke_key),
         )
         .route("/orgs/{org_id}/audit", get(audit_log::list_audit));
+
+    let v1 = v1.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        middleware::rate_limit,
+    ));
 
     let app = Router::new()
         .nest("/api/v1", v1)

@@ -89,6 +89,7 @@ impl Modify for StandardErrors {
                         "400",
                         "A repeated or malformed parameter, or malformed JSON",
                     ),
+                    ("429", "Rate limited; see Retry-After"),
                     ("500", "Internal error; the body carries an opaque id"),
                 ];
                 if operation.request_body.is_some() {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use confide_security::limiter::SlidingWindowLimiter;
 use confide_security::{JwtKeys, KeyMaterial};
 use confide_store::Store;
 use ipnet::IpNet;
@@ -33,6 +34,23 @@ impl Default for LockoutPolicy {
     }
 }
 
+/// Requests per minute per client address.
+#[derive(Clone, Copy, Debug)]
+pub struct RateLimits {
+    pub api_per_minute: u32,
+    /// Login, password reset and invitation acceptance.
+    pub credential_per_minute: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            api_per_minute: 600,
+            credential_per_minute: 30,
+        }
+    }
+}
+
 /// Internal settings the binary derives from the user-facing configuration.
 #[derive(Clone, Debug)]
 pub struct WebSettings {
@@ -53,6 +71,7 @@ pub struct WebSettings {
     pub trusted_proxies: Vec<IpNet>,
     pub hsts: bool,
     pub lockout: LockoutPolicy,
+    pub rate_limits: RateLimits,
     pub data_dir: PathBuf,
 }
 
@@ -75,6 +94,7 @@ impl WebSettings {
             cors_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             lockout: LockoutPolicy::default(),
+            rate_limits: RateLimits::default(),
             data_dir,
         }
     }
@@ -94,6 +114,7 @@ pub struct AppState {
     pub keys: Arc<KeyMaterial>,
     pub jwt: Arc<RwLock<JwtKeys>>,
     pub mailer: Arc<Mailer>,
+    pub limiter: Arc<SlidingWindowLimiter>,
 }
 
 /// Unix milliseconds now.

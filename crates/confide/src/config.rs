@@ -27,6 +27,8 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub sentry_dsn: Option<String>,
     pub log_format: Option<LogFormat>,
+    pub rate_limit_api_per_minute: Option<u32>,
+    pub rate_limit_credentials_per_minute: Option<u32>,
     pub smtp: Option<SmtpConfig>,
 }
 
@@ -75,6 +77,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub smtp: Option<confide_web::mail::SmtpSettings>,
     pub keys: confide_security::KeyOverrides,
+    pub rate_limits: confide_web::RateLimits,
 }
 
 /// Reads `CONFIDE_<NAME>`, or the file named by `CONFIDE_<NAME>_FILE` (trailing newline dropped).
@@ -252,6 +255,14 @@ impl Config {
                 .or(file.log_format)
                 .unwrap_or_default(),
             smtp,
+            rate_limits: confide_web::RateLimits {
+                api_per_minute: env_parse("RATE_LIMIT_API_PER_MINUTE")?
+                    .or(file.rate_limit_api_per_minute)
+                    .unwrap_or(confide_web::RateLimits::default().api_per_minute),
+                credential_per_minute: env_parse("RATE_LIMIT_CREDENTIALS_PER_MINUTE")?
+                    .or(file.rate_limit_credentials_per_minute)
+                    .unwrap_or(confide_web::RateLimits::default().credential_per_minute),
+            },
             keys: confide_security::KeyOverrides {
                 chat_token_key: env_secret("CHAT_TOKEN_KEY")?,
                 reset_hmac_key: env_secret("RESET_KEY")?,

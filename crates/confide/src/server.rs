@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use confide_security::limiter::SlidingWindowLimiter;
 use confide_security::{JwtKeys, KeyMaterial};
 use confide_store::{SqlStore, Store};
 use confide_web::mail::Mailer;
@@ -80,6 +81,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     settings.session_idle_ms = config.session_idle_minutes * 60 * 1000;
     settings.session_absolute_ms = config.session_absolute_hours * 60 * 60 * 1000;
     settings.hsts = settings.hsts || config.tls.is_some();
+    settings.rate_limits = config.rate_limits;
 
     let jwt = Arc::new(RwLock::new(jwt));
     let state = AppState {
@@ -88,6 +90,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         keys: Arc::new(keys),
         jwt: jwt.clone(),
         mailer: Arc::new(mailer),
+        limiter: Arc::new(SlidingWindowLimiter::new(100_000)),
     };
     let app = confide_web::router(state);
 

@@ -4,9 +4,11 @@
 mod client_ip;
 mod headers;
 mod params;
+mod rate_limit;
 mod request_id;
 
 pub use client_ip::{ClientIp, client_ip};
 pub use headers::security_headers;
 pub use params::reject_duplicate_parameters;
+pub use rate_limit::rate_limit;
 pub use request_id::{RequestId, request_id};
