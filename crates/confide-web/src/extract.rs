@@ -12,8 +12,10 @@ use crate::error::ApiError;
 pub const MAX_JSON_DEPTH: usize = 32;
 /// No JSON string may be longer than this many bytes; fields have tighter limits of their own.
 pub const MAX_JSON_STRING_BYTES: usize = 8 * 1024;
-/// Bodies above this are refused (per-route limits can only be smaller).
+/// Bodies above this are refused; routes that take only credentials allow less.
 pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
+/// Login, password and token bodies are a few short strings.
+pub const MAX_CREDENTIAL_BODY_BYTES: usize = 8 * 1024;
 
 /// A JSON body: `application/json` only (else 415), bounded size, depth and string lengths,
 /// and unknown fields refused by the target type's `deny_unknown_fields`.
@@ -26,7 +28,7 @@ where
 {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let is_json = request
             .headers()
             .get(header::CONTENT_TYPE)
@@ -40,14 +42,19 @@ where
                 "the body must be application/json",
             ));
         }
-        let bytes = axum::body::to_bytes(request.into_body(), MAX_JSON_BODY_BYTES)
+        // `Bytes` honours the route's `DefaultBodyLimit`, so each route can be smaller still.
+        let bytes = axum::body::Bytes::from_request(request, state)
             .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    "the request body is too large",
-                )
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        "the request body is too large",
+                    )
+                } else {
+                    ApiError::bad_request("unreadable_body", "the request body could not be read")
+                }
             })?;
         check_shape(&bytes)?;
         // Every request body is an object; serde would otherwise read `[..]` as a struct's fields.

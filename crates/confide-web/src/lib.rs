@@ -27,7 +27,7 @@ use crate::api::{audit_log, auth as auth_api, bots, keys, me, orgs, system};
 
 /// The whole application with every layer.
 pub fn router(state: AppState) -> Router {
-    let v1 = Router::new()
+    let credentials = Router::new()
         .route("/auth/login", post(auth_api::login))
         .route("/auth/logout", post(auth_api::logout))
         .route("/auth/token", post(auth_api::token))
@@ -38,6 +38,10 @@ pub fn router(state: AppState) -> Router {
             "/auth/password-reset/confirm",
             post(auth_api::confirm_reset),
         )
+        .route("/invitations/accept", post(orgs::accept_invitation))
+        .layer(DefaultBodyLimit::max(extract::MAX_CREDENTIAL_BODY_BYTES));
+    let v1 = Router::new()
+        .merge(credentials)
         .route("/me", get(me::me))
         .route("/me/sessions", get(me::list_sessions))
         .route(
@@ -59,7 +63,6 @@ pub fn router(state: AppState) -> Router {
             "/orgs/{org_id}/invitations/{invitation_id}",
             axum::routing::delete(orgs::revoke_invitation),
         )
-        .route("/invitations/accept", post(orgs::accept_invitation))
         .route(
             "/orgs/{org_id}/bots",
             get(bots::list_bots).post(bots::create_bot),
