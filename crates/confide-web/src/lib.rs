@@ -13,11 +13,9 @@ pub mod state;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use error::{ApiError, ApiResult};
 pub use openapi::ApiDoc;
@@ -110,13 +108,12 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_JSON_BODY_BYTES));
 
-    let app = match cors_layer(&state.settings.cors_origins) {
-        Some(cors) => app.layer(cors),
-        None => app,
-    };
-
     app.layer(axum::middleware::from_fn(
         middleware::reject_duplicate_parameters,
+    ))
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        middleware::cors,
     ))
     .layer(CatchPanicLayer::custom(panic_response))
     .layer(axum::middleware::from_fn_with_state(
@@ -129,35 +126,6 @@ pub fn router(state: AppState) -> Router {
     ))
     .layer(axum::middleware::from_fn(middleware::request_id))
     .with_state(state)
-}
-
-/// Credentials go only to the configured origins; with none configured, no CORS headers at all.
-fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
-    let allowed: Vec<HeaderValue> = origins
-        .iter()
-        .filter_map(|o| HeaderValue::from_str(o).ok())
-        .collect();
-    if allowed.is_empty() {
-        return None;
-    }
-    Some(
-        CorsLayer::new()
-            .allow_origin(AllowOrigin::list(allowed))
-            .allow_credentials(true)
-            .allow_methods([
-                Method::GET,
-                Method::POST,
-                Method::PUT,
-                Method::PATCH,
-                Method::DELETE,
-            ])
-            .allow_headers([
-                header::AUTHORIZATION,
-                header::CONTENT_TYPE,
-                HeaderName::from_static(auth::CSRF_HEADER),
-            ])
-            .max_age(std::time::Duration::from_secs(600)),
-    )
 }
 
 async fn not_found() -> ApiError {

@@ -2,12 +2,14 @@
 //! security headers, parameter-pollution guard.
 
 mod client_ip;
+mod cors;
 mod headers;
 mod params;
 mod rate_limit;
 mod request_id;
 
 pub use client_ip::{ClientIp, client_ip};
+pub use cors::cors;
 pub use headers::security_headers;
 pub use params::reject_duplicate_parameters;
 pub use rate_limit::rate_limit;
