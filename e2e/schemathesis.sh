@@ -9,7 +9,7 @@ work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 base="http://127.0.0.1:$port"
 
-CONFIDE_LOG=warn CONFIDE_COOKIE_SECURE=false CONFIDE_RATE_LIMIT_API_PER_MINUTE=1000000 CONFIDE_RATE_LIMIT_CREDENTIALS_PER_MINUTE=1000000 "$bin" --data-dir "$work/data" serve --listen "127.0.0.1:$port" 2>"$work/server.log" &
+CONFIDE_LOG=warn CONFIDE_RATE_LIMIT_API_PER_MINUTE=1000000 CONFIDE_RATE_LIMIT_CREDENTIALS_PER_MINUTE=1000000 "$bin" --data-dir "$work/data" serve --listen "127.0.0.1:$port" 2>"$work/server.log" &
 server=$!
 trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 1 200); do curl -fs "$base/readyz" >/dev/null 2>&1 && break; sleep 0.1; done

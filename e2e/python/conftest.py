@@ -63,7 +63,7 @@ class Confide:
         )
 
     def start(self, **extra_env):
-        env = {**os.environ, "CONFIDE_COOKIE_SECURE": "false", "CONFIDE_LOG": "info", **extra_env}
+        env = {**os.environ, "CONFIDE_LOG": "info", **extra_env}
         self.log_path = self.data_dir.parent / "server.log"
         self.log_file = open(self.log_path, "wb")
         self.process = subprocess.Popen(

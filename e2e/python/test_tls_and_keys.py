@@ -18,7 +18,7 @@ def test_the_server_speaks_tls_with_a_configured_certificate_and_sends_hsts(make
         check=True,
         capture_output=True,
     )
-    confide = make_confide(CONFIDE_TLS_CERT=str(cert), CONFIDE_TLS_KEY=str(key), CONFIDE_COOKIE_SECURE="true")
+    confide = make_confide(CONFIDE_TLS_CERT=str(cert), CONFIDE_TLS_KEY=str(key))
     https = confide.base.replace("http://", "https://")
     response = requests.get(https + "/healthz", verify=str(cert), timeout=10)
     assert response.status_code == 200

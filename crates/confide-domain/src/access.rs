@@ -147,6 +147,16 @@ impl ApiScope {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|scope| scope.as_str() == s)
     }
+
+    /// Whether holding this scope allows what `needed` allows: a write scope includes its read.
+    pub fn grants(self, needed: ApiScope) -> bool {
+        self == needed
+            || matches!(
+                (self, needed),
+                (ApiScope::BotsWrite, ApiScope::BotsRead)
+                    | (ApiScope::ChatsWrite, ApiScope::ChatsRead)
+            )
+    }
 }
 
 /// The authenticated caller of a request, as the web layer resolved it.
@@ -265,6 +275,14 @@ mod tests {
         assert!(!OrgRole::Admin.may_assign(OrgRole::Owner));
         assert!(OrgRole::Owner.may_assign(OrgRole::Owner));
         assert!(!OrgRole::Member.may_assign(OrgRole::Member));
+    }
+
+    #[test]
+    fn a_write_scope_includes_its_read_scope_but_not_the_reverse() {
+        assert!(ApiScope::BotsWrite.grants(ApiScope::BotsRead));
+        assert!(ApiScope::ChatsWrite.grants(ApiScope::ChatsRead));
+        assert!(!ApiScope::BotsRead.grants(ApiScope::BotsWrite));
+        assert!(!ApiScope::StatsRead.grants(ApiScope::BotsRead));
     }
 
     #[test]

@@ -17,7 +17,21 @@ use crate::error::ApiError;
 use crate::middleware::ClientIp;
 use crate::state::{AppState, now_ms};
 
+/// The session cookie. The `__Host-` prefix makes browsers insist on Secure, Path=/ and no Domain,
+/// so a sibling subdomain cannot plant or overwrite it.
 pub const SESSION_COOKIE: &str = "__Host-confide_session";
+/// The name used when `cookie_secure` is off (plain HTTP on loopback only): browsers refuse a
+/// `__Host-` cookie without Secure.
+pub const INSECURE_SESSION_COOKIE: &str = "confide_session";
+
+/// The session cookie's name under the given settings.
+pub fn session_cookie_name(settings: &crate::state::WebSettings) -> &'static str {
+    if settings.cookie_secure {
+        SESSION_COOKIE
+    } else {
+        INSECURE_SESSION_COOKIE
+    }
+}
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// Sessions are touched at most this often, so reads do not turn into writes.
@@ -108,7 +122,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<Auth>, A
         };
         return Ok(Some(auth));
     }
-    match session_cookie(&parts.headers) {
+    match session_cookie(&parts.headers, session_cookie_name(&state.settings)) {
         Some(cookie) => cookie_auth(parts, state, &cookie, ip).await.map(Some),
         None => Ok(None),
     }
@@ -125,7 +139,7 @@ fn bearer_credential(value: &str) -> Option<&str> {
 }
 
 /// The session cookie's value, if the request carries exactly one.
-pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
+pub fn session_cookie(headers: &axum::http::HeaderMap, cookie_name: &str) -> Option<String> {
     let mut found = None;
     for header_value in headers.get_all(header::COOKIE) {
         let Ok(text) = header_value.to_str() else {
@@ -133,7 +147,7 @@ pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
         };
         for pair in text.split(';') {
             if let Some((name, value)) = pair.trim().split_once('=')
-                && name == SESSION_COOKIE
+                && name == cookie_name
             {
                 if found.is_some() {
                     // Two session cookies means someone planted one; trust neither.

@@ -111,7 +111,7 @@ pub async fn org(
                 OrgNeed::Manage => false,
                 OrgNeed::ManageBots => key_bot.is_none() && scopes.contains(&ApiScope::BotsWrite),
                 OrgNeed::View(None) => true,
-                OrgNeed::View(Some(scope)) => scopes.contains(&scope),
+                OrgNeed::View(Some(scope)) => scopes.iter().any(|held| held.grants(scope)),
             };
             if !allowed {
                 let err = ApiError::forbidden(

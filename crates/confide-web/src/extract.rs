@@ -166,6 +166,30 @@ where
     }
 }
 
+/// JSON Schema counts `1250.0` as an integer; serde's integer types do not. Integer body fields
+/// use this so both spellings of a whole number are accepted and anything else is refused.
+pub fn optional_whole_number<'de, D>(deserializer: D) -> Result<Option<u32>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize;
+    use serde::de::Error;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(n) = number.as_u64() {
+        return u32::try_from(n).map(Some).map_err(D::Error::custom);
+    }
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f) =>
+        {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            Ok(Some(f as u32))
+        }
+        _ => Err(D::Error::custom("expected a whole number")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,29 +216,5 @@ mod tests {
     fn overlong_strings_are_refused() {
         let s = format!("{{\"a\":\"{}\"}}", "x".repeat(MAX_JSON_STRING_BYTES + 1));
         assert!(check_shape(s.as_bytes()).is_err());
-    }
-}
-
-/// JSON Schema counts `1250.0` as an integer; serde's integer types do not. Integer body fields
-/// use this so both spellings of a whole number are accepted and anything else is refused.
-pub fn optional_whole_number<'de, D>(deserializer: D) -> Result<Option<u32>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    use serde::Deserialize;
-    use serde::de::Error;
-    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
-        return Ok(None);
-    };
-    if let Some(n) = number.as_u64() {
-        return u32::try_from(n).map(Some).map_err(D::Error::custom);
-    }
-    match number.as_f64() {
-        Some(f) if f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f) =>
-        {
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            Ok(Some(f as u32))
-        }
-        _ => Err(D::Error::custom("expected a whole number")),
     }
 }

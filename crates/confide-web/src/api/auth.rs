@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use crate::api::timestamp;
 use crate::audit::{self, Actor};
-use crate::auth::{Auth, AuthMethod, SESSION_COOKIE};
+use crate::auth::{Auth, AuthMethod, session_cookie_name};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::StrictJson;
 use crate::middleware::ClientIp;
@@ -243,7 +243,8 @@ fn session_cookie_header(
         ""
     };
     HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}"
+        "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}",
+        session_cookie_name(&state.settings)
     ))
     .map_err(ApiError::internal)
 }
@@ -257,7 +258,7 @@ async fn start_session(
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
     let now = now_ms();
-    if let Some(old) = crate::auth::session_cookie(headers)
+    if let Some(old) = crate::auth::session_cookie(headers, session_cookie_name(&state.settings))
         && let Some(previous) = state
             .store
             .get_session_by_token_hash(&tokens::session_token_hash(&old))
