@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
 # schemathesis against a live server's OpenAPI document, authenticated as an organization owner,
-# with every check enabled. Usage: e2e/schemathesis.sh VENV_DIR
+# with every check enabled. Usage: e2e/schemathesis.sh VENV_DIR [sqlite|postgres]
+# (postgres creates a fresh database next to CONFIDE_TEST_DATABASE_URL).
 set -euo pipefail
 venv=${1:-.venv}
+backend=${2:-sqlite}
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="$root/target/debug/confide"
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 base="http://127.0.0.1:$port"
+db_args=()
+if [ "$backend" = postgres ]; then
+  admin_url=${CONFIDE_TEST_DATABASE_URL:?postgres needs CONFIDE_TEST_DATABASE_URL}
+  db="confide_st_$(date +%s)_$$"
+  psql "$admin_url" -qc "CREATE DATABASE $db"
+  db_args=(--database-url "${admin_url%/*}/$db")
+fi
+echo "schemathesis on $backend"
 
-CONFIDE_LOG=warn CONFIDE_RATE_LIMIT_API_PER_MINUTE=1000000 CONFIDE_RATE_LIMIT_CREDENTIALS_PER_MINUTE=1000000 "$bin" --data-dir "$work/data" serve --listen "127.0.0.1:$port" 2>"$work/server.log" &
+CONFIDE_LOG=warn CONFIDE_RATE_LIMIT_API_PER_MINUTE=1000000 CONFIDE_RATE_LIMIT_CREDENTIALS_PER_MINUTE=1000000 "$bin" --data-dir "$work/data" "${db_args[@]}" serve --listen "127.0.0.1:$port" 2>"$work/server.log" &
 server=$!
-trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$work"; if [ -n "${db:-}" ]; then psql "$admin_url" -qc "DROP DATABASE IF EXISTS $db" || true; fi' EXIT
 for _ in $(seq 1 200); do curl -fs "$base/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 
-echo 'schemathesis owner passphrase' | "$bin" --data-dir "$work/data" admin create-owner --email owner@example.com --org "Schemathesis" >"$work/owner.json"
+echo 'schemathesis owner passphrase' | "$bin" --data-dir "$work/data" "${db_args[@]}" admin create-owner --email owner@example.com --org "Schemathesis" >"$work/owner.json"
 token=$(curl -fs "$base/api/v1/auth/login" -H 'content-type: application/json' \
   -d '{"email":"owner@example.com","password":"schemathesis owner passphrase"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
 

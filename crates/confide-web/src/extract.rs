@@ -10,12 +10,14 @@ use crate::error::ApiError;
 
 /// Nesting deeper than this is refused before parsing.
 pub const MAX_JSON_DEPTH: usize = 32;
-/// No JSON string may be longer than this many bytes; fields have tighter limits of their own.
-pub const MAX_JSON_STRING_BYTES: usize = 8 * 1024;
+/// No JSON string may be longer than this many bytes of JSON text; fields have tighter limits of
+/// their own, in characters. Escaped, one character can take 12 bytes (`\ud83d\ude00`), so this
+/// leaves room for the longest field (a 1024-character password) however it is written.
+pub const MAX_JSON_STRING_BYTES: usize = 16 * 1024;
 /// Bodies above this are refused; routes that take only credentials allow less.
 pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
-/// Login, password and token bodies are a few short strings.
-pub const MAX_CREDENTIAL_BODY_BYTES: usize = 8 * 1024;
+/// Login, password and token bodies are a few short strings (at most ~16 KiB fully escaped).
+pub const MAX_CREDENTIAL_BODY_BYTES: usize = 32 * 1024;
 
 /// A JSON body: `application/json` only (else 415), bounded size, depth and string lengths,
 /// and unknown fields refused by the target type's `deny_unknown_fields`.
