@@ -561,6 +561,66 @@ async fn five_wrong_passwords_lock_an_account_and_an_unknown_address_looks_the_s
     .await;
 }
 
+/// Moves every recorded login attempt and lockout back in time, as if `minutes` had passed.
+async fn let_time_pass(app: &TestApp, minutes: i64) {
+    let db = app.database().await;
+    let shift = minutes * 60 * 1000;
+    sqlx::query("UPDATE login_attempts SET at = at - $1")
+        .bind(shift)
+        .execute(&db)
+        .await
+        .expect("shift login attempts");
+    sqlx::query(
+        "UPDATE lockouts SET locked_until = locked_until - $1, updated_at = updated_at - $1",
+    )
+    .bind(shift)
+    .execute(&db)
+    .await
+    .expect("shift lockouts");
+    db.close().await;
+}
+
+fn retry_after_secs(reply: &common::Reply) -> u64 {
+    reply
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("a numeric Retry-After")
+}
+
+#[tokio::test]
+async fn a_repeat_lockout_lasts_longer_and_the_window_moves() {
+    each_backend(async |app| {
+        let (owner, session) = app.owner(&email("owner"), "Locksmiths").await;
+        let victim = email("victim");
+        app.member(&session.bearer(), &owner.org_id, &victim, "member")
+            .await;
+        let wrong = "not the password at all";
+
+        attempts(app, &victim, &[wrong; 5]).await;
+        let first = app.try_login(&victim, PASSWORD).await;
+        first.expect(429);
+        let first_lock = retry_after_secs(&first);
+        assert!((14 * 60..=15 * 60).contains(&first_lock), "{first_lock}");
+
+        // Once the first lockout and its window have passed, the right password works again...
+        let_time_pass(app, 16).await;
+        app.try_login(&victim, PASSWORD).await.expect(200);
+
+        // ...and four failures spread over the moving window do not lock, a fifth inside it does.
+        attempts(app, &victim, &[wrong; 4]).await;
+        let_time_pass(app, 10).await;
+        app.try_login(&victim, wrong).await.expect(401);
+        let second = app.try_login(&victim, PASSWORD).await;
+        second.expect(429);
+        let second_lock = retry_after_secs(&second);
+        assert!(
+            second_lock > first_lock + 10 * 60,
+            "a repeat lockout within a day lasts longer: {first_lock}s then {second_lock}s"
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn the_audit_chain_verifies_until_someone_edits_a_row() {
     each_backend(async |app| {
