@@ -8,3 +8,8 @@ pub mod input;
 pub use access::{ApiScope, BotAccess, BotPermission, OrgRole, Principal, SharingPolicy};
 pub use ids::{ApiKeyId, AuditEventId, BotId, InvitationId, OrgId, SessionId, UserId};
 pub use input::{Email, InputError, Name};
+
+/// The client's address as the web layer resolved it (the peer, or the forwarded address when the
+/// peer is a trusted proxy). Every layer that limits or records by address uses this one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ClientIp(pub std::net::IpAddr);

@@ -10,8 +10,7 @@ use ipnet::IpNet;
 
 use crate::state::AppState;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClientIp(pub IpAddr);
+pub use confide_domain::ClientIp;
 
 pub async fn client_ip(
     State(state): State<AppState>,

@@ -1,0 +1,1 @@
+//! The Pusher-protocol hub.
