@@ -44,6 +44,10 @@ const INVITE: KeySpec = KeySpec {
     file: "invite.key",
     env: "CONFIDE_INVITE_KEY",
 };
+const REALTIME: KeySpec = KeySpec {
+    file: "realtime.key",
+    env: "CONFIDE_REALTIME_KEY",
+};
 
 /// The server's symmetric keys, one per purpose so one leak or misuse cannot forge another kind.
 #[derive(Debug)]
@@ -58,6 +62,9 @@ pub struct KeyMaterial {
     pub presign_hmac_key: SecretKey,
     /// HMAC key for invitation tokens.
     pub invite_hmac_key: SecretKey,
+    /// Master key of the realtime hub: the platform app's secret and each bot's channel-signing
+    /// secret are derived from it.
+    pub realtime_key: SecretKey,
 }
 
 /// Keys given by the operator (base64 of 32 bytes); each one set wins over its file.
@@ -73,6 +80,8 @@ pub struct KeyOverrides {
     pub presign_hmac_key: Option<SecretString>,
     /// `CONFIDE_INVITE_KEY` / `CONFIDE_INVITE_KEY_FILE`.
     pub invite_hmac_key: Option<SecretString>,
+    /// `CONFIDE_REALTIME_KEY` / `CONFIDE_REALTIME_KEY_FILE`.
+    pub realtime_key: Option<SecretString>,
 }
 
 impl KeyOverrides {
@@ -105,6 +114,7 @@ impl KeyOverrides {
             csrf_hmac_key: one(&CSRF)?,
             presign_hmac_key: one(&PRESIGN)?,
             invite_hmac_key: one(&INVITE)?,
+            realtime_key: one(&REALTIME)?,
         })
     }
 }
@@ -124,6 +134,7 @@ impl KeyMaterial {
             csrf_hmac_key: load(&CSRF, &overrides.csrf_hmac_key)?,
             presign_hmac_key: load(&PRESIGN, &overrides.presign_hmac_key)?,
             invite_hmac_key: load(&INVITE, &overrides.invite_hmac_key)?,
+            realtime_key: load(&REALTIME, &overrides.realtime_key)?,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! opaque tokens (sessions, API keys, CSRF, password reset, invitations) and rate limits.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod chat_token;
 mod error;
 pub mod jwt;
 pub mod keys;

@@ -269,6 +269,7 @@ impl Config {
                 csrf_hmac_key: env_secret("CSRF_KEY")?,
                 presign_hmac_key: env_secret("PRESIGN_KEY")?,
                 invite_hmac_key: env_secret("INVITE_KEY")?,
+                realtime_key: env_secret("REALTIME_KEY")?,
             },
         })
     }

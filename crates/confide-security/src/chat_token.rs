@@ -1,0 +1,225 @@
+//! Chat tokens (seed 000, step 2): AES-256-GCM over who may use which chat channel, until when.
+//! The widget holds the token and presents it to the channel auth endpoint and with every message;
+//! only the server can read or mint one. Each token names its key id, so a key can rotate while
+//! chats started under the previous key keep working until their tokens expire.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::tokens::try_fill_random;
+use crate::{Error, Result};
+
+const VERSION: &str = "v1";
+const NONCE_LEN: usize = 12;
+/// Tokens longer than this are refused before any decoding.
+pub const MAX_CHAT_TOKEN_LEN: usize = 2048;
+
+/// What a chat token grants.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatClaims {
+    /// The bot id.
+    pub bot: String,
+    /// The chat (conversation) id; the token opens only `private-chat-{chat}`.
+    pub chat: String,
+    /// The visitor's pseudonymous id.
+    pub visitor: String,
+    /// The page origin the chat was started from, if the browser sent one.
+    pub origin: Option<String>,
+    /// Issued and expiry times, Unix seconds.
+    pub iat: i64,
+    pub exp: i64,
+}
+
+struct ChatKey {
+    kid: String,
+    cipher: Aes256Gcm,
+}
+
+impl ChatKey {
+    fn new(key: &[u8; 32]) -> ChatKey {
+        let mut hasher = Sha256::new();
+        hasher.update(b"confide-chat-token-kid\n");
+        hasher.update(key);
+        let kid = hex::encode(&hasher.finalize()[..4]);
+        ChatKey {
+            kid,
+            cipher: Aes256Gcm::new(key.into()),
+        }
+    }
+
+    fn aad(&self) -> Vec<u8> {
+        format!("confide-chat-token-{VERSION}.{}", self.kid).into_bytes()
+    }
+}
+
+/// The current key (which seals) and retired keys (which still open older tokens).
+pub struct ChatTokenKeys {
+    current: ChatKey,
+    previous: Vec<ChatKey>,
+}
+
+impl ChatTokenKeys {
+    pub fn new(current: &[u8; 32], previous: &[[u8; 32]]) -> ChatTokenKeys {
+        ChatTokenKeys {
+            current: ChatKey::new(current),
+            previous: previous.iter().map(ChatKey::new).collect(),
+        }
+    }
+
+    pub fn current_kid(&self) -> &str {
+        &self.current.kid
+    }
+
+    /// `v1.<kid>.<base64url(nonce ‖ ciphertext ‖ tag)>`.
+    pub fn seal(&self, claims: &ChatClaims) -> Result<String> {
+        let plaintext = serde_json::to_vec(claims).map_err(|_| Error::Signing)?;
+        let mut nonce = [0u8; NONCE_LEN];
+        try_fill_random(&mut nonce)?;
+        let sealed = self
+            .current
+            .cipher
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: &plaintext,
+                    aad: &self.current.aad(),
+                },
+            )
+            .map_err(|_| Error::Signing)?;
+        let mut body = Vec::with_capacity(NONCE_LEN + sealed.len());
+        body.extend_from_slice(&nonce);
+        body.extend_from_slice(&sealed);
+        Ok(format!(
+            "{VERSION}.{}.{}",
+            self.current.kid,
+            URL_SAFE_NO_PAD.encode(body)
+        ))
+    }
+
+    /// Decrypts and checks expiry against `now` (Unix seconds). Tampered, foreign-key, malformed and
+    /// expired tokens all fail; the caller then checks bot, chat and channel.
+    pub fn open(&self, token: &str, now: i64) -> Result<ChatClaims> {
+        let invalid = || Error::InvalidToken("chat token");
+        if token.len() > MAX_CHAT_TOKEN_LEN {
+            return Err(invalid());
+        }
+        let mut parts = token.splitn(3, '.');
+        let (Some(VERSION), Some(kid), Some(body)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid());
+        };
+        let key = std::iter::once(&self.current)
+            .chain(self.previous.iter())
+            .find(|k| k.kid == kid)
+            .ok_or_else(invalid)?;
+        let body = URL_SAFE_NO_PAD.decode(body).map_err(|_| invalid())?;
+        if body.len() <= NONCE_LEN {
+            return Err(invalid());
+        }
+        let (nonce, sealed) = body.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| invalid())?;
+        let plaintext = key
+            .cipher
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: &key.aad(),
+                },
+            )
+            .map_err(|_| invalid())?;
+        let claims: ChatClaims = serde_json::from_slice(&plaintext).map_err(|_| invalid())?;
+        if claims.exp <= now {
+            return Err(Error::TokenExpired);
+        }
+        Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(exp: i64) -> ChatClaims {
+        ChatClaims {
+            bot: "bot-1".into(),
+            chat: "chat-1".into(),
+            visitor: "visitor-1".into(),
+            origin: Some("https://shop.example.com".into()),
+            iat: 1_000,
+            exp,
+        }
+    }
+
+    #[test]
+    fn a_sealed_token_opens_to_the_same_claims() {
+        let keys = ChatTokenKeys::new(&[7; 32], &[]);
+        let token = keys.seal(&claims(2_000)).unwrap();
+        assert!(token.starts_with(&format!("v1.{}.", keys.current_kid())));
+        assert_eq!(keys.open(&token, 1_500).unwrap(), claims(2_000));
+    }
+
+    #[test]
+    fn two_tokens_for_the_same_chat_differ() {
+        let keys = ChatTokenKeys::new(&[7; 32], &[]);
+        assert_ne!(
+            keys.seal(&claims(2_000)).unwrap(),
+            keys.seal(&claims(2_000)).unwrap()
+        );
+    }
+
+    #[test]
+    fn an_expired_token_is_refused() {
+        let keys = ChatTokenKeys::new(&[7; 32], &[]);
+        let token = keys.seal(&claims(2_000)).unwrap();
+        assert!(matches!(keys.open(&token, 2_000), Err(Error::TokenExpired)));
+    }
+
+    #[test]
+    fn any_changed_byte_is_refused() {
+        let keys = ChatTokenKeys::new(&[7; 32], &[]);
+        let token = keys.seal(&claims(2_000)).unwrap();
+        for i in 0..token.len() {
+            let mut bytes = token.clone().into_bytes();
+            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+            if let Ok(tampered) = String::from_utf8(bytes)
+                && tampered != token
+            {
+                assert!(keys.open(&tampered, 1_500).is_err(), "byte {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_token_from_another_key_is_refused_and_a_retired_key_still_opens() {
+        let old = ChatTokenKeys::new(&[1; 32], &[]);
+        let token = old.seal(&claims(2_000)).unwrap();
+        assert!(
+            ChatTokenKeys::new(&[2; 32], &[])
+                .open(&token, 1_500)
+                .is_err()
+        );
+        let rotated = ChatTokenKeys::new(&[2; 32], &[[1; 32]]);
+        assert_eq!(rotated.open(&token, 1_500).unwrap(), claims(2_000));
+    }
+
+    #[test]
+    fn garbage_is_refused_without_panicking() {
+        let keys = ChatTokenKeys::new(&[7; 32], &[]);
+        for junk in [
+            "",
+            "v1",
+            "v1..",
+            "v1.x.y",
+            "v2.a.b",
+            &"v1.a.".repeat(1000),
+            "v1.00000000.AAAA",
+        ] {
+            assert!(keys.open(junk, 0).is_err());
+        }
+    }
+}
