@@ -88,6 +88,14 @@ typed_id!(
     ApiKeyId
 );
 typed_id!(
+    /// A chat between a visitor and a bot (the chat id of the widget and its channel).
+    ConversationId
+);
+typed_id!(
+    /// One message in a conversation.
+    MessageId
+);
+typed_id!(
     /// One event in an audit chain.
     AuditEventId
 );

@@ -4,10 +4,15 @@
 pub mod access;
 pub mod ids;
 pub mod input;
+pub mod origins;
 
 pub use access::{ApiScope, BotAccess, BotPermission, OrgRole, Principal, SharingPolicy};
-pub use ids::{ApiKeyId, AuditEventId, BotId, InvitationId, OrgId, SessionId, UserId};
+pub use ids::{
+    ApiKeyId, AuditEventId, BotId, ConversationId, InvitationId, MessageId, OrgId, SessionId,
+    UserId,
+};
 pub use input::{Email, InputError, Name};
+pub use origins::{AllowedDomain, origin_allowed};
 
 /// The client's address as the web layer resolved it (the peer, or the forwarded address when the
 /// peer is a trusted proxy). Every layer that limits or records by address uses this one.

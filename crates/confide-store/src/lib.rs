@@ -12,7 +12,8 @@ pub mod testing;
 
 use async_trait::async_trait;
 use confide_domain::{
-    ApiKeyId, BotId, BotPermission, InvitationId, OrgId, OrgRole, SessionId, SharingPolicy, UserId,
+    ApiKeyId, BotId, BotPermission, ConversationId, InvitationId, OrgId, OrgRole, SessionId,
+    SharingPolicy, UserId,
 };
 
 pub use audit::{GENESIS_HASH, audit_event_hash};
@@ -178,6 +179,31 @@ pub trait Store: Send + Sync + 'static {
     async fn put_lockout(&self, lockout: &Lockout) -> StoreResult<()>;
     /// Lifts a lockout and forgets the failures that led to it (admin unlock).
     async fn clear_lockout(&self, subject: &str, email: Option<&str>) -> StoreResult<()>;
+
+    // Chat.
+    /// The bot's chat settings (defaults until first saved).
+    async fn get_chat_settings(&self, bot: BotId) -> StoreResult<ChatSettings>;
+    async fn put_chat_settings(
+        &self,
+        bot: BotId,
+        settings: &ChatSettings,
+        at: i64,
+    ) -> StoreResult<()>;
+    async fn create_conversation(&self, conversation: &Conversation) -> StoreResult<()>;
+    /// The conversation, if it belongs to that bot.
+    async fn get_conversation(
+        &self,
+        bot: BotId,
+        id: ConversationId,
+    ) -> StoreResult<Option<Conversation>>;
+    /// Stores the message and moves the conversation's last-message time.
+    async fn add_message(&self, message: &Message) -> StoreResult<()>;
+    /// Oldest first, at most `limit`.
+    async fn list_messages(
+        &self,
+        conversation: ConversationId,
+        limit: i64,
+    ) -> StoreResult<Vec<Message>>;
 
     // Audit.
     /// Appends to the event's chain, linking it to the previous event's hash.

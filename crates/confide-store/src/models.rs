@@ -1,8 +1,8 @@
 //! What the store keeps. Times are Unix milliseconds.
 
 use confide_domain::{
-    ApiKeyId, ApiScope, AuditEventId, BotId, BotPermission, InvitationId, OrgId, OrgRole,
-    SessionId, SharingPolicy, UserId,
+    ApiKeyId, ApiScope, AuditEventId, BotId, BotPermission, ConversationId, InvitationId,
+    MessageId, OrgId, OrgRole, SessionId, SharingPolicy, UserId,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -178,4 +178,76 @@ pub struct ChainBreak {
     pub chain: String,
     pub seq: i64,
     pub reason: String,
+}
+
+/// How a bot behaves in the chat widget.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatSettings {
+    /// Sent when the widget asks for a greeting (seed 000, steps 7-9).
+    pub greeting: String,
+    /// Sent when nothing else answers a message.
+    pub fallback_reply: String,
+    /// Domain patterns (`example.com`, `*.example.com`) that may embed the widget; empty = any.
+    pub allowed_domains: Vec<String>,
+}
+
+impl Default for ChatSettings {
+    fn default() -> Self {
+        ChatSettings {
+            greeting: "Hi! How can I help you today?".to_owned(),
+            fallback_reply: "Sorry, I did not understand that. Could you put it another way?"
+                .to_owned(),
+            allowed_domains: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conversation {
+    pub id: ConversationId,
+    pub org_id: OrgId,
+    pub bot_id: BotId,
+    pub visitor_id: String,
+    pub origin: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub created_at: i64,
+    pub last_message_at: i64,
+}
+
+/// Who wrote a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sender {
+    Visitor,
+    Bot,
+    Agent,
+}
+
+impl Sender {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sender::Visitor => "visitor",
+            Sender::Bot => "bot",
+            Sender::Agent => "agent",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "visitor" => Some(Sender::Visitor),
+            "bot" => Some(Sender::Bot),
+            "agent" => Some(Sender::Agent),
+            _ => None,
+        }
+    }
+}
+
+/// A message, stored as plain text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub id: MessageId,
+    pub conversation_id: ConversationId,
+    pub sender: Sender,
+    pub text: String,
+    pub created_at: i64,
 }

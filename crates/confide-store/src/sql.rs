@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use confide_domain::{
-    ApiKeyId, ApiScope, BotId, BotPermission, InvitationId, OrgId, OrgRole, SessionId,
-    SharingPolicy, UserId,
+    ApiKeyId, ApiScope, BotId, BotPermission, ConversationId, InvitationId, OrgId, OrgRole,
+    SessionId, SharingPolicy, UserId,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Row, Transaction};
@@ -1255,6 +1255,162 @@ impl Store for SqlStore {
     }
 
     // Audit.
+
+    // Chat.
+
+    async fn get_chat_settings(&self, bot: BotId) -> StoreResult<ChatSettings> {
+        let row = sqlx::query(
+            "SELECT greeting, fallback_reply, allowed_domains FROM bot_chat_settings \
+             WHERE bot_id = $1",
+        )
+        .bind(bot.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(ChatSettings::default());
+        };
+        let c = Cols(&row);
+        let domains: Vec<String> = serde_json::from_str(&c.text("allowed_domains")?)
+            .map_err(|_| StoreError::Corrupt("column allowed_domains is not a list".into()))?;
+        Ok(ChatSettings {
+            greeting: c.text("greeting")?,
+            fallback_reply: c.text("fallback_reply")?,
+            allowed_domains: domains,
+        })
+    }
+
+    async fn put_chat_settings(
+        &self,
+        bot: BotId,
+        settings: &ChatSettings,
+        at: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO bot_chat_settings (bot_id, greeting, fallback_reply, allowed_domains, \
+             updated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (bot_id) DO UPDATE SET greeting = excluded.greeting, \
+             fallback_reply = excluded.fallback_reply, \
+             allowed_domains = excluded.allowed_domains, updated_at = excluded.updated_at",
+        )
+        .bind(bot.to_string())
+        .bind(&settings.greeting)
+        .bind(&settings.fallback_reply)
+        .bind(serde_json::Value::from(settings.allowed_domains.clone()).to_string())
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn create_conversation(&self, conversation: &Conversation) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO conversations (id, org_id, bot_id, visitor_id, origin, ip, user_agent, \
+             created_at, last_message_at) \
+             SELECT $1, org_id, id, $3, $4, $5, $6, $7, $8 FROM chatbots \
+             WHERE id = $9 AND org_id = $2",
+        )
+        .bind(conversation.id.to_string())
+        .bind(conversation.org_id.to_string())
+        .bind(&conversation.visitor_id)
+        .bind(conversation.origin.as_deref())
+        .bind(conversation.ip.as_deref())
+        .bind(conversation.user_agent.as_deref())
+        .bind(conversation.created_at)
+        .bind(conversation.last_message_at)
+        .bind(conversation.bot_id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from)
+        .and_then(|done| {
+            if done.rows_affected() == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::NotFound(
+                    "no such bot in that organization".into(),
+                ))
+            }
+        })
+    }
+
+    async fn get_conversation(
+        &self,
+        bot: BotId,
+        id: ConversationId,
+    ) -> StoreResult<Option<Conversation>> {
+        let row = sqlx::query(
+            "SELECT id, org_id, bot_id, visitor_id, origin, ip, user_agent, created_at, \
+             last_message_at FROM conversations WHERE id = $1 AND bot_id = $2",
+        )
+        .bind(id.to_string())
+        .bind(bot.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let c = Cols(&row);
+        Ok(Some(Conversation {
+            id: c.parsed("id")?,
+            org_id: c.parsed("org_id")?,
+            bot_id: c.parsed("bot_id")?,
+            visitor_id: c.text("visitor_id")?,
+            origin: c.opt_text("origin")?,
+            ip: c.opt_text("ip")?,
+            user_agent: c.opt_text("user_agent")?,
+            created_at: c.int("created_at")?,
+            last_message_at: c.int("last_message_at")?,
+        }))
+    }
+
+    async fn add_message(&self, message: &Message) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO messages (id, conversation_id, sender, text, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(message.id.to_string())
+        .bind(message.conversation_id.to_string())
+        .bind(message.sender.as_str())
+        .bind(&message.text)
+        .bind(message.created_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE conversations SET last_message_at = $1 \
+             WHERE id = $2 AND last_message_at < $1",
+        )
+        .bind(message.created_at)
+        .bind(message.conversation_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_messages(
+        &self,
+        conversation: ConversationId,
+        limit: i64,
+    ) -> StoreResult<Vec<Message>> {
+        let rows = sqlx::query(
+            "SELECT id, conversation_id, sender, text, created_at FROM messages \
+             WHERE conversation_id = $1 ORDER BY created_at, id LIMIT $2",
+        )
+        .bind(conversation.to_string())
+        .bind(limit.clamp(1, 1000))
+        .fetch_all(&self.pool)
+        .await?;
+        all(rows, |row| {
+            let c = Cols(row);
+            Ok(Message {
+                id: c.parsed("id")?,
+                conversation_id: c.parsed("conversation_id")?,
+                sender: c.enumerated("sender", Sender::parse)?,
+                text: c.text("text")?,
+                created_at: c.int("created_at")?,
+            })
+        })
+    }
 
     async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<AuditEvent> {
         self.audit.append(&self.pool, event).await

@@ -7,14 +7,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use confide_domain::{
-    ApiKeyId, ApiScope, BotId, BotPermission, InvitationId, OrgId, OrgRole, SessionId,
-    SharingPolicy, UserId,
+    ApiKeyId, ApiScope, BotId, BotPermission, ConversationId, InvitationId, MessageId, OrgId,
+    OrgRole, SessionId, SharingPolicy, UserId,
 };
 use confide_store::testing::each_backend;
 use confide_store::{
-    ApiKey, AuditChain, AuditEvent, Backend, Chatbot, GENESIS_HASH, Invitation, Lockout,
-    Membership, NewAuditEvent, Organization, Session, SqlStore, Store, StoreError, User,
-    audit_event_hash,
+    ApiKey, AuditChain, AuditEvent, Backend, ChatSettings, Chatbot, Conversation, GENESIS_HASH,
+    Invitation, Lockout, Membership, Message, NewAuditEvent, Organization, Sender, Session,
+    SqlStore, Store, StoreError, User, audit_event_hash,
 };
 use serde_json::json;
 
@@ -1527,6 +1527,143 @@ async fn a_row_that_does_not_parse_is_reported_as_corrupt_not_a_panic() {
         assert!(
             !format!("{err}").contains("not-a-uuid"),
             "{backend}: values stay out of errors"
+        );
+    }
+}
+
+// Chat.
+
+fn conversation(org: OrgId, bot: BotId) -> Conversation {
+    Conversation {
+        id: ConversationId::new(),
+        org_id: org,
+        bot_id: bot,
+        visitor_id: "visitor-1".to_owned(),
+        origin: Some("https://shop.example.com".to_owned()),
+        ip: Some("203.0.113.9".to_owned()),
+        user_agent: None,
+        created_at: T0,
+        last_message_at: T0,
+    }
+}
+
+#[tokio::test]
+async fn a_bot_has_default_chat_settings_until_they_are_saved() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (acme, _) = tenant(store, "Acme").await;
+        let helper = bot(acme.id, "Helper");
+        store.create_bot(&helper).await.unwrap();
+        assert_eq!(
+            store.get_chat_settings(helper.id).await.unwrap(),
+            ChatSettings::default(),
+            "{backend}"
+        );
+        let custom = ChatSettings {
+            greeting: "Welcome to Acme!".to_owned(),
+            fallback_reply: "A human will read this.".to_owned(),
+            allowed_domains: vec!["acme.example".to_owned(), "*.acme.example".to_owned()],
+        };
+        store
+            .put_chat_settings(helper.id, &custom, T0)
+            .await
+            .unwrap();
+        store
+            .put_chat_settings(helper.id, &custom, T0 + 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_chat_settings(helper.id).await.unwrap(),
+            custom,
+            "{backend}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_conversation_belongs_to_its_bot_and_keeps_its_messages_in_order() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (acme, _) = tenant(store, "Acme").await;
+        let (globex, _) = tenant(store, "Globex").await;
+        let helper = bot(acme.id, "Helper");
+        let other = bot(globex.id, "Other");
+        store.create_bot(&helper).await.unwrap();
+        store.create_bot(&other).await.unwrap();
+
+        // A conversation cannot be filed under another organization's bot.
+        let misfiled = conversation(globex.id, helper.id);
+        assert!(
+            matches!(
+                store.create_conversation(&misfiled).await,
+                Err(StoreError::NotFound(_))
+            ),
+            "{backend}"
+        );
+
+        let chat = conversation(acme.id, helper.id);
+        store.create_conversation(&chat).await.unwrap();
+        assert_eq!(
+            store.get_conversation(helper.id, chat.id).await.unwrap(),
+            Some(chat.clone()),
+            "{backend}"
+        );
+        assert_eq!(
+            store.get_conversation(other.id, chat.id).await.unwrap(),
+            None,
+            "{backend}"
+        );
+
+        for (i, (sender, text)) in [
+            (Sender::Bot, "Hi!"),
+            (Sender::Visitor, "Hello"),
+            (Sender::Bot, "Sorry?"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            store
+                .add_message(&Message {
+                    id: MessageId::new(),
+                    conversation_id: chat.id,
+                    sender,
+                    text: text.to_owned(),
+                    created_at: T0 + 1000 * (i as i64 + 1),
+                })
+                .await
+                .unwrap();
+        }
+        let messages = store.list_messages(chat.id, 100).await.unwrap();
+        let texts: Vec<_> = messages
+            .iter()
+            .map(|m| (m.sender, m.text.as_str()))
+            .collect();
+        assert_eq!(
+            texts,
+            vec![
+                (Sender::Bot, "Hi!"),
+                (Sender::Visitor, "Hello"),
+                (Sender::Bot, "Sorry?")
+            ],
+            "{backend}"
+        );
+        let stored = store
+            .get_conversation(helper.id, chat.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.last_message_at, T0 + 3000, "{backend}");
+        assert_eq!(
+            store.list_messages(chat.id, 2).await.unwrap().len(),
+            2,
+            "{backend}"
+        );
+
+        // Deleting the bot deletes its conversations.
+        store.delete_bot(acme.id, helper.id).await.unwrap();
+        assert!(
+            store.list_messages(chat.id, 100).await.unwrap().is_empty(),
+            "{backend}"
         );
     }
 }
