@@ -1,1 +1,39 @@
-//! The Pusher-protocol hub.
+//! The Pusher-protocol hub: our own server for Pusher Channels protocol 7, so the unmodified
+//! `pusher-js` client and Pusher's server SDKs work against Confide.
+//!
+//! - [`Hub`] holds the channels of every app (an app is a namespace), publishes, and answers
+//!   channel queries; [`routes`] serves the WebSocket endpoint `/app/{key}` and the signed HTTP
+//!   API `/apps/{app_id}/...`.
+//! - Apps come from an [`AppDirectory`] the web layer implements.
+//! - Events travel through a [`Broker`]: [`LocalBroker`] in one process; a shared broker carries
+//!   them between nodes.
+//! - [`signature`] holds the protocol's signatures for the channel auth endpoint.
+//!
+//! Mounting: merge [`routes`] at the root of the server (the paths are fixed by the clients, and
+//! HTTP API signatures cover the path as received), serve with
+//! `into_make_service_with_connect_info::<SocketAddr>()`, and insert `confide_domain::ClientIp`
+//! in a middleware when the server sits behind trusted proxies: per-address connection limits
+//! use it, or the peer address without it.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod app;
+mod broker;
+mod config;
+mod connection;
+mod http_api;
+mod hub;
+pub mod names;
+mod peer;
+mod protocol;
+mod query;
+mod replay;
+mod routes;
+pub mod signature;
+
+pub use app::{App, AppDirectory, OriginPolicy, OriginRule, StaticApps};
+pub use broker::{Broker, BrokerError, Envelope, LocalBroker, LocalNode};
+pub use config::HubConfig;
+pub use hub::{ChannelInfo, Hub, PublishError};
+pub use names::{ChannelKind, SocketId};
+pub use routes::routes;
