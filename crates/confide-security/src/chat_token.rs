@@ -21,6 +21,8 @@ pub const MAX_CHAT_TOKEN_LEN: usize = 2048;
 /// What a chat token grants.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatClaims {
+    /// The organization the bot belongs to.
+    pub org: String,
     /// The bot id.
     pub bot: String,
     /// The chat (conversation) id; the token opens only `private-chat-{chat}`.
@@ -146,6 +148,7 @@ mod tests {
 
     fn claims(exp: i64) -> ChatClaims {
         ChatClaims {
+            org: "org-1".into(),
             bot: "bot-1".into(),
             chat: "chat-1".into(),
             visitor: "visitor-1".into(),

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod mail;
 pub mod middleware;
 mod openapi;
+pub mod realtime;
 pub mod state;
 
 use axum::Router;
@@ -21,7 +22,7 @@ pub use error::{ApiError, ApiResult};
 pub use openapi::ApiDoc;
 pub use state::{AppState, LockoutPolicy, RateLimits, WebSettings};
 
-use crate::api::{audit_log, auth as auth_api, bots, keys, me, orgs, system};
+use crate::api::{audit_log, auth as auth_api, bots, chat, keys, me, orgs, system};
 
 /// The whole application with every layer.
 pub fn router(state: AppState) -> Router {
@@ -84,6 +85,10 @@ pub fn router(state: AppState) -> Router {
             get(bots::get_sharing).put(bots::set_sharing),
         )
         .route(
+            "/orgs/{org_id}/bots/{bot_id}/chat-settings",
+            get(bots::get_chat_settings).put(bots::put_chat_settings),
+        )
+        .route(
             "/orgs/{org_id}/api-keys",
             get(keys::list_keys).post(keys::create_key),
         )
@@ -98,8 +103,18 @@ pub fn router(state: AppState) -> Router {
         middleware::rate_limit,
     ));
 
+    let chat_routes = Router::new()
+        .route("/{bot_key}/sessions", post(chat::start_chat))
+        .route("/auth", post(chat::channel_auth))
+        .route("/greeting", post(chat::greeting))
+        .route("/messages", post(chat::send_message))
+        .layer(DefaultBodyLimit::max(extract::MAX_CREDENTIAL_BODY_BYTES))
+        .layer(axum::middleware::from_fn(middleware::chat_cors));
+
     let app = Router::new()
         .nest("/api/v1", v1)
+        .nest("/chat/v1", chat_routes)
+        .merge(confide_realtime::routes(state.hub.clone()).with_state(()))
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/.well-known/jwks.json", get(system::jwks))

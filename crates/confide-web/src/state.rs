@@ -4,12 +4,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use confide_realtime::Hub;
+use confide_security::chat_token::ChatTokenKeys;
 use confide_security::limiter::SlidingWindowLimiter;
 use confide_security::{JwtKeys, KeyMaterial};
 use confide_store::Store;
 use ipnet::IpNet;
 
 use crate::mail::Mailer;
+use crate::realtime::RealtimeKeys;
 
 /// Moving-window lockout policy for logins (seed 001: monitored by email and by IP).
 #[derive(Clone, Debug)]
@@ -40,6 +43,12 @@ pub struct RateLimits {
     pub api_per_minute: u32,
     /// Login, password reset and invitation acceptance.
     pub credential_per_minute: u32,
+    /// Every chat endpoint, per visitor address.
+    pub chat_per_minute: u32,
+    /// New chats per bot, from all addresses together.
+    pub chats_per_bot_per_minute: u32,
+    /// Messages (and greeting requests) per chat.
+    pub messages_per_chat_per_minute: u32,
 }
 
 impl Default for RateLimits {
@@ -47,6 +56,9 @@ impl Default for RateLimits {
         RateLimits {
             api_per_minute: 600,
             credential_per_minute: 30,
+            chat_per_minute: 120,
+            chats_per_bot_per_minute: 600,
+            messages_per_chat_per_minute: 30,
         }
     }
 }
@@ -72,6 +84,8 @@ pub struct WebSettings {
     pub hsts: bool,
     pub lockout: LockoutPolicy,
     pub rate_limits: RateLimits,
+    /// How long a chat token lasts.
+    pub chat_token_ttl_secs: i64,
     pub data_dir: PathBuf,
 }
 
@@ -95,6 +109,7 @@ impl WebSettings {
             trusted_proxies: Vec::new(),
             lockout: LockoutPolicy::default(),
             rate_limits: RateLimits::default(),
+            chat_token_ttl_secs: 24 * 60 * 60,
             data_dir,
         }
     }
@@ -115,6 +130,9 @@ pub struct AppState {
     pub jwt: Arc<RwLock<JwtKeys>>,
     pub mailer: Arc<Mailer>,
     pub limiter: Arc<SlidingWindowLimiter>,
+    pub hub: Arc<Hub>,
+    pub chat_tokens: Arc<ChatTokenKeys>,
+    pub realtime_keys: Arc<RealtimeKeys>,
 }
 
 /// Unix milliseconds now.

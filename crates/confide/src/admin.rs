@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use confide_domain::{Email, Name, OrgId, OrgRole, UserId};
 use confide_security::{JwtKeys, password};
 use confide_store::{AuditChain, Membership, NewAuditEvent, Organization, SqlStore, Store, User};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use crate::cli::{AdminCommand, AuditCommand, CreateOwner, ImportUser};
@@ -91,6 +91,27 @@ pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<ExitC
             )
             .await?;
             println!("{}", json!({ "active_kid": kid }));
+            Ok(ExitCode::SUCCESS)
+        }
+        AdminCommand::RealtimeCredentials => {
+            server::prepare_data_dir(&config.data_dir)?;
+            let keys =
+                confide_security::KeyMaterial::load_or_generate(&config.data_dir, &config.keys)?;
+            let (app_id, key, secret) =
+                confide_web::realtime::RealtimeKeys::new(keys.realtime_key.expose_secret())
+                    .platform();
+            audit(
+                &store,
+                AuditChain::Platform,
+                "realtime.credentials_read",
+                None,
+                json!({}),
+            )
+            .await?;
+            println!(
+                "{}",
+                json!({ "app_id": app_id, "key": key, "secret": secret.expose_secret() })
+            );
             Ok(ExitCode::SUCCESS)
         }
         AdminCommand::Audit(AuditCommand::Verify) => {

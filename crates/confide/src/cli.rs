@@ -63,6 +63,8 @@ pub enum AdminCommand {
     },
     /// Make a new access-token signing key active; the old one verifies until its tokens expire.
     RotateSigningKey,
+    /// Print the realtime platform app's credentials (for the Pusher server SDKs).
+    RealtimeCredentials,
     /// Audit log tasks.
     #[command(subcommand)]
     Audit(AuditCommand),

@@ -29,6 +29,7 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     pub rate_limit_api_per_minute: Option<u32>,
     pub rate_limit_credentials_per_minute: Option<u32>,
+    pub rate_limit_chat_per_minute: Option<u32>,
     pub smtp: Option<SmtpConfig>,
 }
 
@@ -262,6 +263,10 @@ impl Config {
                 credential_per_minute: env_parse("RATE_LIMIT_CREDENTIALS_PER_MINUTE")?
                     .or(file.rate_limit_credentials_per_minute)
                     .unwrap_or(confide_web::RateLimits::default().credential_per_minute),
+                chat_per_minute: env_parse("RATE_LIMIT_CHAT_PER_MINUTE")?
+                    .or(file.rate_limit_chat_per_minute)
+                    .unwrap_or(confide_web::RateLimits::default().chat_per_minute),
+                ..confide_web::RateLimits::default()
             },
             keys: confide_security::KeyOverrides {
                 chat_token_key: env_secret("CHAT_TOKEN_KEY")?,

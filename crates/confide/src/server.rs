@@ -7,10 +7,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use confide_realtime::{Hub, HubConfig};
+use confide_security::chat_token::ChatTokenKeys;
 use confide_security::limiter::SlidingWindowLimiter;
 use confide_security::{JwtKeys, KeyMaterial};
 use confide_store::{SqlStore, Store};
 use confide_web::mail::Mailer;
+use confide_web::realtime::{Directory, RealtimeKeys};
 use confide_web::{AppState, WebSettings};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
@@ -84,13 +87,26 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     settings.rate_limits = config.rate_limits;
 
     let jwt = Arc::new(RwLock::new(jwt));
+    let store: Arc<dyn Store> = Arc::new(store);
+    let realtime_keys = Arc::new(RealtimeKeys::new(keys.realtime_key.expose_secret()));
+    let hub = Hub::new(
+        Arc::new(Directory {
+            store: store.clone(),
+            keys: realtime_keys.clone(),
+        }),
+        HubConfig::default(),
+    );
+    let chat_tokens = Arc::new(ChatTokenKeys::new(keys.chat_token_key.expose_secret(), &[]));
     let state = AppState {
-        store: Arc::new(store) as Arc<dyn Store>,
+        store,
         settings: Arc::new(settings),
         keys: Arc::new(keys),
         jwt: jwt.clone(),
         mailer: Arc::new(mailer),
         limiter: Arc::new(SlidingWindowLimiter::new(100_000)),
+        hub,
+        chat_tokens,
+        realtime_keys,
     };
     let app = confide_web::router(state);
 

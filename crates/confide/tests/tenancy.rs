@@ -153,6 +153,7 @@ impl World {
                 json!({
                     "permissions": read(format!("/api/v1/orgs/{org}/bots/{id}/permissions")).await,
                     "sharing": read(format!("/api/v1/orgs/{org}/bots/{id}/sharing")).await,
+                    "chat_settings": read(format!("/api/v1/orgs/{org}/bots/{id}/chat-settings")).await,
                 }),
             );
         }
@@ -385,6 +386,24 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
         ),
         e(
             Method::GET,
+            format!("/api/v1/orgs/{org}/bots/{a1}/chat-settings"),
+            None,
+            ReadA1,
+            200,
+        ),
+        e(
+            Method::PUT,
+            format!("/api/v1/orgs/{org}/bots/{a1}/chat-settings"),
+            Some(json!({
+                "greeting": "Hijacked greeting",
+                "fallback_reply": "Hijacked fallback",
+                "allowed_domains": ["evil.example.net"]
+            })),
+            WriteA1,
+            200,
+        ),
+        e(
+            Method::GET,
             format!("/api/v1/orgs/{org}/api-keys"),
             None,
             Manage,
@@ -442,42 +461,6 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
     ]
 }
 
-/// Every route of the API that takes an organization id, as the router declares it; the sweep
-/// below must cover each one.
-const ORG_ROUTES: &[(&str, &str)] = &[
-    ("GET", "/api/v1/orgs/{org_id}"),
-    ("PATCH", "/api/v1/orgs/{org_id}"),
-    ("GET", "/api/v1/orgs/{org_id}/members"),
-    ("PATCH", "/api/v1/orgs/{org_id}/members/{user_id}"),
-    ("DELETE", "/api/v1/orgs/{org_id}/members/{user_id}"),
-    ("GET", "/api/v1/orgs/{org_id}/invitations"),
-    ("POST", "/api/v1/orgs/{org_id}/invitations"),
-    (
-        "DELETE",
-        "/api/v1/orgs/{org_id}/invitations/{invitation_id}",
-    ),
-    ("GET", "/api/v1/orgs/{org_id}/bots"),
-    ("POST", "/api/v1/orgs/{org_id}/bots"),
-    ("GET", "/api/v1/orgs/{org_id}/bots/{bot_id}"),
-    ("PATCH", "/api/v1/orgs/{org_id}/bots/{bot_id}"),
-    ("DELETE", "/api/v1/orgs/{org_id}/bots/{bot_id}"),
-    ("GET", "/api/v1/orgs/{org_id}/bots/{bot_id}/permissions"),
-    (
-        "PUT",
-        "/api/v1/orgs/{org_id}/bots/{bot_id}/permissions/{user_id}",
-    ),
-    (
-        "DELETE",
-        "/api/v1/orgs/{org_id}/bots/{bot_id}/permissions/{user_id}",
-    ),
-    ("GET", "/api/v1/orgs/{org_id}/bots/{bot_id}/sharing"),
-    ("PUT", "/api/v1/orgs/{org_id}/bots/{bot_id}/sharing"),
-    ("GET", "/api/v1/orgs/{org_id}/api-keys"),
-    ("POST", "/api/v1/orgs/{org_id}/api-keys"),
-    ("DELETE", "/api/v1/orgs/{org_id}/api-keys/{key_id}"),
-    ("GET", "/api/v1/orgs/{org_id}/audit"),
-];
-
 /// The route template an endpoint's concrete path belongs to.
 fn template(path: &str) -> String {
     let names = [
@@ -530,10 +513,21 @@ async fn no_caller_reaches_past_their_tenant_role_grant_or_scope() {
             .collect();
         covered.sort();
         covered.dedup();
-        let mut routes: Vec<(String, String)> = ORG_ROUTES
-            .iter()
-            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
-            .collect();
+        // Every route of the API that takes an organization id, as the OpenAPI document (generated
+        // from the handlers, and itself checked against the router) declares it.
+        let doc = app
+            .get("/api/openapi.json", &Credential::Anonymous)
+            .await
+            .json();
+        let mut routes: Vec<(String, String)> = Vec::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            if !path.contains("{org_id}") {
+                continue;
+            }
+            for method in item.as_object().expect("path item").keys() {
+                routes.push((method.to_uppercase(), path.clone()));
+            }
+        }
         routes.sort();
         assert_eq!(
             covered, routes,

@@ -497,3 +497,111 @@ pub async fn set_sharing(
         members,
     }))
 }
+
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChatSettingsView {
+    /// Sent when the widget asks for a greeting.
+    #[schema(min_length = 1, max_length = 1000, pattern = "\\S")]
+    pub greeting: String,
+    /// Sent when nothing else answers.
+    #[schema(min_length = 1, max_length = 1000, pattern = "\\S")]
+    pub fallback_reply: String,
+    /// Pages that may embed the widget: `example.com`, `*.example.com`. Empty: any page.
+    #[schema(max_items = 100)]
+    pub allowed_domains: Vec<String>,
+}
+
+/// How the bot behaves in the chat widget.
+#[utoipa::path(get, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/chat-settings", tag = "bots",
+    params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id")),
+    security(("bearer" = []), ("session" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The chat settings", body = ChatSettingsView),
+        (status = 403, description = "API key without bots:read", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+    ))]
+pub async fn get_chat_settings(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathParams((org_id, bot_id)): PathParams<(OrgId, BotId)>,
+) -> ApiResult<Json<ChatSettingsView>> {
+    authz::bot(&state, &auth, org_id, bot_id, BotNeed::Read).await?;
+    let settings = state.store.get_chat_settings(bot_id).await?;
+    Ok(Json(ChatSettingsView {
+        greeting: settings.greeting,
+        fallback_reply: settings.fallback_reply,
+        allowed_domains: settings.allowed_domains,
+    }))
+}
+
+/// Change how the bot behaves in the chat widget (write permission).
+#[utoipa::path(put, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/chat-settings", tag = "bots",
+    request_body = ChatSettingsView,
+    params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id")),
+    security(("bearer" = []), ("session" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Saved", body = ChatSettingsView),
+        (status = 403, description = "Read-only access", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+        (status = 422, description = "Invalid text or domain pattern", body = ErrorBody),
+    ))]
+pub async fn put_chat_settings(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathParams((org_id, bot_id)): PathParams<(OrgId, BotId)>,
+    StrictJson(request): StrictJson<ChatSettingsView>,
+) -> ApiResult<Json<ChatSettingsView>> {
+    authz::bot(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
+    let invalid = |code: &'static str, message: String| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    };
+    let text = |field: &'static str, value: &str| -> ApiResult<String> {
+        let trimmed = value.trim();
+        if trimmed.is_empty() || trimmed.chars().count() > 1000 {
+            return Err(invalid(
+                "invalid_text",
+                format!("{field} must be 1 to 1000 characters"),
+            ));
+        }
+        Ok(trimmed.to_owned())
+    };
+    if request.allowed_domains.len() > 100 {
+        return Err(invalid(
+            "too_many_items",
+            "at most 100 allowed domains".to_owned(),
+        ));
+    }
+    let mut domains = Vec::new();
+    for raw in &request.allowed_domains {
+        let domain = confide_domain::AllowedDomain::parse(raw)
+            .map_err(|e| invalid("invalid_domain", e.to_string()))?;
+        let text: String = domain.into();
+        if !domains.contains(&text) {
+            domains.push(text);
+        }
+    }
+    let settings = confide_store::ChatSettings {
+        greeting: text("greeting", &request.greeting)?,
+        fallback_reply: text("fallback_reply", &request.fallback_reply)?,
+        allowed_domains: domains,
+    };
+    state
+        .store
+        .put_chat_settings(bot_id, &settings, now_ms())
+        .await?;
+    audit::record(
+        &state,
+        org_chain(org_id),
+        &auth.actor(),
+        "bot.chat_settings_changed",
+        Some(format!("bot:{bot_id}")),
+        json!({ "allowed_domains": settings.allowed_domains }),
+    )
+    .await?;
+    Ok(Json(ChatSettingsView {
+        greeting: settings.greeting,
+        fallback_reply: settings.fallback_reply,
+        allowed_domains: settings.allowed_domains,
+    }))
+}

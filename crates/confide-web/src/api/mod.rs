@@ -3,6 +3,7 @@
 pub mod audit_log;
 pub mod auth;
 pub mod bots;
+pub mod chat;
 pub mod keys;
 pub mod me;
 pub mod orgs;

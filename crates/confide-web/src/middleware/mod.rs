@@ -1,6 +1,7 @@
 //! Layers every request passes through, outermost first: request id, client address,
 //! security headers, parameter-pollution guard.
 
+mod chat_cors;
 mod client_ip;
 mod cors;
 mod headers;
@@ -8,6 +9,7 @@ mod params;
 mod rate_limit;
 mod request_id;
 
+pub use chat_cors::chat_cors;
 pub use client_ip::{ClientIp, client_ip};
 pub use cors::cors;
 pub use headers::security_headers;

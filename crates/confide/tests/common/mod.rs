@@ -244,6 +244,9 @@ pub fn test_config(port: u16, data_dir: &Path, database_url: &str) -> Config {
         rate_limits: confide_web::RateLimits {
             api_per_minute: 1_000_000,
             credential_per_minute: 1_000_000,
+            chat_per_minute: 1_000_000,
+            chats_per_bot_per_minute: 1_000_000,
+            messages_per_chat_per_minute: 1_000_000,
         },
     }
 }

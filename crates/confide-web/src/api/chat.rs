@@ -1,0 +1,611 @@
+//! The chat widget's API (seed 000's eleven steps): start a chat, authorize its private channel,
+//! ask for the greeting, send messages. Callers are anonymous visitors on customers' pages; what
+//! they hold is the chat token, and every step re-checks the bot's allowed domains.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use confide_domain::{
+    AllowedDomain, BotId, ClientIp, ConversationId, MessageId, OrgId, origin_allowed,
+};
+use confide_realtime::signature;
+use confide_security::chat_token::ChatClaims;
+use confide_security::limiter::{Decision, Quota};
+use confide_store::{AuditChain, ChatSettings, Chatbot, Conversation, Message, Sender};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use crate::api::timestamp;
+use crate::audit::{self, Actor};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{PathParams, StrictJson};
+use crate::state::{AppState, now_ms};
+
+/// The header that carries the chat token.
+pub const CHAT_TOKEN_HEADER: &str = "x-chat-token";
+/// Visitor messages are plain text of at most this many characters.
+pub const MAX_MESSAGE_CHARS: usize = 2000;
+/// The realtime event that carries every chat message.
+pub const MESSAGE_EVENT: &str = "message";
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartChatRequest {
+    /// A pseudonymous id the widget keeps for the visitor (generated when absent).
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    pub visitor_id: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RealtimeParams {
+    /// The Pusher app key to connect with (the bot's public key).
+    pub app_key: String,
+    pub host: String,
+    pub port: u16,
+    /// Connect with wss.
+    pub tls: bool,
+    /// Where pusher-js sends channel authorization requests (with the chat token in `X-Chat-Token`).
+    pub auth_endpoint: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChatSession {
+    pub chat_id: ConversationId,
+    /// `private-chat-{chat_id}`.
+    pub channel: String,
+    /// The chat token: send it as `X-Chat-Token`.
+    pub token: String,
+    pub expires_at: String,
+    pub visitor_id: String,
+    pub realtime: RealtimeParams,
+}
+
+fn origin(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
+}
+
+fn parsed_domains(settings: &ChatSettings) -> Vec<AllowedDomain> {
+    settings
+        .allowed_domains
+        .iter()
+        .filter_map(|d| AllowedDomain::parse(d).ok())
+        .collect()
+}
+
+/// Counts a request against a moving-window quota; refusals are 429 and audited once a minute.
+async fn limit(state: &AppState, ip: ClientIp, key: String, per_minute: u32) -> ApiResult<()> {
+    let now = now_ms();
+    let quota = Quota {
+        limit: per_minute,
+        window_ms: 60_000,
+    };
+    match state.limiter.decide(&key, quota, now) {
+        Decision::Allowed => Ok(()),
+        Decision::Limited { retry_after_ms } => {
+            let first = state.limiter.decide(
+                &format!("audited:{key}"),
+                Quota {
+                    limit: 1,
+                    window_ms: 60_000,
+                },
+                now,
+            ) == Decision::Allowed;
+            if first {
+                audit::record_refusal(
+                    state,
+                    AuditChain::Platform,
+                    &Actor::anonymous(ip),
+                    "rate_limit.hit",
+                    Some(key.clone()),
+                    json!({ "limit_per_minute": per_minute }),
+                )
+                .await;
+            }
+            let mut err = ApiError::too_many(
+                "rate_limited",
+                u64::try_from((retry_after_ms + 999) / 1000).unwrap_or(1),
+            );
+            err.message = "too many requests; slow down".to_owned();
+            Err(err)
+        }
+    }
+}
+
+async fn refuse(
+    state: &AppState,
+    chain: AuditChain,
+    ip: ClientIp,
+    action: &str,
+    reason: &str,
+    err: ApiError,
+) -> ApiError {
+    audit::record_refusal(
+        state,
+        chain,
+        &Actor::anonymous(ip),
+        action,
+        None,
+        json!({ "reason": reason }),
+    )
+    .await;
+    err
+}
+
+fn realtime_params(state: &AppState, bot: &Chatbot) -> RealtimeParams {
+    let url = &state.settings.public_url;
+    let tls = url.starts_with("https://");
+    let authority = url
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or(url)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) => (
+            host.to_owned(),
+            port.parse().unwrap_or(if tls { 443 } else { 80 }),
+        ),
+        None => (authority.to_owned(), if tls { 443 } else { 80 }),
+    };
+    RealtimeParams {
+        app_key: bot.widget_key.clone(),
+        host,
+        port,
+        tls,
+        auth_endpoint: format!("{url}/chat/v1/auth"),
+    }
+}
+
+/// Start a chat with a bot (seed 000, steps 1-2). Checks the bot's restrictions and returns the
+/// chat token and how to reach its private channel.
+#[utoipa::path(post, path = "/chat/v1/{bot_key}/sessions", tag = "chat", request_body = StartChatRequest,
+    params(("bot_key" = String, Path, description = "The bot's public widget key")),
+    responses(
+        (status = 201, description = "A new chat", body = ChatSession),
+        (status = 403, description = "The page's origin may not embed this bot", body = ErrorBody),
+        (status = 404, description = "No such bot", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+    ))]
+pub async fn start_chat(
+    State(state): State<AppState>,
+    axum::Extension(ip): axum::Extension<ClientIp>,
+    headers: HeaderMap,
+    PathParams(bot_key): PathParams<String>,
+    StrictJson(request): StrictJson<StartChatRequest>,
+) -> ApiResult<(StatusCode, Json<ChatSession>)> {
+    let limits = state.settings.rate_limits;
+    limit(
+        &state,
+        ip,
+        format!("chat-ip:{}", ip.0),
+        limits.chat_per_minute,
+    )
+    .await?;
+    let unknown = || ApiError::new(StatusCode::NOT_FOUND, "unknown_bot", "no bot has this key");
+    if bot_key.len() > 64 {
+        return Err(unknown());
+    }
+    let bot = state
+        .store
+        .get_bot_by_widget_key(&bot_key)
+        .await?
+        .ok_or_else(unknown)?;
+    let settings = state.store.get_chat_settings(bot.id).await?;
+    if !origin_allowed(&parsed_domains(&settings), origin(&headers)) {
+        let err = ApiError::forbidden("origin_not_allowed", "this page may not embed the bot");
+        return Err(refuse(
+            &state,
+            AuditChain::Org(bot.org_id),
+            ip,
+            "chat.origin_refused",
+            "origin",
+            err,
+        )
+        .await);
+    }
+    limit(
+        &state,
+        ip,
+        format!("chat-bot:{}", bot.id),
+        limits.chats_per_bot_per_minute,
+    )
+    .await?;
+    let visitor_id = match request.visitor_id {
+        Some(id)
+            if (1..=64).contains(&id.len())
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
+        {
+            id
+        }
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_visitor_id",
+                "visitor_id must be 1-64 letters, digits, - or _",
+            ));
+        }
+        None => confide_security::tokens::random_token(16),
+    };
+    let now = now_ms();
+    let conversation = Conversation {
+        id: ConversationId::new(),
+        org_id: bot.org_id,
+        bot_id: bot.id,
+        visitor_id: visitor_id.clone(),
+        origin: origin(&headers).map(|o| o.chars().take(256).collect()),
+        ip: Some(ip.0.to_string()),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(256).collect()),
+        created_at: now,
+        last_message_at: now,
+    };
+    state.store.create_conversation(&conversation).await?;
+    let expires_at = now / 1000 + state.settings.chat_token_ttl_secs;
+    let token = state
+        .chat_tokens
+        .seal(&ChatClaims {
+            org: bot.org_id.to_string(),
+            bot: bot.id.to_string(),
+            chat: conversation.id.to_string(),
+            visitor: visitor_id.clone(),
+            origin: conversation.origin.clone(),
+            iat: now / 1000,
+            exp: expires_at,
+        })
+        .map_err(ApiError::internal)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ChatSession {
+            chat_id: conversation.id,
+            channel: format!("private-chat-{}", conversation.id),
+            token,
+            expires_at: timestamp(expires_at * 1000),
+            visitor_id,
+            realtime: realtime_params(&state, &bot),
+        }),
+    ))
+}
+
+/// A chat token that opened and still matches a live bot, conversation and allowed origin.
+struct ChatContext {
+    bot: Chatbot,
+    conversation: Conversation,
+}
+
+async fn chat_context(
+    state: &AppState,
+    ip: ClientIp,
+    headers: &HeaderMap,
+) -> ApiResult<ChatContext> {
+    let invalid =
+        || ApiError::forbidden("invalid_chat_token", "the chat token is invalid or expired");
+    let Some(token) = headers.get(CHAT_TOKEN_HEADER).and_then(|v| v.to_str().ok()) else {
+        return Err(refuse(
+            state,
+            AuditChain::Platform,
+            ip,
+            "chat.token_refused",
+            "missing",
+            invalid(),
+        )
+        .await);
+    };
+    let claims = match state.chat_tokens.open(token, now_ms() / 1000) {
+        Ok(claims) => claims,
+        Err(err) => {
+            let reason = if matches!(err, confide_security::Error::TokenExpired) {
+                "expired"
+            } else {
+                "invalid"
+            };
+            return Err(refuse(
+                state,
+                AuditChain::Platform,
+                ip,
+                "chat.token_refused",
+                reason,
+                invalid(),
+            )
+            .await);
+        }
+    };
+    let (Ok(org), Ok(bot_id), Ok(chat)) = (
+        claims.org.parse::<OrgId>(),
+        claims.bot.parse::<BotId>(),
+        claims.chat.parse::<ConversationId>(),
+    ) else {
+        return Err(refuse(
+            state,
+            AuditChain::Platform,
+            ip,
+            "chat.token_refused",
+            "claims",
+            invalid(),
+        )
+        .await);
+    };
+    let Some(bot) = state.store.get_bot(org, bot_id).await? else {
+        return Err(refuse(
+            state,
+            AuditChain::Platform,
+            ip,
+            "chat.token_refused",
+            "bot_gone",
+            invalid(),
+        )
+        .await);
+    };
+    let Some(conversation) = state.store.get_conversation(bot.id, chat).await? else {
+        return Err(refuse(
+            state,
+            AuditChain::Org(org),
+            ip,
+            "chat.token_refused",
+            "chat_gone",
+            invalid(),
+        )
+        .await);
+    };
+    let settings = state.store.get_chat_settings(bot.id).await?;
+    if !origin_allowed(&parsed_domains(&settings), origin(headers)) {
+        let err = ApiError::forbidden("origin_not_allowed", "this page may not embed the bot");
+        return Err(refuse(
+            state,
+            AuditChain::Org(org),
+            ip,
+            "chat.origin_refused",
+            "origin",
+            err,
+        )
+        .await);
+    }
+    Ok(ChatContext { bot, conversation })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChannelAuth {
+    /// `key:hex(HMAC-SHA256(secret, "socket_id:channel"))`, as pusher-js expects.
+    pub auth: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelAuthForm {
+    socket_id: String,
+    channel_name: String,
+}
+
+/// Authorize the chat's private channel (seed 000, steps 4-5): pusher-js posts `socket_id` and
+/// `channel_name` as a form, with the chat token in `X-Chat-Token`.
+#[utoipa::path(post, path = "/chat/v1/auth", tag = "chat",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded",
+        description = "socket_id=..&channel_name=private-chat-{chat_id}"),
+    responses(
+        (status = 200, description = "The signed subscription", body = ChannelAuth),
+        (status = 403, description = "Invalid, expired or foreign token, or another channel", body = ErrorBody),
+        (status = 415, description = "Not a form", body = ErrorBody),
+        (status = 422, description = "Malformed form", body = ErrorBody),
+    ))]
+pub async fn channel_auth(
+    State(state): State<AppState>,
+    axum::Extension(ip): axum::Extension<ClientIp>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<ChannelAuth>> {
+    limit(
+        &state,
+        ip,
+        format!("chat-ip:{}", ip.0),
+        state.settings.rate_limits.chat_per_minute,
+    )
+    .await?;
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be a form",
+        ));
+    }
+    let form: ChannelAuthForm = serde_urlencoded::from_bytes(&body).map_err(|_| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "expected socket_id and channel_name",
+        )
+    })?;
+    if confide_realtime::SocketId::parse(&form.socket_id).is_none() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_socket_id",
+            "socket_id must look like 123.456",
+        ));
+    }
+    let context = chat_context(&state, ip, &headers).await?;
+    let expected = format!("private-chat-{}", context.conversation.id);
+    if form.channel_name != expected {
+        let err = ApiError::forbidden("channel_mismatch", "the chat token is for another channel");
+        return Err(refuse(
+            &state,
+            AuditChain::Org(context.bot.org_id),
+            ip,
+            "chat.token_refused",
+            "channel_mismatch",
+            err,
+        )
+        .await);
+    }
+    let secret = state.realtime_keys.bot_secret(context.bot.id);
+    let signature = signature::private_channel(&secret, &form.socket_id, &form.channel_name);
+    Ok(Json(ChannelAuth {
+        auth: signature::auth_string(&context.bot.widget_key, &signature),
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MessageView {
+    pub id: MessageId,
+    /// `visitor`, `bot` or `agent`.
+    pub sender: String,
+    pub text: String,
+    pub created_at: String,
+}
+
+impl From<&Message> for MessageView {
+    fn from(m: &Message) -> Self {
+        MessageView {
+            id: m.id,
+            sender: m.sender.as_str().to_owned(),
+            text: m.text.clone(),
+            created_at: timestamp(m.created_at),
+        }
+    }
+}
+
+/// Stores a message and sends it over the chat's channel.
+async fn post_to_chat(
+    state: &AppState,
+    context: &ChatContext,
+    sender: Sender,
+    text: String,
+) -> ApiResult<Message> {
+    let message = Message {
+        id: MessageId::new(),
+        conversation_id: context.conversation.id,
+        sender,
+        text,
+        created_at: now_ms(),
+    };
+    state.store.add_message(&message).await?;
+    let data = serde_json::to_string(&MessageView::from(&message)).map_err(ApiError::internal)?;
+    state
+        .hub
+        .publish(
+            &context.bot.id.to_string(),
+            &[format!("private-chat-{}", context.conversation.id)],
+            MESSAGE_EVENT,
+            &data,
+            None,
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(message)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Posted {
+    /// The stored message.
+    pub message: MessageView,
+    /// The bot's reply, also sent over the channel.
+    pub reply: Option<MessageView>,
+}
+
+/// Ask for the bot's greeting (seed 000, steps 7-9); it arrives over the channel.
+#[utoipa::path(post, path = "/chat/v1/greeting", tag = "chat",
+    responses(
+        (status = 202, description = "The greeting is on its way", body = Posted),
+        (status = 403, description = "Invalid or expired chat token", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+    ))]
+pub async fn greeting(
+    State(state): State<AppState>,
+    axum::Extension(ip): axum::Extension<ClientIp>,
+    headers: HeaderMap,
+) -> ApiResult<(StatusCode, Json<Posted>)> {
+    limit(
+        &state,
+        ip,
+        format!("chat-ip:{}", ip.0),
+        state.settings.rate_limits.chat_per_minute,
+    )
+    .await?;
+    let context = chat_context(&state, ip, &headers).await?;
+    limit(
+        &state,
+        ip,
+        format!("chat-conv:{}", context.conversation.id),
+        state.settings.rate_limits.messages_per_chat_per_minute,
+    )
+    .await?;
+    let settings = state.store.get_chat_settings(context.bot.id).await?;
+    let message = post_to_chat(&state, &context, Sender::Bot, settings.greeting).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Posted {
+            message: (&message).into(),
+            reply: None,
+        }),
+    ))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    #[schema(min_length = 1, max_length = 2000, pattern = "\\S")]
+    pub text: String,
+}
+
+/// Send a visitor's message (seed 000, steps 10-11): stored as plain text, then answered by the
+/// bot over the channel.
+#[utoipa::path(post, path = "/chat/v1/messages", tag = "chat", request_body = SendMessage,
+    responses(
+        (status = 202, description = "Stored; the reply is on its way", body = Posted),
+        (status = 403, description = "Invalid or expired chat token", body = ErrorBody),
+        (status = 422, description = "Empty or too long", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+    ))]
+pub async fn send_message(
+    State(state): State<AppState>,
+    axum::Extension(ip): axum::Extension<ClientIp>,
+    headers: HeaderMap,
+    StrictJson(request): StrictJson<SendMessage>,
+) -> ApiResult<(StatusCode, Json<Posted>)> {
+    limit(
+        &state,
+        ip,
+        format!("chat-ip:{}", ip.0),
+        state.settings.rate_limits.chat_per_minute,
+    )
+    .await?;
+    let text = request.text.trim();
+    if text.is_empty() || text.chars().count() > MAX_MESSAGE_CHARS {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_message",
+            "a message is 1 to 2000 characters",
+        ));
+    }
+    let context = chat_context(&state, ip, &headers).await?;
+    limit(
+        &state,
+        ip,
+        format!("chat-conv:{}", context.conversation.id),
+        state.settings.rate_limits.messages_per_chat_per_minute,
+    )
+    .await?;
+    let message = post_to_chat(&state, &context, Sender::Visitor, text.to_owned()).await?;
+    // Until the conversation engine exists, every message gets the bot's configured fallback.
+    let settings = state.store.get_chat_settings(context.bot.id).await?;
+    let reply = post_to_chat(&state, &context, Sender::Bot, settings.fallback_reply).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Posted {
+            message: (&message).into(),
+            reply: Some((&reply).into()),
+        }),
+    ))
+}

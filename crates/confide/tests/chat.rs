@@ -1,0 +1,306 @@
+//! The chat widget's API through HTTP: starting a chat, authorizing its private channel, and the
+//! chat token's refusals (tampered, expired, another bot's, another chat's), each audited.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Credential, Reply, TestApp, each_backend, email};
+use confide_security::chat_token::{ChatClaims, ChatTokenKeys};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const PAGE: &str = "https://shop.example.com";
+
+async fn start_chat(app: &TestApp, bot_key: &str, origin: Option<&str>) -> Reply {
+    let mut request = app
+        .client
+        .post(app.url(&format!("/chat/v1/{bot_key}/sessions")))
+        .json(&json!({}));
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    reply(request.send().await.expect("request")).await
+}
+
+async fn reply(response: reqwest::Response) -> Reply {
+    Reply {
+        status: response.status(),
+        headers: response.headers().clone(),
+        text: response.text().await.expect("body"),
+    }
+}
+
+async fn channel_auth(app: &TestApp, token: &str, channel: &str, origin: Option<&str>) -> Reply {
+    let mut request = app
+        .client
+        .post(app.url("/chat/v1/auth"))
+        .header("x-chat-token", token)
+        .form(&[("socket_id", "1234.5678"), ("channel_name", channel)]);
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    reply(request.send().await.expect("request")).await
+}
+
+async fn send(app: &TestApp, token: &str, text: &str) -> Reply {
+    reply(
+        app.client
+            .post(app.url("/chat/v1/messages"))
+            .header("x-chat-token", token)
+            .header("origin", PAGE)
+            .json(&json!({ "text": text }))
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await
+}
+
+/// Audit actions of one chain, read straight from the database.
+async fn audit_actions(app: &TestApp, chain: &str) -> Vec<String> {
+    let db = app.database().await;
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT action FROM audit_events WHERE chain = $1 ORDER BY seq")
+            .bind(chain)
+            .fetch_all(&db)
+            .await
+            .expect("audit rows");
+    db.close().await;
+    rows.into_iter().map(|(a,)| a).collect()
+}
+
+struct Setup {
+    org: String,
+    owner: Credential,
+    bot: common::CreatedBot,
+}
+
+async fn setup(app: &TestApp) -> Setup {
+    let (owner, session) = app.owner(&email("owner"), "Shop").await;
+    let bot = app
+        .create_bot(&session.bearer(), &owner.org_id, "Helper")
+        .await;
+    app.put(
+        &format!(
+            "/api/v1/orgs/{}/bots/{}/chat-settings",
+            owner.org_id, bot.id
+        ),
+        &session.bearer(),
+        json!({
+            "greeting": "Welcome to the shop!",
+            "fallback_reply": "Let me find someone who knows.",
+            "allowed_domains": ["shop.example.com", "*.shop.example.com"],
+        }),
+    )
+    .await
+    .expect(200);
+    Setup {
+        org: owner.org_id,
+        owner: session.bearer(),
+        bot,
+    }
+}
+
+#[tokio::test]
+async fn a_visitor_starts_a_chat_authorizes_its_channel_and_gets_the_configured_replies() {
+    each_backend(async |app| {
+        let s = setup(app).await;
+        let session = start_chat(app, &s.bot.key, Some(PAGE)).await;
+        session.expect(201);
+        let body = session.json();
+        let channel = body["channel"].as_str().unwrap();
+        let token = body["token"].as_str().unwrap();
+        assert_eq!(
+            channel,
+            format!("private-chat-{}", body["chat_id"].as_str().unwrap())
+        );
+        assert_eq!(body["realtime"]["app_key"], s.bot.key.as_str());
+
+        let auth = channel_auth(app, token, channel, Some(PAGE)).await;
+        auth.expect(200);
+        let signed = auth.json()["auth"].as_str().unwrap().to_owned();
+        assert!(signed.starts_with(&format!("{}:", s.bot.key)), "{signed}");
+        assert_eq!(signed.len(), s.bot.key.len() + 1 + 64);
+
+        let greeting = app
+            .client
+            .post(app.url("/chat/v1/greeting"))
+            .header("x-chat-token", token)
+            .header("origin", PAGE)
+            .send()
+            .await
+            .unwrap();
+        let greeting = reply(greeting).await;
+        greeting.expect(202);
+        assert_eq!(greeting.json()["message"]["text"], "Welcome to the shop!");
+
+        let posted = send(app, token, "  Do you ship to Norway?  ").await;
+        posted.expect(202);
+        let posted = posted.json();
+        assert_eq!(posted["message"]["text"], "Do you ship to Norway?");
+        assert_eq!(posted["message"]["sender"], "visitor");
+        assert_eq!(posted["reply"]["text"], "Let me find someone who knows.");
+        assert_eq!(posted["reply"]["sender"], "bot");
+
+        send(app, token, "   ").await.expect(422);
+        send(app, token, &"x".repeat(2001)).await.expect(422);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_page_outside_the_allowed_domains_cannot_start_or_authorize_a_chat() {
+    each_backend(async |app| {
+        let s = setup(app).await;
+        for origin in [
+            Some("https://evil.example.net"),
+            Some("https://example.com"),
+            None,
+        ] {
+            let refused = start_chat(app, &s.bot.key, origin).await;
+            refused.expect(403);
+            assert_eq!(refused.code(), "origin_not_allowed");
+        }
+        start_chat(app, &s.bot.key, Some("https://eu.shop.example.com"))
+            .await
+            .expect(201);
+
+        let body = start_chat(app, &s.bot.key, Some(PAGE)).await.json();
+        let (token, channel) = (
+            body["token"].as_str().unwrap(),
+            body["channel"].as_str().unwrap(),
+        );
+        let refused = channel_auth(app, token, channel, Some("https://evil.example.net")).await;
+        refused.expect(403);
+        assert_eq!(refused.code(), "origin_not_allowed");
+        assert!(
+            audit_actions(app, &s.org)
+                .await
+                .iter()
+                .any(|a| a == "chat.origin_refused")
+        );
+
+        start_chat(app, "no-such-bot-key", Some(PAGE))
+            .await
+            .expect(404);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tampered_expired_and_foreign_chat_tokens_are_refused_and_audited() {
+    each_backend(async |app| {
+        let s = setup(app).await;
+        let first = start_chat(app, &s.bot.key, Some(PAGE)).await.json();
+        let second = start_chat(app, &s.bot.key, Some(PAGE)).await.json();
+        let token = first["token"].as_str().unwrap();
+        let channel = first["channel"].as_str().unwrap();
+
+        // Tampered: one character of the sealed part changed.
+        let mut tampered = token.to_owned().into_bytes();
+        let last = tampered.len() - 5;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        let refused = channel_auth(app, &tampered, channel, Some(PAGE)).await;
+        refused.expect(403);
+        assert_eq!(refused.code(), "invalid_chat_token");
+        send(app, &tampered, "hi").await.expect(403);
+
+        // Another chat: a valid token cannot open a different chat's channel.
+        let other_channel = second["channel"].as_str().unwrap();
+        let refused = channel_auth(app, token, other_channel, Some(PAGE)).await;
+        refused.expect(403);
+        assert_eq!(refused.code(), "channel_mismatch");
+
+        // Another bot: a chat of a second bot cannot be opened with this bot's token.
+        let other_bot = app.create_bot(&s.owner, &s.org, "Other").await;
+        let theirs = start_chat(app, &other_bot.key, Some(PAGE)).await.json();
+        let refused =
+            channel_auth(app, token, theirs["channel"].as_str().unwrap(), Some(PAGE)).await;
+        refused.expect(403);
+        assert_eq!(refused.code(), "channel_mismatch");
+
+        // Expired: sealed with the server's own key, but its time is up.
+        let key_text = std::fs::read_to_string(app.data_dir.join("keys/chat-token.key")).unwrap();
+        let key: [u8; 32] = base64_decode(key_text.trim()).try_into().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let original = first["chat_id"].as_str().unwrap().to_owned();
+        let expired = ChatTokenKeys::new(&key, &[])
+            .seal(&ChatClaims {
+                org: s.org.clone(),
+                bot: s.bot.id.clone(),
+                chat: original,
+                visitor: "v".into(),
+                origin: Some(PAGE.into()),
+                iat: now - 7200,
+                exp: now - 60,
+            })
+            .unwrap();
+        let refused = channel_auth(app, &expired, channel, Some(PAGE)).await;
+        refused.expect(403);
+        assert_eq!(refused.code(), "invalid_chat_token");
+
+        // Missing.
+        let no_token = app
+            .client
+            .post(app.url("/chat/v1/messages"))
+            .json(&json!({ "text": "hi" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(no_token.status(), 403);
+
+        let platform = audit_actions(app, "platform").await;
+        let org = audit_actions(app, &s.org).await;
+        let refusals = platform
+            .iter()
+            .chain(org.iter())
+            .filter(|a| *a == "chat.token_refused")
+            .count();
+        assert!(
+            refusals >= 5,
+            "every refusal is audited: {platform:?} {org:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn chat_settings_validate_domains_and_need_write_permission() {
+    each_backend(async |app| {
+        let s = setup(app).await;
+        let path = format!("/api/v1/orgs/{}/bots/{}/chat-settings", s.org, s.bot.id);
+        for bad in ["com", "*.com", "exa mple.com", "https://shop.example.com"] {
+            let refused = app
+                .put(
+                    &path,
+                    &s.owner,
+                    json!({ "greeting": "Hi", "fallback_reply": "Hm", "allowed_domains": [bad] }),
+                )
+                .await;
+            refused.expect(422);
+            assert_eq!(refused.code(), "invalid_domain", "{bad}");
+        }
+        let current: Value = app.get(&path, &s.owner).await.json();
+        assert_eq!(
+            current["allowed_domains"],
+            json!(["shop.example.com", "*.shop.example.com"])
+        );
+        let anonymous = app
+            .call(Method::GET, &path, &Credential::Anonymous, None)
+            .await;
+        anonymous.expect(401);
+    })
+    .await;
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
+}

@@ -1,0 +1,288 @@
+// The widget's Pusher-protocol behaviour against a scripted hub that misbehaves on cue: close
+// codes, pings both ways, a dead connection, re-authorization and resubscription. The test against
+// a real `confide serve` is in widget.test.mjs.
+
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { after, before, describe, test } from 'node:test';
+import {
+  focusedInWidget, launchBrowser, openWatched, sleep, sriOf, startHostPage, tabToLauncher, waitFor, widget,
+} from './lib/harness.mjs';
+import { startMockHub, WIDGET_FILE } from './lib/mock-hub.mjs';
+
+const integrity = sriOf(readFileSync(WIDGET_FILE));
+
+describe('widget protocol (scripted hub)', () => {
+  let browser;
+  before(async () => {
+    browser = await launchBrowser();
+  });
+  after(async () => {
+    await browser?.close();
+  });
+
+  // One hub, host page and browser page per test.
+  async function setup(hubOptions = {}) {
+    const hub = await startMockHub(hubOptions);
+    const site = await startHostPage({ hostname: 'localhost', server: hub.url, bot: hub.botKey, integrity });
+    const watched = await openWatched(browser, site.url);
+    const w = widget(watched.page);
+    const teardown = async () => {
+      await watched.context.close();
+      await site.close();
+      await hub.close();
+    };
+    return { hub, site, ...watched, w, teardown };
+  }
+
+  async function openAndConnect(t) {
+    await tabToLauncher(t.page);
+    await t.page.keyboard.press('Enter');
+    await waitFor(async () => (await t.w.status.getAttribute('data-state')) === 'connected', { what: 'connected' });
+  }
+
+  test('nothing is fetched before the bubble opens; then one session, one socket, one greeting', async () => {
+    const t = await setup();
+    try {
+      await sleep(300);
+      assert.deepEqual(t.hub.log, [], 'no chat request before the visitor opens the bubble');
+      assert.equal(t.hub.connections.length, 0);
+      await openAndConnect(t);
+      await waitFor(async () => (await t.w.messages.count()) === 1, { what: 'greeting' });
+      assert.equal(await t.w.messages.first().textContent(), 'Bot: Hello from the mock');
+      const paths = t.hub.log.map((e) => e.path);
+      assert.deepEqual(paths, ['/chat/v1/mockbot_0123456789/sessions', '/chat/v1/auth', '/chat/v1/greeting']);
+      const auth = t.hub.log[1];
+      assert.ok(auth.token, 'the channel auth request carries X-Chat-Token');
+      assert.match(auth.ct, /^application\/x-www-form-urlencoded/);
+      const form = new URLSearchParams(auth.body);
+      assert.equal(form.get('socket_id'), t.hub.connections[0].socketId);
+      assert.match(form.get('channel_name'), /^private-chat-/);
+      assert.deepEqual(t.hub.connections[0].query, { protocol: '7', client: 'confide-widget', version: '1.0' });
+      // The visitor id is kept; the token is not stored anywhere the page can read later.
+      const stored = await t.page.evaluate(() => ({ ...localStorage }));
+      assert.deepEqual(Object.keys(stored), ['confide.visitor.mockbot_0123456789']);
+      const token = [...t.hub.chats.keys()][0];
+      assert.ok(!JSON.stringify(stored).includes(token));
+      // The posted message and the reply come both in the HTTP answer and over the channel: shown once.
+      await t.w.input.fill('Where is my order?');
+      await t.page.keyboard.press('Enter');
+      await waitFor(async () => (await t.w.messages.count()) === 3, { what: 'message and reply' });
+      await sleep(300);
+      assert.deepEqual(await t.w.messages.allTextContents(), [
+        'Bot: Hello from the mock', 'You: Where is my order?', 'Bot: A mock reply',
+      ]);
+      assert.deepEqual(await t.violations(), []);
+    } finally {
+      await t.teardown();
+    }
+  });
+
+  test('answers the hub\'s pings with pongs', async () => {
+    const t = await setup();
+    try {
+      await openAndConnect(t);
+      const conn = t.hub.live();
+      conn.ws.send(JSON.stringify({ event: 'pusher:ping', data: {} }));
+      await waitFor(() => conn.frames.some((f) => f.event === 'pusher:pong'), { what: 'pong' });
+    } finally {
+      await t.teardown();
+    }
+  });
+
+  test('pings after activity_timeout of silence, and a missing pong means a dead connection', async () => {
+    const t = await setup({ activityTimeout: 1 });
+    try {
+      await openAndConnect(t);
+      const first = t.hub.live();
+      await waitFor(() => first.frames.some((f) => f.event === 'pusher:ping'), { what: 'ping', timeout: 4000 });
+      assert.equal(first.ws.readyState, 1, 'a ponged connection stays open');
+      // Now the hub goes silent: no pong. The widget gives up on the socket and connects again.
+      t.hub.opts.answerPings = false;
+      await waitFor(() => t.hub.connections.length >= 2, { what: 'a new connection after the pong timeout', timeout: 8000 });
+      t.hub.opts.answerPings = true;
+      await waitFor(async () => (await t.w.status.getAttribute('data-state')) === 'connected', { what: 'connected again' });
+      const second = t.hub.live();
+      assert.notEqual(second.socketId, first.socketId);
+      const subscribe = second.frames.find((f) => f.event === 'pusher:subscribe');
+      assert.ok(subscribe, 'resubscribed on the new connection');
+      // It re-authorized for the new socket id (the hub verified the signature).
+      assert.ok(second.subscribed.size === 1);
+    } finally {
+      await t.teardown();
+    }
+  });
+
+  test('4200-4299: reconnects at once, re-authorizes, resubscribes and receives again; no second greeting', async () => {
+    const t = await setup();
+    try {
+      await openAndConnect(t);
+      await waitFor(async () => (await t.w.messages.count()) === 1, { what: 'greeting' });
+      const closedAt = Date.now();
+      t.hub.closeAll(4201, 'pong not received');
+      await waitFor(() => t.hub.connections.length === 2, { what: 'reconnect' });
+      assert.ok(t.hub.connections[1].openedAt - closedAt < 900, 'reconnected without waiting');
+      await waitFor(() => t.hub.live()?.subscribed.size === 1, { what: 'resubscribed' });
+      await waitFor(async () => (await t.w.status.getAttribute('data-state')) === 'connected', { what: 'connected' });
+      t.hub.pushToAll('Still here');
+      await waitFor(async () => (await t.w.messages.count()) === 2, { what: 'message after reconnect' });
+      assert.equal(await t.w.messages.last().textContent(), 'Bot: Still here');
+      assert.equal(t.hub.log.filter((e) => e.path === '/chat/v1/greeting').length, 1);
+      assert.equal(t.hub.log.filter((e) => e.path === '/chat/v1/auth').length, 2);
+    } finally {
+      await t.teardown();
+    }
+  });
+
+  test('4100-4199: waits at least a second before reconnecting', async () => {
+    const t = await setup();
+    try {
+      await openAndConnect(t);
+      const closedAt = Date.now();
+      t.hub.closeAll(4100, 'over capacity');
+      await waitFor(async () => (await t.w.status.getAttribute('data-state')) === 'reconnecting', { what: 'reconnecting shown' });
+      assert.equal(await t.w.status.textContent(), 'Reconnecting…');
+      await waitFor(() => t.hub.connections.length === 2, { what: 'reconnect', timeout: 5000 });
+      assert.ok(t.hub.connections[1].openedAt - closedAt >= 1000, 'waited at least 1 s');
+      await waitFor(async () => (await t.w.status.getAttribute('data-state')) === 'connected', { what: 'connected' });
+    } finally {
+      await t.teardown();
+    }
+  });
+
+  test('4000-4099: does not reconnect and shows offline; sending still works over HTTP', async () => {
+    const t = await setup();
+    try {
+      await openAndConnect(t);
+      t.hub.closeAll(4009, 'unauthorized');
+      await waitFor(async () => (await t.w.status.getAttribute('data-state')) === 'offline', { what: 'offline' });
+      assert.equal(await t.w.status.textContent(), 'Offline');
+      await sleep(2500);
+      assert.equal(t.hub.connections.length, 1, 'no reconnection after a 40xx close');
+      assert.ok(await t.w.error.isVisible());
+      await t.w.input.fill('hello?');
+      await t.page.keyboard.press('Enter');
+      await waitFor(async () => (await t.w.messages.allTextContents()).includes('Bot: A mock reply'), { what: 'reply from the HTTP answer' });
+    } finally {
+      await t.teardown();
+    }
+  });
+
+  test('a refusal shows the bot\'s message; a rate limit retries after Retry-After', async () => {
+    const t = await setup();
+    try {
+      t.hub.opts.sessionRefusal = {
+        status: 403,
+        error: { code: 'outside_active_hours', message: 'We answer Monday to Friday, 9 to 17.' },
+      };
+      await tabToLauncher(t.page);
+      await t.page.keyboard.press('Enter');
+      await t.w.error.waitFor({ state: 'visible' });
+      assert.equal(await t.w.error.textContent(), 'We answer Monday to Friday, 9 to 17.');
+      assert.equal(await t.w.status.getAttribute('data-state'), 'offline');
+      assert.equal(await t.w.input.isDisabled(), true);
+      assert.equal(t.hub.connections.length, 0);
+    } finally {
+      await t.teardown();
+    }
+    const u = await setup();
+    try {
+      u.hub.opts.sessionRefusal = {
+        status: 429,
+        headers: { 'retry-after': '1', 'access-control-expose-headers': 'retry-after' },
+        error: { code: 'rate_limited', message: 'too many requests; slow down' },
+      };
+      await tabToLauncher(u.page);
+      await u.page.keyboard.press('Enter');
+      await u.w.error.waitFor({ state: 'visible' });
+      assert.equal(await u.w.error.textContent(), 'Too many requests. Please wait a moment and try again.');
+      u.hub.opts.sessionRefusal = null;
+      await waitFor(async () => (await u.w.status.getAttribute('data-state')) === 'connected', { what: 'the retry', timeout: 5000 });
+      await waitFor(async () => (await u.w.messages.count()) === 1, { what: 'greeting' });
+      assert.equal(await u.w.error.isVisible(), false);
+    } finally {
+      await u.teardown();
+    }
+  });
+
+  test('without constructable stylesheets it styles through CSSOM properties, still within the CSP', async () => {
+    const hub = await startMockHub();
+    const site = await startHostPage({ hostname: 'localhost', server: hub.url, bot: hub.botKey, integrity });
+    const context = await browser.newContext();
+    try {
+      const page = await context.newPage();
+      await page.addInitScript(() => {
+        delete CSSStyleSheet.prototype.replaceSync;
+        window.__cspViolations = [];
+        document.addEventListener('securitypolicyviolation', (e) => window.__cspViolations.push(e.effectiveDirective));
+      });
+      const problems = [];
+      page.on('console', (m) => problems.push(m.text()));
+      await page.goto(site.url);
+      const w = widget(page);
+      const sheets = await page.evaluate(() => document.querySelector('confide-chat').shadowRoot.adoptedStyleSheets.length);
+      assert.equal(sheets, 0, 'the fallback path is taken');
+      const box = await w.launcher.boundingBox();
+      assert.equal(Math.round(box.width), 56);
+      assert.equal(await w.launcher.evaluate((el) => getComputedStyle(el).borderRadius), '50%');
+      assert.equal(await page.evaluate(() => getComputedStyle(document.querySelector('confide-chat')).position), 'fixed');
+      await tabToLauncher(page);
+      await page.keyboard.press('Enter');
+      assert.equal(await w.panel.evaluate((el) => getComputedStyle(el).display), 'flex');
+      await waitFor(async () => (await w.messages.count()) === 1, { what: 'greeting' });
+      assert.equal(await w.error.isVisible(), false, 'a hidden element stays hidden');
+      await page.keyboard.press('Escape');
+      assert.equal(await w.panel.isVisible(), false);
+      assert.deepEqual(await page.evaluate(() => window.__cspViolations), []);
+      assert.deepEqual(problems, []);
+      assert.deepEqual(site.reports, []);
+    } finally {
+      await context.close();
+      await site.close();
+      await hub.close();
+    }
+  });
+
+  test('an expired chat token: the widget starts a new chat and sends again, without a second greeting', async () => {
+    const t = await setup();
+    try {
+      await openAndConnect(t);
+      await waitFor(async () => (await t.w.messages.count()) === 1, { what: 'greeting' });
+      t.hub.expireTokens();
+      await t.w.input.fill('are you there?');
+      await t.page.keyboard.press('Enter');
+      await waitFor(async () => (await t.w.messages.count()) === 3, { what: 'message and reply' });
+      assert.deepEqual(await t.w.messages.allTextContents(), [
+        'Bot: Hello from the mock', 'You: are you there?', 'Bot: A mock reply',
+      ]);
+      assert.equal(t.hub.log.filter((e) => e.path.endsWith('/sessions')).length, 2);
+      assert.equal(t.hub.log.filter((e) => e.path === '/chat/v1/greeting').length, 1);
+      await waitFor(async () => (await t.w.status.getAttribute('data-state')) === 'connected', { what: 'connected' });
+      await waitFor(() => t.hub.live()?.subscribed.size === 1, { what: 'subscribed to the new chat' });
+      const newChannel = [...t.hub.live().subscribed][0];
+      assert.equal(newChannel, [...t.hub.chats.values()][0].channel);
+      assert.equal(await t.w.error.isVisible(), false);
+    } finally {
+      await t.teardown();
+    }
+  });
+
+  test('Escape closes the panel and gives the focus back to the launcher', async () => {
+    const t = await setup();
+    try {
+      await openAndConnect(t);
+      assert.equal(await focusedInWidget(t.page), 'input');
+      assert.equal(await t.w.launcher.getAttribute('aria-expanded'), 'true');
+      await t.page.keyboard.press('Escape');
+      assert.equal(await t.w.panel.isVisible(), false);
+      assert.equal(await focusedInWidget(t.page), 'launcher');
+      assert.equal(await t.w.launcher.getAttribute('aria-expanded'), 'false');
+      await t.page.keyboard.press('Enter');
+      assert.equal(await t.w.panel.isVisible(), true);
+      assert.equal(await focusedInWidget(t.page), 'input');
+      assert.equal(t.hub.log.filter((e) => e.path.endsWith('/sessions')).length, 1, 'reopening keeps the chat');
+    } finally {
+      await t.teardown();
+    }
+  });
+});

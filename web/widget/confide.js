@@ -1,0 +1,710 @@
+/*! Confide chat widget v1. Plain JavaScript, no dependencies, no build step.
+ *
+ * Embed with one tag:
+ *   <script src="https://HOST/widget/v1/confide.js" data-bot="BOT_KEY"
+ *           integrity="sha384-..." crossorigin="anonymous"></script>
+ * Optional: data-title="Support" (the panel's heading).
+ *
+ * Works under a Content-Security-Policy without 'unsafe-inline': everything is rendered inside a
+ * Shadow DOM styled by a constructed stylesheet (adoptedStyleSheets), falling back to CSSOM
+ * properties (element.style.setProperty); no inline handlers, no eval, no innerHTML. Server and
+ * bot content is only ever inserted as text.
+ *
+ * Flow (a minimal Pusher protocol 7 client): POST /chat/v1/{bot}/sessions -> chat token (kept in
+ * memory only) and realtime parameters; WebSocket /app/{key}; on pusher:connection_established
+ * POST the channel auth endpoint (form socket_id, channel_name, header X-Chat-Token); subscribe;
+ * on subscription_succeeded ask for the greeting once; render `message` events (deduplicated by
+ * id); send with POST /chat/v1/messages. Pings after activity_timeout of silence, treats a missing
+ * pong as a dead connection, reconnects with backoff following the Pusher close-code ranges.
+ *
+ * Refusals: the error body is {"error":{"code","message","bot_message"?}}. The widget shows
+ * `bot_message` when present (a bot's configured text), else the server's message for
+ * `outside_active_hours`, else its own text for the code.
+ */
+(() => {
+  'use strict';
+
+  const tag = document.currentScript;
+  if (!tag || !tag.src) return;
+  const BOT = tag.getAttribute('data-bot') || '';
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(BOT)) {
+    console.warn('Confide widget: the script tag needs a valid data-bot attribute');
+    return;
+  }
+  let SERVER;
+  try {
+    SERVER = new URL(tag.src, location.href).origin;
+  } catch (_) {
+    return;
+  }
+  const ONCE = Symbol.for('confide.widget:' + SERVER + '/' + BOT);
+  if (window[ONCE]) return;
+  window[ONCE] = true;
+  const TITLE = (tag.getAttribute('data-title') || 'Chat').slice(0, 80);
+
+  const CLIENT = 'confide-widget';
+  const VERSION = '1.0';
+  const MAX_CHARS = 2000;
+  const CONNECT_TIMEOUT = 15000;
+  const MAX_ACTIVITY = 120000;
+  const MAX_BACKOFF = 30000;
+
+  const TEXT = {
+    origin_not_allowed: 'Chat is not available on this website.',
+    outside_active_hours: 'We are closed right now. Please come back during our opening hours.',
+    rate_limited: 'Too many requests. Please wait a moment and try again.',
+    not_found: 'This chat is not available.',
+    invalid_message: 'A message is 1 to 2000 characters.',
+    invalid_chat_token: 'Your chat session has expired.',
+    network: 'Cannot reach the chat service. Retrying…',
+    realtime: 'The chat service refused the live connection. Replies still arrive after you send.',
+    generic: 'Something went wrong. Please try again.',
+  };
+  const STATES = {
+    idle: '',
+    connecting: 'Connecting…',
+    connected: 'Connected',
+    reconnecting: 'Reconnecting…',
+    offline: 'Offline',
+  };
+
+  // ---------------------------------------------------------------- styles
+  const BLUE = '#3547d4';
+  const RULES = [
+    [':host', 'all:initial;position:fixed;right:20px;bottom:20px;z-index:2147483000;display:block;' +
+      'font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2330'],
+    ['*', 'box-sizing:border-box'],
+    ['[hidden]', 'display:none!important'],
+    ['.launcher', 'display:flex;align-items:center;justify-content:center;width:56px;height:56px;' +
+      'margin:0 0 0 auto;padding:0;border:0;border-radius:50%;background:' + BLUE + ';color:#fff;' +
+      'cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.28)'],
+    ['.launcher svg', 'width:26px;height:26px;fill:currentColor'],
+    ['.panel', 'position:absolute;right:0;bottom:72px;display:flex;flex-direction:column;width:360px;' +
+      'max-width:calc(100vw - 40px);height:520px;max-height:calc(100vh - 112px);overflow:hidden;' +
+      'background:#fff;border-radius:12px;box-shadow:0 8px 30px rgba(0,0,0,.28)'],
+    ['.head', 'display:flex;align-items:center;gap:8px;padding:12px 14px;background:' + BLUE + ';color:#fff'],
+    ['.titles', 'flex:1;min-width:0'],
+    ['.title', 'margin:0;font-size:15px;font-weight:600;line-height:1.3'],
+    ['.status', 'display:flex;align-items:center;gap:6px;margin:2px 0 0;font-size:12px'],
+    ['.dot', 'flex:none;width:8px;height:8px;border-radius:50%;background:#c3c7d4'],
+    ['.status[data-state=connected] .dot', 'background:#3ddc84'],
+    ['.status[data-state=connecting] .dot,.status[data-state=reconnecting] .dot', 'background:#f5c542'],
+    ['.status[data-state=offline] .dot', 'background:#ff7a7a'],
+    ['.close', 'flex:none;width:32px;height:32px;padding:0;border:0;border-radius:6px;background:transparent;' +
+      'color:inherit;font:20px/1 system-ui,sans-serif;cursor:pointer'],
+    ['.log', 'flex:1;display:flex;flex-direction:column;gap:8px;padding:12px;overflow-y:auto;background:#f6f7fb'],
+    ['.msg', 'align-self:flex-start;max-width:85%;padding:8px 11px;border:1px solid #e1e4ee;border-radius:12px;' +
+      'background:#fff;color:#1f2330;white-space:pre-wrap;overflow-wrap:anywhere;opacity:1'],
+    ['.msg.visitor', 'align-self:flex-end;background:' + BLUE + ';border-color:' + BLUE + ';color:#fff'],
+    ['.msg.pending', 'opacity:.65'],
+    ['.msg.failed', 'background:#fff0f0;border-color:#d33;color:#1f2330'],
+    ['.sr', 'position:absolute;width:1px;height:1px;margin:-1px;padding:0;overflow:hidden;' +
+      'clip:rect(0 0 0 0);white-space:nowrap;border:0'],
+    ['.error', 'margin:0;padding:8px 14px;border-top:1px solid #f3c4c4;background:#fff0f0;color:#a11;font-size:13px'],
+    ['.form', 'display:flex;gap:8px;margin:0;padding:10px;border-top:1px solid #e1e4ee;background:#fff'],
+    ['.input', 'flex:1;min-width:0;padding:9px 11px;border:1px solid #b9bfd0;border-radius:8px;' +
+      'background:#fff;color:#1f2330;font:inherit'],
+    ['.send', 'flex:none;padding:0 14px;border:0;border-radius:8px;background:' + BLUE + ';color:#fff;' +
+      'font:inherit;font-weight:600;cursor:pointer'],
+  ];
+  const EXTRA_CSS =
+    '.launcher:focus-visible,.close:focus-visible,.send:focus-visible,.input:focus-visible,.log:focus-visible' +
+    '{outline:3px solid #f5a623;outline-offset:2px}' +
+    '.launcher:hover,.send:hover{filter:brightness(1.12)}.close:hover{background:rgba(255,255,255,.18)}' +
+    '.send:disabled,.input:disabled{opacity:.5;cursor:not-allowed;filter:none}' +
+    '@media (prefers-reduced-motion:no-preference){.panel{animation:cf-in .16s ease-out}}' +
+    '@keyframes cf-in{from{opacity:0;transform:translateY(8px)}to{opacity:1;transform:none}}' +
+    '@media (forced-colors:active){.launcher,.send,.msg{border:1px solid CanvasText}}';
+
+  // ---------------------------------------------------------------- DOM
+  const host = document.createElement('confide-chat');
+  const shadow = host.attachShadow({ mode: 'open' });
+  let adopted = false;
+  try {
+    const sheet = new CSSStyleSheet();
+    sheet.replaceSync(RULES.map(([s, d]) => s + '{' + d + '}').join('') + EXTRA_CSS);
+    shadow.adoptedStyleSheets = [sheet];
+    adopted = true;
+  } catch (_) {
+    adopted = false; // no constructable stylesheets: CSSOM properties below
+  }
+
+  const decls = (text) => text.split(';').filter(Boolean).map((d) => {
+    const i = d.indexOf(':');
+    let value = d.slice(i + 1).trim();
+    const important = /!important$/.test(value);
+    if (important) value = value.replace(/\s*!important$/, '');
+    return [d.slice(0, i).trim(), value, important ? 'important' : ''];
+  });
+  const setProps = (el, text) => {
+    for (const [p, v, imp] of decls(text)) el.style.setProperty(p, v, imp);
+  };
+  // Fallback painting: apply each simple rule to the elements it matches, in order.
+  const paint = (root) => {
+    if (adopted) return;
+    const els = [root, ...root.querySelectorAll('*')];
+    for (const [sel, text] of RULES) {
+      if (sel === ':host' || sel === '[hidden]' || /:/.test(sel)) continue;
+      for (const el of els) if (el.matches(sel)) setProps(el, text);
+    }
+    for (const el of els) if (el.hidden) el.style.setProperty('display', 'none', 'important');
+  };
+  const show = (el, visible) => {
+    el.hidden = !visible;
+    if (!adopted) {
+      el.style.removeProperty('display');
+      paint(el);
+    }
+  };
+  if (!adopted) setProps(host, RULES[0][1]);
+
+  const h = (name, cls, attrs, text) => {
+    const el = document.createElement(name);
+    if (cls) el.className = cls;
+    if (attrs) for (const k of Object.keys(attrs)) el.setAttribute(k, attrs[k]);
+    if (text != null) el.textContent = text;
+    return el;
+  };
+  const svgIcon = () => {
+    const NS = 'http://www.w3.org/2000/svg';
+    const svg = document.createElementNS(NS, 'svg');
+    svg.setAttribute('viewBox', '0 0 24 24');
+    svg.setAttribute('aria-hidden', 'true');
+    svg.setAttribute('focusable', 'false');
+    const path = document.createElementNS(NS, 'path');
+    path.setAttribute('d', 'M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z');
+    svg.append(path);
+    return svg;
+  };
+
+  const panel = h('section', 'panel', { id: 'cf-panel', role: 'dialog', 'aria-labelledby': 'cf-title' });
+  panel.hidden = true;
+  const head = h('header', 'head');
+  const titles = h('div', 'titles');
+  const title = h('h2', 'title', { id: 'cf-title' }, TITLE);
+  const status = h('p', 'status', { role: 'status', 'data-state': 'idle' });
+  const dot = h('span', 'dot', { 'aria-hidden': 'true' });
+  const statusText = h('span', 'status-text', null, '');
+  status.append(dot, statusText);
+  titles.append(title, status);
+  const closeBtn = h('button', 'close', { type: 'button', 'aria-label': 'Close chat' }, '\u00d7');
+  head.append(titles, closeBtn);
+  const log = h('div', 'log', {
+    role: 'log', 'aria-live': 'polite', 'aria-relevant': 'additions', 'aria-label': 'Conversation', tabindex: '0',
+  });
+  const errorLine = h('p', 'error', { role: 'alert' });
+  errorLine.hidden = true;
+  const form = h('form', 'form', { novalidate: '' });
+  const label = h('label', 'sr', { for: 'cf-input' }, 'Message');
+  const input = h('input', 'input', {
+    id: 'cf-input', type: 'text', autocomplete: 'off', maxlength: String(MAX_CHARS),
+    placeholder: 'Type a message…', enterkeyhint: 'send',
+  });
+  const sendBtn = h('button', 'send', { type: 'submit' }, 'Send');
+  sendBtn.disabled = true;
+  form.append(label, input, sendBtn);
+  panel.append(head, log, errorLine, form);
+  const launcher = h('button', 'launcher', {
+    type: 'button', 'aria-controls': 'cf-panel', 'aria-expanded': 'false', 'aria-label': 'Open chat',
+  });
+  launcher.append(svgIcon());
+  shadow.append(panel, launcher);
+
+  const mount = () => {
+    document.body.append(host);
+    paint(panel);
+    paint(launcher);
+  };
+  if (document.body) mount();
+  else document.addEventListener('DOMContentLoaded', mount, { once: true });
+
+  // ---------------------------------------------------------------- view helpers
+  let state = 'idle';
+  const setState = (s) => {
+    state = s;
+    status.setAttribute('data-state', s);
+    statusText.textContent = STATES[s];
+    paint(status);
+  };
+  const showError = (text) => {
+    errorLine.textContent = text || '';
+    show(errorLine, !!text);
+  };
+  const errorText = (r) => {
+    const e = r.err || {};
+    if (typeof e.bot_message === 'string' && e.bot_message) return e.bot_message;
+    if (r.code === 'outside_active_hours' && typeof e.message === 'string' && e.message) return e.message;
+    if (TEXT[r.code]) return TEXT[r.code];
+    return TEXT.generic;
+  };
+  const nearBottom = () => log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+  const scrollDown = () => {
+    log.scrollTop = log.scrollHeight;
+  };
+  const WHO = { visitor: 'You: ', bot: 'Bot: ', agent: 'Agent: ' };
+  const bubble = (sender, text) => {
+    const el = h('div', 'msg ' + sender);
+    el.append(h('span', 'sr', null, WHO[sender]), document.createTextNode(text));
+    return el;
+  };
+  const append = (el) => {
+    const stick = nearBottom();
+    log.append(el);
+    paint(el);
+    if (stick || el.classList.contains('visitor')) scrollDown();
+  };
+
+  // ---------------------------------------------------------------- messages
+  const seen = new Set();
+  const pending = []; // visitor messages shown before the server confirmed them: {el, text}
+  const render = (m) => {
+    if (!m || typeof m !== 'object' || typeof m.id !== 'string' || typeof m.text !== 'string') return;
+    if (seen.has(m.id)) return;
+    seen.add(m.id);
+    const sender = m.sender === 'visitor' || m.sender === 'agent' ? m.sender : 'bot';
+    let el = null;
+    if (sender === 'visitor' && pending.length) {
+      // Only this page sends the visitor's messages for this chat, in order: the confirmation
+      // belongs to the same text, else to the oldest one waiting (the server may normalise text).
+      const i = Math.max(0, pending.findIndex((p) => p.text === m.text));
+      el = pending.splice(i, 1)[0].el;
+      el.lastChild.textContent = m.text;
+      el.classList.remove('pending');
+      paint(el);
+    }
+    if (!el) {
+      el = bubble(sender, m.text);
+      append(el);
+    }
+    if (typeof m.created_at === 'string') {
+      const t = new Date(m.created_at);
+      if (!isNaN(t)) el.setAttribute('title', t.toLocaleString());
+    }
+  };
+
+  // ---------------------------------------------------------------- HTTP
+  const api = async (url, token, body, formData) => {
+    const headers = {};
+    let payload;
+    if (formData) {
+      headers['Content-Type'] = 'application/x-www-form-urlencoded';
+      payload = new URLSearchParams(formData).toString();
+    } else {
+      headers['Content-Type'] = 'application/json';
+      payload = JSON.stringify(body || {});
+    }
+    if (token) headers['X-Chat-Token'] = token;
+    let res;
+    try {
+      res = await fetch(url, {
+        method: 'POST', headers, body: payload, mode: 'cors', credentials: 'omit', cache: 'no-store',
+      });
+    } catch (_) {
+      return { ok: false, status: 0, code: 'network', err: {}, data: null, retryAfter: 0 };
+    }
+    let data = null;
+    try {
+      data = await res.json();
+    } catch (_) {
+      data = null;
+    }
+    const err = (data && typeof data.error === 'object' && data.error) || {};
+    return {
+      ok: res.ok,
+      status: res.status,
+      data,
+      err,
+      code: res.ok ? '' : String(err.code || 'http_' + res.status),
+      retryAfter: Number(res.headers.get('Retry-After')) || 0,
+    };
+  };
+  const transient = (r) => r.status === 0 || r.status === 429 || r.status >= 500;
+
+  // ---------------------------------------------------------------- visitor id
+  const VKEY = 'confide.visitor.' + BOT;
+  const loadVisitor = () => {
+    try {
+      const v = window.localStorage.getItem(VKEY);
+      return v && /^[A-Za-z0-9_-]{1,64}$/.test(v) ? v : null;
+    } catch (_) {
+      return null;
+    }
+  };
+  const saveVisitor = (v) => {
+    try {
+      if (v) window.localStorage.setItem(VKEY, v);
+      else window.localStorage.removeItem(VKEY);
+    } catch (_) {
+      /* storage unavailable: the server makes a new id each time */
+    }
+  };
+
+  // ---------------------------------------------------------------- chat session
+  let session = null; // {chat_id, channel, token, ws: url, auth: url}; the token lives only here
+  let starting = null;
+  let refused = false;
+  let greeted = false;
+  let sessionAttempts = 0;
+  let sessionTimer = 0;
+
+  const realtimeUrl = (rt) => {
+    const hostName = String(rt.host);
+    const port = Number(rt.port);
+    if (!/^[A-Za-z0-9.:[\]-]+$/.test(hostName) || !(port > 0 && port < 65536)) return null;
+    const authority = (hostName.includes(':') && hostName[0] !== '[' ? '[' + hostName + ']' : hostName) + ':' + port;
+    return (rt.tls ? 'wss://' : 'ws://') + authority + '/app/' + encodeURIComponent(String(rt.app_key)) +
+      '?protocol=7&client=' + CLIENT + '&version=' + VERSION;
+  };
+
+  const startSession = (renewal) => {
+    if (starting) return starting;
+    starting = (async () => {
+      clearTimeout(sessionTimer);
+      setState(renewal ? 'reconnecting' : 'connecting');
+      const visitor = loadVisitor();
+      const r = await api(SERVER + '/chat/v1/' + encodeURIComponent(BOT) + '/sessions', null,
+        visitor ? { visitor_id: visitor } : {});
+      if (!r.ok) {
+        if (r.code === 'invalid_visitor_id' && visitor) {
+          saveVisitor(null);
+          starting = null;
+          return startSession(renewal);
+        }
+        showError(errorText(r));
+        setState('offline');
+        if (transient(r)) {
+          const wait = r.retryAfter ? r.retryAfter * 1000 : backoff(sessionAttempts++);
+          sessionTimer = setTimeout(() => startSession(renewal), Math.max(1000, wait));
+        } else {
+          refused = true;
+          input.disabled = true;
+        }
+        sendBtn.disabled = true;
+        return;
+      }
+      const d = r.data || {};
+      const rt = d.realtime || {};
+      const wsUrl = realtimeUrl(rt);
+      let authUrl = null;
+      try {
+        authUrl = new URL(String(rt.auth_endpoint), SERVER);
+        if (!/^https?:$/.test(authUrl.protocol)) authUrl = null;
+      } catch (_) {
+        authUrl = null;
+      }
+      if (typeof d.token !== 'string' || typeof d.channel !== 'string' || !wsUrl || !authUrl) {
+        showError(TEXT.generic);
+        setState('offline');
+        return;
+      }
+      sessionAttempts = 0;
+      session = { chat_id: d.chat_id, channel: d.channel, token: d.token, ws: wsUrl, auth: authUrl.href };
+      if (typeof d.visitor_id === 'string') saveVisitor(d.visitor_id);
+      if (renewal) greeted = true; // a renewed chat does not greet again
+      sendBtn.disabled = false;
+      showError('');
+      connect();
+    })().finally(() => {
+      starting = null;
+    });
+    return starting;
+  };
+
+  const renew = async () => {
+    closeSocket();
+    session = null;
+    sendBtn.disabled = true;
+    await startSession(true);
+  };
+
+  // ---------------------------------------------------------------- realtime (Pusher protocol 7)
+  let ws = null;
+  let socketId = null;
+  let subscribed = false;
+  let halted = false;
+  let lastError = null; // the data of the last pusher:error
+  let attempts = 0;
+  let activityMs = MAX_ACTIVITY;
+  let pongMs = 30000;
+  let retryTimer = 0;
+  let connectTimer = 0;
+  let activityTimer = 0;
+  let pongTimer = 0;
+
+  const backoff = (n) => Math.min(MAX_BACKOFF, 1000 * 2 ** Math.min(n, 6)) * (0.5 + Math.random() / 2);
+  const frame = (sock, event, data) => {
+    try {
+      if (sock.readyState === 1) sock.send(JSON.stringify({ event, data }));
+    } catch (_) {
+      /* the close handler deals with it */
+    }
+  };
+  const clearTimers = () => {
+    clearTimeout(retryTimer);
+    clearTimeout(connectTimer);
+    clearTimeout(activityTimer);
+    clearTimeout(pongTimer);
+    retryTimer = connectTimer = activityTimer = pongTimer = 0;
+  };
+  const closeSocket = () => {
+    const sock = ws;
+    ws = null;
+    socketId = null;
+    subscribed = false;
+    clearTimers();
+    if (sock) {
+      sock.onmessage = sock.onclose = sock.onerror = null;
+      try {
+        sock.close();
+      } catch (_) {
+        /* already closed */
+      }
+    }
+  };
+  // Any frame from the server proves the connection alive; after activity_timeout of silence we
+  // ping, and a connection that stays silent for the pong timeout is dead.
+  const resetActivity = () => {
+    clearTimeout(activityTimer);
+    clearTimeout(pongTimer);
+    pongTimer = 0;
+    const sock = ws;
+    if (!sock || !socketId) return;
+    activityTimer = setTimeout(() => {
+      frame(sock, 'pusher:ping', {});
+      pongTimer = setTimeout(() => {
+        if (ws === sock) reconnect('now');
+      }, pongMs);
+    }, activityMs);
+  };
+
+  const reconnect = (kind) => {
+    closeSocket();
+    if (halted || !session) return;
+    setState(navigator.onLine === false ? 'offline' : 'reconnecting');
+    let delay = backoff(attempts);
+    if (kind === 'now' && attempts === 0) delay = 0;
+    if (kind === 'slow') delay = Math.max(1000, delay);
+    attempts += 1;
+    retryTimer = setTimeout(connect, delay);
+  };
+
+  const halt = (text) => {
+    closeSocket();
+    halted = true;
+    setState('offline');
+    showError(text);
+    greet(); // replies still come in the HTTP answers
+  };
+
+  const connect = () => {
+    closeSocket();
+    if (!session || halted) return;
+    if (state !== 'reconnecting' && state !== 'offline') setState('connecting');
+    let sock;
+    try {
+      sock = new WebSocket(session.ws);
+    } catch (_) {
+      halt(TEXT.realtime); // refused by the page's CSP or a malformed URL: retrying cannot help
+      return;
+    }
+    ws = sock;
+    lastError = null;
+    connectTimer = setTimeout(() => {
+      if (ws === sock) reconnect('normal');
+    }, CONNECT_TIMEOUT);
+    sock.onmessage = (ev) => {
+      if (ws === sock) onFrame(sock, ev.data);
+    };
+    sock.onclose = (ev) => {
+      if (ws === sock) onClose(ev.code);
+    };
+  };
+
+  const onClose = (code) => {
+    if ((code === 1005 || code === 1006 || !code) && lastError && Number(lastError.code) >= 4000) {
+      code = Number(lastError.code);
+    }
+    if ((code >= 4000 && code < 4100) || (code >= 4300 && code < 4400)) {
+      halt(TEXT.realtime);
+    } else if (code >= 4200 && code < 4300) {
+      reconnect('now');
+    } else if (code >= 4100 && code < 4200) {
+      reconnect('slow');
+    } else {
+      reconnect('normal');
+    }
+  };
+
+  const parse = (data) => {
+    if (typeof data !== 'string') return data;
+    try {
+      return JSON.parse(data);
+    } catch (_) {
+      return data;
+    }
+  };
+
+  const onFrame = (sock, raw) => {
+    if (typeof raw !== 'string') return;
+    let f;
+    try {
+      f = JSON.parse(raw);
+    } catch (_) {
+      return;
+    }
+    if (!f || typeof f.event !== 'string') return;
+    resetActivity();
+    const data = parse(f.data);
+    const mine = session && f.channel === session.channel;
+    switch (f.event) {
+      case 'pusher:connection_established': {
+        if (socketId) return;
+        clearTimeout(connectTimer);
+        if (!data || typeof data.socket_id !== 'string' || !/^\d+\.\d+$/.test(data.socket_id)) {
+          reconnect('normal');
+          return;
+        }
+        socketId = data.socket_id;
+        const seconds = Number(data.activity_timeout);
+        activityMs = Math.min(MAX_ACTIVITY, seconds > 0 ? seconds * 1000 : MAX_ACTIVITY);
+        pongMs = Math.min(30000, Math.max(1000, activityMs / 4));
+        resetActivity();
+        authorize(sock);
+        break;
+      }
+      case 'pusher:ping':
+        frame(sock, 'pusher:pong', {});
+        break;
+      case 'pusher:error':
+        lastError = data && typeof data === 'object' ? data : null;
+        break;
+      case 'pusher_internal:subscription_succeeded':
+        if (mine) onSubscribed();
+        break;
+      case 'pusher:subscription_error':
+        if (mine) reconnect('slow');
+        break;
+      case 'message':
+        if (mine) render(data);
+        break;
+      default:
+    }
+  };
+
+  const authorize = async (sock) => {
+    const s = session;
+    const r = await api(s.auth, s.token, null, { socket_id: socketId, channel_name: s.channel });
+    if (ws !== sock || session !== s) return;
+    if (r.ok && r.data && typeof r.data.auth === 'string') {
+      frame(sock, 'pusher:subscribe', { channel: s.channel, auth: r.data.auth });
+    } else if (r.code === 'invalid_chat_token') {
+      renew();
+    } else if (transient(r)) {
+      reconnect('slow');
+    } else {
+      halt(errorText(r));
+    }
+  };
+
+  const onSubscribed = () => {
+    subscribed = true;
+    attempts = 0;
+    setState('connected');
+    if (!refused && errorLine.textContent === TEXT.network) showError('');
+    greet();
+  };
+
+  const greet = async () => {
+    if (greeted || !session) return;
+    greeted = true;
+    const r = await api(SERVER + '/chat/v1/greeting', session.token);
+    if (r.ok && r.data) render(r.data.message);
+    else if (!r.ok) showError(errorText(r));
+  };
+
+  window.addEventListener('online', () => {
+    if (!session || halted) return;
+    if (subscribed && ws) {
+      frame(ws, 'pusher:ping', {});
+    } else {
+      attempts = 0;
+      connect();
+    }
+  });
+  window.addEventListener('offline', () => {
+    if (session && !halted) setState('offline');
+  });
+
+  // ---------------------------------------------------------------- sending
+  const post = async (text, retry) => {
+    const s = session;
+    if (!s) return { ok: false, status: 0, code: 'network', err: {} };
+    const r = await api(SERVER + '/chat/v1/messages', s.token, { text });
+    if (!r.ok && r.code === 'invalid_chat_token' && !retry) {
+      if (session === s) await renew();
+      if (session) return post(text, true);
+    }
+    return r;
+  };
+
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const text = input.value.trim();
+    if (!text || !session) return;
+    if ([...text].length > MAX_CHARS) {
+      showError(TEXT.invalid_message);
+      return;
+    }
+    input.value = '';
+    const el = bubble('visitor', text);
+    el.classList.add('pending');
+    const entry = { el, text };
+    pending.push(entry);
+    append(el);
+    const r = await post(text, false);
+    if (r.ok && r.data) {
+      render(r.data.message);
+      render(r.data.reply);
+      if (!refused && !halted) showError('');
+      return;
+    }
+    const i = pending.indexOf(entry);
+    if (i < 0) return; // it arrived over the channel after all
+    pending.splice(i, 1);
+    el.classList.remove('pending');
+    el.classList.add('failed');
+    el.append(h('span', 'sr', null, ' (not sent)'));
+    paint(el);
+    showError(errorText(r));
+    if (!input.value) input.value = text;
+  });
+
+  // ---------------------------------------------------------------- opening and closing
+  const isOpen = () => !panel.hidden;
+  const open = () => {
+    show(panel, true);
+    launcher.setAttribute('aria-expanded', 'true');
+    launcher.setAttribute('aria-label', 'Close chat');
+    if (!input.disabled) input.focus();
+    else log.focus();
+    scrollDown();
+    if (!session && !starting && !refused) startSession(false);
+  };
+  const close = () => {
+    show(panel, false);
+    launcher.setAttribute('aria-expanded', 'false');
+    launcher.setAttribute('aria-label', 'Open chat');
+    launcher.focus();
+  };
+  launcher.addEventListener('click', () => (isOpen() ? close() : open()));
+  closeBtn.addEventListener('click', close);
+  panel.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape') {
+      e.stopPropagation();
+      close();
+    }
+  });
+  launcher.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape' && isOpen()) close();
+  });
+})();
