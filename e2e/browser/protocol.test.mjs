@@ -4,6 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import {
   focusedInWidget, launchBrowser, openWatched, sleep, sriOf, startHostPage, tabToLauncher, waitFor, widget,
@@ -11,6 +12,19 @@ import {
 import { startMockHub, WIDGET_FILE } from './lib/mock-hub.mjs';
 
 const integrity = sriOf(readFileSync(WIDGET_FILE));
+
+test('the widget file: ASCII only, small, and free of HTML-string and eval sinks', () => {
+  const source = readFileSync(WIDGET_FILE);
+  // ASCII, so a host page in any charset decodes the same strings.
+  assert.ok(source.every((b) => b < 0x80), 'non-ASCII byte in confide.js: use \\u escapes');
+  const text = source.toString('utf8');
+  for (const sink of ['innerHTML', 'outerHTML', 'insertAdjacentHTML', 'document.write', 'eval(', 'new Function',
+    'cssText', "setAttribute('style'", 'createContextualFragment', 'DOMParser']) {
+    assert.ok(!text.includes(sink), `confide.js uses ${sink}`);
+  }
+  const gzipped = gzipSync(source, { level: 9 }).length;
+  assert.ok(gzipped < 30 * 1024, `confide.js is ${gzipped} bytes gzipped`);
+});
 
 describe('widget protocol (scripted hub)', () => {
   let browser;

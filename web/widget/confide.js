@@ -7,8 +7,8 @@
  *
  * Works under a Content-Security-Policy without 'unsafe-inline': everything is rendered inside a
  * Shadow DOM styled by a constructed stylesheet (adoptedStyleSheets), falling back to CSSOM
- * properties (element.style.setProperty); no inline handlers, no eval, no innerHTML. Server and
- * bot content is only ever inserted as text.
+ * properties (element.style.setProperty); no inline handlers, no code or HTML from strings.
+ * Server and bot content is only ever inserted as text.
  *
  * Flow (a minimal Pusher protocol 7 client): POST /chat/v1/{bot}/sessions -> chat token (kept in
  * memory only) and realtime parameters; WebSocket /app/{key}; on pusher:connection_established
@@ -54,17 +54,18 @@
     outside_active_hours: 'We are closed right now. Please come back during our opening hours.',
     rate_limited: 'Too many requests. Please wait a moment and try again.',
     not_found: 'This chat is not available.',
+    unknown_bot: 'This chat is not available.',
     invalid_message: 'A message is 1 to 2000 characters.',
     invalid_chat_token: 'Your chat session has expired.',
-    network: 'Cannot reach the chat service. Retrying…',
+    network: 'Cannot reach the chat service. Retrying\u2026',
     realtime: 'The chat service refused the live connection. Replies still arrive after you send.',
     generic: 'Something went wrong. Please try again.',
   };
   const STATES = {
     idle: '',
-    connecting: 'Connecting…',
+    connecting: 'Connecting\u2026',
     connected: 'Connected',
-    reconnecting: 'Reconnecting…',
+    reconnecting: 'Reconnecting\u2026',
     offline: 'Offline',
   };
 
@@ -198,7 +199,7 @@
   const label = h('label', 'sr', { for: 'cf-input' }, 'Message');
   const input = h('input', 'input', {
     id: 'cf-input', type: 'text', autocomplete: 'off', maxlength: String(MAX_CHARS),
-    placeholder: 'Type a message…', enterkeyhint: 'send',
+    placeholder: 'Type a message\u2026', enterkeyhint: 'send',
   });
   const sendBtn = h('button', 'send', { type: 'submit' }, 'Send');
   sendBtn.disabled = true;

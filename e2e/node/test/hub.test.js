@@ -323,6 +323,30 @@ for (const backend of backends()) {
       assert.equal(b.connection.state, 'connected');
     });
 
+    test('a client over the client-event rate limit is closed with 4301 and pusher-js does not reconnect', async () => {
+      const a = client(creds.key, confide.port, channelAuth());
+      const b = client(creds.key, confide.port, channelAuth());
+      await Promise.all([connected(a), connected(b)]);
+      const burstA = await subscribed(a, 'private-burst');
+      const burstB = await subscribed(b, 'private-burst');
+      const delivered = record(burstB, 'client-spam');
+      const errors = record(a.connection, 'error');
+      for (let i = 0; i < 25; i += 1) burstA.trigger('client-spam', { i });
+      await settled(a, 'disconnected');
+      assert.ok(errors.map(errorCode).includes(4301), JSON.stringify(errors));
+      // b is fine and got at most the allowed burst (Pusher: 10 per second).
+      const after = next(burstB, 'after-spam');
+      await sdk.trigger('private-burst', 'after-spam', { done: true });
+      assert.deepEqual(await after, { done: true });
+      assert.ok(delivered.length >= 1 && delivered.length <= 10, `delivered ${delivered.length}`);
+      assert.deepEqual(
+        delivered.map((d) => d.i),
+        [...Array(delivered.length).keys()],
+        'delivered in order, without gaps',
+      );
+      assert.equal(b.connection.state, 'connected');
+    });
+
     test('client events on a presence channel carry the sender user_id', async () => {
       const a = client(creds.key, confide.port, channelAuth({ 'X-User': 'frank' }));
       const b = client(creds.key, confide.port, channelAuth({ 'X-User': 'grace' }));
@@ -468,6 +492,23 @@ for (const backend of backends()) {
         assert.equal(err.status, 401, `status ${err.status}: ${err.body}`);
         return true;
       });
+    });
+
+    test('a signature made with a clock 11 minutes off is refused as stale (401)', async () => {
+      const realNow = Date.now;
+      for (const skew of [-660_000, 660_000]) {
+        Date.now = () => realNow() + skew;
+        let attempt;
+        try {
+          attempt = sdk.trigger('news', 'stale', { skew });
+        } finally {
+          Date.now = realNow;
+        }
+        await assert.rejects(attempt, (err) => {
+          assert.equal(err.status, 401, `skew ${skew}: status ${err.status}: ${err.body}`);
+          return true;
+        });
+      }
     });
 
     // Pusher's own service accepts this; Confide refuses replayed signatures (issue 3), and the SDK's

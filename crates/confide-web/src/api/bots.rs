@@ -509,8 +509,27 @@ pub struct ChatSettingsView {
     pub fallback_reply: String,
     /// Pages that may embed the widget: `example.com`, `*.example.com`. Empty: any page.
     #[schema(max_items = 100)]
-    pub allowed_domains: Vec<String>,
+    pub allowed_domains: Vec<DomainPattern>,
 }
+
+/// `example.com` (that host) or `*.example.com` (its subdomains); `localhost` for development.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DomainPattern(pub String);
+
+impl utoipa::PartialSchema for DomainPattern {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .max_length(Some(253))
+            .pattern(Some(
+                "^(localhost|(\\*\\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)$",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for DomainPattern {}
 
 /// How the bot behaves in the chat widget.
 #[utoipa::path(get, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/chat-settings", tag = "bots",
@@ -531,7 +550,11 @@ pub async fn get_chat_settings(
     Ok(Json(ChatSettingsView {
         greeting: settings.greeting,
         fallback_reply: settings.fallback_reply,
-        allowed_domains: settings.allowed_domains,
+        allowed_domains: settings
+            .allowed_domains
+            .into_iter()
+            .map(DomainPattern)
+            .collect(),
     }))
 }
 
@@ -573,7 +596,7 @@ pub async fn put_chat_settings(
         ));
     }
     let mut domains = Vec::new();
-    for raw in &request.allowed_domains {
+    for DomainPattern(raw) in &request.allowed_domains {
         let domain = confide_domain::AllowedDomain::parse(raw)
             .map_err(|e| invalid("invalid_domain", e.to_string()))?;
         let text: String = domain.into();
@@ -602,6 +625,10 @@ pub async fn put_chat_settings(
     Ok(Json(ChatSettingsView {
         greeting: settings.greeting,
         fallback_reply: settings.fallback_reply,
-        allowed_domains: settings.allowed_domains,
+        allowed_domains: settings
+            .allowed_domains
+            .into_iter()
+            .map(DomainPattern)
+            .collect(),
     }))
 }

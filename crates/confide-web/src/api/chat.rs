@@ -375,18 +375,22 @@ pub struct ChannelAuth {
     pub auth: String,
 }
 
-#[derive(Deserialize)]
+/// What pusher-js posts to authorize a channel.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ChannelAuthForm {
-    socket_id: String,
-    channel_name: String,
+pub struct ChannelAuthForm {
+    #[schema(pattern = "^[0-9]{1,19}\\.[0-9]{1,19}$")]
+    pub socket_id: String,
+    #[schema(
+        pattern = "^private-chat-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )]
+    pub channel_name: String,
 }
 
 /// Authorize the chat's private channel (seed 000, steps 4-5): pusher-js posts `socket_id` and
 /// `channel_name` as a form, with the chat token in `X-Chat-Token`.
 #[utoipa::path(post, path = "/chat/v1/auth", tag = "chat",
-    request_body(content = String, content_type = "application/x-www-form-urlencoded",
-        description = "socket_id=..&channel_name=private-chat-{chat_id}"),
+    request_body(content = ChannelAuthForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "The signed subscription", body = ChannelAuth),
         (status = 403, description = "Invalid, expired or foreign token, or another channel", body = ErrorBody),
