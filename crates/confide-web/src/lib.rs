@@ -22,7 +22,7 @@ pub use error::{ApiError, ApiResult};
 pub use openapi::ApiDoc;
 pub use state::{AppState, LockoutPolicy, RateLimits, WebSettings};
 
-use crate::api::{audit_log, auth as auth_api, bots, chat, keys, me, orgs, system};
+use crate::api::{audit_log, auth as auth_api, bots, chat, keys, me, orgs, system, widget};
 
 /// The whole application with every layer.
 pub fn router(state: AppState) -> Router {
@@ -119,6 +119,9 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(system::readyz))
         .route("/.well-known/jwks.json", get(system::jwks))
         .route("/api/openapi.json", get(openapi::document))
+        .route("/widget/v1/confide.js", get(widget::script))
+        .route("/widget/v1/integrity", get(widget::integrity_json))
+        .route("/demo", get(api::demo::page))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_JSON_BODY_BYTES));

@@ -7,7 +7,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{audit_log, auth, bots, chat, keys, me, orgs, system};
+use crate::api::{audit_log, auth, bots, chat, keys, me, orgs, system, widget};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,6 +24,7 @@ use crate::api::{audit_log, auth, bots, chat, keys, me, orgs, system};
         bots::list_permissions, bots::set_permission, bots::remove_permission, bots::get_sharing,
         bots::set_sharing, bots::get_chat_settings, bots::put_chat_settings,
         chat::start_chat, chat::channel_auth, chat::greeting, chat::send_message,
+        widget::script, widget::integrity_json,
         keys::create_key, keys::list_keys, keys::revoke_key,
         audit_log::list_audit,
     ),

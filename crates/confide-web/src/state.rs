@@ -86,6 +86,8 @@ pub struct WebSettings {
     pub rate_limits: RateLimits,
     /// How long a chat token lasts.
     pub chat_token_ttl_secs: i64,
+    /// In demo mode, the bot the `/demo` page embeds.
+    pub demo_bot_key: Option<String>,
     pub data_dir: PathBuf,
 }
 
@@ -110,6 +112,7 @@ impl WebSettings {
             lockout: LockoutPolicy::default(),
             rate_limits: RateLimits::default(),
             chat_token_ttl_secs: 24 * 60 * 60,
+            demo_bot_key: None,
             data_dir,
         }
     }

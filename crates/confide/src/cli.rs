@@ -40,6 +40,13 @@ pub enum Command {
     },
     /// Run database migrations and exit.
     Migrate,
+    /// Run the server with a demo organization, owner and bot, and a sample page embedding the
+    /// widget at /demo. Prints the URL and the demo owner's one-time credentials.
+    Demo {
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
     /// Operator tasks.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -100,7 +107,7 @@ pub enum AuditCommand {
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let listen = match &cli.command {
-        Command::Serve { listen } => *listen,
+        Command::Serve { listen } | Command::Demo { listen } => *listen,
         _ => None,
     };
     let config = Config::load(
@@ -115,6 +122,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { .. } => {
             let running = server::start(config).await?;
+            let stop = running.shutdown_handle();
+            tokio::spawn(async move {
+                server::shutdown_signal().await;
+                let _ = stop.send(true);
+            });
+            running.wait().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { .. } => {
+            let demo = crate::demo::prepare(&config).await?;
+            let mut config = config;
+            config.demo_bot_key = Some(demo.bot_key.clone());
+            let running = server::start(config).await?;
+            let base = format!("http://{}", running.addr);
+            println!(
+                "{}",
+                serde_json::json!({
+                    "demo_page": format!("{base}/demo"),
+                    "owner_email": demo.email,
+                    "owner_password": demo.password,
+                    "bot_key": demo.bot_key,
+                    "note": "the password is new on every start; sign in at POST /api/v1/auth/login",
+                })
+            );
             let stop = running.shutdown_handle();
             tokio::spawn(async move {
                 server::shutdown_signal().await;

@@ -79,6 +79,8 @@ pub struct Config {
     pub smtp: Option<confide_web::mail::SmtpSettings>,
     pub keys: confide_security::KeyOverrides,
     pub rate_limits: confide_web::RateLimits,
+    /// Set by `confide demo`: the bot the /demo page embeds.
+    pub demo_bot_key: Option<String>,
 }
 
 /// Reads `CONFIDE_<NAME>`, or the file named by `CONFIDE_<NAME>_FILE` (trailing newline dropped).
@@ -256,6 +258,7 @@ impl Config {
                 .or(file.log_format)
                 .unwrap_or_default(),
             smtp,
+            demo_bot_key: None,
             rate_limits: confide_web::RateLimits {
                 api_per_minute: env_parse("RATE_LIMIT_API_PER_MINUTE")?
                     .or(file.rate_limit_api_per_minute)

@@ -4,5 +4,6 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod server;
 pub mod telemetry;

@@ -85,6 +85,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     settings.session_absolute_ms = config.session_absolute_hours * 60 * 60 * 1000;
     settings.hsts = settings.hsts || config.tls.is_some();
     settings.rate_limits = config.rate_limits;
+    settings.demo_bot_key = config.demo_bot_key.clone();
 
     let jwt = Arc::new(RwLock::new(jwt));
     let store: Arc<dyn Store> = Arc::new(store);

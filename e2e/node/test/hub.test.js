@@ -522,7 +522,9 @@ for (const backend of backends()) {
       if (Date.now() % 1000 > 700) await new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000) + 5));
       const payload = { same: true, at: Date.now() };
       await sdk.trigger('news', 'repeat', payload);
-      await sdk.trigger('news', 'repeat', payload);
+      await sdk.trigger('news', 'repeat', payload).catch((err) => {
+        throw new Error(`second identical trigger: ${err.status} ${err.body}`);
+      });
     });
 
     test('an event over 10 KB is refused by the HTTP API with 413', async () => {

@@ -4,10 +4,12 @@ pub mod audit_log;
 pub mod auth;
 pub mod bots;
 pub mod chat;
+pub mod demo;
 pub mod keys;
 pub mod me;
 pub mod orgs;
 pub mod system;
+pub mod widget;
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;

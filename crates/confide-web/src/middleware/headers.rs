@@ -46,9 +46,15 @@ pub async fn security_headers(
 
 /// Public documents that are the same for everyone may be cached briefly.
 fn is_public_cacheable(path: &str) -> bool {
-    matches!(path, "/.well-known/jwks.json" | "/api/openapi.json")
+    matches!(
+        path,
+        "/.well-known/jwks.json" | "/api/openapi.json" | "/widget/v1/confide.js"
+    )
 }
 
+/// Sets a header unless the handler chose its own (the widget script, a page with its own CSP).
 fn set(headers: &mut HeaderMap, name: &'static str, value: &'static str) {
-    headers.insert(name, HeaderValue::from_static(value));
+    headers
+        .entry(name)
+        .or_insert(HeaderValue::from_static(value));
 }
