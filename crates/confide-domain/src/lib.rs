@@ -5,6 +5,7 @@ pub mod access;
 pub mod ids;
 pub mod input;
 pub mod origins;
+pub mod restrictions;
 
 pub use access::{ApiScope, BotAccess, BotPermission, OrgRole, Principal, SharingPolicy};
 pub use ids::{
@@ -13,6 +14,7 @@ pub use ids::{
 };
 pub use input::{Email, InputError, Name};
 pub use origins::{AllowedDomain, origin_allowed};
+pub use restrictions::{ActiveWindow, Restrictions, Weekday};
 
 /// The client's address as the web layer resolved it (the peer, or the forwarded address when the
 /// peer is a trusted proxy). Every layer that limits or records by address uses this one.

@@ -2,7 +2,7 @@
 
 use confide_domain::{
     ApiKeyId, ApiScope, AuditEventId, BotId, BotPermission, ConversationId, InvitationId,
-    MessageId, OrgId, OrgRole, SessionId, SharingPolicy, UserId,
+    MessageId, OrgId, OrgRole, Restrictions, SessionId, SharingPolicy, UserId,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -189,6 +189,8 @@ pub struct ChatSettings {
     pub fallback_reply: String,
     /// Domain patterns (`example.com`, `*.example.com`) that may embed the widget; empty = any.
     pub allowed_domains: Vec<String>,
+    /// Active hours and IP rules.
+    pub restrictions: Restrictions,
 }
 
 impl Default for ChatSettings {
@@ -198,6 +200,7 @@ impl Default for ChatSettings {
             fallback_reply: "Sorry, I did not understand that. Could you put it another way?"
                 .to_owned(),
             allowed_domains: Vec::new(),
+            restrictions: Restrictions::default(),
         }
     }
 }

@@ -1260,7 +1260,7 @@ impl Store for SqlStore {
 
     async fn get_chat_settings(&self, bot: BotId) -> StoreResult<ChatSettings> {
         let row = sqlx::query(
-            "SELECT greeting, fallback_reply, allowed_domains FROM bot_chat_settings \
+            "SELECT greeting, fallback_reply, allowed_domains, restrictions FROM bot_chat_settings \
              WHERE bot_id = $1",
         )
         .bind(bot.to_string())
@@ -1272,10 +1272,13 @@ impl Store for SqlStore {
         let c = Cols(&row);
         let domains: Vec<String> = serde_json::from_str(&c.text("allowed_domains")?)
             .map_err(|_| StoreError::Corrupt("column allowed_domains is not a list".into()))?;
+        let restrictions = serde_json::from_str(&c.text("restrictions")?)
+            .map_err(|_| StoreError::Corrupt("column restrictions is not valid".into()))?;
         Ok(ChatSettings {
             greeting: c.text("greeting")?,
             fallback_reply: c.text("fallback_reply")?,
             allowed_domains: domains,
+            restrictions,
         })
     }
 
@@ -1287,16 +1290,21 @@ impl Store for SqlStore {
     ) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO bot_chat_settings (bot_id, greeting, fallback_reply, allowed_domains, \
-             updated_at) VALUES ($1, $2, $3, $4, $5) \
+             updated_at, restrictions) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (bot_id) DO UPDATE SET greeting = excluded.greeting, \
              fallback_reply = excluded.fallback_reply, \
-             allowed_domains = excluded.allowed_domains, updated_at = excluded.updated_at",
+             allowed_domains = excluded.allowed_domains, updated_at = excluded.updated_at, \
+             restrictions = excluded.restrictions",
         )
         .bind(bot.to_string())
         .bind(&settings.greeting)
         .bind(&settings.fallback_reply)
         .bind(serde_json::Value::from(settings.allowed_domains.clone()).to_string())
         .bind(at)
+        .bind(
+            serde_json::to_string(&settings.restrictions)
+                .map_err(|_| StoreError::Corrupt("restrictions do not serialize".into()))?,
+        )
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -1563,6 +1563,11 @@ async fn a_bot_has_default_chat_settings_until_they_are_saved() {
             greeting: "Welcome to Acme!".to_owned(),
             fallback_reply: "A human will read this.".to_owned(),
             allowed_domains: vec!["acme.example".to_owned(), "*.acme.example".to_owned()],
+            restrictions: confide_domain::Restrictions {
+                timezone: "Europe/Oslo".to_owned(),
+                ip_deny: vec!["203.0.113.0/24".to_owned()],
+                ..Default::default()
+            },
         };
         store
             .put_chat_settings(helper.id, &custom, T0)

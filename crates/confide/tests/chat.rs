@@ -304,3 +304,125 @@ fn base64_decode(text: &str) -> Vec<u8> {
         .decode(text)
         .unwrap()
 }
+
+async fn put_restrictions(app: &TestApp, s: &Setup, restrictions: Value) -> Reply {
+    app.put(
+        &format!("/api/v1/orgs/{}/bots/{}/chat-settings", s.org, s.bot.id),
+        &s.owner,
+        json!({
+            "greeting": "Welcome to the shop!",
+            "fallback_reply": "Let me find someone who knows.",
+            "allowed_domains": ["shop.example.com"],
+            "restrictions": restrictions,
+        }),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn ip_deny_and_allow_lists_decide_who_may_chat() {
+    each_backend(async |app| {
+        let s = setup(app).await;
+        let body = start_chat(app, &s.bot.key, Some(PAGE)).await.json();
+        let token = body["token"].as_str().unwrap().to_owned();
+
+        // The test client is 127.0.0.1.
+        put_restrictions(app, &s, json!({ "ip_deny": ["127.0.0.0/8"] }))
+            .await
+            .expect(200);
+        let refused = start_chat(app, &s.bot.key, Some(PAGE)).await;
+        refused.expect(403);
+        assert_eq!(refused.code(), "ip_not_allowed");
+        // A chat already open is cut off too.
+        let refused = send(app, &token, "still there?").await;
+        refused.expect(403);
+        assert_eq!(refused.code(), "ip_not_allowed");
+        assert!(
+            audit_actions(app, &s.org)
+                .await
+                .iter()
+                .any(|a| a == "chat.ip_refused")
+        );
+
+        put_restrictions(
+            app,
+            &s,
+            json!({ "ip_allow": ["10.0.0.0/8", "2001:db8::/32"] }),
+        )
+        .await
+        .expect(200);
+        start_chat(app, &s.bot.key, Some(PAGE)).await.expect(403);
+
+        put_restrictions(
+            app,
+            &s,
+            json!({ "ip_allow": ["127.0.0.1"], "ip_deny": ["10.0.0.0/8"] }),
+        )
+        .await
+        .expect(200);
+        start_chat(app, &s.bot.key, Some(PAGE)).await.expect(201);
+
+        let bad = put_restrictions(app, &s, json!({ "ip_deny": ["not-a-network"] })).await;
+        bad.expect(422);
+        assert_eq!(bad.code(), "invalid_restrictions");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn outside_active_hours_a_chat_cannot_start_and_the_bots_message_is_shown() {
+    each_backend(async |app| {
+        let s = setup(app).await;
+        let days = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"];
+        // 1970-01-01 was a Thursday (index 3 from Monday).
+        let today = ((std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            / 86_400
+            + 3)
+            % 7) as usize;
+        // Open all day, but only on a day that is not today (nor the days around it, in case the
+        // test runs across midnight).
+        let other_day = days[(today + 3) % 7];
+        put_restrictions(
+            app,
+            &s,
+            json!({
+                "timezone": "UTC",
+                "active_hours": [{ "day": other_day, "start": "00:00", "end": "24:00" }],
+                "outside_hours_message": "We are open on another day. Write to help@shop.example.com.",
+            }),
+        )
+        .await
+        .expect(200);
+        let refused = start_chat(app, &s.bot.key, Some(PAGE)).await;
+        refused.expect(403);
+        assert_eq!(refused.code(), "outside_active_hours");
+        assert_eq!(
+            refused.json()["error"]["message"],
+            "We are open on another day. Write to help@shop.example.com."
+        );
+
+        let every_day: Vec<Value> = days
+            .iter()
+            .map(|d| json!({ "day": d, "start": "00:00", "end": "24:00" }))
+            .collect();
+        put_restrictions(app, &s, json!({ "timezone": "Pacific/Auckland", "active_hours": every_day }))
+            .await
+            .expect(200);
+        start_chat(app, &s.bot.key, Some(PAGE)).await.expect(201);
+
+        let bad = put_restrictions(app, &s, json!({ "timezone": "Mars/Olympus_Mons" })).await;
+        bad.expect(422);
+        assert_eq!(bad.code(), "invalid_timezone");
+        let bad = put_restrictions(
+            app,
+            &s,
+            json!({ "active_hours": [{ "day": "monday", "start": "24:00", "end": "09:00" }] }),
+        )
+        .await;
+        bad.expect(422);
+    })
+    .await;
+}

@@ -510,6 +510,9 @@ pub struct ChatSettingsView {
     /// Pages that may embed the widget: `example.com`, `*.example.com`. Empty: any page.
     #[schema(max_items = 100)]
     pub allowed_domains: Vec<DomainPattern>,
+    /// Active hours (in the bot's time zone) and IP allow and deny lists.
+    #[serde(default)]
+    pub restrictions: confide_domain::Restrictions,
 }
 
 /// `example.com` (that host) or `*.example.com` (its subdomains); `localhost` for development.
@@ -555,6 +558,7 @@ pub async fn get_chat_settings(
             .into_iter()
             .map(DomainPattern)
             .collect(),
+        restrictions: settings.restrictions,
     }))
 }
 
@@ -604,10 +608,19 @@ pub async fn put_chat_settings(
             domains.push(text);
         }
     }
+    request.restrictions.validate().map_err(|err| match err {
+        confide_domain::restrictions::RestrictionError::Timezone(_) => {
+            invalid("invalid_timezone", err.to_string())
+        }
+        confide_domain::restrictions::RestrictionError::Other(_) => {
+            invalid("invalid_restrictions", err.to_string())
+        }
+    })?;
     let settings = confide_store::ChatSettings {
         greeting: text("greeting", &request.greeting)?,
         fallback_reply: text("fallback_reply", &request.fallback_reply)?,
         allowed_domains: domains,
+        restrictions: request.restrictions,
     };
     state
         .store
@@ -630,5 +643,6 @@ pub async fn put_chat_settings(
             .into_iter()
             .map(DomainPattern)
             .collect(),
+        restrictions: settings.restrictions,
     }))
 }

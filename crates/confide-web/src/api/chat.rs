@@ -7,7 +7,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use confide_domain::{
-    AllowedDomain, BotId, ClientIp, ConversationId, MessageId, OrgId, origin_allowed,
+    AllowedDomain, BotId, ClientIp, ConversationId, MessageId, OrgId, Restrictions, Weekday,
+    origin_allowed,
 };
 use confide_realtime::signature;
 use confide_security::chat_token::ChatClaims;
@@ -133,6 +134,50 @@ async fn refuse(
     err
 }
 
+/// The bot's IP allow and deny lists; refusals are audited in the bot's organization.
+async fn check_ip(
+    state: &AppState,
+    settings: &ChatSettings,
+    org: OrgId,
+    ip: ClientIp,
+) -> ApiResult<()> {
+    if settings.restrictions.ip_allowed(ip.0) {
+        return Ok(());
+    }
+    let err = ApiError::forbidden(
+        "ip_not_allowed",
+        "chats are not available from this network",
+    );
+    Err(refuse(
+        state,
+        AuditChain::Org(org),
+        ip,
+        "chat.ip_refused",
+        "ip",
+        err,
+    )
+    .await)
+}
+
+/// Whether now, in the bot's time zone, falls inside its active hours.
+fn within_active_hours(restrictions: &Restrictions) -> bool {
+    if restrictions.active_hours.is_empty() {
+        return true;
+    }
+    let Ok(zone) = jiff::tz::TimeZone::get(&restrictions.timezone) else {
+        // Validated on save; a zone unknown now (tz data changed) closes rather than opens.
+        return false;
+    };
+    let local = jiff::Timestamp::now().to_zoned(zone);
+    let day = local.weekday().to_monday_zero_offset();
+    let minute =
+        u16::try_from(i32::from(local.hour()) * 60 + i32::from(local.minute())).unwrap_or(0);
+    u8::try_from(day)
+        .ok()
+        .and_then(Weekday::from_monday_index)
+        .is_some_and(|day| restrictions.active_at(day, minute))
+}
+
 fn realtime_params(state: &AppState, bot: &Chatbot) -> RealtimeParams {
     let url = &state.settings.public_url;
     let tls = url.starts_with("https://");
@@ -205,6 +250,15 @@ pub async fn start_chat(
             err,
         )
         .await);
+    }
+    check_ip(&state, &settings, bot.org_id, ip).await?;
+    if !within_active_hours(&settings.restrictions) {
+        let message = if settings.restrictions.outside_hours_message.is_empty() {
+            "the chat is closed right now".to_owned()
+        } else {
+            settings.restrictions.outside_hours_message.clone()
+        };
+        return Err(ApiError::forbidden("outside_active_hours", message));
     }
     limit(
         &state,
@@ -366,6 +420,7 @@ async fn chat_context(
         )
         .await);
     }
+    check_ip(state, &settings, org, ip).await?;
     Ok(ChatContext { bot, conversation })
 }
 
