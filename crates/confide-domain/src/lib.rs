@@ -6,6 +6,7 @@ pub mod ids;
 pub mod input;
 pub mod origins;
 pub mod restrictions;
+pub mod traffic;
 
 pub use access::{ApiScope, BotAccess, BotPermission, OrgRole, Principal, SharingPolicy};
 pub use ids::{

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod limiter;
 pub mod password;
 mod private_fs;
+pub mod redis_limiter;
 pub mod tokens;
 
 pub use error::{Error, Result};

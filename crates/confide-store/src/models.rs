@@ -216,6 +216,10 @@ pub struct Conversation {
     pub user_agent: Option<String>,
     pub created_at: i64,
     pub last_message_at: i64,
+    /// Why the chat looks automated (`crawler`, `headless`, ...); statistics exclude it.
+    pub automated: Option<String>,
+    /// When the visitor first wrote; a chat without it had no interaction.
+    pub interacted_at: Option<i64>,
 }
 
 /// Who wrote a message.

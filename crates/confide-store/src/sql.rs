@@ -1313,8 +1313,8 @@ impl Store for SqlStore {
     async fn create_conversation(&self, conversation: &Conversation) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO conversations (id, org_id, bot_id, visitor_id, origin, ip, user_agent, \
-             created_at, last_message_at) \
-             SELECT $1, org_id, id, $3, $4, $5, $6, $7, $8 FROM chatbots \
+             created_at, last_message_at, automated, interacted_at) \
+             SELECT $1, org_id, id, $3, $4, $5, $6, $7, $8, $10, $11 FROM chatbots \
              WHERE id = $9 AND org_id = $2",
         )
         .bind(conversation.id.to_string())
@@ -1326,6 +1326,8 @@ impl Store for SqlStore {
         .bind(conversation.created_at)
         .bind(conversation.last_message_at)
         .bind(conversation.bot_id.to_string())
+        .bind(conversation.automated.as_deref())
+        .bind(conversation.interacted_at)
         .execute(&self.pool)
         .await
         .map_err(StoreError::from)
@@ -1347,7 +1349,8 @@ impl Store for SqlStore {
     ) -> StoreResult<Option<Conversation>> {
         let row = sqlx::query(
             "SELECT id, org_id, bot_id, visitor_id, origin, ip, user_agent, created_at, \
-             last_message_at FROM conversations WHERE id = $1 AND bot_id = $2",
+             last_message_at, automated, interacted_at FROM conversations \
+             WHERE id = $1 AND bot_id = $2",
         )
         .bind(id.to_string())
         .bind(bot.to_string())
@@ -1367,6 +1370,8 @@ impl Store for SqlStore {
             user_agent: c.opt_text("user_agent")?,
             created_at: c.int("created_at")?,
             last_message_at: c.int("last_message_at")?,
+            automated: c.opt_text("automated")?,
+            interacted_at: c.opt_int("interacted_at")?,
         }))
     }
 
@@ -1391,6 +1396,16 @@ impl Store for SqlStore {
         .bind(message.conversation_id.to_string())
         .execute(&mut *tx)
         .await?;
+        if message.sender == Sender::Visitor {
+            sqlx::query(
+                "UPDATE conversations SET interacted_at = $1 \
+                 WHERE id = $2 AND interacted_at IS NULL",
+            )
+            .bind(message.created_at)
+            .bind(message.conversation_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }

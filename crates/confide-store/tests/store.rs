@@ -1544,6 +1544,8 @@ fn conversation(org: OrgId, bot: BotId) -> Conversation {
         user_agent: None,
         created_at: T0,
         last_message_at: T0,
+        automated: Some("crawler".to_owned()),
+        interacted_at: None,
     }
 }
 
@@ -1658,6 +1660,12 @@ async fn a_conversation_belongs_to_its_bot_and_keeps_its_messages_in_order() {
             .unwrap()
             .unwrap();
         assert_eq!(stored.last_message_at, T0 + 3000, "{backend}");
+        assert_eq!(
+            stored.interacted_at,
+            Some(T0 + 2000),
+            "{backend}: the visitor first wrote then"
+        );
+        assert_eq!(stored.automated.as_deref(), Some("crawler"), "{backend}");
         assert_eq!(
             store.list_messages(chat.id, 2).await.unwrap().len(),
             2,

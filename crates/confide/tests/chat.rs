@@ -426,3 +426,43 @@ async fn outside_active_hours_a_chat_cannot_start_and_the_bots_message_is_shown(
     })
     .await;
 }
+
+#[tokio::test]
+async fn chats_from_crawlers_and_headless_browsers_are_flagged_for_statistics() {
+    each_backend(async |app| {
+        let s = setup(app).await;
+        let mut flagged = Vec::new();
+        for agent in [
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 HeadlessChrome/131.0 Safari/537.36",
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36",
+        ] {
+            let response = app
+                .client
+                .post(app.url(&format!("/chat/v1/{}/sessions", s.bot.key)))
+                .header("origin", PAGE)
+                .header("user-agent", agent)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            let body = reply(response).await;
+            body.expect(201);
+            let chat = body.json()["chat_id"].as_str().unwrap().to_owned();
+            let db = app.database().await;
+            let (automated,): (Option<String>,) =
+                sqlx::query_as("SELECT automated FROM conversations WHERE id = $1")
+                    .bind(&chat)
+                    .fetch_one(&db)
+                    .await
+                    .unwrap();
+            db.close().await;
+            flagged.push(automated);
+        }
+        assert_eq!(
+            flagged,
+            vec![Some("crawler".to_owned()), Some("headless".to_owned()), None]
+        );
+    })
+    .await;
+}

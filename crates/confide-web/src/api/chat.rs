@@ -299,6 +299,13 @@ pub async fn start_chat(
             .map(|ua| ua.chars().take(256).collect()),
         created_at: now,
         last_message_at: now,
+        automated: confide_domain::traffic::automated_by_user_agent(
+            headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok()),
+        )
+        .map(str::to_owned),
+        interacted_at: None,
     };
     state.store.create_conversation(&conversation).await?;
     let expires_at = now / 1000 + state.settings.chat_token_ttl_secs;
