@@ -64,7 +64,7 @@ class Confide:
 
     def start(self, **extra_env):
         env = {**os.environ, "CONFIDE_LOG": "info", **extra_env}
-        self.log_path = self.data_dir.parent / "server.log"
+        self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         self.log_file = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             [str(BINARY), "--data-dir", str(self.data_dir), "--database-url", self.database_url,

@@ -129,8 +129,14 @@ impl RedisLimiter {
 
     /// Like [`RedisLimiter::connect`] without contacting Redis: the connection is made on the
     /// first decision, and the fallback decides until Redis answers. Fails only on a malformed
-    /// URL.
+    /// URL, or when called outside a Tokio runtime.
     pub fn lazy(url: &str, key_prefix: &str) -> Result<RedisLimiter, RedisLimiterError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            // The connection spawns its reader task on the current runtime.
+            return Err(RedisLimiterError(
+                "must be created within a Tokio runtime".into(),
+            ));
+        }
         let client = redis::Client::open(url)
             .map_err(|e| RedisLimiterError(format!("invalid Redis URL: {e}")))?;
         // No retry loop inside the connection: the pause in `Health` spaces the attempts.

@@ -331,3 +331,8 @@ async fn an_outage_does_not_hand_out_a_fresh_quota_and_sharing_resumes_after_it(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[test]
+fn outside_a_runtime_the_limiter_is_refused_rather_than_panicking() {
+    assert!(RedisLimiter::lazy("redis://127.0.0.1:6379", "p").is_err());
+}

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use confide_realtime::Hub;
 use confide_security::chat_token::ChatTokenKeys;
-use confide_security::limiter::SlidingWindowLimiter;
+use confide_security::redis_limiter::Limiter;
 use confide_security::{JwtKeys, KeyMaterial};
 use confide_store::Store;
 use ipnet::IpNet;
@@ -132,7 +132,8 @@ pub struct AppState {
     pub keys: Arc<KeyMaterial>,
     pub jwt: Arc<RwLock<JwtKeys>>,
     pub mailer: Arc<Mailer>,
-    pub limiter: Arc<SlidingWindowLimiter>,
+    /// Moving-window limits: in-process, or shared through Redis across nodes.
+    pub limiter: Arc<Limiter>,
     pub hub: Arc<Hub>,
     pub chat_tokens: Arc<ChatTokenKeys>,
     pub realtime_keys: Arc<RealtimeKeys>,

@@ -26,6 +26,9 @@ pub struct Cli {
     /// Database URL: sqlite://... or postgres://... (default: SQLite in the data directory).
     #[arg(long, global = true)]
     pub database_url: Option<String>,
+    /// Redis URL: realtime events and rate limits are shared with every node using it.
+    #[arg(long, global = true)]
+    pub redis_url: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -116,6 +119,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             data_dir: cli.data_dir.clone(),
             database_url: cli.database_url.clone(),
+            redis_url: cli.redis_url.clone(),
         },
     )?;
     let _telemetry = crate::telemetry::init(&config)?;

@@ -17,6 +17,8 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
+    pub redis_url: Option<String>,
+    pub redis_prefix: Option<String>,
     pub public_url: Option<String>,
     pub cors_origins: Option<Vec<String>>,
     pub trusted_proxies: Option<Vec<IpNet>>,
@@ -30,6 +32,7 @@ pub struct FileConfig {
     pub rate_limit_api_per_minute: Option<u32>,
     pub rate_limit_credentials_per_minute: Option<u32>,
     pub rate_limit_chat_per_minute: Option<u32>,
+    pub realtime_max_connections_per_ip: Option<usize>,
     pub smtp: Option<SmtpConfig>,
 }
 
@@ -59,6 +62,7 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
+    pub redis_url: Option<String>,
 }
 
 /// The resolved configuration.
@@ -67,6 +71,10 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub database_url: Option<SecretString>,
+    /// Redis for realtime fan-out and shared rate limits between nodes (may carry a password).
+    pub redis_url: Option<SecretString>,
+    /// Namespace in Redis, so several deployments can share one Redis.
+    pub redis_prefix: String,
     pub public_url: String,
     pub cors_origins: Vec<String>,
     pub trusted_proxies: Vec<IpNet>,
@@ -81,6 +89,8 @@ pub struct Config {
     pub rate_limits: confide_web::RateLimits,
     /// Set by `confide demo`: the bot the /demo page embeds.
     pub demo_bot_key: Option<String>,
+    /// Realtime hub limits.
+    pub hub: confide_realtime::HubConfig,
 }
 
 /// Reads `CONFIDE_<NAME>`, or the file named by `CONFIDE_<NAME>_FILE` (trailing newline dropped).
@@ -154,6 +164,11 @@ impl Config {
             .database_url
             .or(env_value("DATABASE_URL")?)
             .or(file.database_url)
+            .map(SecretString::from);
+        let redis_url = overrides
+            .redis_url
+            .or(env_value("REDIS_URL")?)
+            .or(file.redis_url)
             .map(SecretString::from);
         let tls = match (
             env_value("TLS_CERT")?.map(PathBuf::from).or(file.tls_cert),
@@ -239,6 +254,21 @@ impl Config {
             listen,
             data_dir,
             database_url,
+            redis_url,
+            redis_prefix: {
+                let prefix = env_value("REDIS_PREFIX")?
+                    .or(file.redis_prefix)
+                    .unwrap_or_else(|| "confide".to_owned());
+                if prefix.is_empty()
+                    || prefix.len() > 64
+                    || !prefix
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    bail!("redis_prefix must be 1-64 letters, digits, - or _");
+                }
+                prefix
+            },
             public_url,
             cors_origins,
             trusted_proxies,
@@ -259,6 +289,15 @@ impl Config {
                 .unwrap_or_default(),
             smtp,
             demo_bot_key: None,
+            hub: {
+                let mut hub = confide_realtime::HubConfig::default();
+                if let Some(n) = env_parse("REALTIME_MAX_CONNECTIONS_PER_IP")?
+                    .or(file.realtime_max_connections_per_ip)
+                {
+                    hub.max_connections_per_ip = n;
+                }
+                hub
+            },
             rate_limits: confide_web::RateLimits {
                 api_per_minute: env_parse("RATE_LIMIT_API_PER_MINUTE")?
                     .or(file.rate_limit_api_per_minute)

@@ -7,9 +7,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use confide_realtime::{Hub, HubConfig};
+use confide_realtime::{Hub, RedisBroker};
 use confide_security::chat_token::ChatTokenKeys;
 use confide_security::limiter::SlidingWindowLimiter;
+use confide_security::redis_limiter::{Limiter, RedisLimiter};
 use confide_security::{JwtKeys, KeyMaterial};
 use confide_store::{SqlStore, Store};
 use confide_web::mail::Mailer;
@@ -90,13 +91,30 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let jwt = Arc::new(RwLock::new(jwt));
     let store: Arc<dyn Store> = Arc::new(store);
     let realtime_keys = Arc::new(RealtimeKeys::new(keys.realtime_key.expose_secret()));
-    let hub = Hub::new(
-        Arc::new(Directory {
-            store: store.clone(),
-            keys: realtime_keys.clone(),
-        }),
-        HubConfig::default(),
-    );
+    let directory = Arc::new(Directory {
+        store: store.clone(),
+        keys: realtime_keys.clone(),
+    });
+    let (hub, limiter) = match &config.redis_url {
+        Some(url) => {
+            let broker = RedisBroker::connect(url.expose_secret(), &config.redis_prefix)
+                .await
+                .map_err(|e| anyhow::anyhow!("connecting to Redis: {e}"))?;
+            let limiter =
+                RedisLimiter::connect(url.expose_secret(), &format!("{}:rl", config.redis_prefix))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("connecting to Redis: {e}"))?;
+            tracing::info!("realtime events and rate limits are shared through Redis");
+            (
+                Hub::with_broker(directory, config.hub.clone(), broker),
+                Limiter::Redis(limiter),
+            )
+        }
+        None => (
+            Hub::new(directory, config.hub.clone()),
+            Limiter::Local(SlidingWindowLimiter::new(100_000)),
+        ),
+    };
     let chat_tokens = Arc::new(ChatTokenKeys::new(keys.chat_token_key.expose_secret(), &[]));
     let state = AppState {
         store,
@@ -104,7 +122,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         keys: Arc::new(keys),
         jwt: jwt.clone(),
         mailer: Arc::new(mailer),
-        limiter: Arc::new(SlidingWindowLimiter::new(100_000)),
+        limiter: Arc::new(limiter),
         hub,
         chat_tokens,
         realtime_keys,

@@ -12,7 +12,6 @@ use confide_domain::{
 };
 use confide_realtime::signature;
 use confide_security::chat_token::ChatClaims;
-use confide_security::limiter::{Decision, Quota};
 use confide_store::{AuditChain, ChatSettings, Chatbot, Conversation, Message, Sender};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -75,43 +74,10 @@ fn parsed_domains(settings: &ChatSettings) -> Vec<AllowedDomain> {
         .collect()
 }
 
-/// Counts a request against a moving-window quota; refusals are 429 and audited once a minute.
+/// Counts a chat request against a moving-window quota (see `middleware::rate_limit::check`).
 async fn limit(state: &AppState, ip: ClientIp, key: String, per_minute: u32) -> ApiResult<()> {
-    let now = now_ms();
-    let quota = Quota {
-        limit: per_minute,
-        window_ms: 60_000,
-    };
-    match state.limiter.decide(&key, quota, now) {
-        Decision::Allowed => Ok(()),
-        Decision::Limited { retry_after_ms } => {
-            let first = state.limiter.decide(
-                &format!("audited:{key}"),
-                Quota {
-                    limit: 1,
-                    window_ms: 60_000,
-                },
-                now,
-            ) == Decision::Allowed;
-            if first {
-                audit::record_refusal(
-                    state,
-                    AuditChain::Platform,
-                    &Actor::anonymous(ip),
-                    "rate_limit.hit",
-                    Some(key.clone()),
-                    json!({ "limit_per_minute": per_minute }),
-                )
-                .await;
-            }
-            let mut err = ApiError::too_many(
-                "rate_limited",
-                u64::try_from((retry_after_ms + 999) / 1000).unwrap_or(1),
-            );
-            err.message = "too many requests; slow down".to_owned();
-            Err(err)
-        }
-    }
+    crate::middleware::rate_limit::check(state, ip, key, per_minute, json!({ "bucket": "chat" }))
+        .await
 }
 
 async fn refuse(

@@ -6,7 +6,7 @@ mod client_ip;
 mod cors;
 mod headers;
 mod params;
-mod rate_limit;
+pub mod rate_limit;
 mod request_id;
 
 pub use chat_cors::chat_cors;

@@ -48,37 +48,55 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
         ("api", limits.api_per_minute)
     };
     let key = format!("{bucket}:{}", ip.0);
+    let details = json!({ "bucket": bucket, "limit_per_minute": per_minute, "path": path });
+    match check(&state, ip, key, per_minute, details).await {
+        Ok(()) => next.run(request).await,
+        Err(err) => err.into_response(),
+    }
+}
+
+/// Counts one request for `key` against a per-minute moving window (shared between nodes when
+/// Redis is configured). A refusal is a 429 with `Retry-After`, audited once per key and minute.
+pub async fn check(
+    state: &AppState,
+    ip: ClientIp,
+    key: String,
+    per_minute: u32,
+    details: serde_json::Value,
+) -> Result<(), ApiError> {
     let quota = Quota {
         limit: per_minute,
         window_ms: MINUTE_MS,
     };
     let now = now_ms();
-    match state.limiter.decide(&key, quota, now) {
-        Decision::Allowed => next.run(request).await,
-        Decision::Limited { retry_after_ms } => {
-            let first_this_minute = state.limiter.decide(
-                &format!("audited:{key}"),
-                Quota {
-                    limit: 1,
-                    window_ms: MINUTE_MS,
-                },
-                now,
-            ) == Decision::Allowed;
-            if first_this_minute {
-                audit::record_refusal(
-                    &state,
-                    AuditChain::Platform,
-                    &Actor::anonymous(ip),
-                    "rate_limit.hit",
-                    Some(format!("ip:{}", ip.0)),
-                    json!({ "bucket": bucket, "limit_per_minute": per_minute, "path": path }),
-                )
-                .await;
-            }
-            let secs = u64::try_from((retry_after_ms + 999) / 1000).unwrap_or(1);
-            let mut err = ApiError::too_many("rate_limited", secs);
-            err.message = "too many requests; slow down".to_owned();
-            err.into_response()
-        }
+    let Decision::Limited { retry_after_ms } = state.limiter.decide(&key, quota, now).await else {
+        return Ok(());
+    };
+    let first_this_minute = state
+        .limiter
+        .decide(
+            &format!("audited:{key}"),
+            Quota {
+                limit: 1,
+                window_ms: MINUTE_MS,
+            },
+            now,
+        )
+        .await
+        == Decision::Allowed;
+    if first_this_minute {
+        audit::record_refusal(
+            state,
+            AuditChain::Platform,
+            &Actor::anonymous(ip),
+            "rate_limit.hit",
+            Some(key),
+            details,
+        )
+        .await;
     }
+    let secs = u64::try_from((retry_after_ms + 999) / 1000).unwrap_or(1);
+    let mut err = ApiError::too_many("rate_limited", secs);
+    err.message = "too many requests; slow down".to_owned();
+    Err(err)
 }

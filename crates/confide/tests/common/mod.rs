@@ -241,6 +241,9 @@ pub fn test_config(port: u16, data_dir: &Path, database_url: &str) -> Config {
         smtp: None,
         keys: confide_security::KeyOverrides::default(),
         demo_bot_key: None,
+        redis_url: None,
+        redis_prefix: "confide".to_owned(),
+        hub: confide_realtime::HubConfig::default(),
         // Suites make many requests from one address; the limiter has tests of its own.
         rate_limits: confide_web::RateLimits {
             api_per_minute: 1_000_000,
