@@ -51,6 +51,7 @@
 
   const TEXT = {
     origin_not_allowed: 'Chat is not available on this website.',
+    ip_not_allowed: 'Chat is not available from your network.',
     outside_active_hours: 'We are closed right now. Please come back during our opening hours.',
     rate_limited: 'Too many requests. Please wait a moment and try again.',
     not_found: 'This chat is not available.',

@@ -103,11 +103,14 @@ pub fn router(state: AppState) -> Router {
         middleware::rate_limit,
     ));
 
+    // OPTIONS is routed so CORS preflights reach `chat_cors` (which answers them) rather than the
+    // method-not-allowed fallback.
+    let preflight = || async { axum::http::StatusCode::NO_CONTENT };
     let chat_routes = Router::new()
-        .route("/{bot_key}/sessions", post(chat::start_chat))
-        .route("/auth", post(chat::channel_auth))
-        .route("/greeting", post(chat::greeting))
-        .route("/messages", post(chat::send_message))
+        .route("/{bot_key}/sessions", post(chat::start_chat).options(preflight))
+        .route("/auth", post(chat::channel_auth).options(preflight))
+        .route("/greeting", post(chat::greeting).options(preflight))
+        .route("/messages", post(chat::send_message).options(preflight))
         .layer(DefaultBodyLimit::max(extract::MAX_CREDENTIAL_BODY_BYTES))
         .layer(axum::middleware::from_fn(middleware::chat_cors));
 

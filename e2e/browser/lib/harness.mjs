@@ -6,6 +6,9 @@ import http from 'node:http';
 import net from 'node:net';
 import { chromium } from 'playwright-core';
 
+/** The widget as it is in the repository. */
+export const WIDGET_FILE = new URL('../../../web/widget/confide.js', import.meta.url);
+
 export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const CHROMIUM_ARGS = [
   '--headless',

@@ -7,9 +7,9 @@ import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import { WebSocketServer } from 'ws';
-import { freePort } from './harness.mjs';
+import { freePort, WIDGET_FILE } from './harness.mjs';
 
-export const WIDGET_FILE = new URL('../../../web/widget/confide.js', import.meta.url);
+export { WIDGET_FILE };
 
 export async function startMockHub({ botKey = 'mockbot_0123456789', activityTimeout = 120, allowedOrigin = null } = {}) {
   const port = await freePort();
