@@ -107,10 +107,18 @@ pub fn router(state: AppState) -> Router {
     // method-not-allowed fallback.
     let preflight = || async { axum::http::StatusCode::NO_CONTENT };
     let chat_routes = Router::new()
-        .route("/{bot_key}/sessions", post(chat::start_chat).options(preflight))
+        .route(
+            "/{bot_key}/sessions",
+            post(chat::start_chat).options(preflight),
+        )
         .route("/auth", post(chat::channel_auth).options(preflight))
         .route("/greeting", post(chat::greeting).options(preflight))
-        .route("/messages", post(chat::send_message).options(preflight))
+        .route(
+            "/messages",
+            post(chat::send_message)
+                .get(chat::list_messages)
+                .options(preflight),
+        )
         .layer(DefaultBodyLimit::max(extract::MAX_CREDENTIAL_BODY_BYTES))
         .layer(axum::middleware::from_fn(middleware::chat_cors));
 

@@ -24,6 +24,7 @@ use crate::api::{audit_log, auth, bots, chat, keys, me, orgs, system, widget};
         bots::list_permissions, bots::set_permission, bots::remove_permission, bots::get_sharing,
         bots::set_sharing, bots::get_chat_settings, bots::put_chat_settings,
         chat::start_chat, chat::channel_auth, chat::greeting, chat::send_message,
+        chat::list_messages,
         widget::script, widget::integrity_json,
         keys::create_key, keys::list_keys, keys::revoke_key,
         audit_log::list_audit,

@@ -143,6 +143,33 @@ async fn a_visitor_starts_a_chat_authorizes_its_channel_and_gets_the_configured_
         assert_eq!(posted["reply"]["text"], "Let me find someone who knows.");
         assert_eq!(posted["reply"]["sender"], "bot");
 
+        // A widget that was offline catches up from the history.
+        let history = reply(
+            app.client
+                .get(app.url("/chat/v1/messages"))
+                .header("x-chat-token", token)
+                .header("origin", PAGE)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        history.expect(200);
+        let texts: Vec<String> = history.json()["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["text"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "Welcome to the shop!",
+                "Do you ship to Norway?",
+                "Let me find someone who knows."
+            ]
+        );
+
         send(app, token, "   ").await.expect(422);
         send(app, token, &"x".repeat(2001)).await.expect(422);
     })

@@ -62,6 +62,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/chat/v1/auth"),
     ("POST", "/chat/v1/greeting"),
     ("POST", "/chat/v1/messages"),
+    ("GET", "/chat/v1/messages"),
     ("GET", "/widget/v1/confide.js"),
     ("GET", "/widget/v1/integrity"),
     ("GET", "/api/v1/orgs/{org_id}/api-keys"),

@@ -641,3 +641,39 @@ pub async fn send_message(
         }),
     ))
 }
+
+#[derive(Serialize, ToSchema)]
+pub struct MessageList {
+    /// Oldest first.
+    pub messages: Vec<MessageView>,
+}
+
+/// The chat so far, for a widget catching up after a reconnect (events sent while it was offline
+/// are not replayed by the realtime channel).
+#[utoipa::path(get, path = "/chat/v1/messages", tag = "chat",
+    responses(
+        (status = 200, description = "The chat's messages, oldest first (at most 500)", body = MessageList),
+        (status = 403, description = "Invalid or expired chat token", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+    ))]
+pub async fn list_messages(
+    State(state): State<AppState>,
+    axum::Extension(ip): axum::Extension<ClientIp>,
+    headers: HeaderMap,
+) -> ApiResult<Json<MessageList>> {
+    limit(
+        &state,
+        ip,
+        format!("chat-ip:{}", ip.0),
+        state.settings.rate_limits.chat_per_minute,
+    )
+    .await?;
+    let context = chat_context(&state, ip, &headers).await?;
+    let messages = state
+        .store
+        .list_messages(context.conversation.id, 500)
+        .await?;
+    Ok(Json(MessageList {
+        messages: messages.iter().map(MessageView::from).collect(),
+    }))
+}

@@ -20,7 +20,7 @@ pub async fn chat_cors(request: Request, next: Next) -> Response {
         let headers = preflight.headers_mut();
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("POST"),
+            HeaderValue::from_static("GET, POST"),
         );
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
