@@ -189,3 +189,23 @@ def test_credential_endpoints_are_rate_limited_per_address_in_a_moving_window(ma
     # Other endpoints have their own, larger quota.
     assert requests.get(confide.base + "/api/v1/me", timeout=10).status_code == 401
     assert audit_actions(confide, "platform").count("rate_limit.hit") == 1, "audited once per address and minute"
+
+
+def test_every_chat_endpoint_shares_one_moving_window_per_visitor_address(make_confide):
+    confide = make_confide(CONFIDE_RATE_LIMIT_CHAT_PER_MINUTE="3")
+    calls = [
+        lambda: requests.post(confide.base + "/chat/v1/no-such-bot/sessions", json={}, timeout=10),
+        lambda: requests.post(confide.base + "/chat/v1/auth", data={"socket_id": "1.2", "channel_name": "x"},
+                              timeout=10),
+        lambda: requests.post(confide.base + "/chat/v1/messages", json={"text": "hi"}, timeout=10),
+        lambda: requests.get(confide.base + "/chat/v1/messages", timeout=10),
+    ]
+    statuses = [call().status_code for call in calls]
+    assert all(s != 429 for s in statuses[:3]) and statuses[3] == 429, statuses
+    limited = calls[0]()
+    assert limited.status_code == 429 and limited.json()["error"]["code"] == "rate_limited"
+    # A CORS preflight is not a request and is not counted or refused.
+    preflight = requests.options(confide.base + "/chat/v1/messages",
+                                 headers={"Origin": "https://shop.example.com",
+                                          "Access-Control-Request-Method": "POST"}, timeout=10)
+    assert preflight.status_code == 204

@@ -120,6 +120,10 @@ pub fn router(state: AppState) -> Router {
                 .options(preflight),
         )
         .layer(DefaultBodyLimit::max(extract::MAX_CREDENTIAL_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::chat_rate_limit,
+        ))
         .layer(axum::middleware::from_fn(middleware::chat_cors));
 
     let app = Router::new()

@@ -188,13 +188,6 @@ pub async fn start_chat(
     StrictJson(request): StrictJson<StartChatRequest>,
 ) -> ApiResult<(StatusCode, Json<ChatSession>)> {
     let limits = state.settings.rate_limits;
-    limit(
-        &state,
-        ip,
-        format!("chat-ip:{}", ip.0),
-        limits.chat_per_minute,
-    )
-    .await?;
     let unknown = || ApiError::new(StatusCode::NOT_FOUND, "unknown_bot", "no bot has this key");
     if bot_key.len() > 64 {
         return Err(unknown());
@@ -431,13 +424,6 @@ pub async fn channel_auth(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<ChannelAuth>> {
-    limit(
-        &state,
-        ip,
-        format!("chat-ip:{}", ip.0),
-        state.settings.rate_limits.chat_per_minute,
-    )
-    .await?;
     let is_form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -558,13 +544,6 @@ pub async fn greeting(
     axum::Extension(ip): axum::Extension<ClientIp>,
     headers: HeaderMap,
 ) -> ApiResult<(StatusCode, Json<Posted>)> {
-    limit(
-        &state,
-        ip,
-        format!("chat-ip:{}", ip.0),
-        state.settings.rate_limits.chat_per_minute,
-    )
-    .await?;
     let context = chat_context(&state, ip, &headers).await?;
     limit(
         &state,
@@ -606,13 +585,6 @@ pub async fn send_message(
     headers: HeaderMap,
     StrictJson(request): StrictJson<SendMessage>,
 ) -> ApiResult<(StatusCode, Json<Posted>)> {
-    limit(
-        &state,
-        ip,
-        format!("chat-ip:{}", ip.0),
-        state.settings.rate_limits.chat_per_minute,
-    )
-    .await?;
     let text = request.text.trim();
     if text.is_empty() || text.chars().count() > MAX_MESSAGE_CHARS {
         return Err(ApiError::new(
@@ -661,13 +633,6 @@ pub async fn list_messages(
     axum::Extension(ip): axum::Extension<ClientIp>,
     headers: HeaderMap,
 ) -> ApiResult<Json<MessageList>> {
-    limit(
-        &state,
-        ip,
-        format!("chat-ip:{}", ip.0),
-        state.settings.rate_limits.chat_per_minute,
-    )
-    .await?;
     let context = chat_context(&state, ip, &headers).await?;
     let messages = state
         .store

@@ -14,5 +14,5 @@ pub use client_ip::{ClientIp, client_ip};
 pub use cors::cors;
 pub use headers::security_headers;
 pub use params::reject_duplicate_parameters;
-pub use rate_limit::rate_limit;
+pub use rate_limit::{chat_rate_limit, rate_limit};
 pub use request_id::{RequestId, request_id};

@@ -55,6 +55,29 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
     }
 }
 
+/// Every chat endpoint, per visitor address, in one place (handlers add per-bot and per-chat
+/// limits). Preflights do not count.
+pub async fn chat_rate_limit(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.method() == axum::http::Method::OPTIONS {
+        return next.run(request).await;
+    }
+    let ip = request
+        .extensions()
+        .get::<ClientIp>()
+        .copied()
+        .unwrap_or(ClientIp(std::net::IpAddr::from([0, 0, 0, 0])));
+    let per_minute = state.settings.rate_limits.chat_per_minute;
+    let details = json!({ "bucket": "chat", "limit_per_minute": per_minute });
+    match check(&state, ip, format!("chat-ip:{}", ip.0), per_minute, details).await {
+        Ok(()) => next.run(request).await,
+        Err(err) => err.into_response(),
+    }
+}
+
 /// Counts one request for `key` against a per-minute moving window (shared between nodes when
 /// Redis is configured). A refusal is a 429 with `Retry-After`, audited once per key and minute.
 pub async fn check(
