@@ -99,16 +99,8 @@ impl FromRequestParts<AppState> for MaybeAuth {
     }
 }
 
-fn client_ip(parts: &Parts) -> ClientIp {
-    parts
-        .extensions
-        .get::<ClientIp>()
-        .copied()
-        .unwrap_or(ClientIp(std::net::IpAddr::from([0, 0, 0, 0])))
-}
-
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<Auth>, ApiError> {
-    let ip = client_ip(parts);
+    let ip = crate::middleware::recorded_client_ip(&parts.extensions);
     if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
         let credential = value
             .to_str()

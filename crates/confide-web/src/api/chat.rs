@@ -297,6 +297,21 @@ pub async fn start_chat(
 struct ChatContext {
     bot: Chatbot,
     conversation: Conversation,
+    /// Read once per request: the checks and the replies both use it.
+    settings: ChatSettings,
+}
+
+impl ChatContext {
+    /// Messages and greeting requests per chat, on top of the per-address layer.
+    async fn limit_messages(&self, state: &AppState, ip: ClientIp) -> ApiResult<()> {
+        limit(
+            state,
+            ip,
+            format!("chat-conv:{}", self.conversation.id),
+            state.settings.rate_limits.messages_per_chat_per_minute,
+        )
+        .await
+    }
 }
 
 async fn chat_context(
@@ -387,7 +402,11 @@ async fn chat_context(
         .await);
     }
     check_ip(state, &settings, org, ip).await?;
-    Ok(ChatContext { bot, conversation })
+    Ok(ChatContext {
+        bot,
+        conversation,
+        settings,
+    })
 }
 
 #[derive(Serialize, ToSchema)]
@@ -545,15 +564,9 @@ pub async fn greeting(
     headers: HeaderMap,
 ) -> ApiResult<(StatusCode, Json<Posted>)> {
     let context = chat_context(&state, ip, &headers).await?;
-    limit(
-        &state,
-        ip,
-        format!("chat-conv:{}", context.conversation.id),
-        state.settings.rate_limits.messages_per_chat_per_minute,
-    )
-    .await?;
-    let settings = state.store.get_chat_settings(context.bot.id).await?;
-    let message = post_to_chat(&state, &context, Sender::Bot, settings.greeting).await?;
+    context.limit_messages(&state, ip).await?;
+    let greeting = context.settings.greeting.clone();
+    let message = post_to_chat(&state, &context, Sender::Bot, greeting).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Posted {
@@ -594,17 +607,11 @@ pub async fn send_message(
         ));
     }
     let context = chat_context(&state, ip, &headers).await?;
-    limit(
-        &state,
-        ip,
-        format!("chat-conv:{}", context.conversation.id),
-        state.settings.rate_limits.messages_per_chat_per_minute,
-    )
-    .await?;
+    context.limit_messages(&state, ip).await?;
     let message = post_to_chat(&state, &context, Sender::Visitor, text.to_owned()).await?;
     // Until the conversation engine exists, every message gets the bot's configured fallback.
-    let settings = state.store.get_chat_settings(context.bot.id).await?;
-    let reply = post_to_chat(&state, &context, Sender::Bot, settings.fallback_reply).await?;
+    let fallback = context.settings.fallback_reply.clone();
+    let reply = post_to_chat(&state, &context, Sender::Bot, fallback).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Posted {

@@ -12,6 +12,14 @@ use crate::state::AppState;
 
 pub use confide_domain::ClientIp;
 
+/// The address `client_ip` recorded for this request (unspecified if the layer did not run).
+pub fn recorded(extensions: &axum::http::Extensions) -> ClientIp {
+    extensions
+        .get::<ClientIp>()
+        .copied()
+        .unwrap_or(ClientIp(IpAddr::from([0, 0, 0, 0])))
+}
+
 pub async fn client_ip(
     State(state): State<AppState>,
     mut request: Request,

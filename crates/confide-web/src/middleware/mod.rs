@@ -10,7 +10,7 @@ pub mod rate_limit;
 mod request_id;
 
 pub use chat_cors::chat_cors;
-pub use client_ip::{ClientIp, client_ip};
+pub use client_ip::{ClientIp, client_ip, recorded as recorded_client_ip};
 pub use cors::cors;
 pub use headers::security_headers;
 pub use params::reject_duplicate_parameters;

@@ -29,11 +29,7 @@ fn is_credential_endpoint(path: &str) -> bool {
 }
 
 pub async fn rate_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let ip = request
-        .extensions()
-        .get::<ClientIp>()
-        .copied()
-        .unwrap_or(ClientIp(std::net::IpAddr::from([0, 0, 0, 0])));
+    let ip = crate::middleware::recorded_client_ip(request.extensions());
     // Under `nest` the URI is relative to the nest point; the original one names the endpoint.
     let path = request
         .extensions()
@@ -65,11 +61,7 @@ pub async fn chat_rate_limit(
     if request.method() == axum::http::Method::OPTIONS {
         return next.run(request).await;
     }
-    let ip = request
-        .extensions()
-        .get::<ClientIp>()
-        .copied()
-        .unwrap_or(ClientIp(std::net::IpAddr::from([0, 0, 0, 0])));
+    let ip = crate::middleware::recorded_client_ip(request.extensions());
     let per_minute = state.settings.rate_limits.chat_per_minute;
     let details = json!({ "bucket": "chat", "limit_per_minute": per_minute });
     match check(&state, ip, format!("chat-ip:{}", ip.0), per_minute, details).await {
