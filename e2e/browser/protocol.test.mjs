@@ -1,6 +1,7 @@
 // The widget's Pusher-protocol behaviour against a scripted hub that misbehaves on cue: close
-// codes, pings both ways, a dead connection, re-authorization and resubscription. The test against
-// a real `confide serve` is in widget.test.mjs.
+// codes, pings both ways, a dead connection, re-authorization, resubscription and the catch-up
+// after it, and the order of the identity verification for signed-in visitors. The tests against
+// a real `confide serve` are in widget.test.mjs.
 
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -12,6 +13,49 @@ import {
 import { startMockHub, WIDGET_FILE } from './lib/mock-hub.mjs';
 
 const integrity = sriOf(readFileSync(WIDGET_FILE));
+
+// What the customer's backend signs for its signed-in user (the scripted hub accepts this one).
+const JWT = 'eyJhbGciOiJFUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1c2VyLTQyIn0.bW9jay1zaWduYXR1cmUtb2YtdGhlLWN1c3RvbWVy';
+
+/**
+ * The customer's side of identity verification: the page's own script (an external file, as the
+ * strict CSP wants) asks its backend for a JWT; the backend answers `jwt`, or 401 when null.
+ * `script` replaces the page script (for hosts that misbehave).
+ */
+function customer(jwt, script) {
+  const asked = [];
+  return {
+    asked,
+    page: {
+      hostScript: script ?? `window.confideOptions = {
+  getAuthToken: (chatId) => fetch('/identity-token?chat=' + encodeURIComponent(chatId)).then((res) => {
+    if (!res.ok) throw new Error('not signed in');
+    return res.text();
+  }),
+};
+`,
+      routes: {
+        '/identity-token': (req, res) => {
+          asked.push(new URL(req.url, 'http://host').searchParams.get('chat'));
+          if (jwt) res.writeHead(200, { 'content-type': 'text/plain' }).end(jwt);
+          else res.writeHead(401, { 'content-type': 'text/plain' }).end('not signed in');
+        },
+      },
+    },
+  };
+}
+
+/** Everything the page keeps or shows: its URL, storage, cookies, markup and the widget's DOM. */
+function pageTraces(page) {
+  return page.evaluate(() => {
+    const parts = [location.href, document.cookie, JSON.stringify({ ...localStorage }), JSON.stringify({ ...sessionStorage }),
+      document.documentElement.outerHTML];
+    for (const el of document.querySelector('confide-chat').shadowRoot.querySelectorAll('*')) {
+      parts.push(el.textContent, el.value ?? '', ...[...el.attributes].map((a) => a.value));
+    }
+    return parts.join('\n');
+  });
+}
 
 test('the widget file: ASCII only, small, and free of HTML-string and eval sinks', () => {
   const source = readFileSync(WIDGET_FILE);
@@ -36,9 +80,9 @@ describe('widget protocol (scripted hub)', () => {
   });
 
   // One hub, host page and browser page per test.
-  async function setup(hubOptions = {}) {
+  async function setup(hubOptions = {}, pageOptions = {}) {
     const hub = await startMockHub(hubOptions);
-    const site = await startHostPage({ hostname: 'localhost', server: hub.url, bot: hub.botKey, integrity });
+    const site = await startHostPage({ hostname: 'localhost', server: hub.url, bot: hub.botKey, integrity, ...pageOptions });
     const watched = await openWatched(browser, site.url);
     const w = widget(watched.page);
     const teardown = async () => {
@@ -53,6 +97,24 @@ describe('widget protocol (scripted hub)', () => {
     await tabToLauncher(t.page);
     await t.page.keyboard.press('Enter');
     await waitFor(async () => (await t.w.status.getAttribute('data-state')) === 'connected', { what: 'connected' });
+  }
+
+  const requests = (hub) => hub.log.map((e) => `${e.method} ${e.path}`);
+
+  // Drops the socket and keeps the hub unreachable until the returned function is called.
+  async function dropConnection(t) {
+    const release = t.hub.holdConnections();
+    t.hub.closeAll(4201, 'pong not received');
+    await waitFor(() => t.hub.heldUpgrades.length === 1, { what: 'the widget trying to reconnect' });
+    return release;
+  }
+
+  // Frames are handled in order: once the pong is back, the widget has seen what was sent before.
+  async function roundTrip(conn) {
+    const pongs = () => conn.frames.filter((f) => f.event === 'pusher:pong').length;
+    const before = pongs();
+    conn.ws.send(JSON.stringify({ event: 'pusher:ping', data: {} }));
+    await waitFor(() => pongs() > before, { what: 'the pong' });
   }
 
   test('nothing is fetched before the bubble opens; then one session, one socket, one greeting', async () => {
@@ -141,8 +203,100 @@ describe('widget protocol (scripted hub)', () => {
       t.hub.pushToAll('Still here');
       await waitFor(async () => (await t.w.messages.count()) === 2, { what: 'message after reconnect' });
       assert.equal(await t.w.messages.last().textContent(), 'Bot: Still here');
-      assert.equal(t.hub.log.filter((e) => e.path === '/chat/v1/greeting').length, 1);
-      assert.equal(t.hub.log.filter((e) => e.path === '/chat/v1/auth').length, 2);
+      // The re-subscription, and only it, is followed by a catch-up.
+      assert.deepEqual(requests(t.hub), [
+        'POST /chat/v1/mockbot_0123456789/sessions', 'POST /chat/v1/auth', 'POST /chat/v1/greeting',
+        'POST /chat/v1/auth', 'GET /chat/v1/messages',
+      ]);
+      assert.ok(t.hub.log.at(-1).token, 'the catch-up carries X-Chat-Token');
+    } finally {
+      await t.teardown();
+    }
+  });
+
+  test('a reply published while the socket was down appears after the reconnect, once', async () => {
+    const t = await setup();
+    try {
+      await openAndConnect(t);
+      await waitFor(async () => (await t.w.messages.count()) === 1, { what: 'greeting' });
+      const release = await dropConnection(t);
+      t.hub.pushToAll('Sorry for the wait');
+      assert.equal(await t.w.messages.count(), 1, 'nobody was subscribed to receive it');
+      release();
+      await waitFor(async () => (await t.w.messages.count()) >= 2, { what: 'the missed reply' });
+      await waitFor(async () => (await t.w.status.getAttribute('data-state')) === 'connected', { what: 'connected' });
+      // The history holds the greeting too: it is not shown again.
+      assert.deepEqual(await t.w.messages.allTextContents(), ['Bot: Hello from the mock', 'Bot: Sorry for the wait']);
+      assert.deepEqual(requests(t.hub).slice(3), ['POST /chat/v1/auth', 'GET /chat/v1/messages']);
+    } finally {
+      await t.teardown();
+    }
+  });
+
+  test('messages arriving during the catch-up are shown after the history, once', async () => {
+    const t = await setup();
+    try {
+      await openAndConnect(t);
+      await waitFor(async () => (await t.w.messages.count()) === 1, { what: 'greeting' });
+      const reconnect = await dropConnection(t);
+      t.hub.pushToAll('Missed while away');
+      const answerHistory = t.hub.holdHistory();
+      reconnect();
+      await waitFor(() => requests(t.hub).includes('GET /chat/v1/messages'), { what: 'the catch-up request' });
+      // Published over the channel while the history is on its way (and stored, so it is in it too).
+      t.hub.pushToAll('Live during the catch-up');
+      await roundTrip(t.hub.live());
+      assert.equal(await t.w.messages.count(), 1, 'a live message waits for the history');
+      answerHistory();
+      await waitFor(async () => (await t.w.messages.count()) >= 3, { what: 'history and live message' });
+      assert.deepEqual(await t.w.messages.allTextContents(), [
+        'Bot: Hello from the mock', 'Bot: Missed while away', 'Bot: Live during the catch-up',
+      ]);
+      t.hub.pushToAll('After the catch-up');
+      await waitFor(async () => (await t.w.messages.count()) >= 4, { what: 'a later message' });
+      assert.equal(await t.w.messages.last().textContent(), 'Bot: After the catch-up');
+      assert.equal(await t.w.messages.count(), 4);
+    } finally {
+      await t.teardown();
+    }
+  });
+
+  test('a message sent during the catch-up stays after the messages it missed', async () => {
+    const t = await setup();
+    try {
+      await openAndConnect(t);
+      await waitFor(async () => (await t.w.messages.count()) === 1, { what: 'greeting' });
+      const reconnect = await dropConnection(t);
+      t.hub.pushToAll('Missed while away');
+      const answerHistory = t.hub.holdHistory();
+      reconnect();
+      await waitFor(() => requests(t.hub).includes('GET /chat/v1/messages'), { what: 'the catch-up request' });
+      await t.w.input.fill('Hello again');
+      await t.page.keyboard.press('Enter');
+      await waitFor(() => requests(t.hub).includes('POST /chat/v1/messages'), { what: 'the message sent' });
+      answerHistory();
+      await waitFor(async () => (await t.w.messages.count()) >= 4, { what: 'history, message and reply' });
+      assert.deepEqual(await t.w.messages.allTextContents(), [
+        'Bot: Hello from the mock', 'Bot: Missed while away', 'You: Hello again', 'Bot: A mock reply',
+      ]);
+      assert.equal(await t.w.root.locator('.msg.pending').count(), 0);
+    } finally {
+      await t.teardown();
+    }
+  });
+
+  test('offline and back online with the socket intact: Offline, then Connected again, no catch-up', async () => {
+    const t = await setup();
+    try {
+      await openAndConnect(t);
+      await t.context.setOffline(true);
+      await waitFor(async () => (await t.w.status.getAttribute('data-state')) === 'offline', { what: 'offline shown' });
+      await t.context.setOffline(false);
+      // The widget checks the socket with a ping; the pong proves it alive.
+      await waitFor(async () => (await t.w.status.getAttribute('data-state')) === 'connected', { what: 'connected again' });
+      assert.ok(t.hub.live().frames.some((f) => f.event === 'pusher:ping'));
+      assert.equal(t.hub.connections.length, 1);
+      assert.ok(!requests(t.hub).includes('GET /chat/v1/messages'));
     } finally {
       await t.teardown();
     }
@@ -275,6 +429,158 @@ describe('widget protocol (scripted hub)', () => {
       await waitFor(() => t.hub.live()?.subscribed.size === 1, { what: 'subscribed to the new chat' });
       const newChannel = [...t.hub.live().subscribed][0];
       assert.equal(newChannel, [...t.hub.chats.values()][0].channel);
+      assert.equal(await t.w.error.isVisible(), false);
+    } finally {
+      await t.teardown();
+    }
+  });
+
+  test('a signed-in visitor: verified before the channel is authorized, then the new chat token everywhere', async () => {
+    const backend = customer(JWT);
+    const t = await setup({}, backend.page);
+    try {
+      t.hub.opts.identity = { accept: JWT, sub: 'user-42' };
+      t.hub.opts.requireIdentity = { bot_message: 'Please sign in to your Acme account first.' };
+      await openAndConnect(t);
+      await waitFor(async () => (await t.w.messages.count()) === 1, { what: 'greeting' });
+      await t.w.input.fill('Where is my order?');
+      await t.page.keyboard.press('Enter');
+      await waitFor(async () => (await t.w.messages.count()) >= 3, { what: 'message and reply' });
+      assert.deepEqual(await t.w.messages.allTextContents(), [
+        'Bot: Hello from the mock', 'You: Where is my order?', 'Bot: A mock reply',
+      ]);
+      assert.deepEqual(requests(t.hub), [
+        'POST /chat/v1/mockbot_0123456789/sessions', 'POST /chat/v1/identity', 'POST /chat/v1/auth',
+        'POST /chat/v1/greeting', 'POST /chat/v1/messages',
+      ]);
+      const [started, identity, ...rest] = t.hub.log;
+      const chat = [...t.hub.chats.values()][0];
+      assert.deepEqual(backend.asked, [chat.id], 'getAuthToken is called with the chat id');
+      assert.equal(identity.chatToken, started.issued, 'verified with the token of the chat just started');
+      assert.match(identity.ct, /^application\/json/);
+      assert.deepEqual(JSON.parse(identity.body), { token: JWT });
+      for (const e of rest) assert.equal(e.chatToken, identity.issued, `${e.path} uses the verified chat token`);
+      assert.equal(chat.verified, 'user-42');
+      assert.equal(await t.w.error.isVisible(), false);
+      // The JWT went to the identity endpoint only.
+      assert.ok(!(await pageTraces(t.page)).includes(JWT), 'the JWT is not in the page');
+      assert.ok(!t.requests.some((r) => r.includes(JWT)), 'the JWT is not in a URL');
+      assert.ok(!t.problems.some((p) => p.includes(JWT)), 'the JWT is not logged');
+      assert.deepEqual(await t.violations(), []);
+    } finally {
+      await t.teardown();
+    }
+  });
+
+  test('the host page cannot tell who the visitor is: the chat goes on unverified, no identity request', async () => {
+    const hosts = {
+      'getAuthToken rejects': customer(null),
+      'getAuthToken throws': customer(null, "window.confideOptions = { getAuthToken: () => { throw new Error('no user'); } };\n"),
+      'getAuthToken resolves to no token': customer(null, 'window.confideOptions = { getAuthToken: async () => null };\n'),
+      'confideOptions without getAuthToken': customer(null, 'window.confideOptions = { getAuthToken: 42 };\n'),
+    };
+    for (const [name, backend] of Object.entries(hosts)) {
+      const t = await setup({}, backend.page);
+      try {
+        t.hub.opts.identity = { accept: JWT, sub: 'user-42' };
+        await openAndConnect(t);
+        await waitFor(async () => (await t.w.messages.count()) === 1, { what: `greeting (${name})` });
+        assert.deepEqual(requests(t.hub), [
+          'POST /chat/v1/mockbot_0123456789/sessions', 'POST /chat/v1/auth', 'POST /chat/v1/greeting',
+        ], name);
+        assert.equal(t.hub.log[1].chatToken, t.hub.log[0].issued, name);
+        assert.equal(await t.w.error.isVisible(), false, name);
+        assert.deepEqual(t.problems.filter((p) => !/status of 401/.test(p)), [], name);
+      } finally {
+        await t.teardown();
+      }
+    }
+  });
+
+  test('the identity token is refused: the chat goes on unverified with its first token; nothing sensitive logged', async () => {
+    const backend = customer(JWT);
+    const t = await setup({}, backend.page);
+    try {
+      t.hub.opts.identity = { accept: 'another.signed.token', sub: 'user-42' };
+      await openAndConnect(t);
+      await waitFor(async () => (await t.w.messages.count()) === 1, { what: 'greeting' });
+      assert.deepEqual(requests(t.hub), [
+        'POST /chat/v1/mockbot_0123456789/sessions', 'POST /chat/v1/identity', 'POST /chat/v1/auth', 'POST /chat/v1/greeting',
+      ]);
+      const [started, , auth, greeting] = t.hub.log;
+      assert.equal(auth.chatToken, started.issued);
+      assert.equal(greeting.chatToken, started.issued);
+      assert.equal([...t.hub.chats.values()][0].verified, undefined);
+      assert.equal(await t.w.error.isVisible(), false, 'an unverified chat is still a chat');
+      assert.ok(t.problems.some((p) => p.includes('invalid_identity_token')), t.problems.join('\n'));
+      assert.ok(!t.problems.some((p) => p.includes(JWT)));
+      assert.ok(!(await pageTraces(t.page)).includes(JWT));
+    } finally {
+      await t.teardown();
+    }
+  });
+
+  test('a bot that requires identity refuses an unverified visitor with its message, and nothing more is asked', async () => {
+    const t = await setup();
+    try {
+      t.hub.opts.requireIdentity = { bot_message: 'Please sign in to your Acme account first.' };
+      await tabToLauncher(t.page);
+      await t.page.keyboard.press('Enter');
+      await t.w.error.waitFor({ state: 'visible' });
+      assert.equal(await t.w.error.textContent(), 'Please sign in to your Acme account first.');
+      assert.equal(await t.w.status.getAttribute('data-state'), 'offline');
+      assert.equal(await t.w.input.isDisabled(), true);
+      assert.equal(await t.w.send.isDisabled(), true);
+      assert.deepEqual(requests(t.hub), ['POST /chat/v1/mockbot_0123456789/sessions', 'POST /chat/v1/auth']);
+      await waitFor(() => t.hub.connections[0]?.closedAt, { what: 'the socket closed' });
+      assert.equal(t.hub.connections.length, 1, 'no reconnection');
+      assert.equal(await t.w.messages.count(), 0);
+    } finally {
+      await t.teardown();
+    }
+    // Without the bot's own text the widget says it in its words.
+    const u = await setup();
+    try {
+      u.hub.opts.requireIdentity = {};
+      await tabToLauncher(u.page);
+      await u.page.keyboard.press('Enter');
+      await u.w.error.waitFor({ state: 'visible' });
+      assert.equal(await u.w.error.textContent(), 'Please sign in to chat with us.');
+    } finally {
+      await u.teardown();
+    }
+  });
+
+  test('a chat started again after its token expired is verified again before it is used', async () => {
+    const backend = customer(JWT);
+    const t = await setup({}, backend.page);
+    try {
+      t.hub.opts.identity = { accept: JWT, sub: 'user-42' };
+      t.hub.opts.requireIdentity = { bot_message: 'Please sign in to your Acme account first.' };
+      await openAndConnect(t);
+      await waitFor(async () => (await t.w.messages.count()) === 1, { what: 'greeting' });
+      t.hub.expireTokens();
+      await t.w.input.fill('are you there?');
+      await t.page.keyboard.press('Enter');
+      await waitFor(async () => (await t.w.messages.count()) >= 3, { what: 'message and reply' });
+      await waitFor(() => t.hub.live()?.subscribed.size === 1 && t.hub.log.length >= 9, { what: 'subscribed to the new chat' });
+      assert.deepEqual(await t.w.messages.allTextContents(), [
+        'Bot: Hello from the mock', 'You: are you there?', 'Bot: A mock reply',
+      ]);
+      const all = requests(t.hub);
+      assert.deepEqual(all.slice(0, 6), [
+        'POST /chat/v1/mockbot_0123456789/sessions', 'POST /chat/v1/identity', 'POST /chat/v1/auth',
+        'POST /chat/v1/greeting', 'POST /chat/v1/messages', 'POST /chat/v1/mockbot_0123456789/sessions',
+      ]);
+      assert.equal(all[6], 'POST /chat/v1/identity', 'the new chat is verified first');
+      assert.deepEqual(all.slice(7).sort(), ['POST /chat/v1/auth', 'POST /chat/v1/messages']);
+      const renewed = t.hub.log[6];
+      assert.equal(renewed.chatToken, t.hub.log[5].issued);
+      for (const e of t.hub.log.slice(7)) assert.equal(e.chatToken, renewed.issued, `${e.path} uses the new verified token`);
+      const chat = [...t.hub.chats.values()][0];
+      assert.equal(backend.asked.length, 2);
+      assert.equal(backend.asked[1], chat.id, 'getAuthToken is asked for the new chat');
+      assert.notEqual(backend.asked[0], backend.asked[1]);
       assert.equal(await t.w.error.isVisible(), false);
     } finally {
       await t.teardown();

@@ -3,6 +3,7 @@
 # runner with playwright-core driving Debian's Chromium:
 #   protocol.test.mjs  the widget's Pusher-protocol behaviour against a scripted hub
 #   widget.test.mjs    a strict-CSP host page on another loopback origin against a real `confide serve`
+#                      (SQLite, and PostgreSQL too when CONFIDE_TEST_DATABASE_URL is set)
 # Usage: e2e/browser/run.sh [node --test args]
 # The server binary: $CONFIDE_BIN, else target/debug/confide (built when missing).
 # The browser: $CHROMIUM_BIN, else /usr/bin/chromium (installed from Debian when missing).

@@ -1,12 +1,16 @@
 // Headless Chromium against a real `confide serve`: a customer's page on another loopback origin,
 // with a strict CSP, embeds the widget served by Confide at /widget/v1/confide.js with its SRI
 // hash; the visitor opens the bubble by keyboard, gets the bot's greeting, sends a message and
-// gets the reply. A page on an origin the bot does not allow cannot start a chat.
+// gets the reply. A page on an origin the bot does not allow cannot start a chat. After losing its
+// connection the widget catches up with what was said meanwhile. A signed-in customer's page has
+// its visitor verified with a JWT its backend signs (the test plays that backend).
 
 import assert from 'node:assert/strict';
+import { generateKeyPairSync, sign } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { startConfide } from './lib/confide.mjs';
+import { backends, startConfide } from './lib/confide.mjs';
+import { startProxy } from './lib/proxy.mjs';
 import {
   focusedInWidget, launchBrowser, openWatched, sleep, sriOf, startHostPage, tabToLauncher, waitFor, widget, WIDGET_FILE,
 } from './lib/harness.mjs';
@@ -14,7 +18,34 @@ import {
 const GREETING = 'Hello from Acme';
 const FALLBACK = 'Let me find someone who knows';
 
-describe('widget served by confide', () => {
+const b64url = (value) => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url');
+
+/** The customer's backend: an ES256 key pair, and a JWT for its signed-in user on request. */
+function customerBackend() {
+  const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  return {
+    publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }),
+    issued: [],
+    sign(claims) {
+      const input = `${b64url({ alg: 'ES256', typ: 'JWT' })}.${b64url(claims)}`;
+      const signature = sign('sha256', Buffer.from(input), { key: privateKey, dsaEncoding: 'ieee-p1363' });
+      const jwt = `${input}.${signature.toString('base64url')}`;
+      this.issued.push(jwt);
+      return jwt;
+    },
+  };
+}
+
+// The customer's page script (an external file, after the widget's tag): asks its backend.
+const SIGNED_IN_SCRIPT = `window.confideOptions = {
+  getAuthToken: (chatId) => fetch('/chat-identity?chat=' + encodeURIComponent(chatId)).then((res) => {
+    if (!res.ok) throw new Error('not signed in');
+    return res.text();
+  }),
+};
+`;
+
+for (const backend of backends()) describe(`widget served by confide (${backend})`, () => {
   let failed = false;
   // A test whose failure also prints the end of the server's log.
   const check = (name, fn) => test(name, async (t) => {
@@ -33,7 +64,7 @@ describe('widget served by confide', () => {
   const open = [];
 
   before(async () => {
-    confide = await startConfide();
+    confide = await startConfide({ backend });
     owner = await confide.owner();
     bot = await confide.createBot(owner, 'Support');
     await confide.chatSettings(owner, bot.id, {
@@ -216,5 +247,144 @@ describe('widget served by confide', () => {
     assert.equal(await w.root.locator('img, b, script').count(), 0, 'markup is shown as text, never parsed');
     assert.equal(await t.page.evaluate(() => document.getElementById('pwned')), null);
     assert.deepEqual(await t.violations(), []);
+  });
+
+  check('after a lost connection the widget shows, once, what was said while it was away', async () => {
+    // Its own server, whose public URL is a proxy the test can cut: the network between the two.
+    const proxy = await startProxy();
+    open.push(proxy.close);
+    const server = await startConfide({ backend, env: { CONFIDE_PUBLIC_URL: proxy.url } });
+    open.push(() => server.stop());
+    proxy.targetPort = server.port;
+    const boss = await server.owner('p@example.com', 'Proxied');
+    const proxiedBot = await server.createBot(boss, 'Support');
+    await server.chatSettings(boss, proxiedBot.id, { greeting: GREETING, fallback_reply: FALLBACK, allowed_domains: ['localhost'] });
+    const site = await startHostPage({
+      hostname: 'localhost', server: server.base, bot: proxiedBot.key, integrity, connect: [proxy.url, proxy.url.replace('http', 'ws')],
+    });
+    open.push(site.close);
+    const t = await openWatched(browser, site.url);
+    open.push(() => t.context.close());
+    const w = widget(t.page);
+    const sessionAnswer = t.page
+      .waitForResponse((res) => /\/chat\/v1\/[^/]+\/sessions$/.test(res.url()) && res.request().method() === 'POST')
+      .then((res) => res.json());
+    await tabToLauncher(t.page);
+    await t.page.keyboard.press('Enter');
+    await waitFor(async () => (await w.status.getAttribute('data-state')) === 'connected', { what: 'connected', timeout: 15000 });
+    await waitFor(async () => (await w.messages.count()) === 1, { what: 'the greeting' });
+    assert.deepEqual(t.sockets, [`ws://127.0.0.1:${proxy.port}/app/${proxiedBot.key}?protocol=7&client=confide-widget&version=1.0`]);
+
+    proxy.cut();
+    await waitFor(async () => (await w.status.getAttribute('data-state')) === 'reconnecting', { what: 'the widget noticing the drop' });
+    // The same chat goes on elsewhere (another tab of the visitor's) while this page is cut off.
+    const { token } = await sessionAnswer;
+    const sent = await fetch(`${server.base}/chat/v1/messages`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-chat-token': token, origin: site.origin },
+      body: JSON.stringify({ text: 'Sent while you were away' }),
+    });
+    assert.equal(sent.status, 202, await sent.clone().text());
+    assert.equal(await w.messages.count(), 1, 'nothing reached the cut-off page');
+    const catchUp = t.page.waitForResponse(
+      (res) => res.url().endsWith('/chat/v1/messages') && res.request().method() === 'GET',
+      { timeout: 15000 },
+    );
+
+    proxy.release();
+    assert.equal((await catchUp).status(), 200);
+    await waitFor(async () => (await w.messages.count()) >= 3, { what: 'the missed messages', timeout: 15000 });
+    assert.deepEqual(await w.messages.allTextContents(), [`Bot: ${GREETING}`, 'You: Sent while you were away', `Bot: ${FALLBACK}`]);
+    await waitFor(async () => (await w.status.getAttribute('data-state')) === 'connected', { what: 'connected again' });
+    assert.equal(await w.error.isVisible(), false);
+    assert.deepEqual(await t.violations(), []);
+  });
+
+  check('a signed-in customer: the backend\'s JWT verifies the visitor, who then chats with the verified token', async () => {
+    const members = await confide.createBot(owner, 'Members');
+    const backend = customerBackend();
+    const key = await confide.api('POST', `/api/v1/orgs/${owner.orgId}/bots/${members.id}/identity-keys`, {
+      token: owner.accessToken, body: { name: 'shop backend', public_key_pem: backend.publicKeyPem },
+    });
+    assert.equal(key.status, 201, key.text);
+    assert.equal(key.json.algorithm, 'ES256');
+    await confide.chatSettings(owner, members.id, {
+      greeting: GREETING, fallback_reply: FALLBACK, allowed_domains: ['localhost'], require_identity: true,
+    });
+
+    const site = await startHostPage({
+      hostname: 'localhost', server: confide.base, bot: members.key, integrity, hostScript: SIGNED_IN_SCRIPT,
+      routes: {
+        '/chat-identity': (req, res) => {
+          const chatId = new URL(req.url, 'http://host').searchParams.get('chat');
+          const now = Math.floor(Date.now() / 1000);
+          const jwt = backend.sign({ aud: members.key, sub: 'customer-7', iat: now, exp: now + 300, chat_id: chatId });
+          res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'no-store' }).end(jwt);
+        },
+      },
+    });
+    open.push(site.close);
+    const t = await openWatched(browser, site.url);
+    open.push(() => t.context.close());
+    const w = widget(t.page);
+    const chatRequests = [];
+    t.page.on('request', (req) => {
+      if (req.url().includes('/chat/v1/')) chatRequests.push({ path: new URL(req.url()).pathname, method: req.method(), token: req.headers()['x-chat-token'] });
+    });
+    const sessionAnswer = t.page
+      .waitForResponse((res) => /\/chat\/v1\/[^/]+\/sessions$/.test(res.url()) && res.request().method() === 'POST')
+      .then((res) => res.json());
+    const identityAnswer = t.page
+      .waitForResponse((res) => res.url().endsWith('/chat/v1/identity') && res.request().method() === 'POST', { timeout: 15000 })
+      .then(async (res) => ({ status: res.status(), body: await res.json() }));
+
+    await tabToLauncher(t.page);
+    await t.page.keyboard.press('Enter');
+    const identity = await identityAnswer;
+    assert.equal(identity.status, 200, JSON.stringify(identity.body));
+    assert.equal(identity.body.verified, true);
+    assert.equal(identity.body.user_id, 'customer-7');
+    await waitFor(async () => (await w.messages.count()) >= 1, { what: 'the greeting', timeout: 15000 });
+    await w.input.fill('Where is my order?');
+    await t.page.keyboard.press('Enter');
+    await waitFor(async () => (await w.messages.count()) >= 3, { what: 'the message and the reply' });
+    assert.deepEqual(await w.messages.allTextContents(), [`Bot: ${GREETING}`, 'You: Where is my order?', `Bot: ${FALLBACK}`]);
+    assert.equal(await w.error.isVisible(), false);
+
+    const session = await sessionAnswer;
+    assert.equal(backend.issued.length, 1);
+    const jwt = backend.issued[0];
+    // Verified with the new chat's token, and from then on the identity-bound one only.
+    const posts = chatRequests.filter((r) => r.method === 'POST');
+    assert.deepEqual(posts.map((r) => r.path), [
+      `/chat/v1/${members.key}/sessions`, '/chat/v1/identity', '/chat/v1/auth', '/chat/v1/greeting', '/chat/v1/messages',
+    ]);
+    assert.equal(posts[1].token, session.token);
+    for (const r of posts.slice(2)) assert.equal(r.token, identity.body.token, `${r.path} uses the verified chat token`);
+    // The old token no longer opens the chat.
+    const stale = await fetch(`${confide.base}/chat/v1/messages`, { headers: { 'x-chat-token': session.token, origin: site.origin } });
+    assert.equal(stale.status, 403);
+    // The JWT stays out of the page, its URLs and its console.
+    const traces = await t.page.evaluate(() => [location.href, document.cookie, JSON.stringify({ ...localStorage }),
+      JSON.stringify({ ...sessionStorage }), document.documentElement.outerHTML,
+      ...[...document.querySelector('confide-chat').shadowRoot.querySelectorAll('*')].flatMap((el) => [el.textContent, el.value ?? '',
+        ...[...el.attributes].map((a) => a.value)])].join('\n'));
+    assert.ok(!traces.includes(jwt));
+    assert.ok(!t.requests.some((r) => r.includes(jwt)));
+    assert.deepEqual(t.problems, []);
+    assert.deepEqual(await t.violations(), []);
+
+    // A visitor the page cannot vouch for is turned away by this bot.
+    const anonymous = await startHostPage({ hostname: 'localhost', server: confide.base, bot: members.key, integrity });
+    open.push(anonymous.close);
+    const u = await openWatched(browser, anonymous.url);
+    open.push(() => u.context.close());
+    const v = widget(u.page);
+    await tabToLauncher(u.page);
+    await u.page.keyboard.press('Enter');
+    await v.error.waitFor({ state: 'visible', timeout: 10000 });
+    assert.equal(await v.error.textContent(), 'Please sign in to chat with us.');
+    assert.equal(await v.input.isDisabled(), true);
+    assert.equal(await v.messages.count(), 0);
   });
 });

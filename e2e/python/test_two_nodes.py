@@ -1,7 +1,9 @@
 """Two `confide serve` processes sharing PostgreSQL and Redis behave as one service: a visitor
-connected to one node receives what the bot publishes through the other, and a rate limit counted
-on one node holds on the other."""
+connected to one node receives what the bot publishes through the other, a rate limit counted
+on one node holds on the other, and a presence channel has the same members on both."""
 
+import hashlib
+import hmac
 import json
 import os
 import socket
@@ -105,3 +107,45 @@ def test_a_rate_limit_counted_on_one_node_holds_on_the_other(two_nodes):
                 for node in (first, second, first, second, first)]
     assert statuses == [401, 401, 401, 401, 429]
     assert second.login("someone@example.com", "not the right password").status_code == 429
+
+
+def join_presence(node, credentials, channel, user_id):
+    """Connects to `node` on the platform app and joins a presence channel; answers the socket
+    and the roster."""
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{node.port}/app/{credentials['key']}?protocol=7&client=test&version=1.0",
+        timeout=10)
+    deadline = time.monotonic() + 20
+    established = receive(ws, "pusher:connection_established", deadline)
+    socket_id = json.loads(established["data"])["socket_id"]
+    channel_data = json.dumps({"user_id": user_id, "user_info": {"name": user_id}})
+    signature = hmac.new(credentials["secret"].encode(), f"{socket_id}:{channel}:{channel_data}".encode(),
+                         hashlib.sha256).hexdigest()
+    ws.send(json.dumps({"event": "pusher:subscribe", "data": {
+        "channel": channel, "auth": f"{credentials['key']}:{signature}", "channel_data": channel_data}}))
+    succeeded = receive(ws, "pusher_internal:subscription_succeeded", deadline)
+    return ws, json.loads(succeeded["data"])["presence"]
+
+
+def test_a_presence_channel_has_the_same_members_on_both_nodes(two_nodes):
+    first, second = two_nodes
+    answer = first.cli("admin", "realtime-credentials")
+    assert answer.returncode == 0, answer.stderr
+    credentials = json.loads(answer.stdout)
+
+    alice, roster = join_presence(first, credentials, "presence-desk", "alice")
+    try:
+        assert roster["ids"] == ["alice"]
+        # Bob joins on the other node: his roster holds alice, and alice hears of him.
+        bob, roster = join_presence(second, credentials, "presence-desk", "bob")
+        assert sorted(roster["ids"]) == ["alice", "bob"]
+        assert roster["hash"]["alice"] == {"name": "alice"}
+        deadline = time.monotonic() + 20
+        added = json.loads(receive(alice, "pusher_internal:member_added", deadline)["data"])
+        assert added == {"user_id": "bob", "user_info": {"name": "bob"}}
+        # He leaves: alice hears that too.
+        bob.close()
+        removed = json.loads(receive(alice, "pusher_internal:member_removed", deadline)["data"])
+        assert removed == {"user_id": "bob"}
+    finally:
+        alice.close()

@@ -16,6 +16,14 @@
  * on subscription_succeeded ask for the greeting once; render `message` events (deduplicated by
  * id); send with POST /chat/v1/messages. Pings after activity_timeout of silence, treats a missing
  * pong as a dead connection, reconnects with backoff following the Pusher close-code ranges.
+ * After a re-subscription it catches up with GET /chat/v1/messages, since the channel does not
+ * replay what was published while the socket was down.
+ *
+ * Signed-in visitors: a host page that knows its user sets, from its own script and in any order,
+ *   window.confideOptions = { getAuthToken: (chatId) => Promise<string> }
+ * resolving to a JWT its backend signed (aud = the bot key, sub = the user id, exp). When a chat
+ * starts the widget posts it to /chat/v1/identity and continues with the identity-bound chat token
+ * it gets back; when that fails it continues unverified. The JWT is never stored or shown.
  *
  * Refusals: the error body is {"error":{"code","message","bot_message"?}}. The widget shows
  * `bot_message` when present (a bot's configured text), else the server's message for
@@ -48,6 +56,8 @@
   const CONNECT_TIMEOUT = 15000;
   const MAX_ACTIVITY = 120000;
   const MAX_BACKOFF = 30000;
+  const AUTH_TOKEN_TIMEOUT = 10000;
+  const MAX_AUTH_TOKEN = 8192;
 
   const TEXT = {
     origin_not_allowed: 'Chat is not available on this website.',
@@ -58,6 +68,7 @@
     unknown_bot: 'This chat is not available.',
     invalid_message: 'A message is 1 to 2000 characters.',
     invalid_chat_token: 'Your chat session has expired.',
+    identity_required: 'Please sign in to chat with us.',
     network: 'Cannot reach the chat service. Retrying\u2026',
     realtime: 'The chat service refused the live connection. Replies still arrive after you send.',
     generic: 'Something went wrong. Please try again.',
@@ -249,9 +260,10 @@
     el.append(h('span', 'sr', null, WHO[sender]), document.createTextNode(text));
     return el;
   };
-  const append = (el) => {
+  // Unconfirmed visitor messages stay last: what the server has confirmed goes before them.
+  const append = (el, last) => {
     const stick = nearBottom();
-    log.append(el);
+    log.insertBefore(el, last || !pending.length ? null : pending[0].el);
     paint(el);
     if (stick || el.classList.contains('visitor')) scrollDown();
   };
@@ -259,8 +271,13 @@
   // ---------------------------------------------------------------- messages
   const seen = new Set();
   const pending = []; // visitor messages shown before the server confirmed them: {el, text}
+  let held = null; // messages that arrived during a catch-up, shown after the history
   const render = (m) => {
     if (!m || typeof m !== 'object' || typeof m.id !== 'string' || typeof m.text !== 'string') return;
+    if (held) {
+      held.push(m);
+      return;
+    }
     if (seen.has(m.id)) return;
     seen.add(m.id);
     const sender = m.sender === 'visitor' || m.sender === 'agent' ? m.sender : 'bot';
@@ -270,6 +287,7 @@
       // belongs to the same text, else to the oldest one waiting (the server may normalise text).
       const i = Math.max(0, pending.findIndex((p) => p.text === m.text));
       el = pending.splice(i, 1)[0].el;
+      if (i > 0) log.insertBefore(el, pending[0].el);
       el.lastChild.textContent = m.text;
       el.classList.remove('pending');
       paint(el);
@@ -285,12 +303,15 @@
   };
 
   // ---------------------------------------------------------------- HTTP
-  const api = async (url, token, body, formData) => {
+  // POST with a JSON body, POST with a form (a URLSearchParams), or GET (method 'GET').
+  const api = async (url, token, body, method) => {
     const headers = {};
     let payload;
-    if (formData) {
+    if (method === 'GET') {
+      payload = undefined;
+    } else if (body instanceof URLSearchParams) {
       headers['Content-Type'] = 'application/x-www-form-urlencoded';
-      payload = new URLSearchParams(formData).toString();
+      payload = body.toString();
     } else {
       headers['Content-Type'] = 'application/json';
       payload = JSON.stringify(body || {});
@@ -299,7 +320,9 @@
     let res;
     try {
       res = await fetch(url, {
-        method: 'POST', headers, body: payload, mode: 'cors', credentials: 'omit', cache: 'no-store',
+        method: method || 'POST', headers, body: payload, mode: 'cors', credentials: 'omit', cache: 'no-store',
+        // A catch-up holds back live messages until it answers: it must not hang.
+        signal: method === 'GET' && AbortSignal.timeout ? AbortSignal.timeout(CONNECT_TIMEOUT) : undefined,
       });
     } catch (_) {
       return { ok: false, status: 0, code: 'network', err: {}, data: null, retryAfter: 0 };
@@ -400,7 +423,8 @@
         return;
       }
       sessionAttempts = 0;
-      session = { chat_id: d.chat_id, channel: d.channel, token: d.token, ws: wsUrl, auth: authUrl.href };
+      const token = await verifyIdentity(String(d.chat_id), d.token);
+      session = { chat_id: d.chat_id, channel: d.channel, token, ws: wsUrl, auth: authUrl.href };
       if (typeof d.visitor_id === 'string') saveVisitor(d.visitor_id);
       if (renewal) greeted = true; // a renewed chat does not greet again
       sendBtn.disabled = false;
@@ -410,6 +434,44 @@
       starting = null;
     });
     return starting;
+  };
+
+  // The host page says who its signed-in visitor is; the answer is the chat token to use from now
+  // on (bound to that identity), or the unverified one when there is no identity or it is refused.
+  const verifyIdentity = async (chatId, token) => {
+    let jwt = null;
+    let timer = 0;
+    try {
+      const opts = window.confideOptions;
+      if (!opts || typeof opts.getAuthToken !== 'function') return token;
+      jwt = await Promise.race([
+        opts.getAuthToken(chatId),
+        new Promise((resolve) => {
+          timer = setTimeout(resolve, AUTH_TOKEN_TIMEOUT, null);
+        }),
+      ]);
+    } catch (_) {
+      jwt = null; // the host page could not tell: continue unverified
+    } finally {
+      clearTimeout(timer);
+    }
+    if (typeof jwt !== 'string' || !jwt || jwt.length > MAX_AUTH_TOKEN) return token;
+    const r = await api(SERVER + '/chat/v1/identity', token, { token: jwt });
+    if (r.ok && r.data && typeof r.data.token === 'string' && r.data.token) return r.data.token;
+    // The code only: the token itself stays out of logs.
+    console.warn('Confide widget: the visitor is not verified (' + String(r.code).slice(0, 64) + ')');
+    return token;
+  };
+
+  // A refusal the visitor cannot get past by retrying (e.g. the bot serves signed-in visitors only).
+  const refuseChat = (r) => {
+    closeSocket();
+    halted = true;
+    refused = true;
+    input.disabled = true;
+    sendBtn.disabled = true;
+    setState('offline');
+    showError(errorText(r));
   };
 
   const renew = async () => {
@@ -577,6 +639,10 @@
       case 'pusher:ping':
         frame(sock, 'pusher:pong', {});
         break;
+      case 'pusher:pong':
+        // The answer to the ping sent when the browser came back online: the socket survived.
+        if (subscribed && state === 'offline' && navigator.onLine !== false) setState('connected');
+        break;
       case 'pusher:error':
         lastError = data && typeof data === 'object' ? data : null;
         break;
@@ -595,12 +661,14 @@
 
   const authorize = async (sock) => {
     const s = session;
-    const r = await api(s.auth, s.token, null, { socket_id: socketId, channel_name: s.channel });
+    const r = await api(s.auth, s.token, new URLSearchParams({ socket_id: socketId, channel_name: s.channel }));
     if (ws !== sock || session !== s) return;
     if (r.ok && r.data && typeof r.data.auth === 'string') {
       frame(sock, 'pusher:subscribe', { channel: s.channel, auth: r.data.auth });
     } else if (r.code === 'invalid_chat_token') {
       renew();
+    } else if (r.code === 'identity_required') {
+      refuseChat(r);
     } else if (transient(r)) {
       reconnect('slow');
     } else {
@@ -613,7 +681,35 @@
     attempts = 0;
     setState('connected');
     if (!refused && errorLine.textContent === TEXT.network) showError('');
+    if (session.resubscribed) catchUp(0);
+    session.resubscribed = true;
     greet();
+  };
+
+  // What was published while the socket was down. Messages arriving meanwhile are held, so the
+  // history goes first and nothing shows twice (render skips ids already shown).
+  let catchUpAgain = false;
+  let catchUpTimer = 0;
+  const catchUp = async (tries) => {
+    clearTimeout(catchUpTimer);
+    if (held) {
+      catchUpAgain = true;
+      return;
+    }
+    const s = session;
+    held = [];
+    const r = await api(SERVER + '/chat/v1/messages', s.token, null, 'GET');
+    const arrived = held;
+    held = null;
+    if (session === s && r.ok && r.data && Array.isArray(r.data.messages)) r.data.messages.forEach(render);
+    arrived.forEach(render);
+    if (catchUpAgain) {
+      catchUpAgain = false;
+      catchUp(0);
+    } else if (!r.ok && transient(r) && session === s && tries < 5) {
+      const wait = r.retryAfter ? r.retryAfter * 1000 : backoff(tries);
+      catchUpTimer = setTimeout(() => catchUp(tries + 1), Math.max(1000, wait));
+    }
   };
 
   const greet = async () => {
@@ -621,6 +717,7 @@
     greeted = true;
     const r = await api(SERVER + '/chat/v1/greeting', session.token);
     if (r.ok && r.data) render(r.data.message);
+    else if (r.code === 'identity_required') refuseChat(r);
     else if (!r.ok) showError(errorText(r));
   };
 
@@ -662,7 +759,7 @@
     el.classList.add('pending');
     const entry = { el, text };
     pending.push(entry);
-    append(el);
+    append(el, true);
     const r = await post(text, false);
     if (r.ok && r.data) {
       render(r.data.message);
@@ -677,8 +774,9 @@
     el.classList.add('failed');
     el.append(h('span', 'sr', null, ' (not sent)'));
     paint(el);
-    showError(errorText(r));
     if (!input.value) input.value = text;
+    if (r.code === 'identity_required') refuseChat(r);
+    else showError(errorText(r));
   });
 
   // ---------------------------------------------------------------- opening and closing

@@ -80,6 +80,22 @@ typed_id!(
     BotId
 );
 typed_id!(
+    /// A dialogue of a bot (pattern dialogues for now).
+    DialogueId
+);
+typed_id!(
+    /// A blocked address or network of an organization (temporary, or the persistent blacklist).
+    AddressBlockId
+);
+typed_id!(
+    /// An address or network an organization trusts: spam detection and blocks never apply.
+    TrustedAddressId
+);
+typed_id!(
+    /// A public key a bot owner uploaded to verify their visitors' identity tokens.
+    IdentityKeyId
+);
+typed_id!(
     /// A server-side login session.
     SessionId
 );
@@ -98,6 +114,14 @@ typed_id!(
 typed_id!(
     /// One event in an audit chain.
     AuditEventId
+);
+typed_id!(
+    /// A webhook endpoint of a bot: a URL, the events it receives and its signing secret.
+    WebhookId
+);
+typed_id!(
+    /// One event for one webhook endpoint; also its `webhook-id` header, the same on every retry.
+    WebhookDeliveryId
 );
 
 #[cfg(test)]

@@ -2,20 +2,26 @@
 //! This crate knows no HTTP, no SQL and no clock; time is passed in.
 
 pub mod access;
+pub mod dialogue;
 pub mod ids;
 pub mod input;
+pub mod network;
 pub mod origins;
 pub mod restrictions;
+pub mod spam;
 pub mod traffic;
+pub mod webhooks;
 
 pub use access::{ApiScope, BotAccess, BotPermission, OrgRole, Principal, SharingPolicy};
 pub use ids::{
-    ApiKeyId, AuditEventId, BotId, ConversationId, InvitationId, MessageId, OrgId, SessionId,
-    UserId,
+    AddressBlockId, ApiKeyId, AuditEventId, BotId, ConversationId, DialogueId, IdentityKeyId,
+    InvitationId, MessageId, OrgId, SessionId, TrustedAddressId, UserId, WebhookDeliveryId,
+    WebhookId,
 };
 pub use input::{Email, InputError, Name};
 pub use origins::{AllowedDomain, origin_allowed};
 pub use restrictions::{ActiveWindow, Restrictions, Weekday};
+pub use webhooks::{RetryDecision, RetrySchedule, WebhookEvent};
 
 /// The client's address as the web layer resolved it (the peer, or the forwarded address when the
 /// peer is a trusted proxy). Every layer that limits or records by address uses this one.

@@ -3,6 +3,7 @@
 //! never see each other's events.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -18,6 +19,8 @@ pub struct App {
     pub client_events: bool,
     /// Which pages may open a WebSocket for this app.
     pub origins: OriginPolicy,
+    /// Which client addresses may open a WebSocket for this app.
+    pub addresses: AddressPolicy,
 }
 
 impl fmt::Debug for App {
@@ -27,6 +30,7 @@ impl fmt::Debug for App {
             .field("key", &self.key)
             .field("client_events", &self.client_events)
             .field("origins", &self.origins)
+            .field("addresses", &self.addresses)
             .finish_non_exhaustive()
     }
 }
@@ -40,7 +44,67 @@ impl App {
             && self.client_events == other.client_events
             && self.secret.expose_secret() == other.secret.expose_secret()
             && self.origins.same_as(&other.origins)
+            && self.addresses.same_as(&other.addresses)
     }
+}
+
+/// A rule deciding whether a client at this address may connect (the web layer's IP lists, a
+/// country database...). The address is the web layer's `ClientIp`, or the peer address.
+pub type AddressRule = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
+
+/// Which client addresses may open a WebSocket for an app: every rule must allow the address.
+/// A refused handshake is closed with 4009 (unauthorized: pusher-js does not retry) and reported
+/// to [`AppDirectory::connection_refused`] with the name of the rule that refused it.
+#[derive(Clone, Default)]
+pub struct AddressPolicy {
+    rules: Vec<(&'static str, AddressRule)>,
+}
+
+impl fmt::Debug for AddressPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.rules.iter().map(|(name, _)| name))
+            .finish()
+    }
+}
+
+impl AddressPolicy {
+    /// Every address may connect.
+    pub fn any() -> AddressPolicy {
+        AddressPolicy::default()
+    }
+
+    /// Adds a rule; `name` (`"ip"`, `"country"`) says which one refused in logs and audits.
+    pub fn with_rule(mut self, name: &'static str, rule: AddressRule) -> AddressPolicy {
+        self.rules.push((name, rule));
+        self
+    }
+
+    /// The name of the first rule that refuses `ip`, or `None` when all allow it.
+    pub fn refusal(&self, ip: IpAddr) -> Option<&'static str> {
+        self.rules
+            .iter()
+            .find(|(_, rule)| !rule(ip))
+            .map(|(name, _)| *name)
+    }
+
+    fn same_as(&self, other: &AddressPolicy) -> bool {
+        self.rules.len() == other.rules.len()
+            && self
+                .rules
+                .iter()
+                .zip(&other.rules)
+                .all(|((a, ra), (b, rb))| a == b && Arc::ptr_eq(ra, rb))
+    }
+}
+
+/// Why the hub refused a WebSocket handshake for a known app.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionRefusal {
+    /// The page's `Origin` is not allowed ([`OriginPolicy`]).
+    Origin,
+    /// The client address was refused by the named rule ([`AddressPolicy`]).
+    Address(&'static str),
 }
 
 /// A rule deciding whether the page at `Origin` may connect.
@@ -98,6 +162,9 @@ pub trait AppDirectory: Send + Sync {
     async fn by_key(&self, key: &str) -> Option<App>;
     /// The app whose id is `id` (HTTP API).
     async fn by_id(&self, id: &str) -> Option<App>;
+    /// Told of every handshake refused by an app's own policy, before the client is answered,
+    /// so the web layer can audit it. The default does nothing.
+    async fn connection_refused(&self, _app: &App, _ip: IpAddr, _refusal: ConnectionRefusal) {}
 }
 
 /// A fixed list of apps (tests, single-app deployments).
@@ -136,5 +203,21 @@ mod tests {
         assert!(!policy.allows(Some("https://shop.example.com.evil.net")));
         assert!(!policy.allows(None));
         assert!(OriginPolicy::Any.allows(None));
+    }
+
+    #[test]
+    fn every_address_rule_must_allow_and_the_first_refusing_one_is_named() {
+        let loopback: AddressRule = Arc::new(|ip: IpAddr| ip.is_loopback());
+        let not_v6: AddressRule = Arc::new(|ip: IpAddr| ip.is_ipv4());
+        let policy = AddressPolicy::any()
+            .with_rule("ip", loopback)
+            .with_rule("country", not_v6);
+        assert_eq!(policy.refusal("127.0.0.1".parse().unwrap()), None);
+        assert_eq!(policy.refusal("10.0.0.1".parse().unwrap()), Some("ip"));
+        assert_eq!(policy.refusal("::1".parse().unwrap()), Some("country"));
+        assert_eq!(
+            AddressPolicy::any().refusal("10.0.0.1".parse().unwrap()),
+            None
+        );
     }
 }

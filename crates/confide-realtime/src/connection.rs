@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::SinkExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::time::{Instant, timeout};
@@ -242,12 +243,7 @@ impl Session {
             }
         };
         let user_id = member.as_ref().map(|m| m.user_id.clone());
-        match self.room.join(
-            &self.peer,
-            channel,
-            member,
-            self.hub.config.presence_max_members,
-        ) {
+        match self.hub.join(&self.room, &self.peer, channel, member) {
             Ok(()) => {
                 if !already {
                     self.subscriptions.push(Subscription {
@@ -309,8 +305,8 @@ impl Session {
             .position(|s| *s.channel == *request.channel)
         {
             let sub = self.subscriptions.swap_remove(i);
-            self.room
-                .leave(&self.peer, &sub.channel, sub.user_id.as_deref());
+            self.hub
+                .leave(&self.room, &self.peer, &sub.channel, sub.user_id.as_deref());
         }
     }
 
@@ -410,8 +406,8 @@ impl Session {
 
     fn leave_everything(&mut self) {
         for sub in self.subscriptions.drain(..) {
-            self.room
-                .leave(&self.peer, &sub.channel, sub.user_id.as_deref());
+            self.hub
+                .leave(&self.room, &self.peer, &sub.channel, sub.user_id.as_deref());
         }
         if let Some(user) = self.user.take() {
             self.room.sign_out(&user, &self.peer);
@@ -514,6 +510,8 @@ pub(crate) fn run(
         let mut awaiting_pong = false;
         // A refused message may still be partly unread in the socket.
         let mut unread = false;
+        // The client sent its close frame; tungstenite has queued the echo (RFC 6455 5.5.1).
+        let mut peer_closed = false;
         let idle = tokio::time::sleep(activity);
         tokio::pin!(idle);
 
@@ -546,7 +544,10 @@ pub(crate) fn run(
                                     session.on_control();
                                     None
                                 }
-                                Message::Close(_) => break None,
+                                Message::Close(_) => {
+                                    peer_closed = true;
+                                    break None;
+                                }
                             }
                         }
                         Some(Err(error)) => {
@@ -584,7 +585,14 @@ pub(crate) fn run(
             code: 1000,
             message: "",
         });
-        if let Some(close) = ending {
+        if peer_closed {
+            // Without this flush the queued echo never leaves, and the client sees 1006.
+            let _ = timeout(
+                write_limit,
+                std::future::poll_fn(|cx| ws.poll_flush_unpin(cx)),
+            )
+            .await;
+        } else if let Some(close) = ending {
             Box::pin(close_with(&mut ws, close, write_limit, grace)).await;
             if unread {
                 // Closing a socket with unread input resets the connection, and the client would

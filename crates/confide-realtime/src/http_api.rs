@@ -1,7 +1,7 @@
 //! The HTTP API of Pusher Channels: signed requests that publish events and query channels.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::app::App;
+use crate::broker::SignatureRecord;
 use crate::hub::{Hub, PublishError, lock};
 use crate::names::{ChannelKind, SocketId};
 use crate::query::{self, QueryError};
@@ -160,17 +161,27 @@ async fn authenticate(
             "auth_signature does not match the request",
         ));
     }
-    match lock(&hub.replay).check(&given, timestamp + window, now) {
-        ReplayVerdict::Fresh => Ok((app, params)),
-        ReplayVerdict::Replayed => Err(ApiError::unauthorized(
-            "replayed_signature",
-            "This signature was already used",
-        )),
-        ReplayVerdict::Full => Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_requests",
-            "Too many signed requests; try again shortly",
-        )),
+    let replayed =
+        || ApiError::unauthorized("replayed_signature", "This signature was already used");
+    let expires = timestamp + window;
+    // This node's cache answers replays to it without a round trip; the shared record then
+    // catches a request replayed to another node.
+    let verdict = lock(&hub.replay).check(&given, expires, now);
+    match verdict {
+        ReplayVerdict::Fresh => {}
+        ReplayVerdict::Replayed => return Err(replayed()),
+        ReplayVerdict::Full => {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "Too many signed requests; try again shortly",
+            ));
+        }
+    }
+    let ttl = Duration::from_secs(expires.saturating_sub(now).max(1));
+    match hub.record_signature(&app.id, &given, ttl).await {
+        SignatureRecord::Seen => Err(replayed()),
+        SignatureRecord::New | SignatureRecord::Unavailable => Ok((app, params)),
     }
 }
 
@@ -203,8 +214,8 @@ impl Attributes {
         self.user_count || self.subscription_count
     }
 
-    fn describe(self, hub: &Hub, app_id: &str, channel: &str) -> Value {
-        let info = hub.channel(app_id, channel);
+    async fn describe(self, hub: &Hub, app_id: &str, channel: &str) -> Value {
+        let info = hub.channel_occupancy(app_id, channel).await;
         let mut out = Map::new();
         if self.user_count && ChannelKind::of(channel) == ChannelKind::Presence {
             let users = info.as_ref().and_then(|i| i.user_count).unwrap_or(0);
@@ -301,11 +312,11 @@ pub(crate) async fn events(
     if !trigger.attributes.any() {
         return Ok(Json(json!({})).into_response());
     }
-    let channels: Map<String, Value> = trigger
-        .channels
-        .iter()
-        .map(|ch| (ch.clone(), trigger.attributes.describe(&hub, &app.id, ch)))
-        .collect();
+    let mut channels = Map::new();
+    for ch in &trigger.channels {
+        let info = trigger.attributes.describe(&hub, &app.id, ch).await;
+        channels.insert(ch.clone(), info);
+    }
     Ok(Json(json!({ "channels": channels })).into_response())
 }
 
@@ -361,10 +372,10 @@ pub(crate) async fn batch_events(
     if !triggers.iter().any(|t| t.attributes.any()) {
         return Ok(Json(json!({})).into_response());
     }
-    let batch: Vec<Value> = triggers
-        .iter()
-        .map(|t| t.attributes.describe(&hub, &app.id, &t.channels[0]))
-        .collect();
+    let mut batch = Vec::with_capacity(triggers.len());
+    for t in &triggers {
+        batch.push(t.attributes.describe(&hub, &app.id, &t.channels[0]).await);
+    }
     Ok(Json(json!({ "batch": batch })).into_response())
 }
 
@@ -385,7 +396,7 @@ pub(crate) async fn channels(
         ));
     }
     let mut channels = Map::new();
-    for info in hub.channels(&app.id, prefix) {
+    for info in hub.occupied_channels(&app.id, prefix).await {
         let mut attrs = Map::new();
         if attributes.user_count {
             attrs.insert("user_count".into(), info.user_count.unwrap_or(0).into());
@@ -426,7 +437,7 @@ pub(crate) async fn channel(
             "user_count is only available for presence channels",
         ));
     }
-    let info = hub.channel(&app.id, &name);
+    let info = hub.channel_occupancy(&app.id, &name).await;
     let mut out = Map::new();
     out.insert("occupied".into(), info.is_some().into());
     if attributes.user_count {
@@ -456,7 +467,8 @@ pub(crate) async fn users(
         ));
     }
     let users: Vec<Value> = hub
-        .presence_user_ids(&app.id, &name)
+        .present_users(&app.id, &name)
+        .await
         .into_iter()
         .map(|id| json!({ "id": id }))
         .collect();

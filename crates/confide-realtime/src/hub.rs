@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use serde_json::value::RawValue;
 
 use crate::app::{App, AppDirectory};
-use crate::broker::{Broker, BrokerError, Envelope, LocalBroker, LocalNode};
+use crate::broker::{Broker, BrokerError, Envelope, LocalBroker, LocalNode, SignatureRecord};
+use crate::cluster::{Change, Cluster, Joining};
 use crate::config::HubConfig;
 use crate::names::{self, SocketId};
 use crate::peer::{Close, Peer};
@@ -52,7 +53,7 @@ pub enum PublishError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChannelInfo {
     pub name: String,
-    /// Sockets subscribed on this node.
+    /// Subscribed sockets: on every node when the broker shares state (Redis), else on this one.
     pub subscription_count: usize,
     /// Distinct users, for presence channels.
     pub user_count: Option<usize>,
@@ -72,6 +73,9 @@ struct Member {
 #[derive(Default)]
 struct Channel {
     subscribers: HashMap<u64, Arc<Peer>>,
+    /// Sockets whose subscription the cluster has not answered yet: they receive nothing here
+    /// until their answer (and roster) comes, in order with the channel's events.
+    pending: HashMap<u64, Arc<Peer>>,
     /// Members by user id, for presence channels: one member however many sockets it has.
     roster: Option<BTreeMap<Box<str>, Member>>,
 }
@@ -87,6 +91,17 @@ pub(crate) struct Room {
     /// Signed-in sockets by user id.
     users: Mutex<HashMap<Box<str>, Vec<Arc<Peer>>>>,
     connections: AtomicUsize,
+}
+
+/// A roster as the cluster sends it (`[user_id, user_info JSON, ...]`); malformed info is null.
+fn roster_of(flat: Vec<String>) -> BTreeMap<Box<str>, Member> {
+    let mut roster = BTreeMap::new();
+    let mut items = flat.into_iter();
+    while let (Some(id), Some(info)) = (items.next(), items.next()) {
+        let info = RawValue::from_string(info).ok();
+        roster.insert(id.into_boxed_str(), Member { info, sockets: 0 });
+    }
+    roster
 }
 
 fn presence_succeeded(channel: &str, roster: &BTreeMap<Box<str>, Member>) -> Frame {
@@ -252,8 +267,135 @@ impl Room {
                 }
             }
         }
-        if entry.subscribers.is_empty() {
+        if entry.subscribers.is_empty() && entry.pending.is_empty() {
             channels.remove(channel);
+        }
+    }
+
+    fn app_id(&self) -> String {
+        read(&self.app).id.clone()
+    }
+
+    /// [`Room::join`] on a clustered node: the socket waits apart until the cluster answers,
+    /// and member events come from the cluster, not from here.
+    fn join_clustered(
+        &self,
+        cluster: &Cluster,
+        peer: &Arc<Peer>,
+        channel: &str,
+        member: Option<PresenceMember>,
+        max_members: usize,
+    ) -> Result<(), JoinError> {
+        let mut channels = write(&self.channels);
+        if let Some(existing) = channels.get(channel) {
+            if existing.pending.contains_key(&peer.id) {
+                // The answer to the first request is on its way.
+                return Ok(());
+            }
+            if existing.subscribers.contains_key(&peer.id) {
+                match existing.roster {
+                    Some(_) => cluster.send(Change::Roster {
+                        app: self.app_id(),
+                        channel: channel.to_owned(),
+                        peer: peer.id,
+                    }),
+                    None => peer.push(protocol::subscription_succeeded(channel)),
+                }
+                return Ok(());
+            }
+        }
+        // This node's members are some of the cluster's: full here means full everywhere.
+        if let Some(m) = &member
+            && let Some(roster) = channels.get(channel).and_then(|c| c.roster.as_ref())
+            && !roster.contains_key(&m.user_id)
+            && roster.len() >= max_members
+        {
+            return Err(JoinError::PresenceFull);
+        }
+        let entry = channels.entry(channel.into()).or_default();
+        entry.pending.insert(peer.id, peer.clone());
+        let joining = member.map(|member| {
+            let roster = entry.roster.get_or_insert_with(BTreeMap::new);
+            let info = member
+                .info
+                .as_deref()
+                .map_or_else(|| "null".to_owned(), |i| i.get().to_owned());
+            let first_here = match roster.get_mut(&member.user_id) {
+                Some(existing) => {
+                    existing.sockets += 1;
+                    false
+                }
+                None => {
+                    roster.insert(
+                        member.user_id.clone(),
+                        Member {
+                            info: member.info,
+                            sockets: 1,
+                        },
+                    );
+                    true
+                }
+            };
+            Joining {
+                user_id: member.user_id.into(),
+                info,
+                first_here,
+            }
+        });
+        // Queued under the channel lock, so the cluster sees this channel's changes in order.
+        cluster.send(Change::Subscribe {
+            app: self.app_id(),
+            channel: channel.to_owned(),
+            peer: peer.id,
+            member: joining,
+            max_members,
+        });
+        Ok(())
+    }
+
+    /// [`Room::leave`] on a clustered node.
+    fn leave_clustered(
+        &self,
+        cluster: &Cluster,
+        peer: &Peer,
+        channel: &str,
+        user_id: Option<&str>,
+    ) {
+        let mut channels = write(&self.channels);
+        let Some(entry) = channels.get_mut(channel) else {
+            return;
+        };
+        if entry.subscribers.remove(&peer.id).is_none() && entry.pending.remove(&peer.id).is_none()
+        {
+            return;
+        }
+        let mut last_here = false;
+        if let (Some(user_id), Some(roster)) = (user_id, entry.roster.as_mut()) {
+            last_here = Self::drop_socket(roster, user_id);
+        }
+        cluster.send(Change::Unsubscribe {
+            app: self.app_id(),
+            channel: channel.to_owned(),
+            user_id: user_id.map(str::to_owned),
+            last_here,
+        });
+        if entry.subscribers.is_empty() && entry.pending.is_empty() {
+            channels.remove(channel);
+        }
+    }
+
+    /// Takes one socket from a member; answers whether it was the member's last one.
+    fn drop_socket(roster: &mut BTreeMap<Box<str>, Member>, user_id: &str) -> bool {
+        match roster.get_mut(user_id) {
+            Some(m) if m.sockets > 1 => {
+                m.sockets -= 1;
+                false
+            }
+            Some(_) => {
+                roster.remove(user_id);
+                true
+            }
+            None => false,
         }
     }
 
@@ -289,10 +431,19 @@ pub(crate) struct Admission {
     ip: IpAddr,
     pub room: Arc<Room>,
     pub app: Arc<App>,
+    /// The cluster counted this connection against the app's quota.
+    in_cluster: bool,
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
+        if self.in_cluster
+            && let Some(cluster) = self.hub.cluster()
+        {
+            cluster.send(Change::Disconnect {
+                app: self.app.id.clone(),
+            });
+        }
         self.room.connections.fetch_sub(1, Ordering::AcqRel);
         self.hub.connections.fetch_sub(1, Ordering::AcqRel);
         let mut per_ip = lock(&self.hub.per_ip);
@@ -310,6 +461,8 @@ pub struct Hub {
     pub(crate) directory: Arc<dyn AppDirectory>,
     pub(crate) config: HubConfig,
     broker: Arc<dyn Broker>,
+    /// The broker keeps cluster state for this hub: joins, leaves, quotas and queries go to it.
+    clustered: bool,
     rooms: RwLock<HashMap<Arc<str>, Arc<Room>>>,
     connections: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
@@ -331,11 +484,14 @@ impl Hub {
     ) -> Arc<Hub> {
         let replay = ReplayGuard::new(config.replay_cache_capacity);
         Arc::new_cyclic(|weak| {
-            broker.attach(LocalNode { hub: weak.clone() });
+            let node = LocalNode { hub: weak.clone() };
+            broker.attach(node.clone());
+            let clustered = broker.cluster().is_some_and(|c| c.serves(&node));
             Hub {
                 directory,
                 config,
                 broker: broker.clone(),
+                clustered,
                 rooms: RwLock::new(HashMap::new()),
                 connections: AtomicUsize::new(0),
                 per_ip: Mutex::new(HashMap::new()),
@@ -347,6 +503,180 @@ impl Hub {
 
     pub fn config(&self) -> &HubConfig {
         &self.config
+    }
+
+    /// The cluster state this hub shares, if any.
+    fn cluster(&self) -> Option<&Cluster> {
+        if self.clustered {
+            self.broker.cluster()
+        } else {
+            None
+        }
+    }
+
+    /// Subscribes `peer` to `channel` in `room` (see [`Room::join`]).
+    pub(crate) fn join(
+        &self,
+        room: &Room,
+        peer: &Arc<Peer>,
+        channel: &str,
+        member: Option<PresenceMember>,
+    ) -> Result<(), JoinError> {
+        let max = self.config.presence_max_members;
+        match self.cluster() {
+            Some(cluster) => room.join_clustered(cluster, peer, channel, member, max),
+            None => room.join(peer, channel, member, max),
+        }
+    }
+
+    /// Unsubscribes `peer` from `channel` in `room` (see [`Room::leave`]).
+    pub(crate) fn leave(&self, room: &Room, peer: &Peer, channel: &str, user_id: Option<&str>) {
+        match self.cluster() {
+            Some(cluster) => room.leave_clustered(cluster, peer, channel, user_id),
+            None => room.leave(peer, channel, user_id),
+        }
+    }
+
+    /// The cluster's answer to a subscription: the socket (or, with `None`, every socket on the
+    /// channel) gets `subscription_succeeded`, with the cluster's roster on a presence channel.
+    pub(crate) fn answer_subscription(
+        &self,
+        app_id: &str,
+        channel: &str,
+        peer: Option<u64>,
+        roster: Option<Vec<String>>,
+    ) {
+        let Some(room) = self.room(app_id) else {
+            return;
+        };
+        let mut channels = write(&room.channels);
+        let Some(entry) = channels.get_mut(channel) else {
+            return;
+        };
+        let presence = entry.roster.is_some();
+        let frame = if presence {
+            presence_succeeded(channel, &roster_of(roster.unwrap_or_default()))
+        } else {
+            protocol::subscription_succeeded(channel)
+        };
+        match peer {
+            Some(id) => {
+                if let Some(peer) = entry.pending.remove(&id) {
+                    peer.push(frame);
+                    entry.subscribers.insert(id, peer);
+                } else if let Some(peer) = entry.subscribers.get(&id) {
+                    // A repeated subscription.
+                    peer.push(frame);
+                }
+            }
+            None => {
+                // After an outage: the pending get their answer, presence subscribers a fresh
+                // roster (events meanwhile were lost).
+                if presence {
+                    for peer in entry.subscribers.values() {
+                        peer.push(frame.clone());
+                    }
+                }
+                for (id, peer) in entry.pending.drain() {
+                    peer.push(frame.clone());
+                    entry.subscribers.insert(id, peer);
+                }
+            }
+        }
+    }
+
+    /// Answers a pending subscription from this node's own view (Redis did not answer); a
+    /// member first on this node is announced here.
+    pub(crate) fn answer_alone(
+        &self,
+        app_id: &str,
+        channel: &str,
+        peer_id: u64,
+        announce: Option<&str>,
+    ) {
+        let Some(room) = self.room(app_id) else {
+            return;
+        };
+        let mut channels = write(&room.channels);
+        let Some(entry) = channels.get_mut(channel) else {
+            return;
+        };
+        let peer = match entry.pending.remove(&peer_id) {
+            Some(peer) => peer,
+            None => match entry.subscribers.get(&peer_id) {
+                Some(peer) => peer.clone(),
+                None => return,
+            },
+        };
+        match &entry.roster {
+            Some(roster) => {
+                peer.push(presence_succeeded(channel, roster));
+                if let Some(user_id) = announce
+                    && let Some(member) = roster.get(user_id)
+                {
+                    let frame = member_added(channel, user_id, member.info.as_deref());
+                    for other in entry.subscribers.values().filter(|p| p.id != peer_id) {
+                        other.push(frame.clone());
+                    }
+                }
+            }
+            None => peer.push(protocol::subscription_succeeded(channel)),
+        }
+        entry.subscribers.insert(peer_id, peer);
+    }
+
+    /// The cluster's presence channel is full: the pending socket is refused.
+    pub(crate) fn refuse_pending(
+        &self,
+        app_id: &str,
+        channel: &str,
+        peer_id: u64,
+        user_id: Option<&str>,
+    ) {
+        let Some(room) = self.room(app_id) else {
+            return;
+        };
+        let mut channels = write(&room.channels);
+        let Some(entry) = channels.get_mut(channel) else {
+            return;
+        };
+        let Some(peer) = entry.pending.remove(&peer_id) else {
+            return;
+        };
+        if let (Some(user_id), Some(roster)) = (user_id, entry.roster.as_mut()) {
+            Room::drop_socket(roster, user_id);
+        }
+        peer.push(protocol::subscription_error(
+            channel,
+            "LimitReached",
+            "The presence channel is full",
+            4100,
+        ));
+        if entry.subscribers.is_empty() && entry.pending.is_empty() {
+            channels.remove(channel);
+        }
+    }
+
+    /// A member's departure Redis did not take: told to this node's subscribers, unless the
+    /// member is back on this node meanwhile.
+    pub(crate) fn member_left_alone(&self, app_id: &str, channel: &str, user_id: &str) {
+        let Some(room) = self.room(app_id) else {
+            return;
+        };
+        let channels = read(&room.channels);
+        let Some(entry) = channels.get(channel) else {
+            return;
+        };
+        if entry
+            .roster
+            .as_ref()
+            .is_some_and(|r| !r.contains_key(user_id))
+        {
+            let frame = member_removed(channel, user_id);
+            for peer in entry.subscribers.values() {
+                peer.push(frame.clone());
+            }
+        }
     }
 
     /// Open connections on this node (handshakes in progress included).
@@ -387,7 +717,8 @@ impl Hub {
     }
 
     /// Takes a place for a new connection of `app` from `ip`, or says which limit refused it.
-    pub(crate) fn admit(self: &Arc<Self>, app: App, ip: IpAddr) -> Result<Admission, Close> {
+    /// The per-app quota counts every node when the broker shares state.
+    pub(crate) async fn admit(self: &Arc<Self>, app: App, ip: IpAddr) -> Result<Admission, Close> {
         const CAPACITY: Close = Close {
             code: 4100,
             message: "Over capacity",
@@ -410,21 +741,28 @@ impl Hub {
             *count += 1;
         }
         let (room, app) = self.room_for(app);
-        let admission = Admission {
+        let mut admission = Admission {
             hub: self.clone(),
             ip,
             room,
             app,
+            in_cluster: false,
         };
-        if admission.room.connections.fetch_add(1, Ordering::AcqRel)
-            >= self.config.max_connections_per_app
-        {
+        const OVER_QUOTA: Close = Close {
+            code: 4004,
+            message: "Over connection quota for this app",
+        };
+        let max = self.config.max_connections_per_app;
+        if admission.room.connections.fetch_add(1, Ordering::AcqRel) >= max {
             // Dropping the admission gives every place back.
             drop(admission);
-            return Err(Close {
-                code: 4004,
-                message: "Over connection quota for this app",
-            });
+            return Err(OVER_QUOTA);
+        }
+        if let Some(cluster) = self.cluster() {
+            if !cluster.admit(&admission.app.id, max).await {
+                return Err(OVER_QUOTA);
+            }
+            admission.in_cluster = true;
         }
         Ok(admission)
     }
@@ -495,6 +833,16 @@ impl Hub {
         Ok(())
     }
 
+    /// Records a verified HTTP API signature with the other nodes (see [`Broker::record_signature`]).
+    pub(crate) async fn record_signature(
+        &self,
+        app_id: &str,
+        signature: &[u8; 32],
+        ttl: std::time::Duration,
+    ) -> SignatureRecord {
+        self.broker.record_signature(app_id, signature, ttl).await
+    }
+
     /// Hands a client event to the broker. Not an `async fn`: the connection task awaits the
     /// broker's boxed future directly instead of keeping the envelope in its own state.
     pub(crate) fn relay(
@@ -532,6 +880,38 @@ impl Hub {
         }
     }
 
+    /// Occupied channels of an app whose names start with `prefix`, sorted by name: across the
+    /// cluster when the broker shares state and Redis answers, else on this node.
+    pub async fn occupied_channels(&self, app_id: &str, prefix: &str) -> Vec<ChannelInfo> {
+        if let Some(cluster) = self.cluster()
+            && let Some(list) = cluster.channels(app_id, prefix).await
+        {
+            return list;
+        }
+        self.channels(app_id, prefix)
+    }
+
+    /// One channel of an app, if occupied: across the cluster as [`Hub::occupied_channels`].
+    pub async fn channel_occupancy(&self, app_id: &str, name: &str) -> Option<ChannelInfo> {
+        if let Some(cluster) = self.cluster()
+            && let Some(list) = cluster.channels(app_id, name).await
+        {
+            return list.into_iter().find(|c| c.name == name);
+        }
+        self.channel(app_id, name)
+    }
+
+    /// The user ids present in a presence channel, sorted: across the cluster as
+    /// [`Hub::occupied_channels`].
+    pub async fn present_users(&self, app_id: &str, name: &str) -> Vec<String> {
+        if let Some(cluster) = self.cluster()
+            && let Some(users) = cluster.users(app_id, name).await
+        {
+            return users;
+        }
+        self.presence_user_ids(app_id, name)
+    }
+
     /// Occupied channels of an app on this node whose names start with `prefix`, sorted by name.
     pub fn channels(&self, app_id: &str, prefix: &str) -> Vec<ChannelInfo> {
         let Some(room) = self.room(app_id) else {
@@ -554,7 +934,7 @@ impl Hub {
         channels.get(name).map(|ch| Room::info(name, ch))
     }
 
-    /// The user ids present in a presence channel, sorted.
+    /// The user ids present in a presence channel on this node, sorted.
     pub fn presence_user_ids(&self, app_id: &str, name: &str) -> Vec<String> {
         let Some(room) = self.room(app_id) else {
             return Vec::new();

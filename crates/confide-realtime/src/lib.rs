@@ -5,8 +5,9 @@
 //!   channel queries; [`routes`] serves the WebSocket endpoint `/app/{key}` and the signed HTTP
 //!   API `/apps/{app_id}/...`.
 //! - Apps come from an [`AppDirectory`] the web layer implements.
-//! - Events travel through a [`Broker`]: [`LocalBroker`] in one process; a shared broker carries
-//!   them between nodes.
+//! - Events travel through a [`Broker`]: [`LocalBroker`] in one process; [`RedisBroker`] carries
+//!   them between nodes and also keeps presence, occupancy and per-app connection counts for the
+//!   whole cluster.
 //! - [`signature`] holds the protocol's signatures for the channel auth endpoint.
 //!
 //! Mounting: merge [`routes`] at the root of the server (the paths are fixed by the clients, and
@@ -19,6 +20,7 @@
 
 mod app;
 mod broker;
+mod cluster;
 mod config;
 mod connection;
 mod http_api;
@@ -32,8 +34,12 @@ mod replay;
 mod routes;
 pub mod signature;
 
-pub use app::{App, AppDirectory, OriginPolicy, OriginRule, StaticApps};
-pub use broker::{Broker, BrokerError, Envelope, LocalBroker, LocalNode};
+pub use app::{
+    AddressPolicy, AddressRule, App, AppDirectory, ConnectionRefusal, OriginPolicy, OriginRule,
+    StaticApps,
+};
+pub use broker::{Broker, BrokerError, Envelope, LocalBroker, LocalNode, SignatureRecord};
+pub use cluster::{Cluster, ClusterTiming};
 pub use config::HubConfig;
 pub use hub::{ChannelInfo, Hub, PublishError};
 pub use names::{ChannelKind, SocketId};

@@ -14,6 +14,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use confide_domain::ClientIp;
 
+use crate::app::ConnectionRefusal;
 use crate::connection;
 use crate::http_api;
 use crate::hub::Hub;
@@ -31,7 +32,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
             return Ok(ClientAddress(*ip));
         }
         if let Some(ConnectInfo(addr)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-            return Ok(ClientAddress(addr.ip()));
+            return Ok(ClientAddress(addr.ip().to_canonical()));
         }
         tracing::warn!(
             "realtime: no ClientIp or ConnectInfo on the request; counting it as 0.0.0.0"
@@ -79,11 +80,29 @@ async fn connect(
         Some("7") if key.len() > 256 => Err(UNKNOWN_APP),
         Some("7") => match hub.directory.by_key(&key).await {
             None => Err(UNKNOWN_APP),
-            Some(app) if !app.origins.allows(origin) => Err(Close {
-                code: 4009,
-                message: "Origin not allowed for this application",
-            }),
-            Some(app) => hub.admit(app, ip),
+            Some(app) => {
+                let refusal = if !app.origins.allows(origin) {
+                    Some(ConnectionRefusal::Origin)
+                } else {
+                    app.addresses.refusal(ip).map(ConnectionRefusal::Address)
+                };
+                match refusal {
+                    None => hub.admit(app, ip).await,
+                    Some(refusal) => {
+                        hub.directory.connection_refused(&app, ip, refusal).await;
+                        Err(match refusal {
+                            ConnectionRefusal::Origin => Close {
+                                code: 4009,
+                                message: "Origin not allowed for this application",
+                            },
+                            ConnectionRefusal::Address(_) => Close {
+                                code: 4009,
+                                message: "Address not allowed for this application",
+                            },
+                        })
+                    }
+                }
+            }
         },
         Some(_) => Err(Close {
             code: 4007,

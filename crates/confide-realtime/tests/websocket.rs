@@ -3,10 +3,13 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use confide_realtime::{HubConfig, OriginPolicy, signature};
+use confide_realtime::{
+    AddressPolicy, AppDirectory, ConnectionRefusal, HubConfig, OriginPolicy, signature,
+};
 use futures_util::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::Message;
@@ -663,4 +666,119 @@ async fn terminating_a_users_connections_closes_them() {
     assert_eq!(client.next_event().await["event"], "pusher:signin_success");
     assert_eq!(server.hub.terminate_user_connections("shop", "u-9"), 1);
     assert_eq!(client.closed().await.code, 4009);
+}
+
+/// Waits until the hub counts `n` open connections (closing is asynchronous on the server side).
+async fn until_connections(server: &Server, n: usize) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.hub.connection_count() != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hub still counts {} connections, expected {n}",
+            server.hub.connection_count()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_closes_gets_its_close_frame_answered_with_the_same_code() {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let server = start_default().await;
+    for code in [1000u16, 1001, 4000] {
+        let mut client = Client::connect(&server, "shop-key").await;
+        client.subscribe_public("news").await;
+        client
+            .ws
+            .close(Some(CloseFrame {
+                code: CloseCode::from(code),
+                reason: "bye".into(),
+            }))
+            .await
+            .unwrap();
+        // A clean close, not 1006: the server echoes the code (RFC 6455 5.5.1).
+        let closed = client.closed().await;
+        assert_eq!(closed.code, code);
+        assert!(closed.events.is_empty(), "{:?}", closed.events);
+    }
+    // A close frame without a code is answered without one.
+    let mut client = Client::connect(&server, "shop-key").await;
+    client.ws.close(None).await.unwrap();
+    assert_eq!(client.closed().await.code, 1005);
+    until_connections(&server, 0).await;
+    assert!(server.hub.channel("shop", "news").is_none());
+}
+
+/// The apps of [`two_apps`], remembering every handshake an app's policy refused.
+#[derive(Default)]
+struct AuditingApps {
+    apps: Vec<confide_realtime::App>,
+    refused: std::sync::Mutex<Vec<(String, std::net::IpAddr, ConnectionRefusal)>>,
+}
+
+#[async_trait::async_trait]
+impl AppDirectory for AuditingApps {
+    async fn by_key(&self, key: &str) -> Option<confide_realtime::App> {
+        self.apps.iter().find(|a| a.key == key).cloned()
+    }
+    async fn by_id(&self, id: &str) -> Option<confide_realtime::App> {
+        self.apps.iter().find(|a| a.id == id).cloned()
+    }
+    async fn connection_refused(
+        &self,
+        app: &confide_realtime::App,
+        ip: std::net::IpAddr,
+        refusal: ConnectionRefusal,
+    ) {
+        self.refused
+            .lock()
+            .unwrap()
+            .push((app.id.clone(), ip, refusal));
+    }
+}
+
+#[tokio::test]
+async fn a_client_address_an_apps_rules_refuse_is_closed_with_4009_and_reported() {
+    let mut apps = two_apps();
+    // The shop refuses loopback clients (every test client is 127.0.0.1); the blog allows them.
+    apps[0].addresses =
+        AddressPolicy::any().with_rule("ip", Arc::new(|ip: std::net::IpAddr| !ip.is_loopback()));
+    apps[1].addresses =
+        AddressPolicy::any().with_rule("ip", Arc::new(|ip: std::net::IpAddr| ip.is_loopback()));
+    apps[1].origins = OriginPolicy::Allowed(vec!["https://blog.example.com".into()]);
+    let directory = Arc::new(AuditingApps {
+        apps,
+        ..AuditingApps::default()
+    });
+    let server = start_with(directory.clone(), HubConfig::default()).await;
+
+    let mut ws = open(server.addr, &ws_path("shop-key"), None).await;
+    let refused = closed(&mut ws).await;
+    assert_eq!(refused.code, 4009);
+    assert_eq!(refused.error_code(), Some(4009));
+    assert_eq!(server.hub.connection_count(), 0);
+
+    Client::connect_from(&server, "blog-key", Some("https://blog.example.com")).await;
+    let mut ws = open(
+        server.addr,
+        &ws_path("blog-key"),
+        Some("https://evil.example.com"),
+    )
+    .await;
+    assert_eq!(closed(&mut ws).await.code, 4009);
+
+    let loopback: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    assert_eq!(
+        *directory.refused.lock().unwrap(),
+        vec![
+            (
+                "shop".to_owned(),
+                loopback,
+                ConnectionRefusal::Address("ip")
+            ),
+            ("blog".to_owned(), loopback, ConnectionRefusal::Origin),
+        ]
+    );
 }

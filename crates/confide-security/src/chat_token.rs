@@ -34,6 +34,9 @@ pub struct ChatClaims {
     /// Issued and expiry times, Unix seconds.
     pub iat: i64,
     pub exp: i64,
+    /// The verified identity (identity token `sub`) the chat belongs to, once verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
 }
 
 struct ChatKey {
@@ -155,6 +158,7 @@ mod tests {
             origin: Some("https://shop.example.com".into()),
             iat: 1_000,
             exp,
+            sub: None,
         }
     }
 

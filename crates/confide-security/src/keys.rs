@@ -48,6 +48,10 @@ const REALTIME: KeySpec = KeySpec {
     file: "realtime.key",
     env: "CONFIDE_REALTIME_KEY",
 };
+const WEBHOOK_SECRET: KeySpec = KeySpec {
+    file: "webhook-secret.key",
+    env: "CONFIDE_WEBHOOK_SECRET_KEY",
+};
 
 /// The server's symmetric keys, one per purpose so one leak or misuse cannot forge another kind.
 #[derive(Debug)]
@@ -65,6 +69,8 @@ pub struct KeyMaterial {
     /// Master key of the realtime hub: the platform app's secret and each bot's channel-signing
     /// secret are derived from it.
     pub realtime_key: SecretKey,
+    /// AES-256-GCM key that seals webhook signing secrets in the database.
+    pub webhook_secret_key: SecretKey,
 }
 
 /// Keys given by the operator (base64 of 32 bytes); each one set wins over its file.
@@ -82,6 +88,8 @@ pub struct KeyOverrides {
     pub invite_hmac_key: Option<SecretString>,
     /// `CONFIDE_REALTIME_KEY` / `CONFIDE_REALTIME_KEY_FILE`.
     pub realtime_key: Option<SecretString>,
+    /// `CONFIDE_WEBHOOK_SECRET_KEY` / `CONFIDE_WEBHOOK_SECRET_KEY_FILE`.
+    pub webhook_secret_key: Option<SecretString>,
 }
 
 impl KeyOverrides {
@@ -115,6 +123,7 @@ impl KeyOverrides {
             presign_hmac_key: one(&PRESIGN)?,
             invite_hmac_key: one(&INVITE)?,
             realtime_key: one(&REALTIME)?,
+            webhook_secret_key: one(&WEBHOOK_SECRET)?,
         })
     }
 }
@@ -135,6 +144,7 @@ impl KeyMaterial {
             presign_hmac_key: load(&PRESIGN, &overrides.presign_hmac_key)?,
             invite_hmac_key: load(&INVITE, &overrides.invite_hmac_key)?,
             realtime_key: load(&REALTIME, &overrides.realtime_key)?,
+            webhook_secret_key: load(&WEBHOOK_SECRET, &overrides.webhook_secret_key)?,
         })
     }
 }
@@ -186,8 +196,10 @@ mod tests {
 
     use super::*;
 
-    fn all(material: &KeyMaterial) -> [[u8; KEY_LEN]; 5] {
+    fn all(material: &KeyMaterial) -> [[u8; KEY_LEN]; 7] {
         [
+            *material.realtime_key.expose_secret(),
+            *material.webhook_secret_key.expose_secret(),
             *material.chat_token_key.expose_secret(),
             *material.reset_hmac_key.expose_secret(),
             *material.csrf_hmac_key.expose_secret(),
@@ -197,7 +209,7 @@ mod tests {
     }
 
     #[test]
-    fn first_start_generates_five_distinct_private_keys_and_the_next_start_reuses_them() {
+    fn first_start_generates_distinct_private_keys_and_the_next_start_reuses_them() {
         let dir = tempfile::tempdir().unwrap();
         let first = KeyMaterial::load_or_generate(dir.path(), &KeyOverrides::default()).unwrap();
         let keys = all(&first);
@@ -215,6 +227,8 @@ mod tests {
             "csrf.key",
             "presign.key",
             "invite.key",
+            "realtime.key",
+            "webhook-secret.key",
         ] {
             let meta = fs::metadata(keys_dir.join(file)).unwrap();
             assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{file}");

@@ -4,6 +4,7 @@
 
 pub mod chat_token;
 mod error;
+pub mod identity;
 pub mod jwt;
 pub mod keys;
 pub mod limiter;
@@ -11,6 +12,7 @@ pub mod password;
 mod private_fs;
 pub mod redis_limiter;
 pub mod tokens;
+pub mod webhook;
 
 pub use error::{Error, Result};
 pub use jwt::{AccessClaims, JwtKeys};

@@ -12,8 +12,9 @@ pub mod testing;
 
 use async_trait::async_trait;
 use confide_domain::{
-    ApiKeyId, BotId, BotPermission, ConversationId, InvitationId, OrgId, OrgRole, SessionId,
-    SharingPolicy, UserId,
+    AddressBlockId, ApiKeyId, BotId, BotPermission, ConversationId, DialogueId, IdentityKeyId,
+    InvitationId, OrgId, OrgRole, SessionId, SharingPolicy, TrustedAddressId, UserId,
+    WebhookDeliveryId, WebhookId,
 };
 
 pub use audit::{GENESIS_HASH, audit_event_hash};
@@ -190,12 +191,100 @@ pub trait Store: Send + Sync + 'static {
         at: i64,
     ) -> StoreResult<()>;
     async fn create_conversation(&self, conversation: &Conversation) -> StoreResult<()>;
+    /// Conflict when the bot already trusts the same key.
+    async fn add_identity_key(&self, key: &IdentityKey) -> StoreResult<()>;
+    /// Oldest first.
+    async fn list_identity_keys(&self, bot: BotId) -> StoreResult<Vec<IdentityKey>>;
+    async fn delete_identity_key(&self, bot: BotId, id: IdentityKeyId) -> StoreResult<bool>;
     /// The conversation, if it belongs to that bot.
     async fn get_conversation(
         &self,
         bot: BotId,
         id: ConversationId,
     ) -> StoreResult<Option<Conversation>>;
+    /// Marks the conversation as the chat of a verified visitor; false when it belongs to another
+    /// verified identity already (or is not the bot's).
+    async fn verify_conversation(
+        &self,
+        bot: BotId,
+        id: ConversationId,
+        user_id: &str,
+        at: i64,
+    ) -> StoreResult<bool>;
+    // Dialogues and context memory.
+    async fn create_dialogue(&self, dialogue: &Dialogue) -> StoreResult<()>;
+    /// In the order they are tried.
+    async fn list_dialogues(&self, bot: BotId) -> StoreResult<Vec<Dialogue>>;
+    async fn get_dialogue(&self, bot: BotId, id: DialogueId) -> StoreResult<Option<Dialogue>>;
+    /// False when the dialogue is not the bot's.
+    async fn update_dialogue(&self, dialogue: &Dialogue) -> StoreResult<bool>;
+    async fn delete_dialogue(&self, bot: BotId, id: DialogueId) -> StoreResult<bool>;
+    /// Gives the bot's dialogues the positions 0, 1, ... in this order, in one transaction.
+    async fn reorder_dialogues(&self, bot: BotId, order: &[DialogueId]) -> StoreResult<()>;
+    async fn get_context(
+        &self,
+        conversation: ConversationId,
+        namespace: ContextNamespace,
+    ) -> StoreResult<std::collections::BTreeMap<String, String>>;
+    async fn set_context(
+        &self,
+        conversation: ConversationId,
+        namespace: ContextNamespace,
+        key: &str,
+        value: &str,
+        at: i64,
+    ) -> StoreResult<()>;
+
+    // Statistics.
+    /// Adds the increment to the bot's counts of the hour `delta.hour` falls in.
+    async fn count_statistics(&self, bot: BotId, delta: &HourlyStatistics) -> StoreResult<()>;
+    /// The bot's hours from `from` (inclusive) to `to` (exclusive), oldest first; hours without
+    /// activity are absent.
+    async fn statistics(
+        &self,
+        bot: BotId,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<HourlyStatistics>>;
+
+    // Spam protection.
+    async fn add_address_block(&self, block: &AddressBlock) -> StoreResult<()>;
+    /// Blocks in force at `now` (persistent ones and unexpired temporary ones), newest first.
+    async fn active_address_blocks(&self, org: OrgId, now: i64) -> StoreResult<Vec<AddressBlock>>;
+    /// Automatic blocks of exactly this network created since `since`, expired or not.
+    async fn count_automatic_blocks(
+        &self,
+        org: OrgId,
+        network: &str,
+        since: i64,
+    ) -> StoreResult<i64>;
+    async fn delete_address_block(&self, org: OrgId, id: AddressBlockId) -> StoreResult<bool>;
+    /// Conflict when the organization already trusts that network.
+    async fn add_trusted_address(&self, trusted: &TrustedAddress) -> StoreResult<()>;
+    /// Oldest first.
+    async fn list_trusted_addresses(&self, org: OrgId) -> StoreResult<Vec<TrustedAddress>>;
+    async fn delete_trusted_address(&self, org: OrgId, id: TrustedAddressId) -> StoreResult<bool>;
+
+    /// The visitor asks for a human: from `bot` or `ended` to `requested`. False otherwise.
+    async fn request_handover(&self, bot: BotId, id: ConversationId, at: i64) -> StoreResult<bool>;
+    /// An agent takes a requested conversation (or the same agent again). False otherwise.
+    async fn take_handover(
+        &self,
+        bot: BotId,
+        id: ConversationId,
+        agent: &str,
+        at: i64,
+    ) -> StoreResult<bool>;
+    /// From `requested` or `agent` to `ended`. False otherwise.
+    async fn end_handover(&self, bot: BotId, id: ConversationId, at: i64) -> StoreResult<bool>;
+    /// The bot's conversations in these handover states, oldest request first.
+    async fn list_handovers(
+        &self,
+        bot: BotId,
+        states: &[HandoverState],
+        limit: i64,
+    ) -> StoreResult<Vec<Conversation>>;
+
     /// Stores the message and moves the conversation's last-message time.
     async fn add_message(&self, message: &Message) -> StoreResult<()>;
     /// Oldest first, at most `limit`.
@@ -204,6 +293,94 @@ pub trait Store: Send + Sync + 'static {
         conversation: ConversationId,
         limit: i64,
     ) -> StoreResult<Vec<Message>>;
+
+    /// Stores the message like [`Store::add_message`] and, in the same transaction, queues `event`
+    /// for every enabled endpoint of its bot that subscribes to it: one cannot exist without the
+    /// other. Answers how many deliveries were queued.
+    async fn add_message_with_event(
+        &self,
+        message: &Message,
+        event: &OutboxEvent,
+    ) -> StoreResult<u64>;
+
+    // Webhooks.
+    async fn create_webhook(&self, webhook: &Webhook) -> StoreResult<()>;
+    /// Oldest first.
+    async fn list_webhooks(&self, org: OrgId, bot: BotId) -> StoreResult<Vec<Webhook>>;
+    async fn get_webhook(
+        &self,
+        org: OrgId,
+        bot: BotId,
+        id: WebhookId,
+    ) -> StoreResult<Option<Webhook>>;
+    async fn update_webhook(
+        &self,
+        org: OrgId,
+        bot: BotId,
+        id: WebhookId,
+        update: &WebhookUpdate,
+        at: i64,
+    ) -> StoreResult<Option<Webhook>>;
+    /// The current secret becomes the previous one (signing until `previous_expires_at`; it
+    /// replaces any older previous secret) and `sealed` the current one.
+    async fn rotate_webhook_secret(
+        &self,
+        org: OrgId,
+        bot: BotId,
+        id: WebhookId,
+        sealed: &str,
+        previous_expires_at: i64,
+        at: i64,
+    ) -> StoreResult<Option<Webhook>>;
+    /// Also drops the endpoint's queued deliveries and their log.
+    async fn delete_webhook(&self, org: OrgId, bot: BotId, id: WebhookId) -> StoreResult<bool>;
+    /// For the delivery worker, which holds a delivery and no tenant.
+    async fn get_webhook_for_delivery(&self, id: WebhookId) -> StoreResult<Option<Webhook>>;
+
+    // The outbox.
+    /// Claims up to `limit` pending deliveries that are due at `now`, of enabled endpoints, without
+    /// going past any endpoint's `max_concurrency` of claims in force. A claim lasts until
+    /// `lease_until`; a worker that dies loses its claims then. PostgreSQL skips rows other
+    /// workers hold (`FOR UPDATE SKIP LOCKED`); SQLite claims in one atomic statement.
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<WebhookDelivery>>;
+    /// Records an attempt made under `owner`'s claim and moves the delivery on (delivered, due
+    /// again at a time, or dead). False, and nothing written, when the claim was lost meanwhile.
+    async fn finish_delivery(
+        &self,
+        id: WebhookDeliveryId,
+        owner: &str,
+        attempt: &WebhookAttempt,
+        outcome: AttemptOutcome,
+    ) -> StoreResult<bool>;
+    /// Newest first; `before` (a delivery id) pages backwards.
+    async fn list_deliveries(
+        &self,
+        webhook: WebhookId,
+        state: Option<DeliveryState>,
+        before: Option<WebhookDeliveryId>,
+        limit: i64,
+    ) -> StoreResult<Vec<WebhookDelivery>>;
+    async fn get_delivery(
+        &self,
+        webhook: WebhookId,
+        id: WebhookDeliveryId,
+    ) -> StoreResult<Option<WebhookDelivery>>;
+    /// Oldest first.
+    async fn list_attempts(&self, delivery: WebhookDeliveryId) -> StoreResult<Vec<WebhookAttempt>>;
+    /// Makes a delivered or dead delivery due again at `now`, with a fresh retry window and the
+    /// same id. False when it is pending already (or not the endpoint's).
+    async fn redeliver(
+        &self,
+        webhook: WebhookId,
+        id: WebhookDeliveryId,
+        now: i64,
+    ) -> StoreResult<bool>;
 
     // Audit.
     /// Appends to the event's chain, linking it to the previous event's hash.

@@ -1,8 +1,9 @@
 //! What the store keeps. Times are Unix milliseconds.
 
 use confide_domain::{
-    ApiKeyId, ApiScope, AuditEventId, BotId, BotPermission, ConversationId, InvitationId,
-    MessageId, OrgId, OrgRole, Restrictions, SessionId, SharingPolicy, UserId,
+    AddressBlockId, ApiKeyId, ApiScope, AuditEventId, BotId, BotPermission, ConversationId,
+    DialogueId, IdentityKeyId, InvitationId, MessageId, OrgId, OrgRole, Restrictions, SessionId,
+    SharingPolicy, TrustedAddressId, UserId, WebhookDeliveryId, WebhookEvent, WebhookId,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -191,6 +192,8 @@ pub struct ChatSettings {
     pub allowed_domains: Vec<String>,
     /// Active hours and IP rules.
     pub restrictions: Restrictions,
+    /// Only visitors verified by the owner's identity token may chat.
+    pub require_identity: bool,
 }
 
 impl Default for ChatSettings {
@@ -201,6 +204,7 @@ impl Default for ChatSettings {
                 .to_owned(),
             allowed_domains: Vec::new(),
             restrictions: Restrictions::default(),
+            require_identity: false,
         }
     }
 }
@@ -220,6 +224,77 @@ pub struct Conversation {
     pub automated: Option<String>,
     /// When the visitor first wrote; a chat without it had no interaction.
     pub interacted_at: Option<i64>,
+    /// The owner's user id (`sub`) once an identity token verified the visitor; from then on only
+    /// that identity may use the chat.
+    pub verified_user_id: Option<String>,
+    pub verified_at: Option<i64>,
+    pub handover: Handover,
+}
+
+/// Where a conversation stands with the humans behind the bot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HandoverState {
+    /// The bot answers.
+    #[default]
+    Bot,
+    /// The visitor asked for a human; the bot stays quiet until an agent takes it.
+    Requested,
+    /// An agent took it and answers.
+    Agent,
+    /// The agent ended it; the bot answers again (the visitor may ask again).
+    Ended,
+}
+
+impl HandoverState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandoverState::Bot => "bot",
+            HandoverState::Requested => "requested",
+            HandoverState::Agent => "agent",
+            HandoverState::Ended => "ended",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "bot" => Some(HandoverState::Bot),
+            "requested" => Some(HandoverState::Requested),
+            "agent" => Some(HandoverState::Agent),
+            "ended" => Some(HandoverState::Ended),
+            _ => None,
+        }
+    }
+
+    /// Whether humans, not the bot, answer the visitor now.
+    pub fn with_humans(self) -> bool {
+        matches!(self, HandoverState::Requested | HandoverState::Agent)
+    }
+}
+
+/// A conversation's handover: its state and who took it when.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Handover {
+    pub state: HandoverState,
+    /// `user:{id}` or `api_key:{id}`.
+    pub agent: Option<String>,
+    pub requested_at: Option<i64>,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+}
+
+/// A public key of a bot owner's backend, which signs identity tokens for their visitors.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityKey {
+    pub id: IdentityKeyId,
+    pub bot_id: BotId,
+    pub name: String,
+    /// `RS256` or `ES256`.
+    pub algorithm: String,
+    /// Canonical SubjectPublicKeyInfo PEM.
+    pub public_key_pem: String,
+    /// SHA-256 of the key, hex.
+    pub fingerprint: String,
+    pub created_at: i64,
 }
 
 /// Who wrote a message.
@@ -257,4 +332,217 @@ pub struct Message {
     pub sender: Sender,
     pub text: String,
     pub created_at: i64,
+}
+
+/// An address or network refused on every chat endpoint of an organization.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressBlock {
+    pub id: AddressBlockId,
+    pub org_id: OrgId,
+    /// Canonical address or CIDR block.
+    pub network: String,
+    /// `repeats`, `burst`, `links` (detection) or `manual`.
+    pub reason: String,
+    /// `automatic` or `manual`.
+    pub source: String,
+    pub note: Option<String>,
+    pub created_at: i64,
+    /// `None`: persistent (the blacklist).
+    pub expires_at: Option<i64>,
+    /// Who blocked it by hand.
+    pub created_by: Option<UserId>,
+}
+
+/// An address or network an organization trusts: never blocked, never screened for spam.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrustedAddress {
+    pub id: TrustedAddressId,
+    pub org_id: OrgId,
+    pub network: String,
+    pub note: Option<String>,
+    pub created_at: i64,
+    pub created_by: Option<UserId>,
+}
+
+/// A pattern dialogue: patterns tried in order, an optional context key for the first capture
+/// group, and reply alternatives (the first whose placeholders are all known is sent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dialogue {
+    pub id: DialogueId,
+    pub bot_id: BotId,
+    pub name: String,
+    /// Lower positions are tried first.
+    pub position: i64,
+    pub patterns: Vec<String>,
+    pub context_key: Option<String>,
+    pub replies: Vec<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Whose context memory entry it is: dialogues, the APIs and webhooks write `Bot`; the widget's
+/// `context` option writes `Visitor`, which replies never read unasked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContextNamespace {
+    Bot,
+    Visitor,
+}
+
+impl ContextNamespace {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContextNamespace::Bot => "bot",
+            ContextNamespace::Visitor => "visitor",
+        }
+    }
+}
+
+/// Counts of one bot in one UTC hour (`hour`: Unix ms of its start), or an increment to them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HourlyStatistics {
+    pub hour: i64,
+    /// Conversations whose visitor wrote (counted at the first message).
+    pub sessions: i64,
+    pub visitor_messages: i64,
+    /// Replies of the bot to visitor messages.
+    pub bot_messages: i64,
+    /// Replies that came from the fallback.
+    pub fallbacks: i64,
+    /// Requests for a human.
+    pub handovers: i64,
+}
+
+/// A webhook endpoint of a bot.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub id: WebhookId,
+    pub org_id: OrgId,
+    pub bot_id: BotId,
+    pub url: String,
+    pub events: Vec<WebhookEvent>,
+    pub enabled: bool,
+    /// Deliveries to this endpoint in flight at once, across all workers.
+    pub max_concurrency: i64,
+    /// The signing secret, sealed under the server's webhook key.
+    pub secret_sealed: String,
+    /// The secret being rotated out, which still signs until `previous_secret_expires_at`.
+    pub previous_secret_sealed: Option<String>,
+    pub previous_secret_expires_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+// The sealed secrets stay out of debug output too.
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("id", &self.id)
+            .field("bot_id", &self.bot_id)
+            .field("events", &self.events)
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The fields of a webhook an update may change; `None` leaves one as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WebhookUpdate {
+    pub url: Option<String>,
+    pub events: Option<Vec<WebhookEvent>>,
+    pub enabled: Option<bool>,
+    pub max_concurrency: Option<i64>,
+}
+
+/// An event to deliver to every enabled endpoint of the bot that subscribes to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxEvent {
+    pub bot_id: BotId,
+    pub event: WebhookEvent,
+    /// What the event is about, e.g. the message id.
+    pub event_id: String,
+    /// The JSON body, sent byte for byte on every attempt.
+    pub payload: String,
+    pub at: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// Waiting for its next attempt (or being attempted).
+    Pending,
+    Delivered,
+    /// Retries ran out: a dead letter, until someone asks for a redelivery.
+    Dead,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(DeliveryState::Pending),
+            "delivered" => Some(DeliveryState::Delivered),
+            "dead" => Some(DeliveryState::Dead),
+            _ => None,
+        }
+    }
+}
+
+/// One event for one endpoint, with the outcome of its latest attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookDelivery {
+    /// Also the `webhook-id` header.
+    pub id: WebhookDeliveryId,
+    pub webhook_id: WebhookId,
+    pub event: WebhookEvent,
+    pub event_id: String,
+    pub payload: String,
+    pub state: DeliveryState,
+    pub attempts: i64,
+    pub created_at: i64,
+    pub retry_from: i64,
+    pub next_attempt_at: i64,
+    pub lease_until: Option<i64>,
+    pub last_attempt_at: Option<i64>,
+    pub last_status: Option<i64>,
+    pub last_latency_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<i64>,
+}
+
+/// What became of one attempt, and so of the delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Delivered,
+    RetryAt(i64),
+    Dead,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Delivered => "delivered",
+            AttemptOutcome::RetryAt(_) => "retry",
+            AttemptOutcome::Dead => "dead",
+        }
+    }
+}
+
+/// One attempt at a delivery, as the delivery log shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookAttempt {
+    pub attempt: i64,
+    pub started_at: i64,
+    /// The HTTP status, when an answer came.
+    pub status: Option<i64>,
+    pub latency_ms: i64,
+    /// Why it failed (`timeout`, `connect`, `status 500`, ...).
+    pub error: Option<String>,
+    /// `delivered`, `retry` or `dead`.
+    pub outcome: String,
 }

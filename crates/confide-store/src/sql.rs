@@ -12,11 +12,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use confide_domain::{
-    ApiKeyId, ApiScope, BotId, BotPermission, ConversationId, InvitationId, OrgId, OrgRole,
-    SessionId, SharingPolicy, UserId,
+    AddressBlockId, ApiKeyId, ApiScope, BotId, BotPermission, ConversationId, DialogueId,
+    IdentityKeyId, InvitationId, OrgId, OrgRole, SessionId, SharingPolicy, TrustedAddressId,
+    UserId, WebhookDeliveryId, WebhookId,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Row, Transaction};
+
+mod webhooks;
 
 use crate::audit::AuditLog;
 use crate::models::*;
@@ -370,6 +373,40 @@ fn lockout(row: &AnyRow) -> StoreResult<Lockout> {
 
 fn all<T>(rows: Vec<AnyRow>, convert: fn(&AnyRow) -> StoreResult<T>) -> StoreResult<Vec<T>> {
     rows.iter().map(convert).collect()
+}
+
+/// Stores the message and moves the conversation's last-message time, inside `tx`.
+async fn insert_message(tx: &mut Transaction<'static, Any>, message: &Message) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO messages (id, conversation_id, sender, text, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(message.id.to_string())
+    .bind(message.conversation_id.to_string())
+    .bind(message.sender.as_str())
+    .bind(&message.text)
+    .bind(message.created_at)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE conversations SET last_message_at = $1 \
+         WHERE id = $2 AND last_message_at < $1",
+    )
+    .bind(message.created_at)
+    .bind(message.conversation_id.to_string())
+    .execute(&mut **tx)
+    .await?;
+    if message.sender == Sender::Visitor {
+        sqlx::query(
+            "UPDATE conversations SET interacted_at = $1 \
+             WHERE id = $2 AND interacted_at IS NULL",
+        )
+        .bind(message.created_at)
+        .bind(message.conversation_id.to_string())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 fn not_found(what: &str) -> StoreError {
@@ -1260,8 +1297,8 @@ impl Store for SqlStore {
 
     async fn get_chat_settings(&self, bot: BotId) -> StoreResult<ChatSettings> {
         let row = sqlx::query(
-            "SELECT greeting, fallback_reply, allowed_domains, restrictions FROM bot_chat_settings \
-             WHERE bot_id = $1",
+            "SELECT greeting, fallback_reply, allowed_domains, restrictions, require_identity \
+             FROM bot_chat_settings WHERE bot_id = $1",
         )
         .bind(bot.to_string())
         .fetch_optional(&self.pool)
@@ -1279,6 +1316,7 @@ impl Store for SqlStore {
             fallback_reply: c.text("fallback_reply")?,
             allowed_domains: domains,
             restrictions,
+            require_identity: c.int("require_identity")? != 0,
         })
     }
 
@@ -1290,11 +1328,11 @@ impl Store for SqlStore {
     ) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO bot_chat_settings (bot_id, greeting, fallback_reply, allowed_domains, \
-             updated_at, restrictions) VALUES ($1, $2, $3, $4, $5, $6) \
+             updated_at, restrictions, require_identity) VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (bot_id) DO UPDATE SET greeting = excluded.greeting, \
              fallback_reply = excluded.fallback_reply, \
              allowed_domains = excluded.allowed_domains, updated_at = excluded.updated_at, \
-             restrictions = excluded.restrictions",
+             restrictions = excluded.restrictions, require_identity = excluded.require_identity",
         )
         .bind(bot.to_string())
         .bind(&settings.greeting)
@@ -1305,6 +1343,7 @@ impl Store for SqlStore {
             serde_json::to_string(&settings.restrictions)
                 .map_err(|_| StoreError::Corrupt("restrictions do not serialize".into()))?,
         )
+        .bind(i64::from(settings.require_identity))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -1349,65 +1388,482 @@ impl Store for SqlStore {
     ) -> StoreResult<Option<Conversation>> {
         let row = sqlx::query(
             "SELECT id, org_id, bot_id, visitor_id, origin, ip, user_agent, created_at, \
-             last_message_at, automated, interacted_at FROM conversations \
-             WHERE id = $1 AND bot_id = $2",
+             last_message_at, automated, interacted_at, verified_user_id, verified_at, \
+             handover_state, handover_agent, handover_requested_at, handover_started_at, \
+             handover_ended_at FROM conversations WHERE id = $1 AND bot_id = $2",
         )
         .bind(id.to_string())
         .bind(bot.to_string())
         .fetch_optional(&self.pool)
         .await?;
-        let Some(row) = row else {
-            return Ok(None);
+        row.as_ref().map(conversation_from).transpose()
+    }
+
+    async fn request_handover(&self, bot: BotId, id: ConversationId, at: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE conversations SET handover_state = 'requested', handover_requested_at = $1, \
+             handover_agent = NULL, handover_started_at = NULL, handover_ended_at = NULL \
+             WHERE id = $2 AND bot_id = $3 AND handover_state IN ('bot', 'ended')",
+        )
+        .bind(at)
+        .bind(id.to_string())
+        .bind(bot.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn take_handover(
+        &self,
+        bot: BotId,
+        id: ConversationId,
+        agent: &str,
+        at: i64,
+    ) -> StoreResult<bool> {
+        // One statement: of two agents taking the same conversation, exactly one wins.
+        let done = sqlx::query(
+            "UPDATE conversations SET handover_state = 'agent', handover_agent = $1, \
+             handover_started_at = COALESCE(handover_started_at, $2) \
+             WHERE id = $3 AND bot_id = $4 AND (handover_state = 'requested' \
+             OR (handover_state = 'agent' AND handover_agent = $1))",
+        )
+        .bind(agent)
+        .bind(at)
+        .bind(id.to_string())
+        .bind(bot.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn end_handover(&self, bot: BotId, id: ConversationId, at: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE conversations SET handover_state = 'ended', handover_ended_at = $1 \
+             WHERE id = $2 AND bot_id = $3 AND handover_state IN ('requested', 'agent')",
+        )
+        .bind(at)
+        .bind(id.to_string())
+        .bind(bot.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_handovers(
+        &self,
+        bot: BotId,
+        states: &[HandoverState],
+        limit: i64,
+    ) -> StoreResult<Vec<Conversation>> {
+        let Some(first) = states.first() else {
+            return Ok(Vec::new());
         };
-        let c = Cols(&row);
-        Ok(Some(Conversation {
-            id: c.parsed("id")?,
-            org_id: c.parsed("org_id")?,
-            bot_id: c.parsed("bot_id")?,
-            visitor_id: c.text("visitor_id")?,
-            origin: c.opt_text("origin")?,
-            ip: c.opt_text("ip")?,
-            user_agent: c.opt_text("user_agent")?,
-            created_at: c.int("created_at")?,
-            last_message_at: c.int("last_message_at")?,
-            automated: c.opt_text("automated")?,
-            interacted_at: c.opt_int("interacted_at")?,
-        }))
+        // Four slots cover every state; unused ones repeat the first, so the SQL stays static.
+        let slot = |i: usize| states.get(i).unwrap_or(first).as_str();
+        let rows = sqlx::query(
+            "SELECT id, org_id, bot_id, visitor_id, origin, ip, user_agent, created_at, \
+             last_message_at, automated, interacted_at, verified_user_id, verified_at, \
+             handover_state, handover_agent, handover_requested_at, handover_started_at, \
+             handover_ended_at FROM conversations WHERE bot_id = $1 \
+             AND handover_state IN ($3, $4, $5, $6) \
+             ORDER BY handover_requested_at, id LIMIT $2",
+        )
+        .bind(bot.to_string())
+        .bind(limit.clamp(1, 1000))
+        .bind(slot(0))
+        .bind(slot(1))
+        .bind(slot(2))
+        .bind(slot(3))
+        .fetch_all(&self.pool)
+        .await?;
+        all(rows, conversation_from)
+    }
+
+    async fn verify_conversation(
+        &self,
+        bot: BotId,
+        id: ConversationId,
+        user_id: &str,
+        at: i64,
+    ) -> StoreResult<bool> {
+        // One statement, so two identities racing for the same chat cannot both win.
+        let done = sqlx::query(
+            "UPDATE conversations SET verified_user_id = $1, \
+             verified_at = COALESCE(verified_at, $2) \
+             WHERE id = $3 AND bot_id = $4 \
+             AND (verified_user_id IS NULL OR verified_user_id = $1)",
+        )
+        .bind(user_id)
+        .bind(at)
+        .bind(id.to_string())
+        .bind(bot.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn create_dialogue(&self, dialogue: &Dialogue) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO dialogues (id, bot_id, name, kind, position, patterns, context_key, \
+             replies, created_at, updated_at) VALUES ($1, $2, $3, 'pattern', $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(dialogue.id.to_string())
+        .bind(dialogue.bot_id.to_string())
+        .bind(&dialogue.name)
+        .bind(dialogue.position)
+        .bind(json_list(&dialogue.patterns))
+        .bind(dialogue.context_key.as_deref())
+        .bind(json_list(&dialogue.replies))
+        .bind(dialogue.created_at)
+        .bind(dialogue.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_dialogues(&self, bot: BotId) -> StoreResult<Vec<Dialogue>> {
+        let rows = sqlx::query(
+            "SELECT id, bot_id, name, position, patterns, context_key, replies, created_at, \
+             updated_at FROM dialogues WHERE bot_id = $1 ORDER BY position, id LIMIT 10000",
+        )
+        .bind(bot.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        all(rows, dialogue_from)
+    }
+
+    async fn get_dialogue(&self, bot: BotId, id: DialogueId) -> StoreResult<Option<Dialogue>> {
+        let row = sqlx::query(
+            "SELECT id, bot_id, name, position, patterns, context_key, replies, created_at, \
+             updated_at FROM dialogues WHERE id = $1 AND bot_id = $2",
+        )
+        .bind(id.to_string())
+        .bind(bot.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(dialogue_from).transpose()
+    }
+
+    async fn update_dialogue(&self, dialogue: &Dialogue) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE dialogues SET name = $1, position = $2, patterns = $3, context_key = $4, \
+             replies = $5, updated_at = $6 WHERE id = $7 AND bot_id = $8",
+        )
+        .bind(&dialogue.name)
+        .bind(dialogue.position)
+        .bind(json_list(&dialogue.patterns))
+        .bind(dialogue.context_key.as_deref())
+        .bind(json_list(&dialogue.replies))
+        .bind(dialogue.updated_at)
+        .bind(dialogue.id.to_string())
+        .bind(dialogue.bot_id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_dialogue(&self, bot: BotId, id: DialogueId) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM dialogues WHERE id = $1 AND bot_id = $2")
+            .bind(id.to_string())
+            .bind(bot.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn reorder_dialogues(&self, bot: BotId, order: &[DialogueId]) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        for (position, id) in order.iter().enumerate() {
+            sqlx::query("UPDATE dialogues SET position = $1 WHERE id = $2 AND bot_id = $3")
+                .bind(i64::try_from(position).unwrap_or(i64::MAX))
+                .bind(id.to_string())
+                .bind(bot.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_context(
+        &self,
+        conversation: ConversationId,
+        namespace: ContextNamespace,
+    ) -> StoreResult<std::collections::BTreeMap<String, String>> {
+        let rows = sqlx::query(
+            "SELECT key, value FROM conversation_context \
+             WHERE conversation_id = $1 AND namespace = $2 LIMIT 1000",
+        )
+        .bind(conversation.to_string())
+        .bind(namespace.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let pairs = all(rows, |row| {
+            let c = Cols(row);
+            Ok((c.text("key")?, c.text("value")?))
+        })?;
+        Ok(pairs.into_iter().collect())
+    }
+
+    async fn set_context(
+        &self,
+        conversation: ConversationId,
+        namespace: ContextNamespace,
+        key: &str,
+        value: &str,
+        at: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO conversation_context (conversation_id, namespace, key, value, updated_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (conversation_id, namespace, key) \
+             DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(conversation.to_string())
+        .bind(namespace.as_str())
+        .bind(key)
+        .bind(value)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn count_statistics(&self, bot: BotId, delta: &HourlyStatistics) -> StoreResult<()> {
+        const HOUR_MS: i64 = 3_600_000;
+        sqlx::query(
+            "INSERT INTO bot_statistics (bot_id, hour, sessions, visitor_messages, bot_messages, \
+             fallbacks, handovers) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (bot_id, hour) DO UPDATE SET \
+             sessions = bot_statistics.sessions + excluded.sessions, \
+             visitor_messages = bot_statistics.visitor_messages + excluded.visitor_messages, \
+             bot_messages = bot_statistics.bot_messages + excluded.bot_messages, \
+             fallbacks = bot_statistics.fallbacks + excluded.fallbacks, \
+             handovers = bot_statistics.handovers + excluded.handovers",
+        )
+        .bind(bot.to_string())
+        .bind(delta.hour.div_euclid(HOUR_MS) * HOUR_MS)
+        .bind(delta.sessions)
+        .bind(delta.visitor_messages)
+        .bind(delta.bot_messages)
+        .bind(delta.fallbacks)
+        .bind(delta.handovers)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn statistics(
+        &self,
+        bot: BotId,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<HourlyStatistics>> {
+        let rows = sqlx::query(
+            "SELECT hour, sessions, visitor_messages, bot_messages, fallbacks, handovers \
+             FROM bot_statistics WHERE bot_id = $1 AND hour >= $2 AND hour < $3 \
+             ORDER BY hour LIMIT 20000",
+        )
+        .bind(bot.to_string())
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        all(rows, |row| {
+            let c = Cols(row);
+            Ok(HourlyStatistics {
+                hour: c.int("hour")?,
+                sessions: c.int("sessions")?,
+                visitor_messages: c.int("visitor_messages")?,
+                bot_messages: c.int("bot_messages")?,
+                fallbacks: c.int("fallbacks")?,
+                handovers: c.int("handovers")?,
+            })
+        })
+    }
+
+    async fn add_address_block(&self, block: &AddressBlock) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO address_blocks (id, org_id, network, reason, source, note, created_at, \
+             expires_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(block.id.to_string())
+        .bind(block.org_id.to_string())
+        .bind(&block.network)
+        .bind(&block.reason)
+        .bind(&block.source)
+        .bind(block.note.as_deref())
+        .bind(block.created_at)
+        .bind(block.expires_at)
+        .bind(block.created_by.map(|u| u.to_string()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn active_address_blocks(&self, org: OrgId, now: i64) -> StoreResult<Vec<AddressBlock>> {
+        let rows = sqlx::query(
+            "SELECT id, org_id, network, reason, source, note, created_at, expires_at, created_by \
+             FROM address_blocks WHERE org_id = $1 AND (expires_at IS NULL OR expires_at > $2) \
+             ORDER BY created_at DESC, id DESC LIMIT 10000",
+        )
+        .bind(org.to_string())
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        all(rows, |row| {
+            let c = Cols(row);
+            Ok(AddressBlock {
+                id: c.parsed("id")?,
+                org_id: c.parsed("org_id")?,
+                network: c.text("network")?,
+                reason: c.text("reason")?,
+                source: c.text("source")?,
+                note: c.opt_text("note")?,
+                created_at: c.int("created_at")?,
+                expires_at: c.opt_int("expires_at")?,
+                created_by: c.opt_parsed("created_by")?,
+            })
+        })
+    }
+
+    async fn count_automatic_blocks(
+        &self,
+        org: OrgId,
+        network: &str,
+        since: i64,
+    ) -> StoreResult<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM address_blocks WHERE org_id = $1 AND network = $2 \
+             AND source = 'automatic' AND created_at >= $3",
+        )
+        .bind(org.to_string())
+        .bind(network)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Cols(&row).int("n")
+    }
+
+    async fn delete_address_block(&self, org: OrgId, id: AddressBlockId) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM address_blocks WHERE id = $1 AND org_id = $2")
+            .bind(id.to_string())
+            .bind(org.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn add_trusted_address(&self, trusted: &TrustedAddress) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO trusted_addresses (id, org_id, network, note, created_at, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(trusted.id.to_string())
+        .bind(trusted.org_id.to_string())
+        .bind(&trusted.network)
+        .bind(trusted.note.as_deref())
+        .bind(trusted.created_at)
+        .bind(trusted.created_by.map(|u| u.to_string()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_trusted_addresses(&self, org: OrgId) -> StoreResult<Vec<TrustedAddress>> {
+        let rows = sqlx::query(
+            "SELECT id, org_id, network, note, created_at, created_by FROM trusted_addresses \
+             WHERE org_id = $1 ORDER BY created_at, id LIMIT 10000",
+        )
+        .bind(org.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        all(rows, |row| {
+            let c = Cols(row);
+            Ok(TrustedAddress {
+                id: c.parsed("id")?,
+                org_id: c.parsed("org_id")?,
+                network: c.text("network")?,
+                note: c.opt_text("note")?,
+                created_at: c.int("created_at")?,
+                created_by: c.opt_parsed("created_by")?,
+            })
+        })
+    }
+
+    async fn delete_trusted_address(&self, org: OrgId, id: TrustedAddressId) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM trusted_addresses WHERE id = $1 AND org_id = $2")
+            .bind(id.to_string())
+            .bind(org.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn add_identity_key(&self, key: &IdentityKey) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO bot_identity_keys (id, bot_id, name, algorithm, public_key_pem, \
+             fingerprint, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(key.id.to_string())
+        .bind(key.bot_id.to_string())
+        .bind(&key.name)
+        .bind(&key.algorithm)
+        .bind(&key.public_key_pem)
+        .bind(&key.fingerprint)
+        .bind(key.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_identity_keys(&self, bot: BotId) -> StoreResult<Vec<IdentityKey>> {
+        let rows = sqlx::query(
+            "SELECT id, bot_id, name, algorithm, public_key_pem, fingerprint, created_at \
+             FROM bot_identity_keys WHERE bot_id = $1 ORDER BY created_at, id",
+        )
+        .bind(bot.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        all(rows, |row| {
+            let c = Cols(row);
+            Ok(IdentityKey {
+                id: c.parsed("id")?,
+                bot_id: c.parsed("bot_id")?,
+                name: c.text("name")?,
+                algorithm: c.text("algorithm")?,
+                public_key_pem: c.text("public_key_pem")?,
+                fingerprint: c.text("fingerprint")?,
+                created_at: c.int("created_at")?,
+            })
+        })
+    }
+
+    async fn delete_identity_key(&self, bot: BotId, id: IdentityKeyId) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM bot_identity_keys WHERE id = $1 AND bot_id = $2")
+            .bind(id.to_string())
+            .bind(bot.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn add_message(&self, message: &Message) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO messages (id, conversation_id, sender, text, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(message.id.to_string())
-        .bind(message.conversation_id.to_string())
-        .bind(message.sender.as_str())
-        .bind(&message.text)
-        .bind(message.created_at)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE conversations SET last_message_at = $1 \
-             WHERE id = $2 AND last_message_at < $1",
-        )
-        .bind(message.created_at)
-        .bind(message.conversation_id.to_string())
-        .execute(&mut *tx)
-        .await?;
-        if message.sender == Sender::Visitor {
-            sqlx::query(
-                "UPDATE conversations SET interacted_at = $1 \
-                 WHERE id = $2 AND interacted_at IS NULL",
-            )
-            .bind(message.created_at)
-            .bind(message.conversation_id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_message(&mut tx, message).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn add_message_with_event(
+        &self,
+        message: &Message,
+        event: &OutboxEvent,
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+        insert_message(&mut tx, message).await?;
+        let queued = webhooks::enqueue(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(queued)
     }
 
     async fn list_messages(
@@ -1435,6 +1891,106 @@ impl Store for SqlStore {
         })
     }
 
+    async fn create_webhook(&self, webhook: &Webhook) -> StoreResult<()> {
+        self.webhook_create(webhook).await
+    }
+
+    async fn list_webhooks(&self, org: OrgId, bot: BotId) -> StoreResult<Vec<Webhook>> {
+        self.webhook_list(org, bot).await
+    }
+
+    async fn get_webhook(
+        &self,
+        org: OrgId,
+        bot: BotId,
+        id: WebhookId,
+    ) -> StoreResult<Option<Webhook>> {
+        self.webhook_get(org, bot, id).await
+    }
+
+    async fn update_webhook(
+        &self,
+        org: OrgId,
+        bot: BotId,
+        id: WebhookId,
+        update: &WebhookUpdate,
+        at: i64,
+    ) -> StoreResult<Option<Webhook>> {
+        self.webhook_update(org, bot, id, update, at).await
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        org: OrgId,
+        bot: BotId,
+        id: WebhookId,
+        sealed: &str,
+        previous_expires_at: i64,
+        at: i64,
+    ) -> StoreResult<Option<Webhook>> {
+        self.webhook_rotate(org, bot, id, sealed, previous_expires_at, at)
+            .await
+    }
+
+    async fn delete_webhook(&self, org: OrgId, bot: BotId, id: WebhookId) -> StoreResult<bool> {
+        self.webhook_delete(org, bot, id).await
+    }
+
+    async fn get_webhook_for_delivery(&self, id: WebhookId) -> StoreResult<Option<Webhook>> {
+        self.webhook_for_delivery(id).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<WebhookDelivery>> {
+        self.deliveries_claim(owner, now, lease_until, limit).await
+    }
+
+    async fn finish_delivery(
+        &self,
+        id: WebhookDeliveryId,
+        owner: &str,
+        attempt: &WebhookAttempt,
+        outcome: AttemptOutcome,
+    ) -> StoreResult<bool> {
+        self.delivery_finish(id, owner, attempt, outcome).await
+    }
+
+    async fn list_deliveries(
+        &self,
+        webhook: WebhookId,
+        state: Option<DeliveryState>,
+        before: Option<WebhookDeliveryId>,
+        limit: i64,
+    ) -> StoreResult<Vec<WebhookDelivery>> {
+        self.deliveries_list(webhook, state, before, limit).await
+    }
+
+    async fn get_delivery(
+        &self,
+        webhook: WebhookId,
+        id: WebhookDeliveryId,
+    ) -> StoreResult<Option<WebhookDelivery>> {
+        self.delivery_get(webhook, id).await
+    }
+
+    async fn list_attempts(&self, delivery: WebhookDeliveryId) -> StoreResult<Vec<WebhookAttempt>> {
+        self.attempts_list(delivery).await
+    }
+
+    async fn redeliver(
+        &self,
+        webhook: WebhookId,
+        id: WebhookDeliveryId,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.delivery_redeliver(webhook, id, now).await
+    }
+
     async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<AuditEvent> {
         self.audit.append(&self.pool, event).await
     }
@@ -1451,6 +2007,55 @@ impl Store for SqlStore {
     async fn verify_audit_chains(&self) -> StoreResult<Vec<ChainBreak>> {
         crate::audit::verify(&self.pool).await
     }
+}
+
+fn conversation_from(row: &AnyRow) -> StoreResult<Conversation> {
+    let c = Cols(row);
+    Ok(Conversation {
+        id: c.parsed("id")?,
+        org_id: c.parsed("org_id")?,
+        bot_id: c.parsed("bot_id")?,
+        visitor_id: c.text("visitor_id")?,
+        origin: c.opt_text("origin")?,
+        ip: c.opt_text("ip")?,
+        user_agent: c.opt_text("user_agent")?,
+        created_at: c.int("created_at")?,
+        last_message_at: c.int("last_message_at")?,
+        automated: c.opt_text("automated")?,
+        interacted_at: c.opt_int("interacted_at")?,
+        verified_user_id: c.opt_text("verified_user_id")?,
+        verified_at: c.opt_int("verified_at")?,
+        handover: Handover {
+            state: c.enumerated("handover_state", HandoverState::parse)?,
+            agent: c.opt_text("handover_agent")?,
+            requested_at: c.opt_int("handover_requested_at")?,
+            started_at: c.opt_int("handover_started_at")?,
+            ended_at: c.opt_int("handover_ended_at")?,
+        },
+    })
+}
+
+fn json_list(items: &[String]) -> String {
+    serde_json::Value::from(items.to_vec()).to_string()
+}
+
+fn dialogue_from(row: &AnyRow) -> StoreResult<Dialogue> {
+    let c = Cols(row);
+    let list = |column: &str| -> StoreResult<Vec<String>> {
+        serde_json::from_str(&c.text(column)?)
+            .map_err(|_| StoreError::Corrupt(format!("column {column} is not a list")))
+    };
+    Ok(Dialogue {
+        id: c.parsed("id")?,
+        bot_id: c.parsed("bot_id")?,
+        name: c.text("name")?,
+        position: c.int("position")?,
+        patterns: list("patterns")?,
+        context_key: c.opt_text("context_key")?,
+        replies: list("replies")?,
+        created_at: c.int("created_at")?,
+        updated_at: c.int("updated_at")?,
+    })
 }
 
 #[cfg(test)]

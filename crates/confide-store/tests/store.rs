@@ -7,14 +7,16 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use confide_domain::{
-    ApiKeyId, ApiScope, BotId, BotPermission, ConversationId, InvitationId, MessageId, OrgId,
-    OrgRole, SessionId, SharingPolicy, UserId,
+    AddressBlockId, ApiKeyId, ApiScope, BotId, BotPermission, ConversationId, DialogueId,
+    IdentityKeyId, InvitationId, MessageId, OrgId, OrgRole, SessionId, SharingPolicy,
+    TrustedAddressId, UserId,
 };
 use confide_store::testing::each_backend;
 use confide_store::{
-    ApiKey, AuditChain, AuditEvent, Backend, ChatSettings, Chatbot, Conversation, GENESIS_HASH,
-    Invitation, Lockout, Membership, Message, NewAuditEvent, Organization, Sender, Session,
-    SqlStore, Store, StoreError, User, audit_event_hash,
+    AddressBlock, ApiKey, AuditChain, AuditEvent, Backend, ChatSettings, Chatbot, ContextNamespace,
+    Conversation, Dialogue, GENESIS_HASH, IdentityKey, Invitation, Lockout, Membership, Message,
+    NewAuditEvent, Organization, Sender, Session, SqlStore, Store, StoreError, TrustedAddress,
+    User, audit_event_hash,
 };
 use serde_json::json;
 
@@ -1546,6 +1548,123 @@ fn conversation(org: OrgId, bot: BotId) -> Conversation {
         last_message_at: T0,
         automated: Some("crawler".to_owned()),
         interacted_at: None,
+        verified_user_id: None,
+        verified_at: None,
+        handover: Default::default(),
+    }
+}
+
+fn identity_key(bot: BotId, fingerprint: &str, at: i64) -> IdentityKey {
+    IdentityKey {
+        id: IdentityKeyId::new(),
+        bot_id: bot,
+        name: "Backend".to_owned(),
+        algorithm: "ES256".to_owned(),
+        public_key_pem: "-----BEGIN PUBLIC KEY-----\n...\n-----END PUBLIC KEY-----\n".to_owned(),
+        fingerprint: fingerprint.to_owned(),
+        created_at: at,
+    }
+}
+
+#[tokio::test]
+async fn a_bot_trusts_each_identity_key_once_and_only_its_own_keys() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (acme, _) = tenant(store, "Acme").await;
+        let helper = bot(acme.id, "Helper");
+        let other = bot(acme.id, "Other");
+        store.create_bot(&helper).await.unwrap();
+        store.create_bot(&other).await.unwrap();
+        let first = identity_key(helper.id, "aa", T0);
+        let second = identity_key(helper.id, "bb", T0 + 1);
+        store.add_identity_key(&first).await.unwrap();
+        store.add_identity_key(&second).await.unwrap();
+        assert!(
+            matches!(
+                store
+                    .add_identity_key(&identity_key(helper.id, "aa", T0 + 2))
+                    .await,
+                Err(StoreError::Conflict(_))
+            ),
+            "{backend}: the same key twice"
+        );
+        // Another bot may trust the same key.
+        store
+            .add_identity_key(&identity_key(other.id, "aa", T0))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.list_identity_keys(helper.id).await.unwrap(),
+            vec![first.clone(), second.clone()],
+            "{backend}"
+        );
+        assert!(
+            !store.delete_identity_key(other.id, first.id).await.unwrap(),
+            "{backend}: not through another bot"
+        );
+        assert!(
+            store
+                .delete_identity_key(helper.id, first.id)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.list_identity_keys(helper.id).await.unwrap(),
+            vec![second],
+            "{backend}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_verified_chat_belongs_to_one_identity_for_good() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (acme, _) = tenant(store, "Acme").await;
+        let helper = bot(acme.id, "Helper");
+        let other = bot(acme.id, "Other");
+        store.create_bot(&helper).await.unwrap();
+        store.create_bot(&other).await.unwrap();
+        let chat = conversation(acme.id, helper.id);
+        store.create_conversation(&chat).await.unwrap();
+        assert!(
+            !store
+                .verify_conversation(other.id, chat.id, "alice", T0)
+                .await
+                .unwrap(),
+            "{backend}: not through another bot"
+        );
+        assert!(
+            store
+                .verify_conversation(helper.id, chat.id, "alice", T0 + 5)
+                .await
+                .unwrap()
+        );
+        // The same identity again is fine and keeps the first verification time.
+        assert!(
+            store
+                .verify_conversation(helper.id, chat.id, "alice", T0 + 9)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .verify_conversation(helper.id, chat.id, "mallory", T0 + 10)
+                .await
+                .unwrap(),
+            "{backend}: another identity cannot take the chat over"
+        );
+        let stored = store
+            .get_conversation(helper.id, chat.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            stored.verified_user_id.as_deref(),
+            Some("alice"),
+            "{backend}"
+        );
+        assert_eq!(stored.verified_at, Some(T0 + 5), "{backend}");
     }
 }
 
@@ -1570,6 +1689,7 @@ async fn a_bot_has_default_chat_settings_until_they_are_saved() {
                 ip_deny: vec!["203.0.113.0/24".to_owned()],
                 ..Default::default()
             },
+            require_identity: true,
         };
         store
             .put_chat_settings(helper.id, &custom, T0)
@@ -1676,6 +1796,259 @@ async fn a_conversation_belongs_to_its_bot_and_keeps_its_messages_in_order() {
         store.delete_bot(acme.id, helper.id).await.unwrap();
         assert!(
             store.list_messages(chat.id, 100).await.unwrap().is_empty(),
+            "{backend}"
+        );
+    }
+}
+
+fn address_block(
+    org: OrgId,
+    network: &str,
+    source: &str,
+    at: i64,
+    expires: Option<i64>,
+) -> AddressBlock {
+    AddressBlock {
+        id: AddressBlockId::new(),
+        org_id: org,
+        network: network.to_owned(),
+        reason: "repeats".to_owned(),
+        source: source.to_owned(),
+        note: None,
+        created_at: at,
+        expires_at: expires,
+        created_by: None,
+    }
+}
+
+#[tokio::test]
+async fn address_blocks_are_in_force_until_they_expire_and_stay_in_their_organization() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (acme, _) = tenant(store, "Acme").await;
+        let (globex, _) = tenant(store, "Globex").await;
+        let expired = address_block(acme.id, "203.0.113.5/32", "automatic", T0, Some(T0 + 10));
+        let temporary = address_block(
+            acme.id,
+            "203.0.113.5/32",
+            "automatic",
+            T0 + 20,
+            Some(T0 + 100),
+        );
+        let forever = address_block(acme.id, "198.51.100.0/24", "manual", T0 + 30, None);
+        let elsewhere = address_block(globex.id, "203.0.113.5/32", "automatic", T0, None);
+        for block in [&expired, &temporary, &forever, &elsewhere] {
+            store.add_address_block(block).await.unwrap();
+        }
+        assert_eq!(
+            store.active_address_blocks(acme.id, T0 + 50).await.unwrap(),
+            vec![forever.clone(), temporary.clone()],
+            "{backend}: newest first, expired left out"
+        );
+        assert_eq!(
+            store
+                .active_address_blocks(acme.id, T0 + 100)
+                .await
+                .unwrap(),
+            vec![forever.clone()],
+            "{backend}"
+        );
+        // Expired automatic blocks still count for escalation; manual ones never do.
+        assert_eq!(
+            store
+                .count_automatic_blocks(acme.id, "203.0.113.5/32", T0)
+                .await
+                .unwrap(),
+            2,
+            "{backend}"
+        );
+        assert_eq!(
+            store
+                .count_automatic_blocks(acme.id, "203.0.113.5/32", T0 + 15)
+                .await
+                .unwrap(),
+            1,
+            "{backend}"
+        );
+        assert_eq!(
+            store
+                .count_automatic_blocks(acme.id, "198.51.100.0/24", T0)
+                .await
+                .unwrap(),
+            0,
+            "{backend}"
+        );
+        assert!(
+            !store
+                .delete_address_block(globex.id, forever.id)
+                .await
+                .unwrap(),
+            "{backend}"
+        );
+        assert!(
+            store
+                .delete_address_block(acme.id, forever.id)
+                .await
+                .unwrap(),
+            "{backend}"
+        );
+        assert_eq!(
+            store
+                .active_address_blocks(acme.id, T0 + 100)
+                .await
+                .unwrap(),
+            vec![],
+            "{backend}"
+        );
+
+        let office = TrustedAddress {
+            id: TrustedAddressId::new(),
+            org_id: acme.id,
+            network: "192.0.2.0/24".to_owned(),
+            note: Some("Office".to_owned()),
+            created_at: T0,
+            created_by: None,
+        };
+        store.add_trusted_address(&office).await.unwrap();
+        let again = TrustedAddress {
+            id: TrustedAddressId::new(),
+            ..office.clone()
+        };
+        assert!(
+            matches!(
+                store.add_trusted_address(&again).await,
+                Err(StoreError::Conflict(_))
+            ),
+            "{backend}"
+        );
+        let theirs = TrustedAddress {
+            id: TrustedAddressId::new(),
+            org_id: globex.id,
+            ..office.clone()
+        };
+        store.add_trusted_address(&theirs).await.unwrap();
+        assert_eq!(
+            store.list_trusted_addresses(acme.id).await.unwrap(),
+            vec![office.clone()],
+            "{backend}"
+        );
+        assert!(
+            !store
+                .delete_trusted_address(globex.id, office.id)
+                .await
+                .unwrap(),
+            "{backend}"
+        );
+        assert!(
+            store
+                .delete_trusted_address(acme.id, office.id)
+                .await
+                .unwrap(),
+            "{backend}"
+        );
+        assert_eq!(
+            store.list_trusted_addresses(acme.id).await.unwrap(),
+            vec![],
+            "{backend}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn dialogues_keep_their_order_and_context_memory_its_namespaces() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (acme, _) = tenant(store, "Acme").await;
+        let helper = bot(acme.id, "Helper");
+        let other = bot(acme.id, "Other");
+        store.create_bot(&helper).await.unwrap();
+        store.create_bot(&other).await.unwrap();
+        let dialogue = |name: &str, position: i64| Dialogue {
+            id: DialogueId::new(),
+            bot_id: helper.id,
+            name: name.to_owned(),
+            position,
+            patterns: vec!["order (\\d+)".to_owned()],
+            context_key: Some("order".to_owned()),
+            replies: vec!["Order {order}".to_owned(), "Which order?".to_owned()],
+            created_at: T0,
+            updated_at: T0,
+        };
+        let first = dialogue("First", 0);
+        let second = dialogue("Second", 1);
+        store.create_dialogue(&first).await.unwrap();
+        store.create_dialogue(&second).await.unwrap();
+        assert_eq!(
+            store.list_dialogues(helper.id).await.unwrap(),
+            vec![first.clone(), second.clone()],
+            "{backend}"
+        );
+        store
+            .reorder_dialogues(helper.id, &[second.id, first.id])
+            .await
+            .unwrap();
+        let names: Vec<String> = store
+            .list_dialogues(helper.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(names, ["Second", "First"], "{backend}");
+        let moved = Dialogue {
+            bot_id: other.id,
+            ..first.clone()
+        };
+        assert!(
+            !store.update_dialogue(&moved).await.unwrap(),
+            "{backend}: not another bot's"
+        );
+        assert_eq!(
+            store.get_dialogue(other.id, first.id).await.unwrap(),
+            None,
+            "{backend}"
+        );
+        assert!(
+            store.delete_dialogue(helper.id, first.id).await.unwrap(),
+            "{backend}"
+        );
+        assert_eq!(
+            store.get_dialogue(helper.id, first.id).await.unwrap(),
+            None,
+            "{backend}"
+        );
+
+        let chat = conversation(acme.id, helper.id);
+        store.create_conversation(&chat).await.unwrap();
+        store
+            .set_context(chat.id, ContextNamespace::Bot, "name", "Ada", T0)
+            .await
+            .unwrap();
+        store
+            .set_context(chat.id, ContextNamespace::Bot, "name", "Grace", T0 + 1)
+            .await
+            .unwrap();
+        store
+            .set_context(chat.id, ContextNamespace::Visitor, "name", "Mallory", T0)
+            .await
+            .unwrap();
+        let bot_side = store
+            .get_context(chat.id, ContextNamespace::Bot)
+            .await
+            .unwrap();
+        assert_eq!(
+            bot_side.get("name").map(String::as_str),
+            Some("Grace"),
+            "{backend}"
+        );
+        assert_eq!(bot_side.len(), 1, "{backend}");
+        let visitor_side = store
+            .get_context(chat.id, ContextNamespace::Visitor)
+            .await
+            .unwrap();
+        assert_eq!(
+            visitor_side.get("name").map(String::as_str),
+            Some("Mallory"),
             "{backend}"
         );
     }

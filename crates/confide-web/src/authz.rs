@@ -196,3 +196,102 @@ pub async fn bot(
     }
     Ok((access, bot))
 }
+
+/// A bot's conversations, if the caller may see them (`Read`) or act in them as an agent
+/// (`Write`): people need that permission on the bot and, under the `listed_members` sharing
+/// policy, to be listed (owners and admins always see them); API keys need `chats:read` or
+/// `chats:write` (and the bot, if the key is bound to one).
+pub async fn chats(
+    state: &AppState,
+    auth: &Auth,
+    org_id: OrgId,
+    bot_id: BotId,
+    need: BotNeed,
+) -> Result<Chatbot, ApiError> {
+    let scope = match need {
+        BotNeed::Read => ApiScope::ChatsRead,
+        BotNeed::Write => ApiScope::ChatsWrite,
+    };
+    bot_data(state, auth, org_id, bot_id, need, scope, true).await
+}
+
+/// A bot's statistics: read permission on the bot, or an API key with `stats:read`. They hold no
+/// conversation, so the sharing policy does not apply.
+pub async fn statistics(
+    state: &AppState,
+    auth: &Auth,
+    org_id: OrgId,
+    bot_id: BotId,
+) -> Result<Chatbot, ApiError> {
+    bot_data(
+        state,
+        auth,
+        org_id,
+        bot_id,
+        BotNeed::Read,
+        ApiScope::StatsRead,
+        false,
+    )
+    .await
+}
+
+/// What a bot produces (conversations, statistics): people need `need` on the bot (and, with
+/// `sharing`, the conversation sharing policy's consent); API keys need `key_scope` rather than
+/// the `bots:*` scopes, and a key bound to another bot does not see this one at all (404 before
+/// any talk of scopes).
+async fn bot_data(
+    state: &AppState,
+    auth: &Auth,
+    org_id: OrgId,
+    bot_id: BotId,
+    need: BotNeed,
+    key_scope: ApiScope,
+    sharing: bool,
+) -> Result<Chatbot, ApiError> {
+    let target = format!("bot:{bot_id}");
+    match &auth.principal {
+        Principal::User { user_id, .. } => {
+            let (access, bot) = self::bot(state, auth, org_id, bot_id, need).await?;
+            let manages = access.role.is_some_and(OrgRole::manages_org);
+            if sharing
+                && !manages
+                && bot.sharing_policy == confide_domain::SharingPolicy::ListedMembers
+            {
+                let listed = state.store.list_conversation_viewers(bot_id).await?;
+                if !listed.contains(user_id) {
+                    let err = ApiError::forbidden(
+                        "conversations_not_shared",
+                        "this bot's conversations are shared with listed members only",
+                    );
+                    return Err(
+                        deny(state, auth, AuditChain::Org(org_id), target, "sharing", err).await,
+                    );
+                }
+            }
+            Ok(bot)
+        }
+        Principal::ApiKey {
+            bot_id: key_bot, ..
+        } => {
+            let bot = if key_bot.is_some_and(|b| b != bot_id) {
+                None
+            } else {
+                org(state, auth, org_id, OrgNeed::View(None)).await?;
+                state.store.get_bot(org_id, bot_id).await?
+            };
+            let Some(bot) = bot else {
+                return Err(deny(
+                    state,
+                    auth,
+                    AuditChain::Org(org_id),
+                    target,
+                    "read",
+                    ApiError::not_found(),
+                )
+                .await);
+            };
+            org(state, auth, org_id, OrgNeed::View(Some(key_scope))).await?;
+            Ok(bot)
+        }
+    }
+}

@@ -4,13 +4,18 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod authz;
+pub mod engine;
 pub mod error;
 pub mod extract;
+pub mod geo;
 pub mod mail;
 pub mod middleware;
 mod openapi;
 pub mod realtime;
+pub mod spam;
 pub mod state;
+pub mod statistics;
+pub mod webhooks;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -22,7 +27,10 @@ pub use error::{ApiError, ApiResult};
 pub use openapi::ApiDoc;
 pub use state::{AppState, LockoutPolicy, RateLimits, WebSettings};
 
-use crate::api::{audit_log, auth as auth_api, bots, chat, keys, me, orgs, system, widget};
+use crate::api::{
+    audit_log, auth as auth_api, bots, chat, dialogues, handover, identity_keys, keys, me, orgs,
+    spam as spam_api, statistics as statistics_api, system, webhooks as webhooks_api, widget,
+};
 
 /// The whole application with every layer.
 pub fn router(state: AppState) -> Router {
@@ -85,8 +93,76 @@ pub fn router(state: AppState) -> Router {
             get(bots::get_sharing).put(bots::set_sharing),
         )
         .route(
+            "/orgs/{org_id}/bots/{bot_id}/identity-keys",
+            get(identity_keys::list_identity_keys).post(identity_keys::add_identity_key),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/identity-keys/{key_id}",
+            axum::routing::delete(identity_keys::remove_identity_key),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/statistics",
+            get(statistics_api::bot_statistics),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/handovers",
+            get(handover::list_handovers),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/handovers/{chat_id}",
+            get(handover::get_handover),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/handovers/{chat_id}/take",
+            post(handover::take_handover),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/handovers/{chat_id}/messages",
+            post(handover::send_agent_message),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/handovers/{chat_id}/end",
+            post(handover::end_handover),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/dialogues",
+            get(dialogues::list_dialogues).post(dialogues::create_dialogue),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/dialogues/{dialogue_id}",
+            get(dialogues::get_dialogue)
+                .put(dialogues::update_dialogue)
+                .delete(dialogues::delete_dialogue),
+        )
+        .route(
             "/orgs/{org_id}/bots/{bot_id}/chat-settings",
             get(bots::get_chat_settings).put(bots::put_chat_settings),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/webhooks",
+            get(webhooks_api::list_webhooks).post(webhooks_api::create_webhook),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/webhooks/{webhook_id}",
+            get(webhooks_api::get_webhook)
+                .patch(webhooks_api::update_webhook)
+                .delete(webhooks_api::delete_webhook),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/webhooks/{webhook_id}/rotate-secret",
+            post(webhooks_api::rotate_secret),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/webhooks/{webhook_id}/deliveries",
+            get(webhooks_api::list_deliveries),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/webhooks/{webhook_id}/deliveries/{delivery_id}",
+            get(webhooks_api::get_delivery),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+            post(webhooks_api::redeliver),
         )
         .route(
             "/orgs/{org_id}/api-keys",
@@ -95,6 +171,22 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/orgs/{org_id}/api-keys/{key_id}",
             axum::routing::delete(keys::revoke_key),
+        )
+        .route(
+            "/orgs/{org_id}/blocked-addresses",
+            get(spam_api::list_blocks).post(spam_api::add_block),
+        )
+        .route(
+            "/orgs/{org_id}/blocked-addresses/{block_id}",
+            axum::routing::delete(spam_api::lift_block),
+        )
+        .route(
+            "/orgs/{org_id}/trusted-addresses",
+            get(spam_api::list_trusted).post(spam_api::add_trusted),
+        )
+        .route(
+            "/orgs/{org_id}/trusted-addresses/{trusted_id}",
+            axum::routing::delete(spam_api::remove_trusted),
         )
         .route("/orgs/{org_id}/audit", get(audit_log::list_audit));
 
@@ -113,6 +205,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/auth", post(chat::channel_auth).options(preflight))
         .route("/greeting", post(chat::greeting).options(preflight))
+        .route("/identity", post(chat::verify_identity).options(preflight))
+        .route("/handover", post(chat::request_handover).options(preflight))
         .route(
             "/messages",
             post(chat::send_message)

@@ -7,7 +7,10 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{audit_log, auth, bots, chat, keys, me, orgs, system, widget};
+use crate::api::{
+    audit_log, auth, bots, chat, dialogues, handover, identity_keys, keys, me, orgs, spam,
+    statistics, system, webhooks, widget,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,10 +26,15 @@ use crate::api::{audit_log, auth, bots, chat, keys, me, orgs, system, widget};
         bots::create_bot, bots::list_bots, bots::get_bot, bots::update_bot, bots::delete_bot,
         bots::list_permissions, bots::set_permission, bots::remove_permission, bots::get_sharing,
         bots::set_sharing, bots::get_chat_settings, bots::put_chat_settings,
+        identity_keys::list_identity_keys, identity_keys::add_identity_key,
+        identity_keys::remove_identity_key,
+        dialogues::list_dialogues, dialogues::create_dialogue, dialogues::get_dialogue, dialogues::update_dialogue, dialogues::delete_dialogue, handover::list_handovers, handover::get_handover, handover::take_handover, handover::send_agent_message, handover::end_handover, statistics::bot_statistics, webhooks::list_webhooks, webhooks::create_webhook, webhooks::get_webhook, webhooks::update_webhook, webhooks::delete_webhook, webhooks::rotate_secret, webhooks::list_deliveries, webhooks::get_delivery, webhooks::redeliver,
         chat::start_chat, chat::channel_auth, chat::greeting, chat::send_message,
-        chat::list_messages,
+        chat::list_messages, chat::verify_identity, chat::request_handover,
         widget::script, widget::integrity_json,
         keys::create_key, keys::list_keys, keys::revoke_key,
+        spam::list_blocks, spam::add_block, spam::lift_block,
+        spam::list_trusted, spam::add_trusted, spam::remove_trusted,
         audit_log::list_audit,
     ),
     modifiers(&SecuritySchemes, &StandardErrors),
@@ -67,12 +75,14 @@ impl Modify for SecuritySchemes {
 
 /// Refusals every operation can meet, documented once here rather than on each handler:
 /// 400 for a repeated or malformed parameter, 413/415/422 for bodies, 401 where credentials are
-/// required, 500 with an opaque id.
+/// required, 500 with an opaque id; on chat endpoints 503 when a bot's restriction cannot be
+/// checked on this node (country rules without a GeoIP database fail closed).
 struct StandardErrors;
 
 impl Modify for StandardErrors {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let chat = path.starts_with("/chat/v1/");
             let operations = [
                 &mut item.get,
                 &mut item.put,
@@ -102,6 +112,12 @@ impl Modify for StandardErrors {
                 }
                 if needs_credentials {
                     standard.push(("401", "Missing, invalid or revoked credentials"));
+                }
+                if chat {
+                    standard.push((
+                        "503",
+                        "A restriction of the bot cannot be checked on this server right now",
+                    ));
                 }
                 for (status, description) in standard {
                     operation

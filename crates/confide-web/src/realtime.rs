@@ -1,17 +1,23 @@
 //! The realtime hub's view of Confide: which Pusher "apps" exist. One platform app for server-side
 //! integrations (credentials from `confide admin realtime-credentials`), and one app per chatbot
 //! whose key is the bot's public widget key, so the WebSocket handshake already knows the bot and
-//! checks the page's Origin against the bot's allowed domains. Secrets are derived from the
-//! realtime master key and never stored.
+//! checks the page's Origin against the bot's allowed domains and the client's address against the
+//! bot's IP allow and deny lists (refused with close code 4009, and audited in the bot's
+//! organization). Secrets are derived from the realtime master key and never stored.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
+use confide_security::limiter::{Decision, Quota, SlidingWindowLimiter};
+
+use crate::geo::CountryDatabase;
 use async_trait::async_trait;
-use confide_domain::{AllowedDomain, BotId, origin_allowed};
-use confide_realtime::{App, AppDirectory, OriginPolicy};
-use confide_store::Store;
+use confide_domain::{AllowedDomain, BotId, Restrictions, origin_allowed};
+use confide_realtime::{AddressPolicy, App, AppDirectory, ConnectionRefusal, OriginPolicy};
+use confide_store::{AuditChain, NewAuditEvent, Store};
 use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
+use serde_json::json;
 use sha2::Sha256;
 
 /// The platform app's public id.
@@ -57,6 +63,12 @@ impl RealtimeKeys {
 pub struct Directory {
     pub store: Arc<dyn Store>,
     pub keys: Arc<RealtimeKeys>,
+    /// For bots' country rules; without it those bots' sockets are refused (fail closed).
+    pub geoip: Option<Arc<CountryDatabase>>,
+    /// Refused handshakes are audited at most five times per bot, address and reason a minute: a
+    /// client that reconnects in a loop must not write the audit chain (or read the database)
+    /// each time.
+    pub refusal_audits: SlidingWindowLimiter,
 }
 
 fn platform_app(keys: &RealtimeKeys) -> App {
@@ -67,6 +79,7 @@ fn platform_app(keys: &RealtimeKeys) -> App {
         secret,
         client_events: true,
         origins: OriginPolicy::Any,
+        addresses: AddressPolicy::any(),
     }
 }
 
@@ -84,6 +97,53 @@ pub fn bot_origin_policy(domains: &[String]) -> OriginPolicy {
     }))
 }
 
+/// What decides, at the handshake, whether an address may open a bot's widget socket: the
+/// same rules the chat endpoints apply.
+pub struct AddressRules {
+    pub restrictions: Restrictions,
+    pub geoip: Option<Arc<CountryDatabase>>,
+    /// The organization's blocks in force (spam protection) and its trusted addresses, which win.
+    pub blocked: Vec<String>,
+    pub trusted: Vec<String>,
+}
+
+/// A bot's address rules as the hub's address policy: IP lists, country lists, and the
+/// organization's blocked addresses.
+pub fn bot_address_policy(rules: AddressRules) -> AddressPolicy {
+    let AddressRules {
+        restrictions,
+        geoip,
+        blocked,
+        trusted,
+    } = rules;
+    let mut policy = AddressPolicy::any();
+    if !blocked.is_empty() {
+        policy = policy.with_rule(
+            "blocked",
+            Arc::new(move |ip: IpAddr| {
+                !confide_domain::network::listed(&blocked, ip)
+                    || confide_domain::network::listed(&trusted, ip)
+            }),
+        );
+    }
+    if !restrictions.ip_allow.is_empty() || !restrictions.ip_deny.is_empty() {
+        let restrictions = restrictions.clone();
+        policy = policy.with_rule(
+            "ip",
+            Arc::new(move |ip: IpAddr| restrictions.ip_allowed(ip)),
+        );
+    }
+    if restrictions.has_country_rules() {
+        policy = policy.with_rule(
+            "country",
+            Arc::new(move |ip: IpAddr| {
+                crate::geo::country_admission(&restrictions, geoip.as_deref(), ip).is_ok()
+            }),
+        );
+    }
+    policy
+}
+
 #[async_trait]
 impl AppDirectory for Directory {
     async fn by_key(&self, key: &str) -> Option<App> {
@@ -93,6 +153,17 @@ impl AppDirectory for Directory {
         }
         let bot = self.store.get_bot_by_widget_key(key).await.ok()??;
         let settings = self.store.get_chat_settings(bot.id).await.ok()?;
+        let blocked = self
+            .store
+            .active_address_blocks(bot.org_id, crate::state::now_ms())
+            .await
+            .ok()?;
+        // Only needed when something is blocked: most handshakes skip the query.
+        let trusted = if blocked.is_empty() {
+            Vec::new()
+        } else {
+            self.store.list_trusted_addresses(bot.org_id).await.ok()?
+        };
         Some(App {
             id: bot.id.to_string(),
             key: bot.widget_key,
@@ -100,7 +171,48 @@ impl AppDirectory for Directory {
             // Chat channels never take client events: every message goes through the HTTP API.
             client_events: false,
             origins: bot_origin_policy(&settings.allowed_domains),
+            addresses: bot_address_policy(AddressRules {
+                restrictions: settings.restrictions,
+                geoip: self.geoip.clone(),
+                blocked: blocked.into_iter().map(|b| b.network).collect(),
+                trusted: trusted.into_iter().map(|t| t.network).collect(),
+            }),
         })
+    }
+
+    async fn connection_refused(&self, app: &App, ip: IpAddr, refusal: ConnectionRefusal) {
+        let (action, reason) = match refusal {
+            ConnectionRefusal::Origin => ("realtime.origin_refused", "origin"),
+            ConnectionRefusal::Address(rule) => ("realtime.address_refused", rule),
+        };
+        let audit_due = self.refusal_audits.decide(
+            &format!("{}:{ip}:{reason}", app.key),
+            Quota {
+                limit: 5,
+                window_ms: 60_000,
+            },
+            crate::state::now_ms(),
+        ) == Decision::Allowed;
+        if !audit_due {
+            return;
+        }
+        let Ok(Some(bot)) = self.store.get_bot_by_widget_key(&app.key).await else {
+            // The platform app refuses nothing by policy; a bot deleted meanwhile has no log.
+            return;
+        };
+        let event = NewAuditEvent {
+            chain: AuditChain::Org(bot.org_id),
+            at: crate::state::now_ms(),
+            actor: Some("anonymous".to_owned()),
+            ip: Some(ip.to_string()),
+            action: action.to_owned(),
+            target: Some(format!("bot:{}", bot.id)),
+            details: json!({ "reason": reason }),
+        };
+        // The refusal stands either way; a failed audit write is logged.
+        if let Err(error) = self.store.append_audit(event).await {
+            tracing::error!(action, %error, "could not audit a refused realtime connection");
+        }
     }
 
     async fn by_id(&self, id: &str) -> Option<App> {

@@ -11,6 +11,7 @@ use confide_security::{JwtKeys, KeyMaterial};
 use confide_store::Store;
 use ipnet::IpNet;
 
+use crate::geo::CountryDatabase;
 use crate::mail::Mailer;
 use crate::realtime::RealtimeKeys;
 
@@ -137,6 +138,14 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub chat_tokens: Arc<ChatTokenKeys>,
     pub realtime_keys: Arc<RealtimeKeys>,
+    /// The operator's country database; without one, bots cannot have country rules.
+    pub geoip: Option<Arc<CountryDatabase>>,
+    /// Compiled dialogue patterns, per dialogue version.
+    pub dialogue_cache: Arc<crate::engine::DialogueCache>,
+    /// The SSRF-safe client every outbound request goes through (webhooks, URL imports).
+    pub outbound: confide_outbound::OutboundClient,
+    /// Webhook secrets' cipher and the delivery worker's wake-up bell.
+    pub webhooks: Arc<crate::webhooks::WebhookRuntime>,
 }
 
 /// Unix milliseconds now.

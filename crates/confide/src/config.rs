@@ -32,7 +32,18 @@ pub struct FileConfig {
     pub rate_limit_api_per_minute: Option<u32>,
     pub rate_limit_credentials_per_minute: Option<u32>,
     pub rate_limit_chat_per_minute: Option<u32>,
+    pub rate_limit_chats_per_bot_per_minute: Option<u32>,
+    pub rate_limit_messages_per_chat_per_minute: Option<u32>,
+    pub realtime_max_connections: Option<usize>,
+    pub realtime_max_connections_per_app: Option<usize>,
     pub realtime_max_connections_per_ip: Option<usize>,
+    pub geoip_database: Option<PathBuf>,
+    pub outbound_allow: Option<Vec<String>>,
+    pub webhook_retry_first_delay_ms: Option<i64>,
+    pub webhook_retry_max_delay_ms: Option<i64>,
+    pub webhook_retry_horizon_ms: Option<i64>,
+    pub webhook_lease_ms: Option<i64>,
+    pub webhook_poll_ms: Option<u64>,
     pub smtp: Option<SmtpConfig>,
 }
 
@@ -91,6 +102,67 @@ pub struct Config {
     pub demo_bot_key: Option<String>,
     /// Realtime hub limits.
     pub hub: confide_realtime::HubConfig,
+    /// A MaxMind-format country database (GeoIP2/GeoLite2 Country or City), for bots' country
+    /// rules; loaded at start.
+    pub geoip_database: Option<PathBuf>,
+    /// Non-public targets (address blocks or host names) webhooks and imports may reach; nothing
+    /// else on loopback, private or link-local addresses is ever connected to.
+    pub outbound_allow: confide_outbound::Allowlist,
+    /// Webhook retries, claims and polling.
+    pub webhooks: confide_web::webhooks::WebhookSettings,
+}
+
+/// Webhook delivery settings from `webhook_*` (file) or `CONFIDE_WEBHOOK_*` (environment), each
+/// within a range that keeps the outbox sane; request timeouts stay below the claim's lease.
+fn webhook_settings(file: &FileConfig) -> anyhow::Result<confide_web::webhooks::WebhookSettings> {
+    let mut settings = confide_web::webhooks::WebhookSettings::default();
+    let day = 24 * 60 * 60 * 1000;
+    let limits: [(&str, Option<i64>, &mut i64, std::ops::RangeInclusive<i64>); 4] = [
+        (
+            "WEBHOOK_RETRY_FIRST_DELAY_MS",
+            file.webhook_retry_first_delay_ms,
+            &mut settings.retry.first_delay_ms,
+            10..=60 * 60 * 1000,
+        ),
+        (
+            "WEBHOOK_RETRY_MAX_DELAY_MS",
+            file.webhook_retry_max_delay_ms,
+            &mut settings.retry.max_delay_ms,
+            10..=day,
+        ),
+        (
+            "WEBHOOK_RETRY_HORIZON_MS",
+            file.webhook_retry_horizon_ms,
+            &mut settings.retry.horizon_ms,
+            100..=7 * day,
+        ),
+        (
+            "WEBHOOK_LEASE_MS",
+            file.webhook_lease_ms,
+            &mut settings.lease_ms,
+            1_000..=60 * 60 * 1000,
+        ),
+    ];
+    for (name, from_file, value, range) in limits {
+        if let Some(n) = env_parse::<i64>(name)?.or(from_file) {
+            if !range.contains(&n) {
+                bail!(
+                    "CONFIDE_{name} must be {} to {}",
+                    range.start(),
+                    range.end()
+                );
+            }
+            *value = n;
+        }
+    }
+    if let Some(n) = env_parse::<u64>("WEBHOOK_POLL_MS")?.or(file.webhook_poll_ms) {
+        if !(10..=60_000).contains(&n) {
+            bail!("CONFIDE_WEBHOOK_POLL_MS must be 10 to 60000");
+        }
+        settings.poll_ms = n;
+    }
+    settings.apply_lease_to_timeouts();
+    Ok(settings)
 }
 
 /// Reads `CONFIDE_<NAME>`, or the file named by `CONFIDE_<NAME>_FILE` (trailing newline dropped).
@@ -149,6 +221,7 @@ impl Config {
             }
             None => FileConfig::default(),
         };
+        let webhooks = webhook_settings(&file)?;
 
         let listen = overrides
             .listen
@@ -289,12 +362,43 @@ impl Config {
                 .unwrap_or_default(),
             smtp,
             demo_bot_key: None,
+            webhooks,
+            geoip_database: env_value("GEOIP_DATABASE")?
+                .map(PathBuf::from)
+                .or(file.geoip_database),
+            outbound_allow: confide_outbound::Allowlist::parse(
+                &env_list("OUTBOUND_ALLOW")?
+                    .or(file.outbound_allow)
+                    .unwrap_or_default(),
+            )
+            .map_err(|e| anyhow::anyhow!(e))?,
             hub: {
                 let mut hub = confide_realtime::HubConfig::default();
-                if let Some(n) = env_parse("REALTIME_MAX_CONNECTIONS_PER_IP")?
-                    .or(file.realtime_max_connections_per_ip)
-                {
-                    hub.max_connections_per_ip = n;
+                let limits = [
+                    (
+                        "REALTIME_MAX_CONNECTIONS",
+                        file.realtime_max_connections,
+                        &mut hub.max_connections,
+                    ),
+                    (
+                        "REALTIME_MAX_CONNECTIONS_PER_APP",
+                        file.realtime_max_connections_per_app,
+                        &mut hub.max_connections_per_app,
+                    ),
+                    (
+                        "REALTIME_MAX_CONNECTIONS_PER_IP",
+                        file.realtime_max_connections_per_ip,
+                        &mut hub.max_connections_per_ip,
+                    ),
+                ];
+                for (name, from_file, limit) in limits {
+                    if let Some(n) = env_parse::<usize>(name)?.or(from_file) {
+                        // Zero would refuse every connection: surely a mistake, not a setting.
+                        if n == 0 {
+                            bail!("CONFIDE_{name} must be at least 1");
+                        }
+                        *limit = n;
+                    }
                 }
                 hub
             },
@@ -308,7 +412,12 @@ impl Config {
                 chat_per_minute: env_parse("RATE_LIMIT_CHAT_PER_MINUTE")?
                     .or(file.rate_limit_chat_per_minute)
                     .unwrap_or(confide_web::RateLimits::default().chat_per_minute),
-                ..confide_web::RateLimits::default()
+                chats_per_bot_per_minute: env_parse("RATE_LIMIT_CHATS_PER_BOT_PER_MINUTE")?
+                    .or(file.rate_limit_chats_per_bot_per_minute)
+                    .unwrap_or(confide_web::RateLimits::default().chats_per_bot_per_minute),
+                messages_per_chat_per_minute: env_parse("RATE_LIMIT_MESSAGES_PER_CHAT_PER_MINUTE")?
+                    .or(file.rate_limit_messages_per_chat_per_minute)
+                    .unwrap_or(confide_web::RateLimits::default().messages_per_chat_per_minute),
             },
             keys: confide_security::KeyOverrides {
                 chat_token_key: env_secret("CHAT_TOKEN_KEY")?,
@@ -317,6 +426,7 @@ impl Config {
                 presign_hmac_key: env_secret("PRESIGN_KEY")?,
                 invite_hmac_key: env_secret("INVITE_KEY")?,
                 realtime_key: env_secret("REALTIME_KEY")?,
+                webhook_secret_key: env_secret("WEBHOOK_SECRET_KEY")?,
             },
         })
     }
@@ -337,10 +447,23 @@ mod tests {
     fn a_full_file_parses() {
         let file: FileConfig = toml::from_str(
             "listen = \"127.0.0.1:9000\"\ncors_origins = [\"https://app.example.com\"]\n\
-             trusted_proxies = [\"10.0.0.0/8\"]\n[smtp]\nhost = \"mail\"\nfrom = \"a@b.c\"\n",
+             trusted_proxies = [\"10.0.0.0/8\"]\ngeoip_database = \"/var/lib/GeoLite2-Country.mmdb\"\n[smtp]\nhost = \"mail\"\nfrom = \"a@b.c\"\n",
         )
         .unwrap();
         assert_eq!(file.listen.unwrap().port(), 9000);
         assert_eq!(file.smtp.unwrap().host, "mail");
+        assert_eq!(
+            file.geoip_database.unwrap(),
+            Path::new("/var/lib/GeoLite2-Country.mmdb")
+        );
+    }
+
+    #[test]
+    fn the_outbound_allowlist_takes_address_blocks_and_host_names() {
+        let file: FileConfig =
+            toml::from_str("outbound_allow = [\"10.0.0.0/8\", \"wiki.corp\"]\n").unwrap();
+        let allow = confide_outbound::Allowlist::parse(&file.outbound_allow.unwrap()).unwrap();
+        assert_eq!(allow.entries().len(), 2);
+        assert!(confide_outbound::Allowlist::parse(&["10.0.0.0/40"]).is_err());
     }
 }

@@ -13,8 +13,10 @@ use confide_security::limiter::SlidingWindowLimiter;
 use confide_security::redis_limiter::{Limiter, RedisLimiter};
 use confide_security::{JwtKeys, KeyMaterial};
 use confide_store::{SqlStore, Store};
+use confide_web::geo::CountryDatabase;
 use confide_web::mail::Mailer;
 use confide_web::realtime::{Directory, RealtimeKeys};
+use confide_web::webhooks::WebhookRuntime;
 use confide_web::{AppState, WebSettings};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
@@ -91,9 +93,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let jwt = Arc::new(RwLock::new(jwt));
     let store: Arc<dyn Store> = Arc::new(store);
     let realtime_keys = Arc::new(RealtimeKeys::new(keys.realtime_key.expose_secret()));
+    let geoip = match &config.geoip_database {
+        Some(path) => Some(Arc::new(load_geoip(path.clone()).await?)),
+        None => None,
+    };
     let directory = Arc::new(Directory {
         store: store.clone(),
         keys: realtime_keys.clone(),
+        geoip: geoip.clone(),
+        refusal_audits: confide_security::limiter::SlidingWindowLimiter::new(10_000),
     });
     let (hub, limiter) = match &config.redis_url {
         Some(url) => {
@@ -116,6 +124,21 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         ),
     };
     let chat_tokens = Arc::new(ChatTokenKeys::new(keys.chat_token_key.expose_secret(), &[]));
+    if !config.outbound_allow.is_empty() {
+        let allowed: Vec<String> = config
+            .outbound_allow
+            .entries()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tracing::info!(allowed = %allowed.join(", "), "outbound requests may reach these non-public targets");
+    }
+    let outbound = confide_outbound::OutboundClient::new(confide_outbound::OutboundConfig {
+        allow: config.outbound_allow.clone(),
+        ..confide_outbound::OutboundConfig::default()
+    })
+    .context("building the outbound HTTP client")?;
+    let webhooks = Arc::new(WebhookRuntime::new(keys.webhook_secret_key.expose_secret()));
     let state = AppState {
         store,
         settings: Arc::new(settings),
@@ -126,7 +149,18 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         hub,
         chat_tokens,
         realtime_keys,
+        geoip,
+        dialogue_cache: Arc::default(),
+        outbound,
+        webhooks: webhooks.clone(),
     };
+    let worker_store = state.store.clone();
+    let worker_settings = config.webhooks.clone();
+    let worker_outbound = confide_web::webhooks::delivery::webhook_client(
+        config.outbound_allow.clone(),
+        &worker_settings,
+    )
+    .context("building the webhook HTTP client")?;
     let app = confide_web::router(state);
 
     let listener = TcpListener::bind(config.listen)
@@ -136,6 +170,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let (shutdown, mut stopped) = watch::channel(false);
 
     spawn_key_reload(jwt, config.data_dir.clone(), shutdown.subscribe());
+    tokio::spawn(confide_web::webhooks::delivery::run_worker(
+        worker_store,
+        webhooks,
+        worker_settings,
+        worker_outbound,
+        shutdown.subscribe(),
+    ));
 
     let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
     let task = match &config.tls {
@@ -172,6 +213,23 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         shutdown,
         task,
     })
+}
+
+/// Reads and checks the operator's country database; a missing or damaged file stops the start,
+/// since bots' country rules would otherwise be refused at every chat.
+async fn load_geoip(path: std::path::PathBuf) -> anyhow::Result<CountryDatabase> {
+    let shown = path.display().to_string();
+    let database = tokio::task::spawn_blocking(move || CountryDatabase::open(&path))
+        .await
+        .context("loading the GeoIP database")?
+        .with_context(|| format!("loading the GeoIP database (geoip_database = {shown})"))?;
+    tracing::info!(
+        path = %shown,
+        database_type = database.database_type(),
+        build_epoch = database.build_epoch(),
+        "GeoIP country database loaded"
+    );
+    Ok(database)
 }
 
 /// Picks up keys rotated by `confide admin rotate-signing-key` without a restart.

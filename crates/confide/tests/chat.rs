@@ -265,6 +265,7 @@ async fn tampered_expired_and_foreign_chat_tokens_are_refused_and_audited() {
                 origin: Some(PAGE.into()),
                 iat: now - 7200,
                 exp: now - 60,
+                sub: None,
             })
             .unwrap();
         let refused = channel_auth(app, &expired, channel, Some(PAGE)).await;
@@ -489,6 +490,64 @@ async fn chats_from_crawlers_and_headless_browsers_are_flagged_for_statistics() 
         assert_eq!(
             flagged,
             vec![Some("crawler".to_owned()), Some("headless".to_owned()), None]
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn chats_are_rate_limited_per_chat_and_per_bot_whatever_the_address() {
+    let configure = |config: &mut confide::config::Config| {
+        config.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+        config.rate_limits.messages_per_chat_per_minute = 3;
+        config.rate_limits.chats_per_bot_per_minute = 3;
+    };
+    common::each_backend_with(configure, async |app| {
+        let s = setup(app).await;
+        let start_from = |ip: &'static str| {
+            app.client
+                .post(app.url(&format!("/chat/v1/{}/sessions", s.bot.key)))
+                .header("origin", PAGE)
+                .header("x-forwarded-for", ip)
+                .json(&json!({}))
+        };
+        let first = app.send(start_from("203.0.113.1")).await;
+        first.expect(201);
+        let second = app.send(start_from("203.0.113.2")).await;
+        second.expect(201);
+        let token = first.json()["token"].as_str().unwrap().to_owned();
+        let other = second.json()["token"].as_str().unwrap().to_owned();
+
+        // Per chat: the fourth message within the minute is refused; another chat goes on.
+        for i in 0..3 {
+            send(app, &token, &format!("question {i}"))
+                .await
+                .expect(202);
+        }
+        let limited = send(app, &token, "question 3").await;
+        limited.expect_error(429, "rate_limited");
+        assert!(limited.header("retry-after").is_some());
+        send(app, &other, "hello").await.expect(202);
+
+        // Per bot: new chats from all addresses together.
+        app.send(start_from("203.0.113.3")).await.expect(201);
+        app.send(start_from("203.0.113.4"))
+            .await
+            .expect_error(429, "rate_limited");
+        // Another bot of the shop is not affected.
+        let other_bot = app.create_bot(&s.owner, &s.org, "Second helper").await;
+        app.send(
+            app.client
+                .post(app.url(&format!("/chat/v1/{}/sessions", other_bot.key)))
+                .header("x-forwarded-for", "203.0.113.4")
+                .json(&json!({})),
+        )
+        .await
+        .expect(201);
+        let hits = audit_actions(app, "platform").await;
+        assert!(
+            hits.iter().filter(|a| *a == "rate_limit.hit").count() >= 2,
+            "{hits:?}"
         );
     })
     .await;

@@ -58,9 +58,79 @@ const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/api/v1/orgs/{org_id}/bots/{bot_id}/sharing"),
     ("GET", "/api/v1/orgs/{org_id}/bots/{bot_id}/chat-settings"),
     ("PUT", "/api/v1/orgs/{org_id}/bots/{bot_id}/chat-settings"),
+    ("GET", "/api/v1/orgs/{org_id}/bots/{bot_id}/statistics"),
+    ("GET", "/api/v1/orgs/{org_id}/bots/{bot_id}/handovers"),
+    (
+        "GET",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/handovers/{chat_id}",
+    ),
+    (
+        "POST",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/handovers/{chat_id}/take",
+    ),
+    (
+        "POST",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/handovers/{chat_id}/messages",
+    ),
+    (
+        "POST",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/handovers/{chat_id}/end",
+    ),
+    ("GET", "/api/v1/orgs/{org_id}/bots/{bot_id}/dialogues"),
+    ("POST", "/api/v1/orgs/{org_id}/bots/{bot_id}/dialogues"),
+    (
+        "GET",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/dialogues/{dialogue_id}",
+    ),
+    (
+        "PUT",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/dialogues/{dialogue_id}",
+    ),
+    (
+        "DELETE",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/dialogues/{dialogue_id}",
+    ),
+    ("GET", "/api/v1/orgs/{org_id}/bots/{bot_id}/identity-keys"),
+    ("POST", "/api/v1/orgs/{org_id}/bots/{bot_id}/identity-keys"),
+    (
+        "DELETE",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/identity-keys/{key_id}",
+    ),
+    ("GET", "/api/v1/orgs/{org_id}/bots/{bot_id}/webhooks"),
+    ("POST", "/api/v1/orgs/{org_id}/bots/{bot_id}/webhooks"),
+    (
+        "GET",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/webhooks/{webhook_id}",
+    ),
+    (
+        "PATCH",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/webhooks/{webhook_id}",
+    ),
+    (
+        "DELETE",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/webhooks/{webhook_id}",
+    ),
+    (
+        "POST",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/webhooks/{webhook_id}/rotate-secret",
+    ),
+    (
+        "GET",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/webhooks/{webhook_id}/deliveries",
+    ),
+    (
+        "GET",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/webhooks/{webhook_id}/deliveries/{delivery_id}",
+    ),
+    (
+        "POST",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+    ),
     ("POST", "/chat/v1/{bot_key}/sessions"),
     ("POST", "/chat/v1/auth"),
     ("POST", "/chat/v1/greeting"),
+    ("POST", "/chat/v1/identity"),
+    ("POST", "/chat/v1/handover"),
     ("POST", "/chat/v1/messages"),
     ("GET", "/chat/v1/messages"),
     ("GET", "/widget/v1/confide.js"),
@@ -68,6 +138,18 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/orgs/{org_id}/api-keys"),
     ("POST", "/api/v1/orgs/{org_id}/api-keys"),
     ("DELETE", "/api/v1/orgs/{org_id}/api-keys/{key_id}"),
+    ("GET", "/api/v1/orgs/{org_id}/blocked-addresses"),
+    ("POST", "/api/v1/orgs/{org_id}/blocked-addresses"),
+    (
+        "DELETE",
+        "/api/v1/orgs/{org_id}/blocked-addresses/{block_id}",
+    ),
+    ("GET", "/api/v1/orgs/{org_id}/trusted-addresses"),
+    ("POST", "/api/v1/orgs/{org_id}/trusted-addresses"),
+    (
+        "DELETE",
+        "/api/v1/orgs/{org_id}/trusted-addresses/{trusted_id}",
+    ),
     ("GET", "/api/v1/orgs/{org_id}/audit"),
 ];
 

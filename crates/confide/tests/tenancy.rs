@@ -6,11 +6,28 @@
 
 mod common;
 
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use common::{
-    CreatedBot, CreatedKey, Credential, Owner, Reply, SignedIn, TestApp, each_backend, email,
+    CreatedBot, CreatedKey, Credential, Owner, Reply, SignedIn, TestApp, each_backend_with, email,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
+
+/// Webhook receivers in these tests listen on 127.0.0.1, which the SSRF-safe client refuses unless
+/// the operator allows it (`outbound_allow`), as an on-premises deployment would.
+fn allow_loopback(config: &mut confide::config::Config) {
+    config.outbound_allow = confide_outbound::Allowlist::parse(&["127.0.0.0/8"]).unwrap();
+}
+
+/// A fresh P-256 public key, as a bot owner's backend would upload it.
+fn public_key_pem() -> String {
+    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    pem::encode(&pem::Pem::new(
+        "PUBLIC KEY",
+        pair.public_key().as_der().unwrap().as_ref().to_vec(),
+    ))
+}
 
 /// Organization A, with a caller of every kind, and organization B next to it.
 struct World {
@@ -24,6 +41,16 @@ struct World {
     a_reader: SignedIn,
     a_reader_email: String,
     a1: CreatedBot,
+    /// The id of an identity key bot A1 trusts.
+    a1_identity_key: String,
+    /// A pattern dialogue of bot A1.
+    a1_dialogue: String,
+    /// A chat of bot A1 whose visitor asked for a human.
+    a1_handover: String,
+    /// A webhook endpoint of bot A1 (pointing at a closed loopback port) and one of its
+    /// deliveries, which stays pending while it is retried.
+    a1_webhook: String,
+    a1_delivery: String,
     a2: CreatedBot,
     /// An API key of A with only `stats:read`.
     a_stats_key: CreatedKey,
@@ -31,6 +58,9 @@ struct World {
     a_bot2_key: CreatedKey,
     /// A pending invitation of A.
     a_invitation: String,
+    /// A blocked and a trusted network of A.
+    a_block: String,
+    a_trusted: String,
     a_invitee_email: String,
     b: Owner,
     b_owner: SignedIn,
@@ -47,6 +77,71 @@ impl World {
         let owner = a_owner.bearer();
         let a1 = app.create_bot(&owner, &a.org_id, "Anvil Advisor").await;
         let a2 = app.create_bot(&owner, &a.org_id, "Billing Buddy").await;
+        let trusted = app
+            .post(
+                &format!("/api/v1/orgs/{}/bots/{}/identity-keys", a.org_id, a1.id),
+                &owner,
+                json!({ "name": "Anvil backend", "public_key_pem": public_key_pem() }),
+            )
+            .await;
+        trusted.expect(201);
+        let a1_identity_key = trusted.json()["id"].as_str().unwrap().to_owned();
+        let dialogue = app
+            .post(
+                &format!("/api/v1/orgs/{}/bots/{}/dialogues", a.org_id, a1.id),
+                &owner,
+                json!({
+                    "name": "Anvil orders",
+                    "patterns": ["anvil order (\\d+)"],
+                    "context_key": "order",
+                    "replies": ["Anvil order {order} is on its way."],
+                }),
+            )
+            .await;
+        dialogue.expect(201);
+        let a1_dialogue = dialogue.json()["id"].as_str().unwrap().to_owned();
+        let hooks = format!("/api/v1/orgs/{}/bots/{}/webhooks", a.org_id, a1.id);
+        let hook = app
+            .post(
+                &hooks,
+                &owner,
+                json!({ "url": "http://127.0.0.1:9/acme-hook", "events": ["message.created"] }),
+            )
+            .await;
+        hook.expect(201);
+        let a1_webhook = hook.json()["webhook"]["id"].as_str().unwrap().to_owned();
+        let chat = app
+            .send(
+                app.client
+                    .post(app.url(&format!("/chat/v1/{}/sessions", a1.key)))
+                    .json(&json!({})),
+            )
+            .await;
+        chat.expect(201);
+        app.send(
+            app.client
+                .post(app.url("/chat/v1/messages"))
+                .header("x-chat-token", chat.json()["token"].as_str().unwrap())
+                .json(&json!({ "text": "Do you sell anvils?" })),
+        )
+        .await
+        .expect(202);
+        let deliveries = app
+            .get(&format!("{hooks}/{a1_webhook}/deliveries"), &owner)
+            .await;
+        deliveries.expect(200);
+        let a1_delivery = deliveries.json()["deliveries"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let a1_handover = chat.json()["chat_id"].as_str().unwrap().to_owned();
+        app.send(
+            app.client
+                .post(app.url("/chat/v1/handover"))
+                .header("x-chat-token", chat.json()["token"].as_str().unwrap()),
+        )
+        .await
+        .expect(202);
         let a_member_email = email("member-a");
         let a_member = app
             .member(&owner, &a.org_id, &a_member_email, "member")
@@ -67,6 +162,25 @@ impl World {
         let a_invitation = app
             .invite(&owner, &a.org_id, &a_invitee_email, "member")
             .await;
+
+        let block = app
+            .post(
+                &format!("/api/v1/orgs/{}/blocked-addresses", a.org_id),
+                &owner,
+                json!({ "network": "203.0.113.0/24", "note": "Acme abuse list" }),
+            )
+            .await;
+        block.expect(201);
+        let a_block = block.json()["id"].as_str().unwrap().to_owned();
+        let trusted = app
+            .post(
+                &format!("/api/v1/orgs/{}/trusted-addresses", a.org_id),
+                &owner,
+                json!({ "network": "198.51.100.0/24", "note": "Acme office" }),
+            )
+            .await;
+        trusted.expect(201);
+        let a_trusted = trusted.json()["id"].as_str().unwrap().to_owned();
 
         let b_owner_email = email("owner-b");
         let (b, b_owner) = app.owner(&b_owner_email, "Bolt Brothers").await;
@@ -90,10 +204,17 @@ impl World {
             a_reader,
             a_reader_email,
             a1,
+            a1_identity_key,
+            a1_dialogue,
+            a1_handover,
+            a1_webhook,
+            a1_delivery,
             a2,
             a_stats_key,
             a_bot2_key,
             a_invitation,
+            a_block,
+            a_trusted,
             a_invitee_email,
             b,
             b_owner,
@@ -121,11 +242,20 @@ impl World {
             self.a2.name.clone(),
             self.a2.key.clone(),
             self.a2.id.clone(),
+            self.a1_identity_key.clone(),
+            self.a1_dialogue.clone(),
+            self.a1_handover.clone(),
+            "Anvil order {order} is on its way.".to_owned(),
+            self.a1_webhook.clone(),
             self.a_stats_key.prefix.clone(),
             self.a_stats_key.id.clone(),
             self.a_bot2_key.prefix.clone(),
             self.a_bot2_key.id.clone(),
             self.a_invitation.clone(),
+            self.a_block.clone(),
+            self.a_trusted.clone(),
+            "Acme abuse list".to_owned(),
+            "Acme office".to_owned(),
         ]
     }
 
@@ -154,6 +284,10 @@ impl World {
                     "permissions": read(format!("/api/v1/orgs/{org}/bots/{id}/permissions")).await,
                     "sharing": read(format!("/api/v1/orgs/{org}/bots/{id}/sharing")).await,
                     "chat_settings": read(format!("/api/v1/orgs/{org}/bots/{id}/chat-settings")).await,
+                    "identity_keys": read(format!("/api/v1/orgs/{org}/bots/{id}/identity-keys")).await,
+                    "dialogues": read(format!("/api/v1/orgs/{org}/bots/{id}/dialogues")).await,
+                    "handovers": read(format!("/api/v1/orgs/{org}/bots/{id}/handovers")).await,
+                    "webhooks": read(format!("/api/v1/orgs/{org}/bots/{id}/webhooks")).await,
                 }),
             );
         }
@@ -163,6 +297,8 @@ impl World {
             "invitations": read(format!("/api/v1/orgs/{org}/invitations")).await,
             "bots": bots,
             "api_keys": keys,
+            "blocked": read(format!("/api/v1/orgs/{org}/blocked-addresses")).await,
+            "trusted": read(format!("/api/v1/orgs/{org}/trusted-addresses")).await,
             "per_bot": per_bot,
         })
     }
@@ -183,6 +319,8 @@ enum Need {
     ReadA1,
     /// Write on bot A1.
     WriteA1,
+    /// Bot A1's statistics: read on it, or a key with `stats:read`.
+    StatsA1,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,21 +371,21 @@ impl Caller {
                 SeeOrg | ListBots => None,
                 ManageBots | Manage => Some(Refusal::Denied),
                 // A bot they may not read does not exist for them.
-                ReadA1 | WriteA1 => Some(Refusal::Exactly(404)),
+                ReadA1 | WriteA1 | StatsA1 => Some(Refusal::Exactly(404)),
             },
             Caller::AReaderOfA1 => match need {
-                SeeOrg | ListBots | ReadA1 => None,
+                SeeOrg | ListBots | ReadA1 | StatsA1 => None,
                 ManageBots | Manage | WriteA1 => Some(Refusal::Denied),
             },
             Caller::AStatsKey => match need {
-                SeeOrg => None,
+                SeeOrg | StatsA1 => None,
                 _ => Some(Refusal::Denied),
             },
             Caller::ABot2Key => match need {
                 // Listing is covered on its own: the key sees only its bot.
                 SeeOrg | ListBots => None,
                 ManageBots | Manage => Some(Refusal::Denied),
-                ReadA1 | WriteA1 => Some(Refusal::Exactly(404)),
+                ReadA1 | WriteA1 | StatsA1 => Some(Refusal::Exactly(404)),
             },
         }
     }
@@ -275,6 +413,8 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
     let a1 = &w.a1.id;
     let member = &w.a_member.user_id;
     let reader = &w.a_reader.user_id;
+    let hook = &w.a1_webhook;
+    let delivery = &w.a1_delivery;
     let e =
         |method: Method, path: String, body: Option<Value>, need: Need, success: u16| Endpoint {
             method,
@@ -404,6 +544,159 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
         ),
         e(
             Method::GET,
+            format!("/api/v1/orgs/{org}/bots/{a1}/statistics?from=2026-01-01&to=2026-01-31"),
+            None,
+            StatsA1,
+            200,
+        ),
+        e(
+            Method::GET,
+            format!("/api/v1/orgs/{org}/bots/{a1}/handovers"),
+            None,
+            WriteA1,
+            200,
+        ),
+        e(
+            Method::GET,
+            format!("/api/v1/orgs/{org}/bots/{a1}/handovers/{}", w.a1_handover),
+            None,
+            WriteA1,
+            200,
+        ),
+        e(
+            Method::POST,
+            format!(
+                "/api/v1/orgs/{org}/bots/{a1}/handovers/{}/take",
+                w.a1_handover
+            ),
+            None,
+            WriteA1,
+            200,
+        ),
+        e(
+            Method::POST,
+            format!(
+                "/api/v1/orgs/{org}/bots/{a1}/handovers/{}/messages",
+                w.a1_handover
+            ),
+            Some(json!({ "text": "Hello from a stranger" })),
+            WriteA1,
+            201,
+        ),
+        e(
+            Method::POST,
+            format!(
+                "/api/v1/orgs/{org}/bots/{a1}/handovers/{}/end",
+                w.a1_handover
+            ),
+            None,
+            WriteA1,
+            200,
+        ),
+        e(
+            Method::GET,
+            format!("/api/v1/orgs/{org}/bots/{a1}/dialogues"),
+            None,
+            ReadA1,
+            200,
+        ),
+        e(
+            Method::POST,
+            format!("/api/v1/orgs/{org}/bots/{a1}/dialogues"),
+            Some(
+                json!({ "name": "Planted", "patterns": ["password"], "replies": ["Tell me yours"] }),
+            ),
+            WriteA1,
+            201,
+        ),
+        e(
+            Method::GET,
+            format!("/api/v1/orgs/{org}/bots/{a1}/dialogues/{}", w.a1_dialogue),
+            None,
+            ReadA1,
+            200,
+        ),
+        e(
+            Method::PUT,
+            format!("/api/v1/orgs/{org}/bots/{a1}/dialogues/{}", w.a1_dialogue),
+            Some(json!({ "name": "Hijacked", "patterns": ["."], "replies": ["Hijacked"] })),
+            WriteA1,
+            200,
+        ),
+        e(
+            Method::GET,
+            format!("/api/v1/orgs/{org}/bots/{a1}/identity-keys"),
+            None,
+            ReadA1,
+            200,
+        ),
+        e(
+            Method::POST,
+            format!("/api/v1/orgs/{org}/bots/{a1}/identity-keys"),
+            Some(json!({ "name": "Planted key", "public_key_pem": public_key_pem() })),
+            WriteA1,
+            201,
+        ),
+        e(
+            Method::GET,
+            format!("/api/v1/orgs/{org}/bots/{a1}/webhooks"),
+            None,
+            ReadA1,
+            200,
+        ),
+        e(
+            Method::POST,
+            format!("/api/v1/orgs/{org}/bots/{a1}/webhooks"),
+            Some(json!({ "url": "http://127.0.0.1:9/planted", "events": ["message.created"] })),
+            WriteA1,
+            201,
+        ),
+        e(
+            Method::GET,
+            format!("/api/v1/orgs/{org}/bots/{a1}/webhooks/{hook}"),
+            None,
+            ReadA1,
+            200,
+        ),
+        e(
+            Method::PATCH,
+            format!("/api/v1/orgs/{org}/bots/{a1}/webhooks/{hook}"),
+            Some(json!({ "url": "http://127.0.0.1:9/hijacked" })),
+            WriteA1,
+            200,
+        ),
+        e(
+            Method::POST,
+            format!("/api/v1/orgs/{org}/bots/{a1}/webhooks/{hook}/rotate-secret"),
+            Some(json!({})),
+            WriteA1,
+            200,
+        ),
+        e(
+            Method::GET,
+            format!("/api/v1/orgs/{org}/bots/{a1}/webhooks/{hook}/deliveries"),
+            None,
+            ReadA1,
+            200,
+        ),
+        e(
+            Method::GET,
+            format!("/api/v1/orgs/{org}/bots/{a1}/webhooks/{hook}/deliveries/{delivery}"),
+            None,
+            ReadA1,
+            200,
+        ),
+        // The delivery is still being retried, so even its owner is told it is pending: a 409
+        // that only comes after every permission check passed.
+        e(
+            Method::POST,
+            format!("/api/v1/orgs/{org}/bots/{a1}/webhooks/{hook}/deliveries/{delivery}/redeliver"),
+            None,
+            WriteA1,
+            409,
+        ),
+        e(
+            Method::GET,
             format!("/api/v1/orgs/{org}/api-keys"),
             None,
             Manage,
@@ -438,6 +731,48 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
             204,
         ),
         e(
+            Method::GET,
+            format!("/api/v1/orgs/{org}/blocked-addresses"),
+            None,
+            Manage,
+            200,
+        ),
+        e(
+            Method::POST,
+            format!("/api/v1/orgs/{org}/blocked-addresses"),
+            Some(json!({ "network": "192.0.2.0/24" })),
+            Manage,
+            201,
+        ),
+        e(
+            Method::GET,
+            format!("/api/v1/orgs/{org}/trusted-addresses"),
+            None,
+            Manage,
+            200,
+        ),
+        e(
+            Method::POST,
+            format!("/api/v1/orgs/{org}/trusted-addresses"),
+            Some(json!({ "network": "0.0.0.0/0" })),
+            Manage,
+            201,
+        ),
+        e(
+            Method::DELETE,
+            format!("/api/v1/orgs/{org}/blocked-addresses/{}", w.a_block),
+            None,
+            Manage,
+            204,
+        ),
+        e(
+            Method::DELETE,
+            format!("/api/v1/orgs/{org}/trusted-addresses/{}", w.a_trusted),
+            None,
+            Manage,
+            204,
+        ),
+        e(
             Method::DELETE,
             format!("/api/v1/orgs/{org}/api-keys/{}", w.a_stats_key.id),
             None,
@@ -449,6 +784,30 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
             format!("/api/v1/orgs/{org}/members/{member}"),
             None,
             Manage,
+            204,
+        ),
+        e(
+            Method::DELETE,
+            format!("/api/v1/orgs/{org}/bots/{a1}/dialogues/{}", w.a1_dialogue),
+            None,
+            WriteA1,
+            204,
+        ),
+        e(
+            Method::DELETE,
+            format!(
+                "/api/v1/orgs/{org}/bots/{a1}/identity-keys/{}",
+                w.a1_identity_key
+            ),
+            None,
+            WriteA1,
+            204,
+        ),
+        e(
+            Method::DELETE,
+            format!("/api/v1/orgs/{org}/bots/{a1}/webhooks/{hook}"),
+            None,
+            WriteA1,
             204,
         ),
         e(
@@ -469,7 +828,14 @@ fn template(path: &str) -> String {
         "{user_id}",
         "{invitation_id}",
         "{key_id}",
+        "{block_id}",
+        "{trusted_id}",
+        "{dialogue_id}",
+        "{chat_id}",
+        "{webhook_id}",
+        "{delivery_id}",
     ];
+    let path = path.split('?').next().unwrap_or(path);
     let segments: Vec<&str> = path.split('/').collect();
     // /api/v1/orgs/{org_id}/<collection>/{id}/<collection>/{id}
     let mut out = Vec::new();
@@ -480,7 +846,13 @@ fn template(path: &str) -> String {
             "bots" => names[1],
             "members" | "permissions" => names[2],
             "invitations" => names[3],
-            "api-keys" => names[4],
+            "api-keys" | "identity-keys" => names[4],
+            "blocked-addresses" => names[5],
+            "trusted-addresses" => names[6],
+            "dialogues" => names[7],
+            "handovers" => names[8],
+            "webhooks" => names[9],
+            "deliveries" => names[10],
             _ => segment,
         };
         out.push(replaced);
@@ -501,7 +873,7 @@ fn assert_reveals_nothing(reply: &Reply, secrets: &[String], what: &str) {
 
 #[tokio::test]
 async fn no_caller_reaches_past_their_tenant_role_grant_or_scope() {
-    each_backend(async |app| {
+    each_backend_with(allow_loopback, async |app| {
         let w = World::build(app).await;
         let secrets = w.secrets_of_a();
         let table = endpoints(&w);
@@ -625,7 +997,7 @@ async fn no_caller_reaches_past_their_tenant_role_grant_or_scope() {
 
 #[tokio::test]
 async fn ids_of_another_tenant_are_answered_like_ids_that_do_not_exist() {
-    each_backend(async |app| {
+    each_backend_with(allow_loopback, async |app| {
         let w = World::build(app).await;
         let secrets = w.secrets_of_a();
         let b = &w.b.org_id;
@@ -797,7 +1169,7 @@ async fn ids_of_another_tenant_are_answered_like_ids_that_do_not_exist() {
 
 #[tokio::test]
 async fn a_member_without_a_grant_cannot_see_the_bot() {
-    each_backend(async |app| {
+    each_backend_with(allow_loopback, async |app| {
         let w = World::build(app).await;
         let org = &w.a.org_id;
         let member = w.a_member.bearer();
@@ -821,7 +1193,7 @@ async fn a_member_without_a_grant_cannot_see_the_bot() {
 
 #[tokio::test]
 async fn a_member_with_read_sees_only_that_bot_and_cannot_change_it() {
-    each_backend(async |app| {
+    each_backend_with(allow_loopback, async |app| {
         let w = World::build(app).await;
         let org = &w.a.org_id;
         let reader = w.a_reader.bearer();
@@ -879,7 +1251,7 @@ async fn a_member_with_read_sees_only_that_bot_and_cannot_change_it() {
 
 #[tokio::test]
 async fn an_api_key_bound_to_one_bot_reaches_only_that_bot() {
-    each_backend(async |app| {
+    each_backend_with(allow_loopback, async |app| {
         let w = World::build(app).await;
         let org = &w.a.org_id;
         let key = w.a_bot2_key.credential();
@@ -911,7 +1283,7 @@ async fn an_api_key_bound_to_one_bot_reaches_only_that_bot() {
 
 #[tokio::test]
 async fn an_api_key_with_only_stats_read_can_neither_read_nor_change_bots() {
-    each_backend(async |app| {
+    each_backend_with(allow_loopback, async |app| {
         let w = World::build(app).await;
         let org = &w.a.org_id;
         let key = w.a_stats_key.credential();
@@ -940,7 +1312,7 @@ async fn an_api_key_with_only_stats_read_can_neither_read_nor_change_bots() {
 
 #[tokio::test]
 async fn api_keys_never_manage_api_keys_whatever_their_scopes() {
-    each_backend(async |app| {
+    each_backend_with(allow_loopback, async |app| {
         let w = World::build(app).await;
         let b = &w.b.org_id;
         let key = w.b_key.credential();
@@ -977,7 +1349,7 @@ async fn api_keys_never_manage_api_keys_whatever_their_scopes() {
 
 #[tokio::test]
 async fn an_invitation_works_once_and_only_for_the_invited_account() {
-    each_backend(async |app| {
+    each_backend_with(allow_loopback, async |app| {
         let w = World::build(app).await;
         let org = &w.a.org_id;
         let owner = w.a_owner.bearer();
@@ -1043,7 +1415,7 @@ async fn an_invitation_works_once_and_only_for_the_invited_account() {
 
 #[tokio::test]
 async fn an_admin_cannot_make_or_unmake_owners_and_the_last_owner_stays() {
-    each_backend(async |app| {
+    each_backend_with(allow_loopback, async |app| {
         let w = World::build(app).await;
         let org = &w.a.org_id;
         let owner = w.a_owner.bearer();
@@ -1128,7 +1500,7 @@ async fn an_admin_cannot_make_or_unmake_owners_and_the_last_owner_stays() {
 
 #[tokio::test]
 async fn a_removed_member_loses_access_at_once() {
-    each_backend(async |app| {
+    each_backend_with(allow_loopback, async |app| {
         let w = World::build(app).await;
         let org = &w.a.org_id;
         let reader = w.a_reader.bearer();

@@ -1,6 +1,8 @@
-// A real `confide serve` for the browser tests (SQLite in a temporary data directory).
+// A real `confide serve` for the browser tests: SQLite in a temporary data directory, or a fresh
+// PostgreSQL database on the server CONFIDE_TEST_DATABASE_URL names.
 
 import { execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -17,6 +19,17 @@ const SUITE_ENV = {
   CONFIDE_RATE_LIMIT_CHAT_PER_MINUTE: '100000',
 };
 
+/** The storage backends to run against. */
+export function backends() {
+  return process.env.CONFIDE_TEST_DATABASE_URL ? ['sqlite', 'postgres'] : ['sqlite'];
+}
+
+function psql(url, sql) {
+  return run('psql', [url, '-v', 'ON_ERROR_STOP=1', '-qc', sql], { env: process.env }).then((r) => {
+    if (r.code !== 0) throw new Error(`psql failed: ${r.stderr}`);
+  });
+}
+
 function run(file, args, { input, env }) {
   return new Promise((resolve, reject) => {
     const child = execFile(file, args, { env, timeout: 120_000 }, (err, stdout, stderr) => {
@@ -31,12 +44,17 @@ function run(file, args, { input, env }) {
 }
 
 export class Confide {
-  constructor() {
+  /** `backend`: 'sqlite' or 'postgres'; `env`: extra environment for the server (e.g. CONFIDE_PUBLIC_URL). */
+  constructor({ backend = 'sqlite', env = {} } = {}) {
+    this.backend = backend;
+    this.database = null;
+    this.databaseUrl = null;
     this.workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'confide-e2e-browser-'));
     this.dataDir = path.join(this.workDir, 'data');
     this.logPath = path.join(this.workDir, 'server.log');
     this.env = { ...process.env, ...SUITE_ENV };
     delete this.env.CONFIDE_PUBLIC_URL;
+    Object.assign(this.env, env);
     this.process = null;
     this.port = null;
   }
@@ -46,10 +64,18 @@ export class Confide {
     if (!fs.existsSync(BINARY)) {
       throw new Error(`${BINARY} does not exist: build it with \`cargo build -p confide --bin confide\` or set CONFIDE_BIN`);
     }
+    if (this.backend === 'postgres' && !this.database) {
+      const admin = process.env.CONFIDE_TEST_DATABASE_URL;
+      this.database = `confide_e2e_browser_${randomBytes(6).toString('hex')}`;
+      await psql(admin, `CREATE DATABASE ${this.database}`);
+      const url = new URL(admin);
+      url.pathname = `/${this.database}`;
+      this.databaseUrl = url.toString();
+    }
     this.port ??= await freePort();
     this.base = `http://127.0.0.1:${this.port}`;
     const log = fs.openSync(this.logPath, 'a');
-    const child = spawn(BINARY, ['--data-dir', this.dataDir, 'serve', '--listen', `127.0.0.1:${this.port}`], {
+    const child = spawn(BINARY, [...this.globalArgs(), 'serve', '--listen', `127.0.0.1:${this.port}`], {
       env: this.env,
       stdio: ['ignore', log, log],
     });
@@ -74,6 +100,10 @@ export class Confide {
     throw new Error(`confide serve did not become ready within 60 s:\n${this.logTail()}`);
   }
 
+  globalArgs() {
+    return ['--data-dir', this.dataDir, ...(this.databaseUrl ? ['--database-url', this.databaseUrl] : [])];
+  }
+
   /** Stops the server process (ours, by its pid); the data directory stays. */
   async halt() {
     const child = this.process;
@@ -87,6 +117,11 @@ export class Confide {
 
   async stop() {
     await this.halt();
+    if (this.database) {
+      await psql(process.env.CONFIDE_TEST_DATABASE_URL, `DROP DATABASE IF EXISTS ${this.database} WITH (FORCE)`).catch(
+        (err) => console.error(`could not drop ${this.database}: ${err.message}`),
+      );
+    }
     if (!process.env.CONFIDE_E2E_KEEP) fs.rmSync(this.workDir, { recursive: true, force: true });
   }
 
@@ -99,7 +134,7 @@ export class Confide {
   }
 
   async cli(args, input) {
-    const r = await run(BINARY, ['--data-dir', this.dataDir, ...args], { input, env: this.env });
+    const r = await run(BINARY, [...this.globalArgs(), ...args], { input, env: this.env });
     if (r.code !== 0) throw new Error(`confide ${args.join(' ')} exited ${r.code}:\n${r.stderr}`);
     return JSON.parse(r.stdout);
   }
@@ -149,8 +184,8 @@ export class Confide {
 
 // A test process that dies must not leave its servers behind.
 const live = new Set();
-export async function startConfide() {
-  const c = new Confide();
+export async function startConfide(options) {
+  const c = new Confide(options);
   live.add(c);
   await c.start();
   return c;

@@ -62,8 +62,13 @@ export function sriOf(source) {
  * A customer's page on its own loopback origin with a strict CSP (no 'unsafe-inline', Trusted
  * Types required, so an innerHTML string would be refused too). It embeds the widget with one tag
  * and collects CSP reports posted to /csp-report.
+ * Options for the customer's own parts: `connect` (more origins the page may connect to),
+ * `hostScript` (the page's own script, served as /host.js and included after the widget's tag)
+ * and `routes` ({path: (req, res) => ...}, the customer's backend on the page's origin).
  */
-export async function startHostPage({ host = '127.0.0.1', hostname, server, widgetUrl, bot, integrity }) {
+export async function startHostPage({
+  host = '127.0.0.1', hostname, server, widgetUrl, bot, integrity, connect = [], hostScript, routes = {},
+}) {
   const port = await freePort();
   const origin = `http://${hostname || host}:${port}`;
   const serverUrl = new URL(server);
@@ -71,8 +76,8 @@ export async function startHostPage({ host = '127.0.0.1', hostname, server, widg
   const scriptUrl = new URL(widgetUrl ?? '/widget/v1/confide.js', serverUrl);
   const csp = [
     "default-src 'none'",
-    `script-src ${scriptUrl.origin}`,
-    `connect-src ${serverUrl.origin} ${wsOrigin}`,
+    `script-src ${scriptUrl.origin}${hostScript ? " 'self'" : ''}`,
+    `connect-src ${serverUrl.origin} ${wsOrigin}${connect.map((o) => ` ${o}`).join('')}${Object.keys(routes).length ? " 'self'" : ''}`,
     "style-src 'self'",
     "img-src 'self'",
     "base-uri 'none'",
@@ -94,7 +99,7 @@ export async function startHostPage({ host = '127.0.0.1', hostname, server, widg
 <h1>Acme shop</h1>
 <p><a href="/about">About us</a></p>
 <script src="${scriptUrl.href}" data-bot="${bot}" data-title="Acme support" integrity="${integrity}" crossorigin="anonymous"></script>
-</body>
+${hostScript ? '<script src="/host.js"></script>\n' : ''}</body>
 </html>
 `;
   const srv = http.createServer((req, res) => {
@@ -113,6 +118,15 @@ export async function startHostPage({ host = '127.0.0.1', hostname, server, widg
     }
     if (req.url === '/favicon.ico') {
       res.writeHead(204).end();
+      return;
+    }
+    const path = req.url.split('?')[0];
+    if (routes[path]) {
+      routes[path](req, res);
+      return;
+    }
+    if (hostScript && req.url === '/host.js') {
+      res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8' }).end(hostScript);
       return;
     }
     if (req.url === '/site.css') {

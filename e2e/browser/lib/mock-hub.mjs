@@ -1,7 +1,12 @@
 // A scripted stand-in for Confide's chat API and Pusher-protocol hub, for the protocol tests that
 // need a server misbehaving on cue (close codes, silence instead of pongs). It follows the same
 // wire format as Confide (chat API, protocol 7 frames, private-channel auth) and checks what the
-// widget sends: the chat token header, the auth form, the subscription signature.
+// widget sends: the chat token header, the auth form, the subscription signature. Tests can hold
+// the chat history's answer and new WebSocket handshakes, to act while the widget waits for them.
+// Identity verification: `opts.identity = {accept, sub}` makes POST /chat/v1/identity accept that
+// one JWT (the real server verifies signatures; here the widget's side of the exchange is tested)
+// and swap the chat token for a new one; `opts.requireIdentity = {bot_message}` refuses unverified
+// chats with 403 identity_required, as a bot with require_identity does.
 
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -18,8 +23,19 @@ export async function startMockHub({ botKey = 'mockbot_0123456789', activityTime
   const chats = new Map(); // token -> chat
   const log = []; // what happened, in order: {kind, ...}
   const connections = []; // {ws, socketId, openedAt, closedAt, frames: []}
-  const opts = { activityTimeout, answerPings: true, greeting: 'Hello from the mock', fallback: 'A mock reply' };
+  const opts = {
+    activityTimeout, answerPings: true, greeting: 'Hello from the mock', fallback: 'A mock reply', identity: null, requireIdentity: null,
+  };
   let seq = 0;
+  // Gates the tests open: while one is set, the history answer / new handshakes wait for it.
+  let historyGate = null;
+  let upgradeGate = null;
+  const heldUpgrades = [];
+  const gate = () => {
+    let open;
+    const wait = new Promise((resolve) => (open = resolve));
+    return { wait, open };
+  };
 
   const cors = (req, res) => {
     res.setHeader('access-control-allow-origin', req.headers.origin || '*');
@@ -71,7 +87,7 @@ export async function startMockHub({ botKey = 'mockbot_0123456789', activityTime
     cors(req, res);
     if (req.method === 'OPTIONS') {
       res.writeHead(204, {
-        'access-control-allow-methods': 'POST',
+        'access-control-allow-methods': 'GET, POST',
         'access-control-allow-headers': 'content-type, x-chat-token',
       });
       res.end();
@@ -80,7 +96,8 @@ export async function startMockHub({ botKey = 'mockbot_0123456789', activityTime
     const body = await readBody(req);
     const token = req.headers['x-chat-token'];
     const chat = token ? chats.get(token) : null;
-    log.push({ kind: 'http', path: url.pathname, token: !!token, ct: req.headers['content-type'], body });
+    const entry = { kind: 'http', method: req.method, path: url.pathname, token: !!token, chatToken: token ?? null, ct: req.headers['content-type'], body };
+    log.push(entry);
     if (allowedOrigin && req.headers.origin !== allowedOrigin) {
       refuse(res, 403, 'origin_not_allowed', 'this page may not embed the bot');
       return;
@@ -98,6 +115,7 @@ export async function startMockHub({ botKey = 'mockbot_0123456789', activityTime
       const newToken = randomBytes(24).toString('base64url');
       const c = { id, channel: `private-chat-${id}`, messages: [], visitor: request.visitor_id || `v${++seq}` };
       chats.set(newToken, c);
+      entry.issued = newToken;
       json(res, 201, {
         chat_id: id,
         channel: c.channel,
@@ -105,10 +123,33 @@ export async function startMockHub({ botKey = 'mockbot_0123456789', activityTime
         expires_at: new Date(Date.now() + 3600e3).toISOString(),
         visitor_id: c.visitor,
         realtime: { app_key: botKey, host: '127.0.0.1', port, tls: false, auth_endpoint: `${origin}/chat/v1/auth` },
+        identity_required: !!opts.requireIdentity,
       });
       return;
     }
     if (!chat) return refuse(res, 403, 'invalid_chat_token', 'the chat token is invalid or expired');
+    if (url.pathname === '/chat/v1/identity' && req.method === 'POST') {
+      if (!opts.identity) return refuse(res, 409, 'identity_not_configured', 'this bot does not verify visitors');
+      const jwt = JSON.parse(body || '{}').token;
+      if (jwt !== opts.identity.accept) {
+        return refuse(res, 403, 'invalid_identity_token', 'the identity token is invalid or expired');
+      }
+      // The old token no longer opens the chat: a widget that kept it would fail from here on.
+      const verifiedToken = randomBytes(24).toString('base64url');
+      chats.delete(token);
+      chats.set(verifiedToken, chat);
+      chat.verified = opts.identity.sub;
+      entry.issued = verifiedToken;
+      json(res, 200, {
+        token: verifiedToken, expires_at: new Date(Date.now() + 3600e3).toISOString(), user_id: chat.verified, verified: true,
+      });
+      return;
+    }
+    if (opts.requireIdentity && !chat.verified) {
+      return json(res, 403, {
+        error: { code: 'identity_required', message: 'this chat is for signed-in visitors only', ...opts.requireIdentity },
+      });
+    }
     if (url.pathname === '/chat/v1/auth') {
       if (!/^application\/x-www-form-urlencoded/.test(req.headers['content-type'] || '')) {
         return refuse(res, 415, 'unsupported_media_type', 'the body must be a form');
@@ -124,6 +165,12 @@ export async function startMockHub({ botKey = 'mockbot_0123456789', activityTime
       json(res, 202, { message: view(m), reply: null });
       return;
     }
+    if (url.pathname === '/chat/v1/messages' && req.method === 'GET') {
+      // What is stored when the gate opens: messages published while it was closed are in it too.
+      if (historyGate) await historyGate.wait;
+      json(res, 200, { messages: chat.messages.map(view) });
+      return;
+    }
     if (url.pathname === '/chat/v1/messages') {
       const { text } = JSON.parse(body || '{}');
       const m = postMessage(chat, 'visitor', String(text).trim());
@@ -135,11 +182,15 @@ export async function startMockHub({ botKey = 'mockbot_0123456789', activityTime
   });
 
   const wss = new WebSocketServer({ noServer: true });
-  server.on('upgrade', (req, socket, head) => {
+  server.on('upgrade', async (req, socket, head) => {
     const url = new URL(req.url, origin);
     if (url.pathname !== `/app/${botKey}` || url.searchParams.get('protocol') !== '7') {
       socket.destroy();
       return;
+    }
+    if (upgradeGate) {
+      heldUpgrades.push(req.url);
+      await upgradeGate.wait;
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
       const conn = {
@@ -199,6 +250,26 @@ export async function startMockHub({ botKey = 'mockbot_0123456789', activityTime
         c.ws.close(code, message);
       }
     },
+    /** Holds the answers to GET /chat/v1/messages until the returned function is called. */
+    holdHistory() {
+      const g = gate();
+      historyGate = g;
+      return () => {
+        if (historyGate === g) historyGate = null;
+        g.open();
+      };
+    },
+    /** Holds new WebSocket handshakes (the hub is unreachable) until the returned function is called. */
+    holdConnections() {
+      const g = gate();
+      upgradeGate = g;
+      return () => {
+        if (upgradeGate === g) upgradeGate = null;
+        g.open();
+      };
+    },
+    /** The handshakes waiting for holdConnections' release. */
+    heldUpgrades,
     /** Forgets every chat token, as if they had all expired. */
     expireTokens() {
       chats.clear();

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use confide_realtime::{App, Hub, HubConfig, OriginPolicy, StaticApps, routes, signature};
+use confide_realtime::{
+    AddressPolicy, App, AppDirectory, Hub, HubConfig, OriginPolicy, StaticApps, routes, signature,
+};
 use futures_util::{SinkExt, StreamExt};
 use secrecy::SecretString;
 use serde_json::Value;
@@ -30,6 +32,7 @@ pub fn app(id: &str, key: &str, secret: &str) -> App {
         secret: SecretString::from(secret.to_owned()),
         client_events: false,
         origins: OriginPolicy::Any,
+        addresses: AddressPolicy::any(),
     }
 }
 
@@ -41,7 +44,11 @@ pub fn two_apps() -> Vec<App> {
 }
 
 pub async fn start(apps: Vec<App>, config: HubConfig) -> Server {
-    let hub = Hub::new(Arc::new(StaticApps::new(apps)), config);
+    start_with(Arc::new(StaticApps::new(apps)), config).await
+}
+
+pub async fn start_with(directory: Arc<dyn AppDirectory>, config: HubConfig) -> Server {
+    let hub = Hub::new(directory, config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = routes(hub.clone());

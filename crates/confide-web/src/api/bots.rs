@@ -513,6 +513,9 @@ pub struct ChatSettingsView {
     /// Active hours (in the bot's time zone) and IP allow and deny lists.
     #[serde(default)]
     pub restrictions: confide_domain::Restrictions,
+    /// Serve only visitors verified by an identity token (needs at least one identity key).
+    #[serde(default)]
+    pub require_identity: bool,
 }
 
 /// `example.com` (that host) or `*.example.com` (its subdomains); `localhost` for development.
@@ -559,6 +562,7 @@ pub async fn get_chat_settings(
             .map(DomainPattern)
             .collect(),
         restrictions: settings.restrictions,
+        require_identity: settings.require_identity,
     }))
 }
 
@@ -571,7 +575,8 @@ pub async fn get_chat_settings(
         (status = 200, description = "Saved", body = ChatSettingsView),
         (status = 403, description = "Read-only access", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody),
-        (status = 422, description = "Invalid text or domain pattern", body = ErrorBody),
+        (status = 409, description = "Country rules on a server without a GeoIP database, or require_identity without an identity key", body = ErrorBody),
+        (status = 422, description = "Invalid text, domain pattern or restrictions", body = ErrorBody),
     ))]
 pub async fn put_chat_settings(
     State(state): State<AppState>,
@@ -608,19 +613,38 @@ pub async fn put_chat_settings(
             domains.push(text);
         }
     }
-    request.restrictions.validate().map_err(|err| match err {
+    let restrictions = request.restrictions.validated().map_err(|err| match err {
         confide_domain::restrictions::RestrictionError::Timezone(_) => {
             invalid("invalid_timezone", err.to_string())
+        }
+        confide_domain::restrictions::RestrictionError::Country(_) => {
+            invalid("invalid_country", err.to_string())
         }
         confide_domain::restrictions::RestrictionError::Other(_) => {
             invalid("invalid_restrictions", err.to_string())
         }
     })?;
+    // Well-formed settings the server's or the bot's current state cannot honour: 409.
+    // A rule nobody enforces is worse than none: the owner would believe it holds.
+    if restrictions.has_country_rules() && state.geoip.is_none() {
+        return Err(ApiError::conflict(
+            "geoip_unavailable",
+            "country rules need a GeoIP database, and this server has none (geoip_database)",
+        ));
+    }
+    if request.require_identity && state.store.list_identity_keys(bot_id).await?.is_empty() {
+        // Otherwise every visitor would be turned away with no way to verify.
+        return Err(ApiError::conflict(
+            "no_identity_keys",
+            "add an identity key before requiring verified visitors",
+        ));
+    }
     let settings = confide_store::ChatSettings {
         greeting: text("greeting", &request.greeting)?,
         fallback_reply: text("fallback_reply", &request.fallback_reply)?,
         allowed_domains: domains,
-        restrictions: request.restrictions,
+        restrictions,
+        require_identity: request.require_identity,
     };
     state
         .store
@@ -632,7 +656,11 @@ pub async fn put_chat_settings(
         &auth.actor(),
         "bot.chat_settings_changed",
         Some(format!("bot:{bot_id}")),
-        json!({ "allowed_domains": settings.allowed_domains }),
+        json!({
+            "allowed_domains": settings.allowed_domains,
+            "restrictions": settings.restrictions,
+            "require_identity": settings.require_identity,
+        }),
     )
     .await?;
     Ok(Json(ChatSettingsView {
@@ -644,5 +672,6 @@ pub async fn put_chat_settings(
             .map(DomainPattern)
             .collect(),
         restrictions: settings.restrictions,
+        require_identity: settings.require_identity,
     }))
 }

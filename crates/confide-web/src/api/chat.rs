@@ -60,6 +60,8 @@ pub struct ChatSession {
     pub expires_at: String,
     pub visitor_id: String,
     pub realtime: RealtimeParams,
+    /// The bot serves verified visitors only: verify through `POST /chat/v1/identity` first.
+    pub identity_required: bool,
 }
 
 fn origin(headers: &HeaderMap) -> Option<&str> {
@@ -100,29 +102,71 @@ async fn refuse(
     err
 }
 
-/// The bot's IP allow and deny lists; refusals are audited in the bot's organization.
+/// Whether this address may reach the bot at all: its IP and country lists, then the
+/// organization's blocked addresses (trusted ones win). Every chat endpoint asks here.
+async fn admit_address(
+    state: &AppState,
+    settings: &ChatSettings,
+    org: OrgId,
+    ip: ClientIp,
+) -> ApiResult<()> {
+    check_ip(state, settings, org, ip).await?;
+    crate::spam::check_blocked(state, org, ip).await
+}
+
+/// The bot's IP and country allow and deny lists; refusals are audited in the bot's organization.
 async fn check_ip(
     state: &AppState,
     settings: &ChatSettings,
     org: OrgId,
     ip: ClientIp,
 ) -> ApiResult<()> {
-    if settings.restrictions.ip_allowed(ip.0) {
-        return Ok(());
-    }
-    let err = ApiError::forbidden(
-        "ip_not_allowed",
-        "chats are not available from this network",
-    );
-    Err(refuse(
+    use crate::geo::{NetworkRefusal, network_admission};
+    let refusal = match network_admission(&settings.restrictions, state.geoip.as_deref(), ip.0) {
+        Ok(()) => return Ok(()),
+        Err(refusal) => refusal,
+    };
+    let (action, details, err) = match refusal {
+        NetworkRefusal::Ip => (
+            "chat.ip_refused",
+            json!({ "reason": "ip" }),
+            ApiError::forbidden(
+                "ip_not_allowed",
+                "chats are not available from this network",
+            ),
+        ),
+        NetworkRefusal::Country(country) => (
+            "chat.country_refused",
+            json!({ "reason": "country", "country": country }),
+            ApiError::forbidden(
+                "country_not_allowed",
+                "chats are not available from this country",
+            ),
+        ),
+        NetworkRefusal::GeoIpUnavailable => {
+            // The operator's doing, not the visitor's: say so in the log, and stay closed.
+            tracing::error!(%org, "a bot has country rules but no GeoIP database is loaded");
+            (
+                "chat.country_refused",
+                json!({ "reason": "geoip_unavailable" }),
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "geoip_unavailable",
+                    "chats with this bot are unavailable right now",
+                ),
+            )
+        }
+    };
+    audit::record_refusal(
         state,
         AuditChain::Org(org),
-        ip,
-        "chat.ip_refused",
-        "ip",
-        err,
+        &Actor::anonymous(ip),
+        action,
+        None,
+        details,
     )
-    .await)
+    .await;
+    Err(err)
 }
 
 /// Whether now, in the bot's time zone, falls inside its active hours.
@@ -210,7 +254,7 @@ pub async fn start_chat(
         )
         .await);
     }
-    check_ip(&state, &settings, bot.org_id, ip).await?;
+    admit_address(&state, &settings, bot.org_id, ip).await?;
     if !within_active_hours(&settings.restrictions) {
         let message = if settings.restrictions.outside_hours_message.is_empty() {
             "the chat is closed right now".to_owned()
@@ -258,6 +302,9 @@ pub async fn start_chat(
             .map(|ua| ua.chars().take(256).collect()),
         created_at: now,
         last_message_at: now,
+        verified_user_id: None,
+        verified_at: None,
+        handover: Default::default(),
         automated: confide_domain::traffic::automated_by_user_agent(
             headers
                 .get(header::USER_AGENT)
@@ -278,6 +325,7 @@ pub async fn start_chat(
             origin: conversation.origin.clone(),
             iat: now / 1000,
             exp: expires_at,
+            sub: None,
         })
         .map_err(ApiError::internal)?;
     Ok((
@@ -289,6 +337,7 @@ pub async fn start_chat(
             expires_at: timestamp(expires_at * 1000),
             visitor_id,
             realtime: realtime_params(&state, &bot),
+            identity_required: settings.require_identity,
         }),
     ))
 }
@@ -299,6 +348,16 @@ struct ChatContext {
     conversation: Conversation,
     /// Read once per request: the checks and the replies both use it.
     settings: ChatSettings,
+}
+
+/// What a chat request needs of the visitor's identity.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum IdentityCheck {
+    /// Every chat request: a verified chat opens only with a token of that identity, and a bot
+    /// that requires identity serves only verified chats.
+    Enforce,
+    /// The identity endpoint itself: the identity token is what proves who the visitor is.
+    Verifying,
 }
 
 impl ChatContext {
@@ -318,6 +377,7 @@ async fn chat_context(
     state: &AppState,
     ip: ClientIp,
     headers: &HeaderMap,
+    identity: IdentityCheck,
 ) -> ApiResult<ChatContext> {
     let invalid =
         || ApiError::forbidden("invalid_chat_token", "the chat token is invalid or expired");
@@ -401,7 +461,31 @@ async fn chat_context(
         )
         .await);
     }
-    check_ip(state, &settings, org, ip).await?;
+    admit_address(state, &settings, org, ip).await?;
+    if identity == IdentityCheck::Enforce {
+        if claims.sub != conversation.verified_user_id {
+            // Unverified (or other-identity) tokens never open a verified visitor's chat.
+            let err = ApiError::forbidden(
+                "identity_mismatch",
+                "this chat belongs to a verified visitor; verify again",
+            );
+            return Err(refuse(
+                state,
+                AuditChain::Org(org),
+                ip,
+                "chat.identity_refused",
+                "token_not_verified",
+                err,
+            )
+            .await);
+        }
+        if settings.require_identity && conversation.verified_user_id.is_none() {
+            return Err(ApiError::forbidden(
+                "identity_required",
+                "this chat is for signed-in visitors only",
+            ));
+        }
+    }
     Ok(ChatContext {
         bot,
         conversation,
@@ -472,7 +556,7 @@ pub async fn channel_auth(
             "socket_id must look like 123.456",
         ));
     }
-    let context = chat_context(&state, ip, &headers).await?;
+    let context = chat_context(&state, ip, &headers, IdentityCheck::Enforce).await?;
     let expected = format!("private-chat-{}", context.conversation.id);
     if form.channel_name != expected {
         let err = ApiError::forbidden("channel_mismatch", "the chat token is for another channel");
@@ -513,41 +597,58 @@ impl From<&Message> for MessageView {
     }
 }
 
-/// Stores a message and sends it over the chat's channel.
-async fn post_to_chat(
+/// Stores a message with its `message.created` webhook deliveries (one transaction), sends it over
+/// the chat's channel and wakes the webhook worker.
+pub(crate) async fn post_to_chat(
     state: &AppState,
-    context: &ChatContext,
+    bot: &Chatbot,
+    conversation: &Conversation,
     sender: Sender,
     text: String,
 ) -> ApiResult<Message> {
     let message = Message {
         id: MessageId::new(),
-        conversation_id: context.conversation.id,
+        conversation_id: conversation.id,
         sender,
         text,
         created_at: now_ms(),
     };
-    state.store.add_message(&message).await?;
+    let event =
+        crate::webhooks::message_created(&state.settings.public_url, bot, conversation, &message);
+    if state.store.add_message_with_event(&message, &event).await? > 0 {
+        state.webhooks.wake.notify_one();
+    }
     let data = serde_json::to_string(&MessageView::from(&message)).map_err(ApiError::internal)?;
+    publish(state, bot, conversation, MESSAGE_EVENT, &data).await?;
+    Ok(message)
+}
+
+/// Sends an event over the chat's private channel.
+pub(crate) async fn publish(
+    state: &AppState,
+    bot: &Chatbot,
+    conversation: &Conversation,
+    event: &str,
+    data: &str,
+) -> ApiResult<()> {
     state
         .hub
         .publish(
-            &context.bot.id.to_string(),
-            &[format!("private-chat-{}", context.conversation.id)],
-            MESSAGE_EVENT,
-            &data,
+            &bot.id.to_string(),
+            &[format!("private-chat-{}", conversation.id)],
+            event,
+            data,
             None,
         )
         .await
-        .map_err(ApiError::internal)?;
-    Ok(message)
+        .map_err(ApiError::internal)
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct Posted {
     /// The stored message.
     pub message: MessageView,
-    /// The bot's reply, also sent over the channel.
+    /// The bot's reply, also sent over the channel; absent while humans answer (handover).
     pub reply: Option<MessageView>,
 }
 
@@ -563,10 +664,17 @@ pub async fn greeting(
     axum::Extension(ip): axum::Extension<ClientIp>,
     headers: HeaderMap,
 ) -> ApiResult<(StatusCode, Json<Posted>)> {
-    let context = chat_context(&state, ip, &headers).await?;
+    let context = chat_context(&state, ip, &headers, IdentityCheck::Enforce).await?;
     context.limit_messages(&state, ip).await?;
     let greeting = context.settings.greeting.clone();
-    let message = post_to_chat(&state, &context, Sender::Bot, greeting).await?;
+    let message = post_to_chat(
+        &state,
+        &context.bot,
+        &context.conversation,
+        Sender::Bot,
+        greeting,
+    )
+    .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Posted {
@@ -606,17 +714,52 @@ pub async fn send_message(
             "a message is 1 to 2000 characters",
         ));
     }
-    let context = chat_context(&state, ip, &headers).await?;
+    let context = chat_context(&state, ip, &headers, IdentityCheck::Enforce).await?;
     context.limit_messages(&state, ip).await?;
-    let message = post_to_chat(&state, &context, Sender::Visitor, text.to_owned()).await?;
-    // Until the conversation engine exists, every message gets the bot's configured fallback.
-    let fallback = context.settings.fallback_reply.clone();
-    let reply = post_to_chat(&state, &context, Sender::Bot, fallback).await?;
+    crate::spam::screen_message(&state, context.bot.org_id, ip, text).await?;
+    let message = post_to_chat(
+        &state,
+        &context.bot,
+        &context.conversation,
+        Sender::Visitor,
+        text.to_owned(),
+    )
+    .await?;
+    let answer =
+        crate::engine::answer(&state, &context.conversation, &context.settings, text).await?;
+    let fallback = answer
+        .as_ref()
+        .is_some_and(|a| a.answered_by == crate::engine::AnsweredBy::Fallback);
+    let reply = match answer {
+        Some(answer) => Some(
+            post_to_chat(
+                &state,
+                &context.bot,
+                &context.conversation,
+                Sender::Bot,
+                answer.text,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    crate::statistics::count(
+        &state,
+        &context.conversation,
+        confide_store::HourlyStatistics {
+            sessions: i64::from(context.conversation.interacted_at.is_none()),
+            visitor_messages: 1,
+            bot_messages: i64::from(reply.is_some()),
+            fallbacks: i64::from(fallback),
+            ..Default::default()
+        },
+    )
+    .await;
     Ok((
         StatusCode::ACCEPTED,
         Json(Posted {
             message: (&message).into(),
-            reply: Some((&reply).into()),
+            reply: reply.as_ref().map(MessageView::from),
         }),
     ))
 }
@@ -640,7 +783,7 @@ pub async fn list_messages(
     axum::Extension(ip): axum::Extension<ClientIp>,
     headers: HeaderMap,
 ) -> ApiResult<Json<MessageList>> {
-    let context = chat_context(&state, ip, &headers).await?;
+    let context = chat_context(&state, ip, &headers, IdentityCheck::Enforce).await?;
     let messages = state
         .store
         .list_messages(context.conversation.id, 500)
@@ -648,4 +791,193 @@ pub async fn list_messages(
     Ok(Json(MessageList {
         messages: messages.iter().map(MessageView::from).collect(),
     }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyIdentityRequest {
+    /// The JWT your backend signed for the signed-in visitor (RS256 or ES256 with a key the bot
+    /// trusts): `aud` = the bot's widget key, `sub` = your user id, `exp` within 24 hours, and
+    /// optionally `chat_id` = this chat.
+    #[schema(min_length = 1, max_length = 8192)]
+    pub token: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct VerifiedChat {
+    /// A new chat token bound to the identity: use it from now on; the old one no longer opens
+    /// this chat.
+    pub token: String,
+    pub expires_at: String,
+    /// The identity token's `sub`.
+    pub user_id: String,
+    pub verified: bool,
+}
+
+/// Verify the visitor's identity (the widget's `getAuthToken`): marks the chat as this
+/// identity's for good and returns a chat token bound to it.
+#[utoipa::path(post, path = "/chat/v1/identity", tag = "chat", request_body = VerifyIdentityRequest,
+    responses(
+        (status = 200, description = "Verified", body = VerifiedChat),
+        (status = 403, description = "Invalid chat or identity token, or the chat is another identity's", body = ErrorBody),
+        (status = 409, description = "The bot has no identity keys", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+    ))]
+pub async fn verify_identity(
+    State(state): State<AppState>,
+    axum::Extension(ip): axum::Extension<ClientIp>,
+    headers: HeaderMap,
+    StrictJson(request): StrictJson<VerifyIdentityRequest>,
+) -> ApiResult<Json<VerifiedChat>> {
+    let context = chat_context(&state, ip, &headers, IdentityCheck::Verifying).await?;
+    context.limit_messages(&state, ip).await?;
+    let org = context.bot.org_id;
+    let stored = state.store.list_identity_keys(context.bot.id).await?;
+    if stored.is_empty() {
+        return Err(ApiError::conflict(
+            "identity_not_configured",
+            "this bot does not verify visitors",
+        ));
+    }
+    let ids: Vec<String> = stored.iter().map(|k| k.id.to_string()).collect();
+    let trusted: Vec<_> = stored
+        .iter()
+        .zip(&ids)
+        .filter_map(|(k, id)| {
+            Some(confide_security::identity::TrustedIdentityKey {
+                id,
+                algorithm: confide_security::identity::IdentityAlgorithm::parse(&k.algorithm)?,
+                pem: &k.public_key_pem,
+            })
+        })
+        .collect();
+    let now = now_ms();
+    let verified = match confide_security::identity::verify_identity_token(
+        &request.token,
+        &trusted,
+        &context.bot.widget_key,
+        &context.conversation.id.to_string(),
+        now / 1000,
+    ) {
+        Ok(verified) => verified,
+        Err(refusal) => {
+            let err = ApiError::forbidden(
+                "invalid_identity_token",
+                "the identity token is invalid or expired",
+            );
+            return Err(refuse(
+                &state,
+                AuditChain::Org(org),
+                ip,
+                "chat.identity_refused",
+                refusal.reason(),
+                err,
+            )
+            .await);
+        }
+    };
+    let owned = state
+        .store
+        .verify_conversation(
+            context.bot.id,
+            context.conversation.id,
+            &verified.user_id,
+            now,
+        )
+        .await?;
+    if !owned {
+        let err = ApiError::forbidden(
+            "identity_mismatch",
+            "this chat belongs to another verified visitor",
+        );
+        return Err(refuse(
+            &state,
+            AuditChain::Org(org),
+            ip,
+            "chat.identity_refused",
+            "other_identity",
+            err,
+        )
+        .await);
+    }
+    audit::record(
+        &state,
+        AuditChain::Org(org),
+        &Actor::anonymous(ip),
+        "chat.identity_verified",
+        Some(format!("chat:{}", context.conversation.id)),
+        json!({ "bot_id": context.bot.id, "user_id": verified.user_id }),
+    )
+    .await?;
+    let expires_at = now / 1000 + state.settings.chat_token_ttl_secs;
+    let token = state
+        .chat_tokens
+        .seal(&ChatClaims {
+            org: org.to_string(),
+            bot: context.bot.id.to_string(),
+            chat: context.conversation.id.to_string(),
+            visitor: context.conversation.visitor_id.clone(),
+            origin: context.conversation.origin.clone(),
+            iat: now / 1000,
+            exp: expires_at,
+            sub: Some(verified.user_id.clone()),
+        })
+        .map_err(ApiError::internal)?;
+    Ok(Json(VerifiedChat {
+        token,
+        expires_at: timestamp(expires_at * 1000),
+        user_id: verified.user_id,
+        verified: true,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HandoverStatus {
+    /// `bot`, `requested`, `agent` or `ended`.
+    pub state: String,
+}
+
+/// Ask for a human (the visitor): the bot stays quiet until an agent takes the chat or ends the
+/// request. The widget also receives a `handover` event with the new state.
+#[utoipa::path(post, path = "/chat/v1/handover", tag = "chat",
+    responses(
+        (status = 202, description = "Requested (or already with humans)", body = HandoverStatus),
+        (status = 403, description = "Invalid or expired chat token", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+    ))]
+pub async fn request_handover(
+    State(state): State<AppState>,
+    axum::Extension(ip): axum::Extension<ClientIp>,
+    headers: HeaderMap,
+) -> ApiResult<(StatusCode, Json<HandoverStatus>)> {
+    let context = chat_context(&state, ip, &headers, IdentityCheck::Enforce).await?;
+    context.limit_messages(&state, ip).await?;
+    let (bot, conversation) = (&context.bot, &context.conversation);
+    let requested = state
+        .store
+        .request_handover(bot.id, conversation.id, now_ms())
+        .await?;
+    let current = if requested {
+        confide_store::HandoverState::Requested
+    } else {
+        conversation.handover.state
+    };
+    if requested {
+        crate::api::handover::announce(&state, bot, conversation, current).await?;
+        crate::statistics::count(
+            &state,
+            conversation,
+            confide_store::HourlyStatistics {
+                handovers: 1,
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(HandoverStatus {
+            state: current.as_str().to_owned(),
+        }),
+    ))
 }

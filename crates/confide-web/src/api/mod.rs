@@ -5,10 +5,16 @@ pub mod auth;
 pub mod bots;
 pub mod chat;
 pub mod demo;
+pub mod dialogues;
+pub mod handover;
+pub mod identity_keys;
 pub mod keys;
 pub mod me;
 pub mod orgs;
+pub mod spam;
+pub mod statistics;
 pub mod system;
+pub mod webhooks;
 pub mod widget;
 
 use time::OffsetDateTime;

@@ -42,14 +42,17 @@ pub async fn client_ip(
     next.run(request).await
 }
 
+/// Addresses are canonical from here on: on a dual-stack listener an IPv4 peer arrives as
+/// `::ffff:a.b.c.d`, and must match `10.0.0.0/8` proxies and every rule downstream as IPv4.
 fn resolve(peer: IpAddr, forwarded: &str, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let peer = peer.to_canonical();
     if !is_trusted(&peer) {
         return peer;
     }
     let mut client = peer;
     for hop in forwarded.split(',').rev() {
-        let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+        let Ok(ip) = hop.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()) else {
             // A malformed hop ends what we can believe.
             break;
         };
@@ -68,6 +71,19 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_and_hops_are_judged_as_ipv4() {
+        let proxies = ["10.0.0.0/8".parse().unwrap()];
+        assert_eq!(
+            resolve(ip("::ffff:10.1.2.3"), "::ffff:203.0.113.9", &proxies),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            resolve(ip("::ffff:198.51.100.7"), "", &proxies),
+            ip("198.51.100.7")
+        );
     }
 
     #[test]

@@ -8,6 +8,9 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+/// Tiny GeoIP country databases written by the tests themselves.
+pub mod mmdb;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -244,6 +247,9 @@ pub fn test_config(port: u16, data_dir: &Path, database_url: &str) -> Config {
         redis_url: None,
         redis_prefix: "confide".to_owned(),
         hub: confide_realtime::HubConfig::default(),
+        geoip_database: None,
+        outbound_allow: confide_outbound::Allowlist::default(),
+        webhooks: confide_web::webhooks::WebhookSettings::default(),
         // Suites make many requests from one address; the limiter has tests of its own.
         rate_limits: confide_web::RateLimits {
             api_per_minute: 1_000_000,

@@ -1,0 +1,249 @@
+//! Pattern dialogues (Kindly's semantics): regular expressions tried top to bottom; the first that
+//! matches answers, and its first capture group is stored in the conversation's context memory
+//! under the dialogue's key. Replies may use `{key}` placeholders from context memory; a reply
+//! whose keys are not all known is skipped in favour of the next one.
+//!
+//! Patterns run on Rust's `regex`, which matches in linear time, with compiled-size limits, so no
+//! pattern or input can stall a reply (no catastrophic backtracking exists in this engine).
+
+use std::collections::BTreeMap;
+
+use regex::{Regex, RegexBuilder};
+
+/// Patterns one dialogue may have.
+pub const MAX_PATTERNS: usize = 20;
+/// Characters of one pattern.
+pub const MAX_PATTERN_CHARS: usize = 500;
+/// Replies (alternatives) one dialogue may have.
+pub const MAX_REPLIES: usize = 10;
+/// Characters of one reply.
+pub const MAX_REPLY_CHARS: usize = 2000;
+/// Compiled program and lazy-DFA cache bounds per pattern: generous for real patterns, small
+/// enough that `(a{1000}){1000}` is refused on save instead of eating memory.
+const COMPILED_SIZE_LIMIT: usize = 256 * 1024;
+const DFA_SIZE_LIMIT: usize = 1024 * 1024;
+const NEST_LIMIT: u32 = 32;
+/// Context memory: key shape and bounds.
+pub const MAX_CONTEXT_KEY_CHARS: usize = 64;
+pub const MAX_CONTEXT_VALUE_CHARS: usize = 1000;
+pub const MAX_CONTEXT_KEYS: usize = 100;
+
+/// Why a dialogue was refused on save; the message is for the bot builder.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DialogueError {
+    #[error("pattern {index}: {reason}")]
+    Pattern { index: usize, reason: String },
+    #[error("{0}")]
+    Shape(String),
+}
+
+/// Compiles one pattern within the size limits.
+pub fn compile_pattern(pattern: &str) -> Result<Regex, String> {
+    if pattern.is_empty() || pattern.chars().count() > MAX_PATTERN_CHARS {
+        return Err(format!("a pattern is 1 to {MAX_PATTERN_CHARS} characters"));
+    }
+    RegexBuilder::new(pattern)
+        .size_limit(COMPILED_SIZE_LIMIT)
+        .dfa_size_limit(DFA_SIZE_LIMIT)
+        .nest_limit(NEST_LIMIT)
+        .build()
+        .map_err(|err| match err {
+            regex::Error::CompiledTooBig(_) => "the pattern is too large once compiled".to_owned(),
+            // The syntax error's own text names the position; keep its first lines only.
+            other => other
+                .to_string()
+                .lines()
+                .take(6)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        })
+}
+
+/// A context key: letters, digits, `_`, `-`, `.`; starting with a letter.
+pub fn valid_context_key(key: &str) -> bool {
+    let mut chars = key.chars();
+    key.chars().count() <= MAX_CONTEXT_KEY_CHARS
+        && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// The `{key}` placeholders of a reply, in order.
+pub fn placeholders(reply: &str) -> Vec<&str> {
+    let mut keys = Vec::new();
+    let mut rest = reply;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close) if valid_context_key(&after[..close]) => {
+                keys.push(&after[..close]);
+                rest = &after[close + 1..];
+            }
+            _ => rest = after,
+        }
+    }
+    keys
+}
+
+/// Checks a dialogue's parts as the API saves them.
+pub fn validate(
+    patterns: &[String],
+    context_key: Option<&str>,
+    replies: &[String],
+) -> Result<(), DialogueError> {
+    if patterns.is_empty() || patterns.len() > MAX_PATTERNS {
+        return Err(DialogueError::Shape(format!(
+            "a pattern dialogue has 1 to {MAX_PATTERNS} patterns"
+        )));
+    }
+    for (index, pattern) in patterns.iter().enumerate() {
+        compile_pattern(pattern).map_err(|reason| DialogueError::Pattern { index, reason })?;
+    }
+    if let Some(key) = context_key
+        && !valid_context_key(key)
+    {
+        return Err(DialogueError::Shape(format!(
+            "the context key is 1 to {MAX_CONTEXT_KEY_CHARS} letters, digits, _ - or ., starting with a letter"
+        )));
+    }
+    if replies.is_empty() || replies.len() > MAX_REPLIES {
+        return Err(DialogueError::Shape(format!(
+            "a dialogue has 1 to {MAX_REPLIES} replies"
+        )));
+    }
+    for reply in replies {
+        let length = reply.trim().chars().count();
+        if length == 0 || length > MAX_REPLY_CHARS {
+            return Err(DialogueError::Shape(format!(
+                "a reply is 1 to {MAX_REPLY_CHARS} characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What a matching pattern found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PatternMatch {
+    /// The first capture group, when the pattern has one and it took part in the match.
+    pub captured: Option<String>,
+}
+
+/// Tries the patterns in order; the first that matches answers.
+pub fn match_patterns(patterns: &[Regex], text: &str) -> Option<PatternMatch> {
+    patterns.iter().find_map(|regex| {
+        regex.captures(text).map(|captures| PatternMatch {
+            captured: captures.get(1).map(|m| {
+                m.as_str()
+                    .chars()
+                    .take(MAX_CONTEXT_VALUE_CHARS)
+                    .collect::<String>()
+            }),
+        })
+    })
+}
+
+/// The first reply whose placeholders are all in context, with them filled in.
+pub fn render_reply(replies: &[String], context: &BTreeMap<String, String>) -> Option<String> {
+    replies.iter().find_map(|reply| {
+        let keys = placeholders(reply);
+        if !keys.iter().all(|k| context.contains_key(*k)) {
+            return None;
+        }
+        let mut text = reply.clone();
+        for key in keys {
+            if let Some(value) = context.get(key) {
+                text = text.replacen(&format!("{{{key}}}"), value, 1);
+            }
+        }
+        Some(text)
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn compiled(patterns: &[&str]) -> Vec<Regex> {
+        patterns
+            .iter()
+            .map(|p| compile_pattern(p).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_first_matching_pattern_answers_and_its_first_group_is_captured() {
+        let patterns = compiled(&[r"order (\d+)", r"my name is (\w+)", r"hello"]);
+        assert_eq!(
+            match_patterns(&patterns, "I am Ada, my name is Ada").unwrap(),
+            PatternMatch {
+                captured: Some("Ada".into())
+            }
+        );
+        assert_eq!(
+            match_patterns(&patterns, "hello there").unwrap(),
+            PatternMatch { captured: None }
+        );
+        assert!(match_patterns(&patterns, "nothing").is_none());
+    }
+
+    #[test]
+    fn a_reply_with_a_missing_key_is_skipped() {
+        let replies = vec![
+            "Your order {order} is on its way, {name}.".to_owned(),
+            "Your order {order} is on its way.".to_owned(),
+            "Which order?".to_owned(),
+        ];
+        let mut context = BTreeMap::new();
+        assert_eq!(render_reply(&replies, &context).unwrap(), "Which order?");
+        context.insert("order".to_owned(), "1234".to_owned());
+        assert_eq!(
+            render_reply(&replies, &context).unwrap(),
+            "Your order 1234 is on its way."
+        );
+        context.insert("name".to_owned(), "Ada".to_owned());
+        assert_eq!(
+            render_reply(&replies, &context).unwrap(),
+            "Your order 1234 is on its way, Ada."
+        );
+        // A value that looks like a placeholder is not expanded again.
+        context.insert("name".to_owned(), "{order}".to_owned());
+        assert_eq!(
+            render_reply(&replies, &context).unwrap(),
+            "Your order 1234 is on its way, {order}."
+        );
+    }
+
+    #[test]
+    fn braces_that_are_not_keys_are_text() {
+        assert_eq!(placeholders("{a} {not a key} {b_2} {} {9x}"), ["a", "b_2"]);
+    }
+
+    #[test]
+    fn patterns_are_validated_on_save_with_a_clear_error() {
+        let err = validate(&["(unclosed".to_owned()], None, &["hi".to_owned()]).unwrap_err();
+        assert!(
+            matches!(&err, DialogueError::Pattern { index: 0, reason } if reason.contains("unclosed")),
+            "{err}"
+        );
+        let huge = validate(&["(a{1000}){1000}".to_owned()], None, &["hi".to_owned()]);
+        assert!(
+            matches!(&huge, Err(DialogueError::Pattern { reason, .. }) if reason.contains("too large")),
+            "{huge:?}"
+        );
+        assert!(validate(&[], None, &["hi".to_owned()]).is_err());
+        assert!(validate(&["x".to_owned()], Some("9lives"), &["hi".to_owned()]).is_err());
+        assert!(validate(&["x".to_owned()], Some("name"), &[" ".to_owned()]).is_err());
+        assert!(validate(&["x".to_owned()], Some("name"), &["hi {name}".to_owned()]).is_ok());
+    }
+
+    #[test]
+    fn a_pattern_that_backtracks_catastrophically_elsewhere_is_linear_here() {
+        // Exponential in backtracking engines; Rust's regex answers in time linear in the input.
+        let patterns = compiled(&[r"^(a+)+$", r"(x+x+)+y"]);
+        let input = format!("{}!", "a".repeat(100_000));
+        assert!(match_patterns(&patterns, &input).is_none());
+        let input = "x".repeat(100_000);
+        assert!(match_patterns(&patterns, &input).is_none());
+    }
+}

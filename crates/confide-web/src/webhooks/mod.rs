@@ -1,0 +1,195 @@
+//! Outbound webhooks: what an event's body looks like, which URLs an endpoint may have, and the
+//! worker that delivers the outbox (`delivery`).
+
+pub mod delivery;
+
+use confide_domain::WebhookEvent;
+use confide_security::webhook::WebhookSecretCipher;
+use confide_store::{Chatbot, Conversation, Message, OutboxEvent};
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::api::timestamp;
+
+pub use confide_domain::RetrySchedule;
+
+/// Longest webhook URL accepted.
+pub const MAX_URL_LEN: usize = 2048;
+
+/// How deliveries are made; the binary sets these from the configuration.
+#[derive(Clone, Debug)]
+pub struct WebhookSettings {
+    pub retry: RetrySchedule,
+    /// How long a worker's claim on a delivery lasts; after a crash, that long until a retry.
+    pub lease_ms: i64,
+    /// How often the worker looks for due deliveries when nothing wakes it.
+    pub poll_ms: u64,
+    /// Deliveries in flight at once on this node (each endpoint also has its own limit).
+    pub max_in_flight: usize,
+    pub connect_timeout_ms: u64,
+    /// The whole request, answer included; kept below the lease.
+    pub request_timeout_ms: u64,
+    /// Bytes of an answer read at most; a longer one is cut (its status still counts) and its
+    /// `new_context` ignored.
+    pub max_response_bytes: usize,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            retry: RetrySchedule::default(),
+            lease_ms: 60_000,
+            poll_ms: 1_000,
+            max_in_flight: 32,
+            connect_timeout_ms: 5_000,
+            request_timeout_ms: 15_000,
+            max_response_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl WebhookSettings {
+    /// Keeps a request's time below half its claim's lease, so a slow receiver cannot outlive the
+    /// claim and get the delivery attempted twice at once.
+    pub fn apply_lease_to_timeouts(&mut self) {
+        let half = u64::try_from(self.lease_ms / 2).unwrap_or(0).max(100);
+        self.request_timeout_ms = self.request_timeout_ms.min(half);
+        self.connect_timeout_ms = self.connect_timeout_ms.min(self.request_timeout_ms);
+    }
+}
+
+/// What handlers and the worker share: the secrets' cipher and a bell that wakes the worker.
+pub struct WebhookRuntime {
+    pub cipher: WebhookSecretCipher,
+    /// Rung when a delivery is queued or a slot frees up, so it goes out without waiting for a poll.
+    pub wake: Notify,
+}
+
+impl WebhookRuntime {
+    pub fn new(key: &[u8; 32]) -> WebhookRuntime {
+        WebhookRuntime {
+            cipher: WebhookSecretCipher::new(key),
+            wake: Notify::new(),
+        }
+    }
+}
+
+/// Why a webhook URL is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookUrlError {
+    #[error("the URL is not an absolute http(s) URL")]
+    Malformed,
+    #[error("only http and https URLs can receive webhooks")]
+    Scheme,
+    #[error("the URL may not carry a user name or password")]
+    Credentials,
+    #[error("the URL is longer than 2048 characters")]
+    TooLong,
+}
+
+/// The shape a webhook endpoint's URL must have, on save: absolute http or https with a host, no
+/// credentials, no fragment, at most 2048 characters. Where it may point is the SSRF-safe
+/// client's call (`confide-outbound`: on save for its literal forms, and at every delivery for
+/// every resolved address).
+pub fn check_webhook_target(url: &str) -> Result<reqwest::Url, WebhookUrlError> {
+    if url.len() > MAX_URL_LEN {
+        return Err(WebhookUrlError::TooLong);
+    }
+    let parsed = reqwest::Url::parse(url).map_err(|_| WebhookUrlError::Malformed)?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(WebhookUrlError::Scheme);
+    }
+    if parsed.host_str().is_none_or(str::is_empty) || parsed.fragment().is_some() {
+        return Err(WebhookUrlError::Malformed);
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(WebhookUrlError::Credentials);
+    }
+    Ok(parsed)
+}
+
+/// The host of a page origin (`https://shop.example.com:8443` -> `shop.example.com:8443`).
+fn web_host(origin: Option<&str>) -> Option<String> {
+    let (_, rest) = origin?.split_once("://")?;
+    let host = rest.split('/').next()?;
+    (!host.is_empty()).then(|| host.to_owned())
+}
+
+/// `message.created` in the shape of Kindly's chatlog webhook. Fields without a source yet are
+/// null or empty: `exchange` (dialogues), `context` (context memory), `web_path` (the widget
+/// reports only its origin today).
+pub fn message_created(
+    public_url: &str,
+    bot: &Chatbot,
+    conversation: &Conversation,
+    message: &Message,
+) -> OutboxEvent {
+    let body = json!({
+        "type": WebhookEvent::MessageCreated.as_str(),
+        "timestamp": timestamp(message.created_at),
+        "organization_id": bot.org_id,
+        "bot_id": bot.id,
+        "chat_id": conversation.id,
+        "user_id": conversation.visitor_id,
+        // The owner's id for the visitor, once an identity token verified them.
+        "verified_user_id": conversation.verified_user_id,
+        "exchange": { "id": null, "language_code": null },
+        "message": message.text,
+        "message_id": message.id,
+        "sender": message.sender.as_str(),
+        "created_at": timestamp(message.created_at),
+        "context": {},
+        "_links": { "chat": format!("{public_url}/api/v1/chats/{}", conversation.id) },
+        "source": "web",
+        "web_host": web_host(conversation.origin.as_deref()),
+        "web_path": null,
+    });
+    OutboxEvent {
+        bot_id: bot.id,
+        event: WebhookEvent::MessageCreated,
+        event_id: message.id.to_string(),
+        payload: body.to_string(),
+        at: message.created_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_urls_are_absolute_http_or_https_without_credentials() {
+        for good in [
+            "https://hooks.example.com/confide",
+            "http://127.0.0.1:8080/in?token=abc",
+        ] {
+            assert!(check_webhook_target(good).is_ok(), "{good}");
+        }
+        let bad = [
+            ("ftp://example.com/", WebhookUrlError::Scheme),
+            ("file:///etc/passwd", WebhookUrlError::Scheme),
+            ("/relative", WebhookUrlError::Malformed),
+            ("https://", WebhookUrlError::Malformed),
+            ("https://example.com/#frag", WebhookUrlError::Malformed),
+            ("https://user:pw@example.com/", WebhookUrlError::Credentials),
+        ];
+        for (url, expected) in bad {
+            assert_eq!(check_webhook_target(url).err(), Some(expected), "{url}");
+        }
+        let long = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN));
+        assert_eq!(
+            check_webhook_target(&long).err(),
+            Some(WebhookUrlError::TooLong)
+        );
+    }
+
+    #[test]
+    fn the_web_host_is_the_origins_authority() {
+        assert_eq!(
+            web_host(Some("https://shop.example.com:8443")).as_deref(),
+            Some("shop.example.com:8443")
+        );
+        assert_eq!(web_host(Some("null")), None);
+        assert_eq!(web_host(None), None);
+    }
+}

@@ -1,0 +1,225 @@
+//! Pattern dialogues through HTTP: a bot owner saves patterns (validated on save), a visitor's
+//! message is answered by the first matching one, its capture lands in the chat's context memory,
+//! and later replies use it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Credential, TestApp, each_backend, email};
+use serde_json::{Value, json};
+
+struct Shop {
+    org: String,
+    owner: Credential,
+    bot_id: String,
+    bot_key: String,
+}
+
+impl Shop {
+    fn dialogues(&self) -> String {
+        format!("/api/v1/orgs/{}/bots/{}/dialogues", self.org, self.bot_id)
+    }
+
+    async fn add(&self, app: &TestApp, dialogue: Value) -> Value {
+        let reply = app.post(&self.dialogues(), &self.owner, dialogue).await;
+        reply.expect(201);
+        reply.json()
+    }
+}
+
+async fn shop(app: &TestApp, name: &str) -> Shop {
+    let (owner, session) = app.owner(&email(name), name).await;
+    let bot = app
+        .create_bot(&session.bearer(), &owner.org_id, "Helper")
+        .await;
+    app.put(
+        &format!("/api/v1/orgs/{}/bots/{}/chat-settings", owner.org_id, bot.id),
+        &session.bearer(),
+        json!({ "greeting": "Hi!", "fallback_reply": "Sorry, I did not get that.", "allowed_domains": [] }),
+    )
+    .await
+    .expect(200);
+    Shop {
+        org: owner.org_id,
+        owner: session.bearer(),
+        bot_id: bot.id,
+        bot_key: bot.key,
+    }
+}
+
+async fn chat(app: &TestApp, bot_key: &str) -> String {
+    let reply = app
+        .send(
+            app.client
+                .post(app.url(&format!("/chat/v1/{bot_key}/sessions")))
+                .json(&json!({})),
+        )
+        .await;
+    reply.expect(201);
+    reply.json()["token"].as_str().unwrap().to_owned()
+}
+
+/// The bot's answer to a visitor message.
+async fn ask(app: &TestApp, token: &str, text: &str) -> String {
+    let reply = app
+        .send(
+            app.client
+                .post(app.url("/chat/v1/messages"))
+                .header("x-chat-token", token)
+                .json(&json!({ "text": text })),
+        )
+        .await;
+    reply.expect(202);
+    reply.json()["reply"]["text"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_pattern_captures_into_context_and_a_later_reply_uses_it() {
+    each_backend(async |app| {
+        let s = shop(app, "Shop").await;
+        s.add(
+            app,
+            json!({
+                "name": "Introduction",
+                "patterns": ["(?i)my name is (\\w+)", "(?i)call me (\\w+)"],
+                "context_key": "name",
+                "replies": ["Nice to meet you, {name}!"],
+            }),
+        )
+        .await;
+        s.add(
+            app,
+            json!({
+                "name": "Who am I",
+                "patterns": ["(?i)what is my name"],
+                "replies": ["You are {name}.", "You have not told me yet."],
+            }),
+        )
+        .await;
+
+        let token = chat(app, &s.bot_key).await;
+        assert_eq!(
+            ask(app, &token, "What is my name?").await,
+            "You have not told me yet."
+        );
+        assert_eq!(
+            ask(app, &token, "Hello, call me Ada").await,
+            "Nice to meet you, Ada!"
+        );
+        assert_eq!(ask(app, &token, "what is my name").await, "You are Ada.");
+        assert_eq!(
+            ask(app, &token, "My name is Grace").await,
+            "Nice to meet you, Grace!"
+        );
+        assert_eq!(ask(app, &token, "what is my name").await, "You are Grace.");
+        // Nothing matches: the fallback.
+        assert_eq!(
+            ask(app, &token, "the weather?").await,
+            "Sorry, I did not get that."
+        );
+
+        // Context memory is per chat: another visitor is a stranger.
+        let other = chat(app, &s.bot_key).await;
+        assert_eq!(
+            ask(app, &other, "what is my name").await,
+            "You have not told me yet."
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dialogues_are_tried_in_position_order_and_belong_to_their_bot() {
+    each_backend(async |app| {
+        let s = shop(app, "Shop").await;
+        let other = shop(app, "Other").await;
+        let general = s
+            .add(app, json!({ "name": "General", "patterns": ["order"], "replies": ["Which order?"] }))
+            .await;
+        s.add(
+            app,
+            json!({ "name": "Specific", "patterns": ["order (\\d+)"], "context_key": "order",
+                    "replies": ["Order {order} ships today."], "position": 0 }),
+        )
+        .await;
+        other
+            .add(app, json!({ "name": "Theirs", "patterns": ["."], "replies": ["Other shop!"] }))
+            .await;
+        let listed = app.get(&s.dialogues(), &s.owner).await;
+        listed.expect(200);
+        let names: Vec<_> = listed.json()["dialogues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, ["Specific", "General"]);
+
+        let token = chat(app, &s.bot_key).await;
+        assert_eq!(ask(app, &token, "about order 77").await, "Order 77 ships today.");
+        assert_eq!(ask(app, &token, "about my order").await, "Which order?");
+
+        // Moving the general one first changes who answers; deleting it hands over.
+        let path = format!("{}/{}", s.dialogues(), general["id"].as_str().unwrap());
+        app.put(
+            &path,
+            &s.owner,
+            json!({ "name": "General", "patterns": ["order"], "replies": ["Which one?"], "position": -0 }),
+        )
+        .await
+        .expect(200);
+        assert_eq!(ask(app, &token, "about order 77").await, "Which one?");
+        app.delete(&path, &s.owner).await.expect(204);
+        assert_eq!(ask(app, &token, "about order 77").await, "Order 77 ships today.");
+        app.get(&path, &s.owner).await.expect_error(404, "not_found");
+        // Another organization cannot read them.
+        app.get(&s.dialogues(), &other.owner)
+            .await
+            .expect_error(404, "not_found");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn patterns_are_checked_on_save_and_none_can_stall_a_reply() {
+    each_backend(async |app| {
+        let s = shop(app, "Shop").await;
+        let refused = app
+            .post(
+                &s.dialogues(),
+                &s.owner,
+                json!({ "name": "Broken", "patterns": ["fine", "(unclosed"], "replies": ["x"] }),
+            )
+            .await;
+        refused.expect_error(422, "invalid_pattern");
+        assert!(refused.text.contains("pattern 1"), "{}", refused.text);
+        app.post(
+            &s.dialogues(),
+            &s.owner,
+            json!({ "name": "Huge", "patterns": ["(a{1000}){1000}"], "replies": ["x"] }),
+        )
+        .await
+        .expect_error(422, "invalid_pattern");
+        for (body, code) in [
+            (json!({ "name": "K", "patterns": ["x"], "context_key": "9lives", "replies": ["x"] }), "invalid_dialogue"),
+            (json!({ "name": "R", "patterns": ["x"], "replies": [] }), "invalid_dialogue"),
+            (json!({ "name": "P", "patterns": [], "replies": ["x"] }), "invalid_dialogue"),
+        ] {
+            app.post(&s.dialogues(), &s.owner, body).await.expect_error(422, code);
+        }
+
+        // Patterns that take exponential time in backtracking engines.
+        s.add(
+            app,
+            json!({ "name": "Evil", "patterns": ["^(a+)+$", "^(\\w+\\s?)*$x"], "replies": ["matched"] }),
+        )
+        .await;
+        let token = chat(app, &s.bot_key).await;
+        let attack = format!("{}!", "a".repeat(1999));
+        assert_eq!(ask(app, &token, &attack).await, "Sorry, I did not get that.");
+        let words = "word ".repeat(399);
+        assert_eq!(ask(app, &token, &words).await, "Sorry, I did not get that.");
+    })
+    .await;
+}

@@ -1,0 +1,342 @@
+//! Human handover end to end: a visitor asks for a human, an agent (a member with write permission
+//! on the bot) finds the chat in the queue, takes it and replies through the API, and the visitor
+//! receives the reply over the chat's realtime channel; the bot stays quiet meanwhile and answers
+//! again once the agent ends it. Members without the right permission, or outside the sharing
+//! policy, cannot see the queue.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Credential, TestApp, each_backend, email};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message as Frame;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A visitor: the chat token and a realtime connection subscribed to the chat's channel.
+struct Visitor {
+    token: String,
+    chat_id: String,
+    socket: Socket,
+}
+
+impl Visitor {
+    async fn start(app: &TestApp, bot_key: &str) -> Visitor {
+        let session = app
+            .send(
+                app.client
+                    .post(app.url(&format!("/chat/v1/{bot_key}/sessions")))
+                    .json(&json!({})),
+            )
+            .await;
+        session.expect(201);
+        let session = session.json();
+        let token = session["token"].as_str().unwrap().to_owned();
+        let channel = session["channel"].as_str().unwrap().to_owned();
+        let ws_url = app
+            .url(&format!(
+                "/app/{bot_key}?protocol=7&client=test&version=1.0"
+            ))
+            .replacen("http://", "ws://", 1);
+        let (mut socket, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+        let established = next_event(&mut socket).await;
+        assert_eq!(established["event"], "pusher:connection_established");
+        let data: Value = serde_json::from_str(established["data"].as_str().unwrap()).unwrap();
+        let socket_id = data["socket_id"].as_str().unwrap().to_owned();
+        let auth = app
+            .send(
+                app.client
+                    .post(app.url("/chat/v1/auth"))
+                    .header("x-chat-token", &token)
+                    .form(&[
+                        ("socket_id", socket_id.as_str()),
+                        ("channel_name", channel.as_str()),
+                    ]),
+            )
+            .await;
+        auth.expect(200);
+        let subscribe = json!({
+            "event": "pusher:subscribe",
+            "data": { "channel": channel, "auth": auth.json()["auth"] },
+        });
+        socket
+            .send(Frame::Text(subscribe.to_string().into()))
+            .await
+            .unwrap();
+        let subscribed = next_event(&mut socket).await;
+        assert_eq!(
+            subscribed["event"], "pusher_internal:subscription_succeeded",
+            "{subscribed}"
+        );
+        Visitor {
+            token,
+            chat_id: session["chat_id"].as_str().unwrap().to_owned(),
+            socket,
+        }
+    }
+
+    async fn post(&self, app: &TestApp, path: &str, body: Value) -> common::Reply {
+        app.send(
+            app.client
+                .post(app.url(path))
+                .header("x-chat-token", &self.token)
+                .json(&body),
+        )
+        .await
+    }
+
+    /// The next chat event (`message` or `handover`) on the channel, data decoded.
+    async fn next(&mut self) -> (String, Value) {
+        loop {
+            let frame = next_event(&mut self.socket).await;
+            let event = frame["event"].as_str().unwrap().to_owned();
+            if event.starts_with("pusher") {
+                continue;
+            }
+            let data = serde_json::from_str(frame["data"].as_str().unwrap()).unwrap();
+            return (event, data);
+        }
+    }
+}
+
+async fn next_event(socket: &mut Socket) -> Value {
+    // A generous bound so a missing event fails the test instead of hanging it.
+    let frame = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Frame::Text(text))) => return text.to_string(),
+                Some(Ok(_)) => continue,
+                other => panic!("the socket ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("an event within the bound");
+    serde_json::from_str(&frame).unwrap()
+}
+
+struct Shop {
+    org: String,
+    owner: Credential,
+    bot_id: String,
+    bot_key: String,
+}
+
+impl Shop {
+    fn handovers(&self) -> String {
+        format!("/api/v1/orgs/{}/bots/{}/handovers", self.org, self.bot_id)
+    }
+}
+
+async fn shop(app: &TestApp) -> Shop {
+    let (owner, session) = app.owner(&email("owner"), "Shop").await;
+    let bot = app
+        .create_bot(&session.bearer(), &owner.org_id, "Helper")
+        .await;
+    app.put(
+        &format!(
+            "/api/v1/orgs/{}/bots/{}/chat-settings",
+            owner.org_id, bot.id
+        ),
+        &session.bearer(),
+        json!({ "greeting": "Hi!", "fallback_reply": "I am only a bot.", "allowed_domains": [] }),
+    )
+    .await
+    .expect(200);
+    Shop {
+        org: owner.org_id,
+        owner: session.bearer(),
+        bot_id: bot.id,
+        bot_key: bot.key,
+    }
+}
+
+#[tokio::test]
+async fn an_agent_takes_over_and_the_visitor_hears_them_over_the_channel() {
+    each_backend(async |app| {
+        let s = shop(app).await;
+        let agent = app
+            .member(&s.owner, &s.org, &email("agent"), "member")
+            .await;
+        app.grant(&s.owner, &s.org, &s.bot_id, &agent.user_id, "write")
+            .await;
+        let agent = agent.bearer();
+
+        let mut visitor = Visitor::start(app, &s.bot_key).await;
+        let asked = visitor.post(app, "/chat/v1/handover", json!({})).await;
+        asked.expect(202);
+        assert_eq!(asked.json()["state"], "requested");
+        assert_eq!(
+            visitor.next().await,
+            ("handover".to_owned(), json!({ "state": "requested" }))
+        );
+
+        // While waiting, the bot stays quiet and the message is for the agents.
+        let sent = visitor
+            .post(
+                app,
+                "/chat/v1/messages",
+                json!({ "text": "My parcel never came" }),
+            )
+            .await;
+        sent.expect(202);
+        assert_eq!(sent.json()["reply"], Value::Null);
+        let (event, message) = visitor.next().await;
+        assert_eq!(
+            (event.as_str(), message["sender"].as_str()),
+            ("message", Some("visitor"))
+        );
+
+        let queue = app.get(&s.handovers(), &agent).await;
+        queue.expect(200);
+        let queued = queue.json()["handovers"].as_array().unwrap().clone();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0]["chat_id"], visitor.chat_id.as_str());
+        assert_eq!(queued[0]["state"], "requested");
+        let chat_path = format!("{}/{}", s.handovers(), visitor.chat_id);
+        let detail = app.get(&chat_path, &agent).await;
+        detail.expect(200);
+        assert_eq!(detail.json()["messages"][0]["text"], "My parcel never came");
+
+        // Replying needs taking first; taking is one agent's.
+        app.post(
+            &format!("{chat_path}/messages"),
+            &agent,
+            json!({ "text": "Hello" }),
+        )
+        .await
+        .expect_error(409, "not_your_handover");
+        let taken = app
+            .post(&format!("{chat_path}/take"), &agent, json!({}))
+            .await;
+        taken.expect(200);
+        assert_eq!(taken.json()["state"], "agent");
+        assert_eq!(
+            visitor.next().await,
+            ("handover".to_owned(), json!({ "state": "agent" }))
+        );
+        app.post(&format!("{chat_path}/take"), &s.owner, json!({}))
+            .await
+            .expect_error(409, "not_available");
+
+        let reply = app
+            .post(
+                &format!("{chat_path}/messages"),
+                &agent,
+                json!({ "text": "Sorry about that - I am resending it today." }),
+            )
+            .await;
+        reply.expect(201);
+        let (event, message) = visitor.next().await;
+        assert_eq!(event, "message");
+        assert_eq!(message["sender"], "agent");
+        assert_eq!(
+            message["text"],
+            "Sorry about that - I am resending it today."
+        );
+
+        // Ending hands the chat back to the bot.
+        app.post(&format!("{chat_path}/end"), &agent, json!({}))
+            .await
+            .expect(200);
+        assert_eq!(
+            visitor.next().await,
+            ("handover".to_owned(), json!({ "state": "ended" }))
+        );
+        let sent = visitor
+            .post(app, "/chat/v1/messages", json!({ "text": "Thanks!" }))
+            .await;
+        sent.expect(202);
+        assert_eq!(sent.json()["reply"]["text"], "I am only a bot.");
+        let queue = app.get(&s.handovers(), &agent).await;
+        assert_eq!(queue.json()["handovers"], json!([]));
+        let actions = app.audit_actions(&s.owner, &s.org).await;
+        assert!(actions.contains(&"handover.taken".to_owned()));
+        assert!(actions.contains(&"handover.ended".to_owned()));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn only_agents_the_bot_and_its_sharing_policy_allow_see_the_queue() {
+    each_backend(async |app| {
+        let s = shop(app).await;
+        let mut visitor = Visitor::start(app, &s.bot_key).await;
+        visitor
+            .post(app, "/chat/v1/handover", json!({}))
+            .await
+            .expect(202);
+        visitor.next().await;
+
+        let stranger = app
+            .member(&s.owner, &s.org, &email("stranger"), "member")
+            .await
+            .bearer();
+        let reader = app
+            .member(&s.owner, &s.org, &email("reader"), "member")
+            .await;
+        app.grant(&s.owner, &s.org, &s.bot_id, &reader.user_id, "read")
+            .await;
+        let writer = app
+            .member(&s.owner, &s.org, &email("writer"), "member")
+            .await;
+        app.grant(&s.owner, &s.org, &s.bot_id, &writer.user_id, "write")
+            .await;
+
+        app.get(&s.handovers(), &stranger)
+            .await
+            .expect_error(404, "not_found");
+        app.get(&s.handovers(), &reader.bearer())
+            .await
+            .expect_error(403, "forbidden");
+        app.get(&s.handovers(), &writer.bearer()).await.expect(200);
+
+        // Conversations shared with listed members only: the writer is not listed.
+        app.put(
+            &format!("/api/v1/orgs/{}/bots/{}/sharing", s.org, s.bot_id),
+            &s.owner,
+            json!({ "policy": "listed_members", "members": [] }),
+        )
+        .await
+        .expect(200);
+        let chat_path = format!("{}/{}", s.handovers(), visitor.chat_id);
+        for refused in [
+            app.get(&s.handovers(), &writer.bearer()).await,
+            app.post(&format!("{chat_path}/take"), &writer.bearer(), json!({}))
+                .await,
+        ] {
+            refused.expect_error(403, "conversations_not_shared");
+        }
+        // The owner always sees them; a key needs chats:write.
+        app.get(&s.handovers(), &s.owner).await.expect(200);
+        let bots_key = app
+            .create_api_key(&s.owner, &s.org, &["bots:write"], None)
+            .await;
+        app.get(&s.handovers(), &bots_key.credential())
+            .await
+            .expect_error(403, "insufficient_scope");
+        let chats_key = app
+            .create_api_key(&s.owner, &s.org, &["chats:write"], None)
+            .await;
+        let taken = app
+            .post(
+                &format!("{chat_path}/take"),
+                &chats_key.credential(),
+                json!({}),
+            )
+            .await;
+        taken.expect(200);
+        assert!(
+            taken.json()["agent"]
+                .as_str()
+                .unwrap()
+                .starts_with("api_key:")
+        );
+    })
+    .await;
+}
