@@ -265,18 +265,47 @@ pub trait Store: Send + Sync + 'static {
     async fn list_trusted_addresses(&self, org: OrgId) -> StoreResult<Vec<TrustedAddress>>;
     async fn delete_trusted_address(&self, org: OrgId, id: TrustedAddressId) -> StoreResult<bool>;
 
-    /// The visitor asks for a human: from `bot` or `ended` to `requested`. False otherwise.
-    async fn request_handover(&self, bot: BotId, id: ConversationId, at: i64) -> StoreResult<bool>;
-    /// An agent takes a requested conversation (or the same agent again). False otherwise.
+    // Handover transitions. Each queues its webhook `event` in the same transaction as the change
+    // and answers how many deliveries it queued, or `None` when the transition does not apply.
+    /// The visitor asks for a human: from `bot` or `ended` to `requested`.
+    async fn request_handover(
+        &self,
+        bot: BotId,
+        id: ConversationId,
+        at: i64,
+        event: &OutboxEvent,
+    ) -> StoreResult<Option<u64>>;
+    /// An agent takes a requested conversation. The same agent taking it again is `Some(0)`: no
+    /// change, no event.
     async fn take_handover(
         &self,
         bot: BotId,
         id: ConversationId,
         agent: &str,
         at: i64,
-    ) -> StoreResult<bool>;
-    /// From `requested` or `agent` to `ended`. False otherwise.
-    async fn end_handover(&self, bot: BotId, id: ConversationId, at: i64) -> StoreResult<bool>;
+        event: &OutboxEvent,
+    ) -> StoreResult<Option<u64>>;
+    /// From `requested` or `agent` to `ended`.
+    async fn end_handover(
+        &self,
+        bot: BotId,
+        id: ConversationId,
+        at: i64,
+        event: &OutboxEvent,
+    ) -> StoreResult<Option<u64>>;
+
+    /// Open conversations (any bot) whose visitor wrote and which have been quiet since before
+    /// `before`, quietest first; those waiting for or talking to an agent are left to the agents.
+    async fn idle_conversations(&self, before: i64, limit: i64) -> StoreResult<Vec<Conversation>>;
+    /// Ends the conversation if it is still open and still quiet since `last_message_at`, queueing
+    /// `event` in the same transaction; `None` when another node ended it or a message came in.
+    async fn end_conversation(
+        &self,
+        id: ConversationId,
+        last_message_at: i64,
+        at: i64,
+        event: &OutboxEvent,
+    ) -> StoreResult<Option<u64>>;
     /// The bot's conversations in these handover states, oldest request first.
     async fn list_handovers(
         &self,

@@ -229,6 +229,9 @@ pub struct Conversation {
     pub verified_user_id: Option<String>,
     pub verified_at: Option<i64>,
     pub handover: Handover,
+    /// When the conversation ended after a quiet spell (`conversation.ended`); a new message
+    /// opens it again.
+    pub ended_at: Option<i64>,
 }
 
 /// Where a conversation stands with the humans behind the bot.

@@ -25,6 +25,19 @@ use crate::audit::AuditLog;
 use crate::models::*;
 use crate::{Store, StoreError, StoreResult};
 
+/// `SELECT` with every column [`conversation_from`] reads (a literal, as sqlx wants static SQL).
+macro_rules! select_conversations {
+    ($($rest:literal),+) => {
+        concat!(
+            "SELECT id, org_id, bot_id, visitor_id, origin, ip, user_agent, created_at, \
+             last_message_at, automated, interacted_at, verified_user_id, verified_at, \
+             handover_state, handover_agent, handover_requested_at, handover_started_at, \
+             handover_ended_at, ended_at FROM conversations ",
+            $($rest),+
+        )
+    };
+}
+
 /// Which database a `SqlStore` talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Backend {
@@ -389,8 +402,10 @@ async fn insert_message(tx: &mut Transaction<'static, Any>, message: &Message) -
     .execute(&mut **tx)
     .await?;
     sqlx::query(
-        "UPDATE conversations SET last_message_at = $1 \
-         WHERE id = $2 AND last_message_at < $1",
+        // Any message opens an ended conversation again.
+        "UPDATE conversations SET ended_at = NULL, \
+         last_message_at = CASE WHEN last_message_at < $1 THEN $1 ELSE last_message_at END \
+         WHERE id = $2",
     )
     .bind(message.created_at)
     .bind(message.conversation_id.to_string())
@@ -1386,20 +1401,22 @@ impl Store for SqlStore {
         bot: BotId,
         id: ConversationId,
     ) -> StoreResult<Option<Conversation>> {
-        let row = sqlx::query(
-            "SELECT id, org_id, bot_id, visitor_id, origin, ip, user_agent, created_at, \
-             last_message_at, automated, interacted_at, verified_user_id, verified_at, \
-             handover_state, handover_agent, handover_requested_at, handover_started_at, \
-             handover_ended_at FROM conversations WHERE id = $1 AND bot_id = $2",
-        )
-        .bind(id.to_string())
-        .bind(bot.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(select_conversations!("WHERE id = $1 AND bot_id = $2"))
+            .bind(id.to_string())
+            .bind(bot.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(conversation_from).transpose()
     }
 
-    async fn request_handover(&self, bot: BotId, id: ConversationId, at: i64) -> StoreResult<bool> {
+    async fn request_handover(
+        &self,
+        bot: BotId,
+        id: ConversationId,
+        at: i64,
+        event: &OutboxEvent,
+    ) -> StoreResult<Option<u64>> {
+        let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE conversations SET handover_state = 'requested', handover_requested_at = $1, \
              handover_agent = NULL, handover_started_at = NULL, handover_ended_at = NULL \
@@ -1408,9 +1425,9 @@ impl Store for SqlStore {
         .bind(at)
         .bind(id.to_string())
         .bind(bot.to_string())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        transition_with_event(tx, done.rows_affected() == 1, event).await
     }
 
     async fn take_handover(
@@ -1419,24 +1436,46 @@ impl Store for SqlStore {
         id: ConversationId,
         agent: &str,
         at: i64,
-    ) -> StoreResult<bool> {
+        event: &OutboxEvent,
+    ) -> StoreResult<Option<u64>> {
+        let mut tx = self.begin().await?;
         // One statement: of two agents taking the same conversation, exactly one wins.
         let done = sqlx::query(
             "UPDATE conversations SET handover_state = 'agent', handover_agent = $1, \
-             handover_started_at = COALESCE(handover_started_at, $2) \
-             WHERE id = $3 AND bot_id = $4 AND (handover_state = 'requested' \
-             OR (handover_state = 'agent' AND handover_agent = $1))",
+             handover_started_at = $2 \
+             WHERE id = $3 AND bot_id = $4 AND handover_state = 'requested'",
         )
         .bind(agent)
         .bind(at)
         .bind(id.to_string())
         .bind(bot.to_string())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() == 1 {
+            return transition_with_event(tx, true, event).await;
+        }
+        // The agent who already has it may take it again: no change, no event.
+        let mine = sqlx::query(
+            "SELECT 1 FROM conversations WHERE id = $1 AND bot_id = $2 \
+             AND handover_state = 'agent' AND handover_agent = $3",
+        )
+        .bind(id.to_string())
+        .bind(bot.to_string())
+        .bind(agent)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(mine.map(|_| 0))
     }
 
-    async fn end_handover(&self, bot: BotId, id: ConversationId, at: i64) -> StoreResult<bool> {
+    async fn end_handover(
+        &self,
+        bot: BotId,
+        id: ConversationId,
+        at: i64,
+        event: &OutboxEvent,
+    ) -> StoreResult<Option<u64>> {
+        let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE conversations SET handover_state = 'ended', handover_ended_at = $1 \
              WHERE id = $2 AND bot_id = $3 AND handover_state IN ('requested', 'agent')",
@@ -1444,9 +1483,42 @@ impl Store for SqlStore {
         .bind(at)
         .bind(id.to_string())
         .bind(bot.to_string())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        transition_with_event(tx, done.rows_affected() == 1, event).await
+    }
+
+    async fn idle_conversations(&self, before: i64, limit: i64) -> StoreResult<Vec<Conversation>> {
+        let rows = sqlx::query(select_conversations!(
+            "WHERE ended_at IS NULL AND last_message_at < $1 AND interacted_at IS NOT NULL \
+             AND handover_state NOT IN ('requested', 'agent') \
+             ORDER BY last_message_at, id LIMIT $2"
+        ))
+        .bind(before)
+        .bind(limit.clamp(1, 1000))
+        .fetch_all(&self.pool)
+        .await?;
+        all(rows, conversation_from)
+    }
+
+    async fn end_conversation(
+        &self,
+        id: ConversationId,
+        last_message_at: i64,
+        at: i64,
+        event: &OutboxEvent,
+    ) -> StoreResult<Option<u64>> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE conversations SET ended_at = $1 WHERE id = $2 AND ended_at IS NULL \
+             AND last_message_at = $3 AND handover_state NOT IN ('requested', 'agent')",
+        )
+        .bind(at)
+        .bind(id.to_string())
+        .bind(last_message_at)
+        .execute(&mut *tx)
+        .await?;
+        transition_with_event(tx, done.rows_affected() == 1, event).await
     }
 
     async fn list_handovers(
@@ -1460,14 +1532,10 @@ impl Store for SqlStore {
         };
         // Four slots cover every state; unused ones repeat the first, so the SQL stays static.
         let slot = |i: usize| states.get(i).unwrap_or(first).as_str();
-        let rows = sqlx::query(
-            "SELECT id, org_id, bot_id, visitor_id, origin, ip, user_agent, created_at, \
-             last_message_at, automated, interacted_at, verified_user_id, verified_at, \
-             handover_state, handover_agent, handover_requested_at, handover_started_at, \
-             handover_ended_at FROM conversations WHERE bot_id = $1 \
-             AND handover_state IN ($3, $4, $5, $6) \
-             ORDER BY handover_requested_at, id LIMIT $2",
-        )
+        let rows = sqlx::query(select_conversations!(
+            "WHERE bot_id = $1 AND handover_state IN ($3, $4, $5, $6) \
+             ORDER BY handover_requested_at, id LIMIT $2"
+        ))
         .bind(bot.to_string())
         .bind(limit.clamp(1, 1000))
         .bind(slot(0))
@@ -2032,7 +2100,23 @@ fn conversation_from(row: &AnyRow) -> StoreResult<Conversation> {
             started_at: c.opt_int("handover_started_at")?,
             ended_at: c.opt_int("handover_ended_at")?,
         },
+        ended_at: c.opt_int("ended_at")?,
     })
+}
+
+/// Finishes a state change: with its event queued when it applied, else with nothing written.
+async fn transition_with_event(
+    mut tx: Transaction<'static, Any>,
+    applied: bool,
+    event: &OutboxEvent,
+) -> StoreResult<Option<u64>> {
+    if !applied {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    let queued = webhooks::enqueue(&mut tx, event).await?;
+    tx.commit().await?;
+    Ok(Some(queued))
 }
 
 fn json_list(items: &[String]) -> String {

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod error;
 pub mod extract;
 pub mod geo;
+pub mod lifecycle;
 pub mod mail;
 pub mod middleware;
 mod openapi;

@@ -25,6 +25,7 @@ pub struct FileConfig {
     pub cookie_secure: Option<bool>,
     pub session_idle_minutes: Option<i64>,
     pub session_absolute_hours: Option<i64>,
+    pub conversation_idle_seconds: Option<u64>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub sentry_dsn: Option<String>,
@@ -92,6 +93,9 @@ pub struct Config {
     pub cookie_secure: bool,
     pub session_idle_minutes: i64,
     pub session_absolute_hours: i64,
+    /// A conversation whose visitor wrote ends (`conversation.ended`) after this long without a
+    /// message.
+    pub conversation_idle_seconds: u64,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub sentry_dsn: Option<SecretString>,
     pub log_format: LogFormat,
@@ -323,6 +327,12 @@ impl Config {
         {
             bail!("session timeouts are out of range");
         }
+        let conversation_idle_seconds = env_parse("CONVERSATION_IDLE_SECONDS")?
+            .or(file.conversation_idle_seconds)
+            .unwrap_or(30 * 60);
+        if !(1..=7 * 24 * 3600).contains(&conversation_idle_seconds) {
+            bail!("conversation_idle_seconds must be 1 to 604800 (7 days)");
+        }
         Ok(Config {
             listen,
             data_dir,
@@ -348,6 +358,7 @@ impl Config {
             cookie_secure,
             session_idle_minutes,
             session_absolute_hours,
+            conversation_idle_seconds,
             tls,
             sentry_dsn: env_secret("SENTRY_DSN")?.or(file.sentry_dsn.map(SecretString::from)),
             log_format: env_parse::<String>("LOG_FORMAT")?

@@ -161,6 +161,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         &worker_settings,
     )
     .context("building the webhook HTTP client")?;
+    let sweeper_state = state.clone();
     let app = confide_web::router(state);
 
     let listener = TcpListener::bind(config.listen)
@@ -170,6 +171,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let (shutdown, mut stopped) = watch::channel(false);
 
     spawn_key_reload(jwt, config.data_dir.clone(), shutdown.subscribe());
+    tokio::spawn(confide_web::lifecycle::run_conversation_sweeper(
+        sweeper_state,
+        std::time::Duration::from_secs(config.conversation_idle_seconds),
+        shutdown.subscribe(),
+    ));
     tokio::spawn(confide_web::webhooks::delivery::run_worker(
         worker_store,
         webhooks,

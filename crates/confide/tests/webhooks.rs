@@ -792,3 +792,122 @@ async fn a_delivery_is_reached_only_through_its_own_endpoint_and_organization() 
     })
     .await;
 }
+
+fn quiet_after_two_seconds(config: &mut confide::config::Config) {
+    quick_retries(config);
+    config.conversation_idle_seconds = 2;
+}
+
+fn of_type<'a>(all: &'a [Received], kind: &str) -> Vec<&'a Received> {
+    all.iter().filter(|r| r.json()["type"] == kind).collect()
+}
+
+#[tokio::test]
+async fn handover_and_conversation_end_events_reach_their_subscribers() {
+    each_backend_with(quiet_after_two_seconds, async |app| {
+        let s = setup(app).await;
+        let (receiver, url) = Receiver::start().await;
+        let reply = app
+            .post(
+                &s.hooks(),
+                &s.owner,
+                json!({ "url": url, "events": [
+                    "handover.requested", "handover.started", "handover.ended",
+                    "conversation.ended"
+                ] }),
+            )
+            .await;
+        reply.expect(201);
+        let secret = reply.json()["secret"].as_str().unwrap().to_owned();
+
+        let session = app
+            .send(
+                app.client
+                    .post(app.url(&format!("/chat/v1/{}/sessions", s.bot_key)))
+                    .header("origin", PAGE)
+                    .json(&json!({ "visitor_id": "visitor-9" })),
+            )
+            .await;
+        session.expect(201);
+        let session = session.json();
+        let token = session["token"].as_str().unwrap().to_owned();
+        let chat = session["chat_id"].as_str().unwrap().to_owned();
+        let visitor = async |path: &str, body: Value| {
+            app.send(
+                app.client
+                    .post(app.url(path))
+                    .header("x-chat-token", &token)
+                    .header("origin", PAGE)
+                    .json(&body),
+            )
+            .await
+        };
+        visitor("/chat/v1/messages", json!({ "text": "A human, please" }))
+            .await
+            .expect(202);
+        visitor("/chat/v1/handover", json!({})).await.expect(202);
+        let handover = format!("/api/v1/orgs/{}/bots/{}/handovers/{chat}", s.org, s.bot);
+        let taken = app
+            .post(&format!("{handover}/take"), &s.owner, json!({}))
+            .await;
+        taken.expect(200);
+        let agent = taken.json()["agent"].as_str().unwrap().to_owned();
+        // Taking it again changes nothing and tells nobody.
+        app.post(&format!("{handover}/take"), &s.owner, json!({}))
+            .await
+            .expect(200);
+        app.post(&format!("{handover}/end"), &s.owner, json!({}))
+            .await
+            .expect(200);
+
+        let got = receiver
+            .wait_for("the handover events and the end", |all| {
+                of_type(all, "handover.ended").len() == 1
+                    && of_type(all, "conversation.ended").len() == 1
+            })
+            .await;
+        for kind in ["handover.requested", "handover.started", "handover.ended"] {
+            let events = of_type(&got, kind);
+            assert_eq!(events.len(), 1, "{kind} once");
+            assert!(kindly_ok(&secret, events[0]) && standard_ok(&secret, events[0]));
+            let body = events[0].json();
+            assert_eq!(body["chat_id"], chat.as_str());
+            assert_eq!(body["bot_id"], s.bot.as_str());
+            assert_eq!(body["organization_id"], s.org.as_str());
+            assert_eq!(body["user_id"], "visitor-9");
+            let expected_agent = if kind == "handover.requested" {
+                Value::Null
+            } else {
+                Value::from(agent.as_str())
+            };
+            assert_eq!(body["agent"], expected_agent, "{kind}");
+        }
+        assert!(
+            got.iter().all(|r| r.json()["type"] != "message.created"),
+            "only the subscribed events arrive"
+        );
+        let ended = of_type(&got, "conversation.ended")[0].json();
+        assert_eq!(ended["chat_id"], chat.as_str());
+        assert_eq!(ended["web_host"], "shop.example.com");
+        assert!(ended["_links"]["chat"].as_str().unwrap().ends_with(&chat));
+
+        // A new message opens the conversation again; it ends once more, with a new event.
+        visitor("/chat/v1/messages", json!({ "text": "One more thing" }))
+            .await
+            .expect(202);
+        let got = receiver
+            .wait_for("the second end", |all| {
+                of_type(all, "conversation.ended").len() == 2
+            })
+            .await;
+        let ids: Vec<&str> = of_type(&got, "conversation.ended")
+            .iter()
+            .map(|r| r.header("webhook-id"))
+            .collect();
+        assert_ne!(ids[0], ids[1]);
+        // A quiet conversation ends once, however many sweeps pass over it.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(of_type(&receiver.all(), "conversation.ended").len(), 2);
+    })
+    .await;
+}

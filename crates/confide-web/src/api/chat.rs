@@ -305,6 +305,7 @@ pub async fn start_chat(
         verified_user_id: None,
         verified_at: None,
         handover: Default::default(),
+        ended_at: None,
         automated: confide_domain::traffic::automated_by_user_agent(
             headers
                 .get(header::USER_AGENT)
@@ -615,9 +616,8 @@ pub(crate) async fn post_to_chat(
     };
     let event =
         crate::webhooks::message_created(&state.settings.public_url, bot, conversation, &message);
-    if state.store.add_message_with_event(&message, &event).await? > 0 {
-        state.webhooks.wake.notify_one();
-    }
+    let queued = state.store.add_message_with_event(&message, &event).await?;
+    state.webhooks.wake_if(queued);
     let data = serde_json::to_string(&MessageView::from(&message)).map_err(ApiError::internal)?;
     publish(state, bot, conversation, MESSAGE_EVENT, &data).await?;
     Ok(message)
@@ -953,10 +953,21 @@ pub async fn request_handover(
     let context = chat_context(&state, ip, &headers, IdentityCheck::Enforce).await?;
     context.limit_messages(&state, ip).await?;
     let (bot, conversation) = (&context.bot, &context.conversation);
-    let requested = state
+    let at = now_ms();
+    let event = crate::webhooks::handover_event(
+        &state.settings.public_url,
+        bot,
+        conversation,
+        confide_domain::WebhookEvent::HandoverRequested,
+        None,
+        at,
+    );
+    let queued = state
         .store
-        .request_handover(bot.id, conversation.id, now_ms())
+        .request_handover(bot.id, conversation.id, at, &event)
         .await?;
+    let requested = queued.is_some();
+    state.webhooks.wake_if(queued.unwrap_or(0));
     let current = if requested {
         confide_store::HandoverState::Requested
     } else {

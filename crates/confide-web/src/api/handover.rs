@@ -6,7 +6,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use confide_domain::{BotId, ConversationId, OrgId, Principal};
+use confide_domain::{BotId, ConversationId, OrgId, Principal, WebhookEvent};
 use confide_store::{Chatbot, Conversation, HandoverState, Sender};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -20,6 +20,7 @@ use crate::authz::{self, BotNeed};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{PathParams, QueryParams, StrictJson};
 use crate::state::{AppState, now_ms};
+use crate::webhooks::handover_event;
 
 /// The realtime event that tells the widget where the chat stands with the humans.
 pub const HANDOVER_EVENT: &str = "handover";
@@ -195,18 +196,29 @@ pub async fn take_handover(
 ) -> ApiResult<Json<HandoverView>> {
     let bot = authz::chats(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
     let agent = agent_of(&auth);
-    let taken = state
-        .store
-        .take_handover(bot_id, chat_id, &agent, now_ms())
-        .await?;
-    // Read after the change: a 404 for a chat that is not the bot's, else its new state.
     let chat = conversation(&state, bot_id, chat_id).await?;
-    if !taken {
+    let at = now_ms();
+    let event = handover_event(
+        &state.settings.public_url,
+        &bot,
+        &chat,
+        WebhookEvent::HandoverStarted,
+        Some(&agent),
+        at,
+    );
+    let Some(queued) = state
+        .store
+        .take_handover(bot_id, chat_id, &agent, at, &event)
+        .await?
+    else {
         return Err(ApiError::conflict(
             "not_available",
             "the conversation is not waiting for an agent, or another agent has it",
         ));
-    }
+    };
+    state.webhooks.wake_if(queued);
+    // Read after the change, for the state as stored.
+    let chat = conversation(&state, bot_id, chat_id).await?;
     announce(&state, &bot, &chat, HandoverState::Agent).await?;
     audit::record(
         &state,
@@ -279,15 +291,28 @@ pub async fn end_handover(
     PathParams((org_id, bot_id, chat_id)): PathParams<(OrgId, BotId, ConversationId)>,
 ) -> ApiResult<Json<HandoverView>> {
     let bot = authz::chats(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
-    let ended = state.store.end_handover(bot_id, chat_id, now_ms()).await?;
-    // Read after the change: a 404 for a chat that is not the bot's, else its new state.
     let chat = conversation(&state, bot_id, chat_id).await?;
-    if !ended {
+    let at = now_ms();
+    let event = handover_event(
+        &state.settings.public_url,
+        &bot,
+        &chat,
+        WebhookEvent::HandoverEnded,
+        chat.handover.agent.as_deref(),
+        at,
+    );
+    let Some(queued) = state
+        .store
+        .end_handover(bot_id, chat_id, at, &event)
+        .await?
+    else {
         return Err(ApiError::conflict(
             "not_with_humans",
             "the conversation is not waiting for or talking to an agent",
         ));
-    }
+    };
+    state.webhooks.wake_if(queued);
+    let chat = conversation(&state, bot_id, chat_id).await?;
     announce(&state, &bot, &chat, HandoverState::Ended).await?;
     audit::record(
         &state,

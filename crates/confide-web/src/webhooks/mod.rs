@@ -72,6 +72,13 @@ impl WebhookRuntime {
             wake: Notify::new(),
         }
     }
+
+    /// Wakes the worker when a write queued deliveries.
+    pub fn wake_if(&self, queued: u64) {
+        if queued > 0 {
+            self.wake.notify_one();
+        }
+    }
 }
 
 /// Why a webhook URL is refused.
@@ -150,6 +157,83 @@ pub fn message_created(
         event_id: message.id.to_string(),
         payload: body.to_string(),
         at: message.created_at,
+    }
+}
+
+/// What every chat lifecycle event carries: which chat of which bot, and its visitor.
+fn chat_event(
+    public_url: &str,
+    bot: &Chatbot,
+    conversation: &Conversation,
+    event: WebhookEvent,
+    at: i64,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut body = serde_json::Map::new();
+    body.insert("type".into(), event.as_str().into());
+    body.insert("timestamp".into(), timestamp(at).into());
+    body.insert("organization_id".into(), json!(bot.org_id));
+    body.insert("bot_id".into(), json!(bot.id));
+    body.insert("chat_id".into(), json!(conversation.id));
+    body.insert("user_id".into(), conversation.visitor_id.clone().into());
+    body.insert(
+        "verified_user_id".into(),
+        json!(conversation.verified_user_id),
+    );
+    body.insert(
+        "_links".into(),
+        json!({ "chat": format!("{public_url}/api/v1/chats/{}", conversation.id) }),
+    );
+    body
+}
+
+/// `handover.requested`, `handover.started` (with the agent) or `handover.ended`, at `at`.
+pub fn handover_event(
+    public_url: &str,
+    bot: &Chatbot,
+    conversation: &Conversation,
+    event: WebhookEvent,
+    agent: Option<&str>,
+    at: i64,
+) -> OutboxEvent {
+    let mut body = chat_event(public_url, bot, conversation, event, at);
+    body.insert("agent".into(), json!(agent));
+    OutboxEvent {
+        bot_id: bot.id,
+        event,
+        // One event per transition: a chat may be handed over more than once.
+        event_id: format!("{}:{}:{at}", conversation.id, event.as_str()),
+        payload: serde_json::Value::Object(body).to_string(),
+        at,
+    }
+}
+
+/// `conversation.ended`: the chat went quiet; `last_message_at` tells since when.
+pub fn conversation_ended(
+    public_url: &str,
+    bot: &Chatbot,
+    conversation: &Conversation,
+    at: i64,
+) -> OutboxEvent {
+    let event = WebhookEvent::ConversationEnded;
+    let mut body = chat_event(public_url, bot, conversation, event, at);
+    body.insert(
+        "started_at".into(),
+        timestamp(conversation.created_at).into(),
+    );
+    body.insert(
+        "last_message_at".into(),
+        timestamp(conversation.last_message_at).into(),
+    );
+    body.insert(
+        "web_host".into(),
+        json!(web_host(conversation.origin.as_deref())),
+    );
+    OutboxEvent {
+        bot_id: bot.id,
+        event,
+        event_id: format!("{}:ended:{}", conversation.id, conversation.last_message_at),
+        payload: serde_json::Value::Object(body).to_string(),
+        at,
     }
 }
 

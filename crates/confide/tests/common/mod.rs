@@ -238,6 +238,7 @@ pub fn test_config(port: u16, data_dir: &Path, database_url: &str) -> Config {
         cookie_secure: true,
         session_idle_minutes: 30,
         session_absolute_hours: 12,
+        conversation_idle_seconds: 30 * 60,
         tls: None,
         sentry_dsn: None,
         log_format: LogFormat::Json,
