@@ -48,7 +48,8 @@ impl Name {
                 max: MAX_NAME_CHARS,
             });
         }
-        if trimmed.chars().any(char::is_control) {
+        // The whole input: trimming must not hide a control character at either end.
+        if raw.chars().any(char::is_control) {
             return Err(InputError::ControlCharacters { field });
         }
         Ok(Name(trimmed.to_owned()))
@@ -141,6 +142,8 @@ mod tests {
         assert!(Name::parse("name", &"x".repeat(201)).is_err());
         assert!(Name::parse("name", &"é".repeat(200)).is_ok());
         assert!(Name::parse("name", "bad\u{0}name").is_err());
+        assert!(Name::parse("name", "\rname\n").is_err());
+        assert!(Name::parse("name", "\tname").is_err());
     }
 
     #[test]
