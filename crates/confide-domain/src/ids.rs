@@ -84,6 +84,10 @@ typed_id!(
     DialogueId
 );
 typed_id!(
+    /// A nudge of a bot.
+    NudgeId
+);
+typed_id!(
     /// A blocked address or network of an organization (temporary, or the persistent blacklist).
     AddressBlockId
 );

@@ -6,6 +6,7 @@ pub mod dialogue;
 pub mod ids;
 pub mod input;
 pub mod network;
+pub mod nudge;
 pub mod origins;
 pub mod restrictions;
 pub mod spam;
@@ -15,8 +16,8 @@ pub mod webhooks;
 pub use access::{ApiScope, BotAccess, BotPermission, OrgRole, Principal, SharingPolicy};
 pub use ids::{
     AddressBlockId, ApiKeyId, AuditEventId, BotId, ConversationId, DialogueId, IdentityKeyId,
-    InvitationId, MessageId, OrgId, SessionId, TrustedAddressId, UserId, WebhookDeliveryId,
-    WebhookId,
+    InvitationId, MessageId, NudgeId, OrgId, SessionId, TrustedAddressId, UserId,
+    WebhookDeliveryId, WebhookId,
 };
 pub use input::{Email, InputError, Name};
 pub use origins::{AllowedDomain, origin_allowed};

@@ -13,7 +13,7 @@ pub mod testing;
 use async_trait::async_trait;
 use confide_domain::{
     AddressBlockId, ApiKeyId, BotId, BotPermission, ConversationId, DialogueId, IdentityKeyId,
-    InvitationId, OrgId, OrgRole, SessionId, SharingPolicy, TrustedAddressId, UserId,
+    InvitationId, NudgeId, OrgId, OrgRole, SessionId, SharingPolicy, TrustedAddressId, UserId,
     WebhookDeliveryId, WebhookId,
 };
 
@@ -313,6 +313,18 @@ pub trait Store: Send + Sync + 'static {
         states: &[HandoverState],
         limit: i64,
     ) -> StoreResult<Vec<Conversation>>;
+
+    // Nudges.
+    async fn create_nudge(&self, nudge: &Nudge) -> StoreResult<()>;
+    /// Oldest first.
+    async fn list_nudges(&self, bot: BotId) -> StoreResult<Vec<Nudge>>;
+    async fn get_nudge(&self, bot: BotId, id: NudgeId) -> StoreResult<Option<Nudge>>;
+    async fn update_nudge(&self, nudge: &Nudge) -> StoreResult<bool>;
+    async fn delete_nudge(&self, bot: BotId, id: NudgeId) -> StoreResult<bool>;
+
+    /// Queues an event that comes with no other write (a nudge's form submission) for every
+    /// enabled endpoint of its bot that subscribes to it; answers how many deliveries were queued.
+    async fn enqueue_event(&self, event: &OutboxEvent) -> StoreResult<u64>;
 
     /// Stores the message and moves the conversation's last-message time.
     async fn add_message(&self, message: &Message) -> StoreResult<()>;

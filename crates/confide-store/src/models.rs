@@ -549,3 +549,20 @@ pub struct WebhookAttempt {
     /// `delivered`, `retry` or `dead`.
     pub outcome: String,
 }
+
+/// A nudge: shown to a visitor by the widget's rules or sent through the Nudge API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Nudge {
+    pub id: confide_domain::NudgeId,
+    pub bot_id: BotId,
+    /// For the bot's builders; never shown to visitors.
+    pub name: String,
+    pub title: String,
+    pub text: String,
+    pub form: Option<confide_domain::nudge::NudgeForm>,
+    /// `None`: shown only when sent through the API.
+    pub rules: Option<confide_domain::nudge::NudgeRules>,
+    pub enabled: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}

@@ -13,12 +13,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use confide_domain::{
     AddressBlockId, ApiKeyId, ApiScope, BotId, BotPermission, ConversationId, DialogueId,
-    IdentityKeyId, InvitationId, OrgId, OrgRole, SessionId, SharingPolicy, TrustedAddressId,
-    UserId, WebhookDeliveryId, WebhookId,
+    IdentityKeyId, InvitationId, NudgeId, OrgId, OrgRole, SessionId, SharingPolicy,
+    TrustedAddressId, UserId, WebhookDeliveryId, WebhookId,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Row, Transaction};
 
+mod nudges;
 mod webhooks;
 
 use crate::audit::AuditLog;
@@ -1957,6 +1958,30 @@ impl Store for SqlStore {
                 created_at: c.int("created_at")?,
             })
         })
+    }
+
+    async fn create_nudge(&self, nudge: &Nudge) -> StoreResult<()> {
+        self.nudge_create(nudge).await
+    }
+
+    async fn list_nudges(&self, bot: BotId) -> StoreResult<Vec<Nudge>> {
+        self.nudge_list(bot).await
+    }
+
+    async fn get_nudge(&self, bot: BotId, id: NudgeId) -> StoreResult<Option<Nudge>> {
+        self.nudge_get(bot, id).await
+    }
+
+    async fn update_nudge(&self, nudge: &Nudge) -> StoreResult<bool> {
+        self.nudge_update(nudge).await
+    }
+
+    async fn delete_nudge(&self, bot: BotId, id: NudgeId) -> StoreResult<bool> {
+        self.nudge_delete(bot, id).await
+    }
+
+    async fn enqueue_event(&self, event: &OutboxEvent) -> StoreResult<u64> {
+        self.event_enqueue(event).await
     }
 
     async fn create_webhook(&self, webhook: &Webhook) -> StoreResult<()> {

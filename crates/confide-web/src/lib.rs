@@ -29,8 +29,8 @@ pub use openapi::ApiDoc;
 pub use state::{AppState, LockoutPolicy, RateLimits, WebSettings};
 
 use crate::api::{
-    audit_log, auth as auth_api, bots, chat, dialogues, handover, identity_keys, keys, me, orgs,
-    spam as spam_api, statistics as statistics_api, system, webhooks as webhooks_api, widget,
+    audit_log, auth as auth_api, bots, chat, dialogues, handover, identity_keys, keys, me, nudges,
+    orgs, spam as spam_api, statistics as statistics_api, system, webhooks as webhooks_api, widget,
 };
 
 /// The whole application with every layer.
@@ -136,6 +136,20 @@ pub fn router(state: AppState) -> Router {
                 .delete(dialogues::delete_dialogue),
         )
         .route(
+            "/orgs/{org_id}/bots/{bot_id}/nudges",
+            get(nudges::list_nudges).post(nudges::create_nudge),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/nudges/{nudge_id}",
+            get(nudges::get_nudge)
+                .put(nudges::update_nudge)
+                .delete(nudges::delete_nudge),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/nudges/{nudge_id}/send",
+            post(nudges::send_nudge),
+        )
+        .route(
             "/orgs/{org_id}/bots/{bot_id}/chat-settings",
             get(bots::get_chat_settings).put(bots::put_chat_settings),
         )
@@ -208,6 +222,14 @@ pub fn router(state: AppState) -> Router {
         .route("/greeting", post(chat::greeting).options(preflight))
         .route("/identity", post(chat::verify_identity).options(preflight))
         .route("/handover", post(chat::request_handover).options(preflight))
+        .route(
+            "/{bot_key}/nudges",
+            get(nudges::chat_nudges).options(preflight),
+        )
+        .route(
+            "/nudges/{nudge_id}/submit",
+            post(nudges::submit_nudge).options(preflight),
+        )
         .route(
             "/messages",
             post(chat::send_message)

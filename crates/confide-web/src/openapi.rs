@@ -8,7 +8,7 @@ use utoipa::openapi::{Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use crate::api::{
-    audit_log, auth, bots, chat, dialogues, handover, identity_keys, keys, me, orgs, spam,
+    audit_log, auth, bots, chat, dialogues, handover, identity_keys, keys, me, nudges, orgs, spam,
     statistics, system, webhooks, widget,
 };
 
@@ -31,6 +31,8 @@ use crate::api::{
         dialogues::list_dialogues, dialogues::create_dialogue, dialogues::get_dialogue, dialogues::update_dialogue, dialogues::delete_dialogue, handover::list_handovers, handover::get_handover, handover::take_handover, handover::send_agent_message, handover::end_handover, statistics::bot_statistics, webhooks::list_webhooks, webhooks::create_webhook, webhooks::get_webhook, webhooks::update_webhook, webhooks::delete_webhook, webhooks::rotate_secret, webhooks::list_deliveries, webhooks::get_delivery, webhooks::redeliver,
         chat::start_chat, chat::channel_auth, chat::greeting, chat::send_message,
         chat::list_messages, chat::verify_identity, chat::request_handover,
+        nudges::list_nudges, nudges::create_nudge, nudges::get_nudge, nudges::update_nudge,
+        nudges::delete_nudge, nudges::send_nudge, nudges::chat_nudges, nudges::submit_nudge,
         widget::script, widget::integrity_json,
         keys::create_key, keys::list_keys, keys::revoke_key,
         spam::list_blocks, spam::add_block, spam::lift_block,

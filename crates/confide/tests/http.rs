@@ -76,6 +76,24 @@ const ROUTES: &[(&str, &str)] = &[
         "POST",
         "/api/v1/orgs/{org_id}/bots/{bot_id}/handovers/{chat_id}/end",
     ),
+    ("GET", "/api/v1/orgs/{org_id}/bots/{bot_id}/nudges"),
+    ("POST", "/api/v1/orgs/{org_id}/bots/{bot_id}/nudges"),
+    (
+        "GET",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/nudges/{nudge_id}",
+    ),
+    (
+        "PUT",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/nudges/{nudge_id}",
+    ),
+    (
+        "DELETE",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/nudges/{nudge_id}",
+    ),
+    (
+        "POST",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/nudges/{nudge_id}/send",
+    ),
     ("GET", "/api/v1/orgs/{org_id}/bots/{bot_id}/dialogues"),
     ("POST", "/api/v1/orgs/{org_id}/bots/{bot_id}/dialogues"),
     (
@@ -131,6 +149,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/chat/v1/greeting"),
     ("POST", "/chat/v1/identity"),
     ("POST", "/chat/v1/handover"),
+    ("GET", "/chat/v1/{bot_key}/nudges"),
+    ("POST", "/chat/v1/nudges/{nudge_id}/submit"),
     ("POST", "/chat/v1/messages"),
     ("GET", "/chat/v1/messages"),
     ("GET", "/widget/v1/confide.js"),

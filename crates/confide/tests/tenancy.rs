@@ -47,6 +47,8 @@ struct World {
     a1_dialogue: String,
     /// A chat of bot A1 whose visitor asked for a human.
     a1_handover: String,
+    /// A nudge of bot A1.
+    a1_nudge: String,
     /// A webhook endpoint of bot A1 (pointing at a closed loopback port) and one of its
     /// deliveries, which stays pending while it is retried.
     a1_webhook: String,
@@ -100,6 +102,21 @@ impl World {
             .await;
         dialogue.expect(201);
         let a1_dialogue = dialogue.json()["id"].as_str().unwrap().to_owned();
+        let nudge = app
+            .post(
+                &format!("/api/v1/orgs/{}/bots/{}/nudges", a.org_id, a1.id),
+                &owner,
+                json!({
+                    "name": "Anvil sale",
+                    "title": "Anvils half price",
+                    "text": "Only this week.",
+                    "form": { "label": "Your email", "input": "email", "button": "Notify me" },
+                    "rules": { "paths": ["/anvils/*"], "seconds_on_page": 5 },
+                }),
+            )
+            .await;
+        nudge.expect(201);
+        let a1_nudge = nudge.json()["id"].as_str().unwrap().to_owned();
         let hooks = format!("/api/v1/orgs/{}/bots/{}/webhooks", a.org_id, a1.id);
         let hook = app
             .post(
@@ -207,6 +224,7 @@ impl World {
             a1_identity_key,
             a1_dialogue,
             a1_handover,
+            a1_nudge,
             a1_webhook,
             a1_delivery,
             a2,
@@ -245,6 +263,8 @@ impl World {
             self.a1_identity_key.clone(),
             self.a1_dialogue.clone(),
             self.a1_handover.clone(),
+            self.a1_nudge.clone(),
+            "Anvils half price".to_owned(),
             "Anvil order {order} is on its way.".to_owned(),
             self.a1_webhook.clone(),
             self.a_stats_key.prefix.clone(),
@@ -286,6 +306,7 @@ impl World {
                     "chat_settings": read(format!("/api/v1/orgs/{org}/bots/{id}/chat-settings")).await,
                     "identity_keys": read(format!("/api/v1/orgs/{org}/bots/{id}/identity-keys")).await,
                     "dialogues": read(format!("/api/v1/orgs/{org}/bots/{id}/dialogues")).await,
+                    "nudges": read(format!("/api/v1/orgs/{org}/bots/{id}/nudges")).await,
                     "handovers": read(format!("/api/v1/orgs/{org}/bots/{id}/handovers")).await,
                     "webhooks": read(format!("/api/v1/orgs/{org}/bots/{id}/webhooks")).await,
                 }),
@@ -595,6 +616,41 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
         ),
         e(
             Method::GET,
+            format!("/api/v1/orgs/{org}/bots/{a1}/nudges"),
+            None,
+            ReadA1,
+            200,
+        ),
+        e(
+            Method::POST,
+            format!("/api/v1/orgs/{org}/bots/{a1}/nudges"),
+            Some(json!({ "name": "Planted", "title": "Free anvils", "text": "Click here" })),
+            WriteA1,
+            201,
+        ),
+        e(
+            Method::GET,
+            format!("/api/v1/orgs/{org}/bots/{a1}/nudges/{}", w.a1_nudge),
+            None,
+            ReadA1,
+            200,
+        ),
+        e(
+            Method::PUT,
+            format!("/api/v1/orgs/{org}/bots/{a1}/nudges/{}", w.a1_nudge),
+            Some(json!({ "name": "Hijacked", "title": "Hijacked", "text": "Hijacked" })),
+            WriteA1,
+            200,
+        ),
+        e(
+            Method::POST,
+            format!("/api/v1/orgs/{org}/bots/{a1}/nudges/{}/send", w.a1_nudge),
+            Some(json!({ "chat_id": w.a1_handover })),
+            WriteA1,
+            202,
+        ),
+        e(
+            Method::GET,
             format!("/api/v1/orgs/{org}/bots/{a1}/dialogues"),
             None,
             ReadA1,
@@ -788,6 +844,13 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
         ),
         e(
             Method::DELETE,
+            format!("/api/v1/orgs/{org}/bots/{a1}/nudges/{}", w.a1_nudge),
+            None,
+            WriteA1,
+            204,
+        ),
+        e(
+            Method::DELETE,
             format!("/api/v1/orgs/{org}/bots/{a1}/dialogues/{}", w.a1_dialogue),
             None,
             WriteA1,
@@ -834,6 +897,7 @@ fn template(path: &str) -> String {
         "{chat_id}",
         "{webhook_id}",
         "{delivery_id}",
+        "{nudge_id}",
     ];
     let path = path.split('?').next().unwrap_or(path);
     let segments: Vec<&str> = path.split('/').collect();
@@ -853,6 +917,7 @@ fn template(path: &str) -> String {
             "handovers" => names[8],
             "webhooks" => names[9],
             "deliveries" => names[10],
+            "nudges" => names[11],
             _ => segment,
         };
         out.push(replaced);

@@ -214,6 +214,39 @@ fn realtime_params(state: &AppState, bot: &Chatbot) -> RealtimeParams {
     }
 }
 
+/// The bot a page embeds, if this page (its origin) and this visitor (their address) may use it.
+pub(crate) async fn admit_page(
+    state: &AppState,
+    ip: ClientIp,
+    headers: &HeaderMap,
+    bot_key: &str,
+) -> ApiResult<(Chatbot, ChatSettings)> {
+    let unknown = || ApiError::new(StatusCode::NOT_FOUND, "unknown_bot", "no bot has this key");
+    if bot_key.len() > 64 {
+        return Err(unknown());
+    }
+    let bot = state
+        .store
+        .get_bot_by_widget_key(bot_key)
+        .await?
+        .ok_or_else(unknown)?;
+    let settings = state.store.get_chat_settings(bot.id).await?;
+    if !origin_allowed(&parsed_domains(&settings), origin(headers)) {
+        let err = ApiError::forbidden("origin_not_allowed", "this page may not embed the bot");
+        return Err(refuse(
+            state,
+            AuditChain::Org(bot.org_id),
+            ip,
+            "chat.origin_refused",
+            "origin",
+            err,
+        )
+        .await);
+    }
+    admit_address(state, &settings, bot.org_id, ip).await?;
+    Ok((bot, settings))
+}
+
 /// Start a chat with a bot (seed 000, steps 1-2). Checks the bot's restrictions and returns the
 /// chat token and how to reach its private channel.
 #[utoipa::path(post, path = "/chat/v1/{bot_key}/sessions", tag = "chat", request_body = StartChatRequest,
@@ -232,29 +265,7 @@ pub async fn start_chat(
     StrictJson(request): StrictJson<StartChatRequest>,
 ) -> ApiResult<(StatusCode, Json<ChatSession>)> {
     let limits = state.settings.rate_limits;
-    let unknown = || ApiError::new(StatusCode::NOT_FOUND, "unknown_bot", "no bot has this key");
-    if bot_key.len() > 64 {
-        return Err(unknown());
-    }
-    let bot = state
-        .store
-        .get_bot_by_widget_key(&bot_key)
-        .await?
-        .ok_or_else(unknown)?;
-    let settings = state.store.get_chat_settings(bot.id).await?;
-    if !origin_allowed(&parsed_domains(&settings), origin(&headers)) {
-        let err = ApiError::forbidden("origin_not_allowed", "this page may not embed the bot");
-        return Err(refuse(
-            &state,
-            AuditChain::Org(bot.org_id),
-            ip,
-            "chat.origin_refused",
-            "origin",
-            err,
-        )
-        .await);
-    }
-    admit_address(&state, &settings, bot.org_id, ip).await?;
+    let (bot, settings) = admit_page(&state, ip, &headers, &bot_key).await?;
     if !within_active_hours(&settings.restrictions) {
         let message = if settings.restrictions.outside_hours_message.is_empty() {
             "the chat is closed right now".to_owned()
@@ -344,16 +355,16 @@ pub async fn start_chat(
 }
 
 /// A chat token that opened and still matches a live bot, conversation and allowed origin.
-struct ChatContext {
-    bot: Chatbot,
-    conversation: Conversation,
+pub(crate) struct ChatContext {
+    pub(crate) bot: Chatbot,
+    pub(crate) conversation: Conversation,
     /// Read once per request: the checks and the replies both use it.
-    settings: ChatSettings,
+    pub(crate) settings: ChatSettings,
 }
 
 /// What a chat request needs of the visitor's identity.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum IdentityCheck {
+pub(crate) enum IdentityCheck {
     /// Every chat request: a verified chat opens only with a token of that identity, and a bot
     /// that requires identity serves only verified chats.
     Enforce,
@@ -363,7 +374,7 @@ enum IdentityCheck {
 
 impl ChatContext {
     /// Messages and greeting requests per chat, on top of the per-address layer.
-    async fn limit_messages(&self, state: &AppState, ip: ClientIp) -> ApiResult<()> {
+    pub(crate) async fn limit_messages(&self, state: &AppState, ip: ClientIp) -> ApiResult<()> {
         limit(
             state,
             ip,
@@ -374,7 +385,7 @@ impl ChatContext {
     }
 }
 
-async fn chat_context(
+pub(crate) async fn chat_context(
     state: &AppState,
     ip: ClientIp,
     headers: &HeaderMap,

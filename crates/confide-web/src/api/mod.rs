@@ -10,6 +10,7 @@ pub mod handover;
 pub mod identity_keys;
 pub mod keys;
 pub mod me;
+pub mod nudges;
 pub mod orgs;
 pub mod spam;
 pub mod statistics;

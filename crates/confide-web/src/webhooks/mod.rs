@@ -237,6 +237,31 @@ pub fn conversation_ended(
     }
 }
 
+/// `nudge.submitted`: what a visitor entered in a nudge's form.
+pub fn nudge_submitted(
+    public_url: &str,
+    bot: &Chatbot,
+    conversation: &Conversation,
+    nudge: &confide_store::Nudge,
+    value: &str,
+    at: i64,
+) -> OutboxEvent {
+    let event = WebhookEvent::NudgeSubmitted;
+    let mut body = chat_event(public_url, bot, conversation, event, at);
+    body.insert(
+        "nudge".into(),
+        json!({ "id": nudge.id, "name": nudge.name, "title": nudge.title }),
+    );
+    body.insert("value".into(), value.into());
+    OutboxEvent {
+        bot_id: bot.id,
+        event,
+        event_id: format!("{}:nudge:{}:{at}", conversation.id, nudge.id),
+        payload: serde_json::Value::Object(body).to_string(),
+        at,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

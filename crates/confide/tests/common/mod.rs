@@ -10,6 +10,10 @@
 
 /// Tiny GeoIP country databases written by the tests themselves.
 pub mod mmdb;
+/// A webhook receiver on 127.0.0.1.
+pub mod receiver;
+/// A visitor with a realtime subscription to their chat.
+pub mod visitor;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,212 @@
+//! Nudges: short messages a bot shows a visitor before they write (a title, a text and maybe a
+//! one-field form), either when an operator sends one through the Nudge API or when the widget's
+//! rules say so (the page path and the seconds spent on it).
+
+use serde::{Deserialize, Serialize};
+
+/// Nudges one bot may have.
+pub const MAX_NUDGES_PER_BOT: usize = 50;
+pub const MAX_TITLE_CHARS: usize = 120;
+pub const MAX_TEXT_CHARS: usize = 1000;
+pub const MAX_LABEL_CHARS: usize = 80;
+pub const MAX_PATHS: usize = 20;
+pub const MAX_PATH_CHARS: usize = 200;
+pub const MAX_SECONDS_ON_PAGE: u32 = 3600;
+/// The longest answer a visitor may submit through a nudge's form.
+pub const MAX_ANSWER_CHARS: usize = 500;
+
+/// What the form's one input asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NudgeInput {
+    Text,
+    Email,
+}
+
+/// A form with one input and a button; what the visitor submits goes to `nudge.submitted`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NudgeForm {
+    /// The input's label.
+    #[schema(
+        min_length = 1,
+        max_length = 80,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
+    pub label: String,
+    pub input: NudgeInput,
+    /// The button's text.
+    #[schema(
+        min_length = 1,
+        max_length = 80,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
+    pub button: String,
+}
+
+/// When the widget shows the nudge by itself: on a page whose path matches one of `paths` (all
+/// pages when empty), after `seconds_on_page` there.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NudgeRules {
+    /// Exact paths (`/pricing`) or prefixes ending in `*` (`/docs/*`); each starts with `/`.
+    #[serde(default)]
+    #[schema(max_items = 20, value_type = Vec<String>)]
+    pub paths: Vec<String>,
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 3600)]
+    pub seconds_on_page: u32,
+}
+
+/// Why a nudge was refused; `code()` is the stable error code.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NudgeError {
+    #[error("{field} must be 1 to {max} characters without control characters")]
+    Text { field: &'static str, max: usize },
+    #[error("rules: {0}")]
+    Rules(String),
+}
+
+impl NudgeError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            NudgeError::Text { .. } => "invalid_nudge",
+            NudgeError::Rules(_) => "invalid_rules",
+        }
+    }
+}
+
+/// Trimmed `raw` when it is 1..=max characters and has no control characters (the text may have
+/// line breaks when `multiline`).
+pub fn text(
+    field: &'static str,
+    raw: &str,
+    max: usize,
+    multiline: bool,
+) -> Result<String, NudgeError> {
+    let bad = |c: char| c.is_control() && !(multiline && (c == '\n' || c == '\r'));
+    let trimmed = raw.trim();
+    if trimmed.is_empty() || trimmed.chars().count() > max || raw.chars().any(bad) {
+        return Err(NudgeError::Text { field, max });
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Checks a form's texts; answers it trimmed.
+pub fn form(form: &NudgeForm) -> Result<NudgeForm, NudgeError> {
+    Ok(NudgeForm {
+        label: text("form.label", &form.label, MAX_LABEL_CHARS, false)?,
+        input: form.input,
+        button: text("form.button", &form.button, MAX_LABEL_CHARS, false)?,
+    })
+}
+
+/// Checks rules: paths are absolute, printable, bounded and distinct.
+pub fn rules(rules: &NudgeRules) -> Result<NudgeRules, NudgeError> {
+    if rules.paths.len() > MAX_PATHS {
+        return Err(NudgeError::Rules(format!("at most {MAX_PATHS} paths")));
+    }
+    if rules.seconds_on_page > MAX_SECONDS_ON_PAGE {
+        return Err(NudgeError::Rules(format!(
+            "seconds_on_page is 0 to {MAX_SECONDS_ON_PAGE}"
+        )));
+    }
+    let mut paths: Vec<String> = Vec::new();
+    for path in &rules.paths {
+        let ok = path.starts_with('/')
+            && path.len() <= MAX_PATH_CHARS
+            && !path.chars().any(|c| c.is_control() || c.is_whitespace())
+            && !path[..path.len().saturating_sub(1)].contains('*');
+        if !ok {
+            return Err(NudgeError::Rules(format!(
+                "a path starts with /, has no spaces, is at most {MAX_PATH_CHARS} bytes and may \
+                 end in * only: {:?}",
+                path.chars().take(40).collect::<String>()
+            )));
+        }
+        if !paths.contains(path) {
+            paths.push(path.clone());
+        }
+    }
+    Ok(NudgeRules {
+        paths,
+        seconds_on_page: rules.seconds_on_page,
+    })
+}
+
+/// Whether a page path matches the rules' paths (every page when there are none).
+pub fn path_matches(rules: &NudgeRules, page: &str) -> bool {
+    rules.paths.is_empty()
+        || rules.paths.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => page.starts_with(prefix),
+            None => page == p,
+        })
+}
+
+/// A visitor's answer: trimmed, bounded, and shaped like an address when the form asks for one.
+pub fn answer(form: &NudgeForm, raw: &str) -> Result<String, NudgeError> {
+    let value = text("value", raw, MAX_ANSWER_CHARS, false)?;
+    if form.input == NudgeInput::Email && crate::Email::parse(&value).is_err() {
+        return Err(NudgeError::Text {
+            field: "value (an email address)",
+            max: MAX_ANSWER_CHARS,
+        });
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules_of(paths: &[&str]) -> NudgeRules {
+        NudgeRules {
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            seconds_on_page: 5,
+        }
+    }
+
+    #[test]
+    fn paths_are_exact_or_prefixes() {
+        let r = rules(&rules_of(&["/pricing", "/docs/*", "/pricing"])).unwrap();
+        assert_eq!(r.paths, vec!["/pricing", "/docs/*"]);
+        assert!(path_matches(&r, "/pricing"));
+        assert!(!path_matches(&r, "/pricing/enterprise"));
+        assert!(path_matches(&r, "/docs/setup"));
+        assert!(!path_matches(&r, "/blog"));
+        assert!(path_matches(&rules_of(&[]), "/anything"));
+    }
+
+    #[test]
+    fn bad_rules_and_texts_are_refused() {
+        for bad in [&["pricing"][..], &["/a b"], &["/a*/b"], &["/x\u{7}"]] {
+            assert_eq!(rules(&rules_of(bad)).unwrap_err().code(), "invalid_rules");
+        }
+        let long = NudgeRules {
+            paths: vec![],
+            seconds_on_page: MAX_SECONDS_ON_PAGE + 1,
+        };
+        assert!(rules(&long).is_err());
+        assert!(text("title", "  ", 10, false).is_err());
+        assert!(text("title", "\rHi", 10, false).is_err());
+        assert!(text("title", "Hi\nthere", 10, false).is_err());
+        assert_eq!(text("text", " Hi\nthere ", 10, true).unwrap(), "Hi\nthere");
+    }
+
+    #[test]
+    fn an_email_form_takes_only_addresses() {
+        let f = NudgeForm {
+            label: "Your email".into(),
+            input: NudgeInput::Email,
+            button: "Send".into(),
+        };
+        assert_eq!(answer(&f, " ann@example.com ").unwrap(), "ann@example.com");
+        assert!(answer(&f, "not an address").is_err());
+        let t = NudgeForm {
+            input: NudgeInput::Text,
+            ..f
+        };
+        assert!(answer(&t, "anything at all").is_ok());
+        assert!(answer(&t, &"x".repeat(MAX_ANSWER_CHARS + 1)).is_err());
+    }
+}
