@@ -156,6 +156,7 @@ pub fn answer(form: &NudgeForm, raw: &str) -> Result<String, NudgeError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
