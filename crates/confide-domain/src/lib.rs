@@ -5,6 +5,7 @@ pub mod access;
 pub mod dialogue;
 pub mod ids;
 pub mod input;
+pub mod labels;
 pub mod network;
 pub mod origins;
 pub mod restrictions;
@@ -19,6 +20,7 @@ pub use ids::{
     WebhookId,
 };
 pub use input::{Email, InputError, Name};
+pub use labels::{ChatLabel, LabelError, MAX_LABELS, parse_labels};
 pub use origins::{AllowedDomain, origin_allowed};
 pub use restrictions::{ActiveWindow, Restrictions, Weekday};
 pub use webhooks::{RetryDecision, RetrySchedule, WebhookEvent};

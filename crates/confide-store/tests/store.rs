@@ -1551,6 +1551,7 @@ fn conversation(org: OrgId, bot: BotId) -> Conversation {
         verified_user_id: None,
         verified_at: None,
         handover: Default::default(),
+        language_code: None,
     }
 }
 

@@ -146,6 +146,7 @@ pub fn message_created(
     });
     OutboxEvent {
         bot_id: bot.id,
+        conversation_id: Some(conversation.id),
         event: WebhookEvent::MessageCreated,
         event_id: message.id.to_string(),
         payload: body.to_string(),
