@@ -31,8 +31,12 @@ token=$(curl -fs "$base/api/v1/auth/login" -H 'content-type: application/json' \
 auth=(-H "Authorization: Bearer $token")
 export CONFIDE_ST_ORG_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["org_id"])' "$work/owner.json")
 export CONFIDE_ST_USER_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["user_id"])' "$work/owner.json")
-export CONFIDE_ST_BOT_ID=$(curl -fs "$base/api/v1/orgs/$CONFIDE_ST_ORG_ID/bots" "${auth[@]}" -H 'content-type: application/json' \
-  -d '{"name":"Schemathesis bot"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+bot=$(curl -fs "$base/api/v1/orgs/$CONFIDE_ST_ORG_ID/bots" "${auth[@]}" -H 'content-type: application/json' \
+  -d '{"name":"Schemathesis bot"}')
+export CONFIDE_ST_BOT_ID=$(echo "$bot" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+bot_key=$(echo "$bot" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+export CONFIDE_ST_CHAT_ID=$(curl -fs "$base/chat/v1/$bot_key/sessions" -H 'content-type: application/json' \
+  -d '{}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["chat_id"])')
 
 # Signing out, changing the password or revoking sessions would end the session the whole run is
 # authenticated with.

@@ -5,6 +5,7 @@ pub mod access;
 pub mod dialogue;
 pub mod ids;
 pub mod input;
+pub mod labels;
 pub mod network;
 pub mod nudge;
 pub mod origins;
@@ -20,6 +21,7 @@ pub use ids::{
     WebhookDeliveryId, WebhookId,
 };
 pub use input::{Email, InputError, Name};
+pub use labels::{ChatLabel, LabelError, MAX_LABELS, parse_labels};
 pub use origins::{AllowedDomain, origin_allowed};
 pub use restrictions::{ActiveWindow, Restrictions, Weekday};
 pub use webhooks::{RetryDecision, RetrySchedule, WebhookEvent};

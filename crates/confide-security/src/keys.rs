@@ -62,7 +62,8 @@ pub struct KeyMaterial {
     pub reset_hmac_key: SecretKey,
     /// HMAC key for CSRF tokens.
     pub csrf_hmac_key: SecretKey,
-    /// HMAC key for presigned file URLs.
+    /// HMAC key for presigned file URLs, and for the page cursors of listings (each under its own
+    /// MAC domain).
     pub presign_hmac_key: SecretKey,
     /// HMAC key for invitation tokens.
     pub invite_hmac_key: SecretKey,

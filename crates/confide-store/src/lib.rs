@@ -202,6 +202,16 @@ pub trait Store: Send + Sync + 'static {
         bot: BotId,
         id: ConversationId,
     ) -> StoreResult<Option<Conversation>>;
+    /// The conversation with this id, whatever its bot: only for `GET /api/v1/chats/{id}`, which
+    /// then authorizes the caller on the conversation's own organization and bot.
+    async fn find_conversation(&self, id: ConversationId) -> StoreResult<Option<Conversation>>;
+    /// Sets (or clears) the conversation's language; false when it is not the bot's.
+    async fn set_conversation_language(
+        &self,
+        bot: BotId,
+        id: ConversationId,
+        language_code: Option<&str>,
+    ) -> StoreResult<bool>;
     /// Marks the conversation as the chat of a verified visitor; false when it belongs to another
     /// verified identity already (or is not the bot's).
     async fn verify_conversation(
@@ -325,6 +335,38 @@ pub trait Store: Send + Sync + 'static {
     /// Queues an event that comes with no other write (a nudge's form submission) for every
     /// enabled endpoint of its bot that subscribes to it; answers how many deliveries were queued.
     async fn enqueue_event(&self, event: &OutboxEvent) -> StoreResult<u64>;
+    // The chat log.
+    /// The bot's conversations that match `filter`, newest activity first (ties by id, highest
+    /// first), starting after `after`; at most `limit` (1..=1000).
+    async fn list_chats(
+        &self,
+        bot: BotId,
+        filter: &ChatLogFilter,
+        after: Option<ChatLogPosition>,
+        limit: i64,
+    ) -> StoreResult<Vec<ChatLogEntry>>;
+    /// The conversation with its labels, if it belongs to that bot.
+    async fn get_chat(&self, bot: BotId, id: ConversationId) -> StoreResult<Option<ChatLogEntry>>;
+    /// Replaces the conversation's labels (already normalized and distinct) in one transaction;
+    /// false when it is not the bot's.
+    async fn set_chat_labels(
+        &self,
+        bot: BotId,
+        id: ConversationId,
+        labels: &[String],
+    ) -> StoreResult<bool>;
+    /// Erases the conversation and everything about it in one transaction: its messages, context
+    /// memory, labels, and the webhook deliveries (with their attempts) that carry its messages.
+    /// Statistics hold nothing of it and stay. False when it is not the bot's.
+    async fn delete_conversation(&self, bot: BotId, id: ConversationId) -> StoreResult<bool>;
+    /// The conversation's messages before `before` (all, without it), newest first, at most
+    /// `limit` (1..=1000).
+    async fn list_messages_before(
+        &self,
+        conversation: ConversationId,
+        before: Option<MessagePosition>,
+        limit: i64,
+    ) -> StoreResult<Vec<Message>>;
 
     /// Stores the message and moves the conversation's last-message time.
     async fn add_message(&self, message: &Message) -> StoreResult<()>;

@@ -232,6 +232,48 @@ pub struct Conversation {
     /// When the conversation ended after a quiet spell (`conversation.ended`); a new message
     /// opens it again.
     pub ended_at: Option<i64>,
+    /// The conversation's language (`en`, `nb`, ...), once known.
+    pub language_code: Option<String>,
+}
+
+/// A conversation as the chat log lists it: with its labels (normalized, sorted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatLogEntry {
+    pub conversation: Conversation,
+    pub labels: Vec<String>,
+}
+
+/// What the chat log narrows a bot's conversations to; `None` (or no labels) leaves a criterion
+/// out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChatLogFilter {
+    /// Last activity at or after this time.
+    pub active_from: Option<i64>,
+    /// Last activity before this time.
+    pub active_to: Option<i64>,
+    pub state: Option<HandoverState>,
+    /// Normalized labels, all of which a conversation must carry.
+    pub labels: Vec<String>,
+    /// Compared without regard to case.
+    pub language_code: Option<String>,
+    /// Whether the visitor's identity was verified.
+    pub verified: Option<bool>,
+    /// The verified identity's `sub`.
+    pub verified_user_id: Option<String>,
+}
+
+/// Where a page of the chat log (newest activity first) ended: its last conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChatLogPosition {
+    pub last_message_at: i64,
+    pub id: ConversationId,
+}
+
+/// Where a page of a conversation's messages (newest first) ended: its oldest message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MessagePosition {
+    pub created_at: i64,
+    pub id: MessageId,
 }
 
 /// Where a conversation stands with the humans behind the bot.
@@ -460,6 +502,8 @@ pub struct WebhookUpdate {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxEvent {
     pub bot_id: BotId,
+    /// The conversation the event is about, if any: erasing it drops the event's deliveries.
+    pub conversation_id: Option<ConversationId>,
     pub event: WebhookEvent,
     /// What the event is about, e.g. the message id.
     pub event_id: String,

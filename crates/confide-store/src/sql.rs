@@ -19,6 +19,16 @@ use confide_domain::{
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Row, Transaction};
 
+// Statements must be static text: a conversation's column list is spliced in with `concat!`.
+macro_rules! conversation_columns {
+    () => {
+        "id, org_id, bot_id, visitor_id, origin, ip, user_agent, created_at, last_message_at, \
+         automated, interacted_at, verified_user_id, verified_at, handover_state, handover_agent, \
+         handover_requested_at, handover_started_at, handover_ended_at, language_code, ended_at"
+    };
+}
+
+mod chat_log;
 mod nudges;
 mod webhooks;
 
@@ -26,16 +36,10 @@ use crate::audit::AuditLog;
 use crate::models::*;
 use crate::{Store, StoreError, StoreResult};
 
-/// `SELECT` with every column [`conversation_from`] reads (a literal, as sqlx wants static SQL).
+/// `SELECT` with every column [`conversation_from`] reads, then the rest of the statement.
 macro_rules! select_conversations {
     ($($rest:literal),+) => {
-        concat!(
-            "SELECT id, org_id, bot_id, visitor_id, origin, ip, user_agent, created_at, \
-             last_message_at, automated, interacted_at, verified_user_id, verified_at, \
-             handover_state, handover_agent, handover_requested_at, handover_started_at, \
-             handover_ended_at, ended_at FROM conversations ",
-            $($rest),+
-        )
+        concat!("SELECT ", conversation_columns!(), " FROM conversations ", $($rest),+)
     };
 }
 
@@ -1368,8 +1372,8 @@ impl Store for SqlStore {
     async fn create_conversation(&self, conversation: &Conversation) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO conversations (id, org_id, bot_id, visitor_id, origin, ip, user_agent, \
-             created_at, last_message_at, automated, interacted_at) \
-             SELECT $1, org_id, id, $3, $4, $5, $6, $7, $8, $10, $11 FROM chatbots \
+             created_at, last_message_at, automated, interacted_at, language_code) \
+             SELECT $1, org_id, id, $3, $4, $5, $6, $7, $8, $10, $11, $12 FROM chatbots \
              WHERE id = $9 AND org_id = $2",
         )
         .bind(conversation.id.to_string())
@@ -1383,6 +1387,7 @@ impl Store for SqlStore {
         .bind(conversation.bot_id.to_string())
         .bind(conversation.automated.as_deref())
         .bind(conversation.interacted_at)
+        .bind(conversation.language_code.as_deref())
         .execute(&self.pool)
         .await
         .map_err(StoreError::from)
@@ -1402,12 +1407,45 @@ impl Store for SqlStore {
         bot: BotId,
         id: ConversationId,
     ) -> StoreResult<Option<Conversation>> {
-        let row = sqlx::query(select_conversations!("WHERE id = $1 AND bot_id = $2"))
-            .bind(id.to_string())
-            .bind(bot.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            conversation_columns!(),
+            " FROM conversations WHERE id = $1 AND bot_id = $2"
+        ))
+        .bind(id.to_string())
+        .bind(bot.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(conversation_from).transpose()
+    }
+
+    async fn find_conversation(&self, id: ConversationId) -> StoreResult<Option<Conversation>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            conversation_columns!(),
+            " FROM conversations WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(conversation_from).transpose()
+    }
+
+    async fn set_conversation_language(
+        &self,
+        bot: BotId,
+        id: ConversationId,
+        language_code: Option<&str>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE conversations SET language_code = $1 WHERE id = $2 AND bot_id = $3",
+        )
+        .bind(language_code)
+        .bind(id.to_string())
+        .bind(bot.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn request_handover(
@@ -1948,16 +1986,43 @@ impl Store for SqlStore {
         .bind(limit.clamp(1, 1000))
         .fetch_all(&self.pool)
         .await?;
-        all(rows, |row| {
-            let c = Cols(row);
-            Ok(Message {
-                id: c.parsed("id")?,
-                conversation_id: c.parsed("conversation_id")?,
-                sender: c.enumerated("sender", Sender::parse)?,
-                text: c.text("text")?,
-                created_at: c.int("created_at")?,
-            })
-        })
+        all(rows, message_from)
+    }
+
+    async fn list_chats(
+        &self,
+        bot: BotId,
+        filter: &ChatLogFilter,
+        after: Option<ChatLogPosition>,
+        limit: i64,
+    ) -> StoreResult<Vec<ChatLogEntry>> {
+        self.chat_list(bot, filter, after, limit).await
+    }
+
+    async fn get_chat(&self, bot: BotId, id: ConversationId) -> StoreResult<Option<ChatLogEntry>> {
+        self.chat_get(bot, id).await
+    }
+
+    async fn set_chat_labels(
+        &self,
+        bot: BotId,
+        id: ConversationId,
+        labels: &[String],
+    ) -> StoreResult<bool> {
+        self.chat_set_labels(bot, id, labels).await
+    }
+
+    async fn delete_conversation(&self, bot: BotId, id: ConversationId) -> StoreResult<bool> {
+        self.chat_delete(bot, id).await
+    }
+
+    async fn list_messages_before(
+        &self,
+        conversation: ConversationId,
+        before: Option<MessagePosition>,
+        limit: i64,
+    ) -> StoreResult<Vec<Message>> {
+        self.messages_before(conversation, before, limit).await
     }
 
     async fn create_nudge(&self, nudge: &Nudge) -> StoreResult<()> {
@@ -2126,6 +2191,18 @@ fn conversation_from(row: &AnyRow) -> StoreResult<Conversation> {
             ended_at: c.opt_int("handover_ended_at")?,
         },
         ended_at: c.opt_int("ended_at")?,
+        language_code: c.opt_text("language_code")?,
+    })
+}
+
+fn message_from(row: &AnyRow) -> StoreResult<Message> {
+    let c = Cols(row);
+    Ok(Message {
+        id: c.parsed("id")?,
+        conversation_id: c.parsed("conversation_id")?,
+        sender: c.enumerated("sender", Sender::parse)?,
+        text: c.text("text")?,
+        created_at: c.int("created_at")?,
     })
 }
 

@@ -62,6 +62,7 @@ async fn world(store: &dyn Store) -> World {
         verified_at: None,
         handover: Default::default(),
         ended_at: None,
+        language_code: None,
     };
     store.create_conversation(&chat).await.unwrap();
     World {
@@ -98,6 +99,7 @@ async fn post(store: &dyn Store, w: &World, text: &str, at: i64) -> (MessageId, 
     };
     let event = OutboxEvent {
         bot_id: w.bot,
+        conversation_id: Some(w.chat),
         event: WebhookEvent::MessageCreated,
         event_id: message.id.to_string(),
         payload: format!("{{\"text\":\"{text}\"}}"),
@@ -177,6 +179,7 @@ async fn a_message_queues_one_delivery_per_subscribed_enabled_endpoint_in_its_tr
         };
         let event = OutboxEvent {
             bot_id: w.bot,
+            conversation_id: Some(w.chat),
             event: WebhookEvent::MessageCreated,
             event_id: "again".to_owned(),
             payload: "{}".to_owned(),

@@ -1552,6 +1552,7 @@ fn conversation(org: OrgId, bot: BotId) -> Conversation {
         verified_at: None,
         handover: Default::default(),
         ended_at: None,
+        language_code: None,
     }
 }
 

@@ -29,8 +29,9 @@ pub use openapi::ApiDoc;
 pub use state::{AppState, LockoutPolicy, RateLimits, WebSettings};
 
 use crate::api::{
-    audit_log, auth as auth_api, bots, chat, dialogues, handover, identity_keys, keys, me, nudges,
-    orgs, spam as spam_api, statistics as statistics_api, system, webhooks as webhooks_api, widget,
+    audit_log, auth as auth_api, bots, chat, chat_log, dialogues, handover, identity_keys, keys,
+    me, nudges, orgs, spam as spam_api, statistics as statistics_api, system,
+    webhooks as webhooks_api, widget,
 };
 
 /// The whole application with every layer.
@@ -105,6 +106,19 @@ pub fn router(state: AppState) -> Router {
             "/orgs/{org_id}/bots/{bot_id}/statistics",
             get(statistics_api::bot_statistics),
         )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/chats",
+            get(chat_log::list_chats),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/chats/{chat_id}",
+            get(chat_log::get_chat).delete(chat_log::delete_chat),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/chats/{chat_id}/labels",
+            axum::routing::put(chat_log::set_labels),
+        )
+        .route("/chats/{chat_id}", get(chat_log::get_chat_by_id))
         .route(
             "/orgs/{org_id}/bots/{bot_id}/handovers",
             get(handover::list_handovers),

@@ -8,8 +8,8 @@ use utoipa::openapi::{Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use crate::api::{
-    audit_log, auth, bots, chat, dialogues, handover, identity_keys, keys, me, nudges, orgs, spam,
-    statistics, system, webhooks, widget,
+    audit_log, auth, bots, chat, chat_log, dialogues, handover, identity_keys, keys, me, nudges,
+    orgs, spam, statistics, system, webhooks, widget,
 };
 
 #[derive(OpenApi)]
@@ -28,7 +28,9 @@ use crate::api::{
         bots::set_sharing, bots::get_chat_settings, bots::put_chat_settings,
         identity_keys::list_identity_keys, identity_keys::add_identity_key,
         identity_keys::remove_identity_key,
-        dialogues::list_dialogues, dialogues::create_dialogue, dialogues::get_dialogue, dialogues::update_dialogue, dialogues::delete_dialogue, handover::list_handovers, handover::get_handover, handover::take_handover, handover::send_agent_message, handover::end_handover, statistics::bot_statistics, webhooks::list_webhooks, webhooks::create_webhook, webhooks::get_webhook, webhooks::update_webhook, webhooks::delete_webhook, webhooks::rotate_secret, webhooks::list_deliveries, webhooks::get_delivery, webhooks::redeliver,
+        dialogues::list_dialogues, dialogues::create_dialogue, dialogues::get_dialogue, dialogues::update_dialogue, dialogues::delete_dialogue, handover::list_handovers, handover::get_handover, handover::take_handover, handover::send_agent_message, handover::end_handover,
+        chat_log::list_chats, chat_log::get_chat, chat_log::get_chat_by_id, chat_log::set_labels,
+        chat_log::delete_chat, statistics::bot_statistics, webhooks::list_webhooks, webhooks::create_webhook, webhooks::get_webhook, webhooks::update_webhook, webhooks::delete_webhook, webhooks::rotate_secret, webhooks::list_deliveries, webhooks::get_delivery, webhooks::redeliver,
         chat::start_chat, chat::channel_auth, chat::greeting, chat::send_message,
         chat::list_messages, chat::verify_identity, chat::request_handover,
         nudges::list_nudges, nudges::create_nudge, nudges::get_nudge, nudges::update_nudge,

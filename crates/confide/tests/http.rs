@@ -59,6 +59,17 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/orgs/{org_id}/bots/{bot_id}/chat-settings"),
     ("PUT", "/api/v1/orgs/{org_id}/bots/{bot_id}/chat-settings"),
     ("GET", "/api/v1/orgs/{org_id}/bots/{bot_id}/statistics"),
+    ("GET", "/api/v1/orgs/{org_id}/bots/{bot_id}/chats"),
+    ("GET", "/api/v1/orgs/{org_id}/bots/{bot_id}/chats/{chat_id}"),
+    (
+        "DELETE",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/chats/{chat_id}",
+    ),
+    (
+        "PUT",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/chats/{chat_id}/labels",
+    ),
+    ("GET", "/api/v1/chats/{chat_id}"),
     ("GET", "/api/v1/orgs/{org_id}/bots/{bot_id}/handovers"),
     (
         "GET",

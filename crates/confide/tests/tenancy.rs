@@ -49,6 +49,8 @@ struct World {
     a1_handover: String,
     /// A nudge of bot A1.
     a1_nudge: String,
+    /// Another chat of bot A1, labelled, for the chat log.
+    a1_chat: String,
     /// A webhook endpoint of bot A1 (pointing at a closed loopback port) and one of its
     /// deliveries, which stays pending while it is retried.
     a1_webhook: String,
@@ -58,6 +60,8 @@ struct World {
     a_stats_key: CreatedKey,
     /// An API key of A with `bots:write`, restricted to bot A2.
     a_bot2_key: CreatedKey,
+    /// An API key of A with only `chats:read`.
+    a_chats_key: CreatedKey,
     /// A pending invitation of A.
     a_invitation: String,
     /// A blocked and a trusted network of A.
@@ -159,6 +163,33 @@ impl World {
         )
         .await
         .expect(202);
+        let logged = app
+            .send(
+                app.client
+                    .post(app.url(&format!("/chat/v1/{}/sessions", a1.key)))
+                    .json(&json!({})),
+            )
+            .await;
+        logged.expect(201);
+        app.send(
+            app.client
+                .post(app.url("/chat/v1/messages"))
+                .header("x-chat-token", logged.json()["token"].as_str().unwrap())
+                .json(&json!({ "text": "Is my anvil order late?" })),
+        )
+        .await
+        .expect(202);
+        let a1_chat = logged.json()["chat_id"].as_str().unwrap().to_owned();
+        app.put(
+            &format!(
+                "/api/v1/orgs/{}/bots/{}/chats/{a1_chat}/labels",
+                a.org_id, a1.id
+            ),
+            &owner,
+            json!({ "labels": ["anvil vip"] }),
+        )
+        .await
+        .expect(200);
         let a_member_email = email("member-a");
         let a_member = app
             .member(&owner, &a.org_id, &a_member_email, "member")
@@ -174,6 +205,9 @@ impl World {
             .await;
         let a_bot2_key = app
             .create_api_key(&owner, &a.org_id, &["bots:write"], Some(&a2.id))
+            .await;
+        let a_chats_key = app
+            .create_api_key(&owner, &a.org_id, &["chats:read"], None)
             .await;
         let a_invitee_email = email("invitee-a");
         let a_invitation = app
@@ -225,11 +259,13 @@ impl World {
             a1_dialogue,
             a1_handover,
             a1_nudge,
+            a1_chat,
             a1_webhook,
             a1_delivery,
             a2,
             a_stats_key,
             a_bot2_key,
+            a_chats_key,
             a_invitation,
             a_block,
             a_trusted,
@@ -265,12 +301,16 @@ impl World {
             self.a1_handover.clone(),
             self.a1_nudge.clone(),
             "Anvils half price".to_owned(),
+            self.a1_chat.clone(),
+            "anvil vip".to_owned(),
             "Anvil order {order} is on its way.".to_owned(),
             self.a1_webhook.clone(),
             self.a_stats_key.prefix.clone(),
             self.a_stats_key.id.clone(),
             self.a_bot2_key.prefix.clone(),
             self.a_bot2_key.id.clone(),
+            self.a_chats_key.prefix.clone(),
+            self.a_chats_key.id.clone(),
             self.a_invitation.clone(),
             self.a_block.clone(),
             self.a_trusted.clone(),
@@ -308,6 +348,7 @@ impl World {
                     "dialogues": read(format!("/api/v1/orgs/{org}/bots/{id}/dialogues")).await,
                     "nudges": read(format!("/api/v1/orgs/{org}/bots/{id}/nudges")).await,
                     "handovers": read(format!("/api/v1/orgs/{org}/bots/{id}/handovers")).await,
+                    "chats": read(format!("/api/v1/orgs/{org}/bots/{id}/chats?limit=100")).await,
                     "webhooks": read(format!("/api/v1/orgs/{org}/bots/{id}/webhooks")).await,
                 }),
             );
@@ -342,6 +383,9 @@ enum Need {
     WriteA1,
     /// Bot A1's statistics: read on it, or a key with `stats:read`.
     StatsA1,
+    /// Bot A1's chat log: read on it (its conversations are shared with all readers), or a key
+    /// with `chats:read`.
+    ChatsA1,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -353,10 +397,11 @@ enum Caller {
     AReaderOfA1,
     AStatsKey,
     ABot2Key,
+    AChatsKey,
     Nobody,
 }
 
-const WRONG_CALLERS: [Caller; 8] = [
+const WRONG_CALLERS: [Caller; 9] = [
     Caller::BOwner,
     Caller::BOwnerCookie,
     Caller::BKey,
@@ -364,6 +409,7 @@ const WRONG_CALLERS: [Caller; 8] = [
     Caller::AReaderOfA1,
     Caller::AStatsKey,
     Caller::ABot2Key,
+    Caller::AChatsKey,
     Caller::Nobody,
 ];
 
@@ -377,6 +423,7 @@ impl Caller {
             Caller::AReaderOfA1 => w.a_reader.bearer(),
             Caller::AStatsKey => w.a_stats_key.credential(),
             Caller::ABot2Key => w.a_bot2_key.credential(),
+            Caller::AChatsKey => w.a_chats_key.credential(),
             Caller::Nobody => Credential::Anonymous,
         }
     }
@@ -392,10 +439,10 @@ impl Caller {
                 SeeOrg | ListBots => None,
                 ManageBots | Manage => Some(Refusal::Denied),
                 // A bot they may not read does not exist for them.
-                ReadA1 | WriteA1 | StatsA1 => Some(Refusal::Exactly(404)),
+                ReadA1 | WriteA1 | StatsA1 | ChatsA1 => Some(Refusal::Exactly(404)),
             },
             Caller::AReaderOfA1 => match need {
-                SeeOrg | ListBots | ReadA1 | StatsA1 => None,
+                SeeOrg | ListBots | ReadA1 | StatsA1 | ChatsA1 => None,
                 ManageBots | Manage | WriteA1 => Some(Refusal::Denied),
             },
             Caller::AStatsKey => match need {
@@ -406,7 +453,11 @@ impl Caller {
                 // Listing is covered on its own: the key sees only its bot.
                 SeeOrg | ListBots => None,
                 ManageBots | Manage => Some(Refusal::Denied),
-                ReadA1 | WriteA1 | StatsA1 => Some(Refusal::Exactly(404)),
+                ReadA1 | WriteA1 | StatsA1 | ChatsA1 => Some(Refusal::Exactly(404)),
+            },
+            Caller::AChatsKey => match need {
+                SeeOrg | ChatsA1 => None,
+                _ => Some(Refusal::Denied),
             },
         }
     }
@@ -611,6 +662,27 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
                 w.a1_handover
             ),
             None,
+            WriteA1,
+            200,
+        ),
+        e(
+            Method::GET,
+            format!("/api/v1/orgs/{org}/bots/{a1}/chats"),
+            None,
+            ChatsA1,
+            200,
+        ),
+        e(
+            Method::GET,
+            format!("/api/v1/orgs/{org}/bots/{a1}/chats/{}", w.a1_chat),
+            None,
+            ChatsA1,
+            200,
+        ),
+        e(
+            Method::PUT,
+            format!("/api/v1/orgs/{org}/bots/{a1}/chats/{}/labels", w.a1_chat),
+            Some(json!({ "labels": ["defaced"] })),
             WriteA1,
             200,
         ),
@@ -875,6 +947,13 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
         ),
         e(
             Method::DELETE,
+            format!("/api/v1/orgs/{org}/bots/{a1}/chats/{}", w.a1_chat),
+            None,
+            WriteA1,
+            204,
+        ),
+        e(
+            Method::DELETE,
             format!("/api/v1/orgs/{org}/bots/{a1}"),
             None,
             WriteA1,
@@ -914,7 +993,7 @@ fn template(path: &str) -> String {
             "blocked-addresses" => names[5],
             "trusted-addresses" => names[6],
             "dialogues" => names[7],
-            "handovers" => names[8],
+            "handovers" | "chats" => names[8],
             "webhooks" => names[9],
             "deliveries" => names[10],
             "nudges" => names[11],
@@ -1590,6 +1669,75 @@ async fn a_removed_member_loses_access_at_once() {
             "{}",
             grants.text
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_link_to_a_chat_opens_only_for_those_who_may_read_it() {
+    each_backend_with(allow_loopback, async |app| {
+        let w = World::build(app).await;
+        let secrets = w.secrets_of_a();
+        let link = format!("/api/v1/chats/{}", w.a1_chat);
+        let nowhere = format!("/api/v1/chats/{}", uuid::Uuid::now_v7());
+        let b_chats_key = app
+            .create_api_key(
+                &w.b_owner.bearer(),
+                &w.b.org_id,
+                &["chats:read", "chats:write"],
+                None,
+            )
+            .await;
+        let denials = async || {
+            app.audit_actions(&w.a_owner.bearer(), &w.a.org_id)
+                .await
+                .iter()
+                .filter(|a| *a == "authz.denied")
+                .count()
+        };
+        let denied_before = denials().await;
+        let before = w.snapshot_of_a(app).await;
+        for (who, caller) in [
+            ("B's owner", w.b_owner.bearer()),
+            ("B's owner by cookie", w.b_owner.cookie()),
+            ("B's bot key", w.b_key.credential()),
+            ("B's chats key", b_chats_key.credential()),
+            ("A's member without a grant", w.a_member.bearer()),
+            ("A's stats key", w.a_stats_key.credential()),
+            ("A's key for bot A2", w.a_bot2_key.credential()),
+        ] {
+            let reply = app.get(&link, &caller).await;
+            reply.expect_error(404, "not_found");
+            // Word for word what a chat that does not exist gets.
+            let control = app.get(&nowhere, &caller).await;
+            assert_eq!(
+                (reply.status, &reply.text),
+                (control.status, &control.text),
+                "{who}"
+            );
+            assert_reveals_nothing(&reply, &secrets, who);
+        }
+        app.get(&link, &Credential::Anonymous)
+            .await
+            .expect_error(401, "unauthenticated");
+        assert_eq!(before, w.snapshot_of_a(app).await, "changed organization A");
+
+        // Those who may read A1's chats do open it.
+        for caller in [
+            w.a_owner.bearer(),
+            w.a_reader.bearer(),
+            w.a_chats_key.credential(),
+        ] {
+            let reply = app.get(&link, &caller).await;
+            reply.expect(200);
+            assert_eq!(reply.json()["chat"]["id"], json!(w.a1_chat));
+            assert_eq!(
+                reply.json()["messages"][0]["text"],
+                "Is my anvil order late?"
+            );
+        }
+        // The refusals of A's own member and keys were audited in A (B's, on the platform).
+        assert_eq!(denials().await, denied_before + 3);
     })
     .await;
 }

@@ -108,8 +108,8 @@ pub(super) async fn enqueue(
         }
         sqlx::query(
             "INSERT INTO webhook_deliveries (id, webhook_id, event_type, event_id, payload, state, \
-             attempts, created_at, retry_from, next_attempt_at) \
-             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6)",
+             attempts, created_at, retry_from, next_attempt_at, conversation_id) \
+             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6, $7)",
         )
         .bind(WebhookDeliveryId::new().to_string())
         .bind(c.text("id")?)
@@ -117,6 +117,7 @@ pub(super) async fn enqueue(
         .bind(&event.event_id)
         .bind(&event.payload)
         .bind(event.at)
+        .bind(event.conversation_id.map(|id| id.to_string()))
         .execute(&mut **tx)
         .await?;
         queued += 1;

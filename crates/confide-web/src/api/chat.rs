@@ -324,6 +324,7 @@ pub async fn start_chat(
         )
         .map(str::to_owned),
         interacted_at: None,
+        language_code: None,
     };
     state.store.create_conversation(&conversation).await?;
     let expires_at = now / 1000 + state.settings.chat_token_ttl_secs;

@@ -4,6 +4,7 @@ pub mod audit_log;
 pub mod auth;
 pub mod bots;
 pub mod chat;
+pub mod chat_log;
 pub mod demo;
 pub mod dialogues;
 pub mod handover;

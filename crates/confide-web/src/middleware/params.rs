@@ -1,5 +1,6 @@
 //! HTTP parameter pollution: a repeated parameter name in the query string or in a urlencoded
-//! body is refused outright, so no layer can disagree about which value counts.
+//! body is refused outright, so no layer can disagree about which value counts. The one exception
+//! is a list that is documented as repeatable, whose handler reads every value.
 
 use std::collections::HashSet;
 
@@ -13,6 +14,9 @@ use crate::error::ApiError;
 
 /// Urlencoded bodies are small forms (channel auth); anything bigger is refused before parsing.
 const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// Parameters that may repeat: the chat log's `label` filter (a chat must carry every one).
+const REPEATABLE: &[&str] = &["label"];
 
 pub async fn reject_duplicate_parameters(request: Request, next: Next) -> Response {
     if let Some(query) = request.uri().query()
@@ -62,7 +66,7 @@ fn duplicate(name: &str) -> Response {
 fn first_duplicate(input: &[u8]) -> Option<String> {
     let mut seen = HashSet::new();
     for (name, _) in form_urlencoded::parse(input) {
-        if !seen.insert(name.clone()) {
+        if !seen.insert(name.clone()) && !REPEATABLE.contains(&&*name) {
             let shown: String = name.chars().take(64).collect();
             return Some(shown);
         }
@@ -80,5 +84,10 @@ mod tests {
         assert_eq!(first_duplicate(b"a=1&%61=2").as_deref(), Some("a"));
         assert_eq!(first_duplicate(b"a=1&b=2"), None);
         assert_eq!(first_duplicate(b"a&a").as_deref(), Some("a"));
+        assert_eq!(first_duplicate(b"label=a&label=b&%6cabel=c"), None);
+        assert_eq!(
+            first_duplicate(b"label=a&limit=1&limit=2").as_deref(),
+            Some("limit")
+        );
     }
 }

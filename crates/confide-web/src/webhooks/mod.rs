@@ -153,6 +153,7 @@ pub fn message_created(
     });
     OutboxEvent {
         bot_id: bot.id,
+        conversation_id: Some(conversation.id),
         event: WebhookEvent::MessageCreated,
         event_id: message.id.to_string(),
         payload: body.to_string(),
@@ -199,6 +200,7 @@ pub fn handover_event(
     body.insert("agent".into(), json!(agent));
     OutboxEvent {
         bot_id: bot.id,
+        conversation_id: Some(conversation.id),
         event,
         // One event per transition: a chat may be handed over more than once.
         event_id: format!("{}:{}:{at}", conversation.id, event.as_str()),
@@ -230,6 +232,7 @@ pub fn conversation_ended(
     );
     OutboxEvent {
         bot_id: bot.id,
+        conversation_id: Some(conversation.id),
         event,
         event_id: format!("{}:ended:{}", conversation.id, conversation.last_message_at),
         payload: serde_json::Value::Object(body).to_string(),
@@ -255,6 +258,7 @@ pub fn nudge_submitted(
     body.insert("value".into(), value.into());
     OutboxEvent {
         bot_id: bot.id,
+        conversation_id: Some(conversation.id),
         event,
         event_id: format!("{}:nudge:{}:{at}", conversation.id, nudge.id),
         payload: serde_json::Value::Object(body).to_string(),
