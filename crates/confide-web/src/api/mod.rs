@@ -9,6 +9,7 @@ pub mod dialogues;
 pub mod handover;
 pub mod identity_keys;
 pub mod keys;
+pub mod language;
 pub mod me;
 pub mod orgs;
 pub mod spam;
