@@ -300,6 +300,42 @@ for (const backend of backends()) describe(`widget served by confide (${backend}
     assert.deepEqual(await t.violations(), []);
   });
 
+  check('confideOptions.language: the greeting and replies come in the page\'s language', async () => {
+    const nordic = await confide.createBot(owner, 'Nordic');
+    await confide.chatSettings(owner, nordic.id, {
+      greeting: GREETING, fallback_reply: FALLBACK, allowed_domains: ['localhost'],
+      languages: ['en', 'nb'], greetings: { nb: 'Hei fra Acme' }, fallback_replies: { nb: 'Det vet jeg ikke' },
+    });
+    const site = await startHostPage({
+      hostname: 'localhost', server: confide.base, bot: nordic.key, integrity,
+      hostScript: "window.confideOptions = { language: 'nb-NO' };\n",
+    });
+    open.push(site.close);
+    const t = await openWatched(browser, site.url);
+    open.push(() => t.context.close());
+    const w = widget(t.page);
+    const bodies = [];
+    t.page.on('request', (req) => {
+      if (req.method() === 'POST' && req.url().includes('/chat/v1/') && !req.url().endsWith('/auth')) {
+        bodies.push({ path: new URL(req.url()).pathname, body: JSON.parse(req.postData() || '{}') });
+      }
+    });
+
+    await tabToLauncher(t.page);
+    await t.page.keyboard.press('Enter');
+    await waitFor(async () => (await w.messages.count()) >= 1, { what: 'the greeting', timeout: 15000 });
+    await w.input.fill('Hvor er pakken min?');
+    await t.page.keyboard.press('Enter');
+    await waitFor(async () => (await w.messages.count()) >= 3, { what: 'the message and the reply' });
+    assert.deepEqual(await w.messages.allTextContents(), ['Bot: Hei fra Acme', 'You: Hvor er pakken min?', 'Bot: Det vet jeg ikke']);
+    const session = bodies.find((b) => b.path.endsWith('/sessions'));
+    const message = bodies.find((b) => b.path === '/chat/v1/messages');
+    assert.equal(session?.body.language_code, 'nb-NO', 'the session asks for the page\'s language');
+    assert.equal(message?.body.language_code, 'nb-NO', 'so does every message');
+    assert.deepEqual(t.problems, []);
+    assert.deepEqual(await t.violations(), []);
+  });
+
   check('a signed-in customer: the backend\'s JWT verifies the visitor, who then chats with the verified token', async () => {
     const members = await confide.createBot(owner, 'Members');
     const backend = customerBackend();

@@ -19,6 +19,10 @@
  * After a re-subscription it catches up with GET /chat/v1/messages, since the channel does not
  * replay what was published while the socket was down.
  *
+ * Language: `window.confideOptions = { language: 'nb' }` (a language tag such as `en` or `nb-NO`,
+ * read when the chat starts and with every message) asks the bot to greet and answer in that
+ * language when it speaks it; a tag that is not shaped like one is ignored.
+ *
  * Signed-in visitors: a host page that knows its user sets, from its own script and in any order,
  *   window.confideOptions = { getAuthToken: (chatId) => Promise<string> }
  * resolving to a JWT its backend signed (aud = the bot key, sub = the user id, exp). When a chat
@@ -364,6 +368,23 @@
     }
   };
 
+  // ---------------------------------------------------------------- language
+  // The host page's `confideOptions.language`, when it is a language tag the server accepts.
+  const language = () => {
+    try {
+      const opts = window.confideOptions;
+      const tag = opts && opts.language;
+      return typeof tag === 'string' && /^[A-Za-z]{2,3}([_-][A-Za-z0-9]{1,8}){0,4}$/.test(tag) ? tag : null;
+    } catch (_) {
+      return null;
+    }
+  };
+  // A request body with the language added when there is one.
+  const withLanguage = (body) => {
+    const tag = language();
+    return tag ? Object.assign(body, { language_code: tag }) : body;
+  };
+
   // ---------------------------------------------------------------- chat session
   let session = null; // {chat_id, channel, token, ws: url, auth: url}; the token lives only here
   let starting = null;
@@ -388,7 +409,7 @@
       setState(renewal ? 'reconnecting' : 'connecting');
       const visitor = loadVisitor();
       const r = await api(SERVER + '/chat/v1/' + encodeURIComponent(BOT) + '/sessions', null,
-        visitor ? { visitor_id: visitor } : {});
+        withLanguage(visitor ? { visitor_id: visitor } : {}));
       if (!r.ok) {
         if (r.code === 'invalid_visitor_id' && visitor) {
           saveVisitor(null);
@@ -738,7 +759,7 @@
   const post = async (text, retry) => {
     const s = session;
     if (!s) return { ok: false, status: 0, code: 'network', err: {} };
-    const r = await api(SERVER + '/chat/v1/messages', s.token, { text });
+    const r = await api(SERVER + '/chat/v1/messages', s.token, withLanguage({ text }));
     if (!r.ok && r.code === 'invalid_chat_token' && !retry) {
       if (session === s) await renew();
       if (session) return post(text, true);

@@ -33,6 +33,14 @@ pub const MAX_CONTEXT_KEYS: usize = 100;
 pub enum DialogueError {
     #[error("pattern {index}: {reason}")]
     Pattern { index: usize, reason: String },
+    #[error("sample phrase {index} in {language}: {reason}")]
+    Sample {
+        language: String,
+        index: usize,
+        reason: String,
+    },
+    #[error("`{0}` is not a language code (two or three lowercase letters)")]
+    Language(String),
     #[error("{0}")]
     Shape(String),
 }
@@ -84,15 +92,17 @@ pub fn placeholders(reply: &str) -> Vec<&str> {
     keys
 }
 
-/// Checks a dialogue's parts as the API saves them.
+/// Checks a dialogue's parts as the API saves them. A dialogue answers on its patterns, its
+/// sample phrases (`has_samples`, checked by [`crate::samples::validate`]) or both.
 pub fn validate(
     patterns: &[String],
+    has_samples: bool,
     context_key: Option<&str>,
     replies: &[String],
 ) -> Result<(), DialogueError> {
-    if patterns.is_empty() || patterns.len() > MAX_PATTERNS {
+    if patterns.len() > MAX_PATTERNS || (patterns.is_empty() && !has_samples) {
         return Err(DialogueError::Shape(format!(
-            "a pattern dialogue has 1 to {MAX_PATTERNS} patterns"
+            "a dialogue has 1 to {MAX_PATTERNS} patterns, sample phrases, or both"
         )));
     }
     for (index, pattern) in patterns.iter().enumerate() {
@@ -105,14 +115,18 @@ pub fn validate(
             "the context key is 1 to {MAX_CONTEXT_KEY_CHARS} letters, digits, _ - or ., starting with a letter"
         )));
     }
+    validate_replies(replies)
+}
+
+/// Checks one list of reply alternatives (the default one, or one language's).
+pub fn validate_replies(replies: &[String]) -> Result<(), DialogueError> {
     if replies.is_empty() || replies.len() > MAX_REPLIES {
         return Err(DialogueError::Shape(format!(
             "a dialogue has 1 to {MAX_REPLIES} replies"
         )));
     }
     for reply in replies {
-        let length = reply.trim().chars().count();
-        if length == 0 || length > MAX_REPLY_CHARS {
+        if reply.trim().is_empty() || reply.chars().count() > MAX_REPLY_CHARS {
             return Err(DialogueError::Shape(format!(
                 "a reply is 1 to {MAX_REPLY_CHARS} characters"
             )));
@@ -221,20 +235,35 @@ mod tests {
 
     #[test]
     fn patterns_are_validated_on_save_with_a_clear_error() {
-        let err = validate(&["(unclosed".to_owned()], None, &["hi".to_owned()]).unwrap_err();
+        let err = validate(&["(unclosed".to_owned()], false, None, &["hi".to_owned()]).unwrap_err();
         assert!(
             matches!(&err, DialogueError::Pattern { index: 0, reason } if reason.contains("unclosed")),
             "{err}"
         );
-        let huge = validate(&["(a{1000}){1000}".to_owned()], None, &["hi".to_owned()]);
+        let huge = validate(
+            &["(a{1000}){1000}".to_owned()],
+            false,
+            None,
+            &["hi".to_owned()],
+        );
         assert!(
             matches!(&huge, Err(DialogueError::Pattern { reason, .. }) if reason.contains("too large")),
             "{huge:?}"
         );
-        assert!(validate(&[], None, &["hi".to_owned()]).is_err());
-        assert!(validate(&["x".to_owned()], Some("9lives"), &["hi".to_owned()]).is_err());
-        assert!(validate(&["x".to_owned()], Some("name"), &[" ".to_owned()]).is_err());
-        assert!(validate(&["x".to_owned()], Some("name"), &["hi {name}".to_owned()]).is_ok());
+        assert!(validate(&[], false, None, &["hi".to_owned()]).is_err());
+        // Sample phrases alone are enough to answer on.
+        assert!(validate(&[], true, None, &["hi".to_owned()]).is_ok());
+        assert!(validate(&["x".to_owned()], false, Some("9lives"), &["hi".to_owned()]).is_err());
+        assert!(validate(&["x".to_owned()], false, Some("name"), &[" ".to_owned()]).is_err());
+        assert!(
+            validate(
+                &["x".to_owned()],
+                false,
+                Some("name"),
+                &["hi {name}".to_owned()]
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct ChatClaims {
     /// The verified identity (identity token `sub`) the chat belongs to, once verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
+    /// The language the widget asked for when the chat started (a primary language subtag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lang: Option<String>,
 }
 
 struct ChatKey {
@@ -159,6 +162,7 @@ mod tests {
             iat: 1_000,
             exp,
             sub: None,
+            lang: Some("nb".into()),
         }
     }
 

@@ -1,5 +1,7 @@
 //! What the store keeps. Times are Unix milliseconds.
 
+use std::collections::BTreeMap;
+
 use confide_domain::{
     AddressBlockId, ApiKeyId, ApiScope, AuditEventId, BotId, BotPermission, ConversationId,
     DialogueId, IdentityKeyId, InvitationId, MessageId, OrgId, OrgRole, Restrictions, SessionId,
@@ -182,12 +184,22 @@ pub struct ChainBreak {
 }
 
 /// How a bot behaves in the chat widget.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ChatSettings {
-    /// Sent when the widget asks for a greeting (seed 000, steps 7-9).
+    /// Sent when the widget asks for a greeting (seed 000, steps 7-9), in the default language.
     pub greeting: String,
-    /// Sent when nothing else answers a message.
+    /// Sent when nothing else answers a message, in the default language.
     pub fallback_reply: String,
+    /// Language codes the bot speaks; the first is the default. Never empty.
+    pub languages: Vec<String>,
+    /// Detect a message's language when the visitor's widget or API call does not give one.
+    pub detect_language: bool,
+    /// Greetings in the bot's other languages (the default's is `greeting`).
+    pub greetings: BTreeMap<String, String>,
+    /// Fallback replies in the bot's other languages (the default's is `fallback_reply`).
+    pub fallback_replies: BTreeMap<String, String>,
+    /// The confidence (0..=1) a sample-phrase dialogue needs to answer.
+    pub sample_threshold: f64,
     /// Domain patterns (`example.com`, `*.example.com`) that may embed the widget; empty = any.
     pub allowed_domains: Vec<String>,
     /// Active hours and IP rules.
@@ -202,10 +214,36 @@ impl Default for ChatSettings {
             greeting: "Hi! How can I help you today?".to_owned(),
             fallback_reply: "Sorry, I did not understand that. Could you put it another way?"
                 .to_owned(),
+            languages: vec![confide_domain::language::DEFAULT_LANGUAGE.to_owned()],
+            detect_language: false,
+            greetings: BTreeMap::new(),
+            fallback_replies: BTreeMap::new(),
+            sample_threshold: confide_domain::samples::DEFAULT_THRESHOLD,
             allowed_domains: Vec::new(),
             restrictions: Restrictions::default(),
             require_identity: false,
         }
+    }
+}
+
+impl ChatSettings {
+    /// The default language: the first of the bot's.
+    pub fn default_language(&self) -> &str {
+        self.languages
+            .first()
+            .map_or(confide_domain::language::DEFAULT_LANGUAGE, String::as_str)
+    }
+
+    /// The greeting in `language`, or the default language's.
+    pub fn greeting_in(&self, language: &str) -> &str {
+        self.greetings.get(language).unwrap_or(&self.greeting)
+    }
+
+    /// The fallback reply in `language`, or the default language's.
+    pub fn fallback_reply_in(&self, language: &str) -> &str {
+        self.fallback_replies
+            .get(language)
+            .unwrap_or(&self.fallback_reply)
     }
 }
 
@@ -409,8 +447,9 @@ pub struct TrustedAddress {
     pub created_by: Option<UserId>,
 }
 
-/// A pattern dialogue: patterns tried in order, an optional context key for the first capture
-/// group, and reply alternatives (the first whose placeholders are all known is sent).
+/// A dialogue: patterns tried in order and/or sample phrases per language, an optional context
+/// key for a pattern's first capture group, and reply alternatives (the first whose placeholders
+/// are all known is sent), per language where the bot has them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dialogue {
     pub id: DialogueId,
@@ -421,8 +460,21 @@ pub struct Dialogue {
     pub patterns: Vec<String>,
     pub context_key: Option<String>,
     pub replies: Vec<String>,
+    /// Sample phrases by language code.
+    pub samples: BTreeMap<String, Vec<String>>,
+    /// Replies in particular languages; a language without an entry gets `replies`.
+    pub replies_by_language: BTreeMap<String, Vec<String>>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+impl Dialogue {
+    /// The reply alternatives for an answer in `language`.
+    pub fn replies_in(&self, language: &str) -> &[String] {
+        self.replies_by_language
+            .get(language)
+            .unwrap_or(&self.replies)
+    }
 }
 
 /// Whose context memory entry it is: dialogues, the APIs and webhooks write `Bot`; the widget's

@@ -228,6 +228,17 @@ impl Cols<'_> {
             .map_err(|_| corrupt(column, "is not an integer"))
     }
 
+    pub(crate) fn float(&self, column: &str) -> StoreResult<f64> {
+        self.0
+            .try_get::<f64, _>(column)
+            .map_err(|_| corrupt(column, "is not a number"))
+    }
+
+    /// A JSON document column, read into `T`.
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(&self, column: &str) -> StoreResult<T> {
+        serde_json::from_str(&self.text(column)?).map_err(|_| corrupt(column, "is not valid"))
+    }
+
     pub(crate) fn opt_int(&self, column: &str) -> StoreResult<Option<i64>> {
         self.0
             .try_get::<Option<i64>, _>(column)
@@ -1317,7 +1328,8 @@ impl Store for SqlStore {
 
     async fn get_chat_settings(&self, bot: BotId) -> StoreResult<ChatSettings> {
         let row = sqlx::query(
-            "SELECT greeting, fallback_reply, allowed_domains, restrictions, require_identity \
+            "SELECT greeting, fallback_reply, allowed_domains, restrictions, require_identity, \
+             languages, detect_language, greetings, fallback_replies, sample_threshold \
              FROM bot_chat_settings WHERE bot_id = $1",
         )
         .bind(bot.to_string())
@@ -1327,15 +1339,20 @@ impl Store for SqlStore {
             return Ok(ChatSettings::default());
         };
         let c = Cols(&row);
-        let domains: Vec<String> = serde_json::from_str(&c.text("allowed_domains")?)
-            .map_err(|_| StoreError::Corrupt("column allowed_domains is not a list".into()))?;
-        let restrictions = serde_json::from_str(&c.text("restrictions")?)
-            .map_err(|_| StoreError::Corrupt("column restrictions is not valid".into()))?;
+        let languages: Vec<String> = c.json("languages")?;
+        if languages.is_empty() {
+            return Err(StoreError::Corrupt("column languages is empty".into()));
+        }
         Ok(ChatSettings {
             greeting: c.text("greeting")?,
             fallback_reply: c.text("fallback_reply")?,
-            allowed_domains: domains,
-            restrictions,
+            languages,
+            detect_language: c.int("detect_language")? != 0,
+            greetings: c.json("greetings")?,
+            fallback_replies: c.json("fallback_replies")?,
+            sample_threshold: c.float("sample_threshold")?,
+            allowed_domains: c.json("allowed_domains")?,
+            restrictions: c.json("restrictions")?,
             require_identity: c.int("require_identity")? != 0,
         })
     }
@@ -1348,11 +1365,16 @@ impl Store for SqlStore {
     ) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO bot_chat_settings (bot_id, greeting, fallback_reply, allowed_domains, \
-             updated_at, restrictions, require_identity) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             updated_at, restrictions, require_identity, languages, detect_language, greetings, \
+             fallback_replies, sample_threshold) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
              ON CONFLICT (bot_id) DO UPDATE SET greeting = excluded.greeting, \
              fallback_reply = excluded.fallback_reply, \
              allowed_domains = excluded.allowed_domains, updated_at = excluded.updated_at, \
-             restrictions = excluded.restrictions, require_identity = excluded.require_identity",
+             restrictions = excluded.restrictions, require_identity = excluded.require_identity, \
+             languages = excluded.languages, detect_language = excluded.detect_language, \
+             greetings = excluded.greetings, fallback_replies = excluded.fallback_replies, \
+             sample_threshold = excluded.sample_threshold",
         )
         .bind(bot.to_string())
         .bind(&settings.greeting)
@@ -1364,6 +1386,11 @@ impl Store for SqlStore {
                 .map_err(|_| StoreError::Corrupt("restrictions do not serialize".into()))?,
         )
         .bind(i64::from(settings.require_identity))
+        .bind(json_list(&settings.languages))
+        .bind(i64::from(settings.detect_language))
+        .bind(json_document(&settings.greetings)?)
+        .bind(json_document(&settings.fallback_replies)?)
+        .bind(settings.sample_threshold)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -1612,7 +1639,8 @@ impl Store for SqlStore {
     async fn create_dialogue(&self, dialogue: &Dialogue) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO dialogues (id, bot_id, name, kind, position, patterns, context_key, \
-             replies, created_at, updated_at) VALUES ($1, $2, $3, 'pattern', $4, $5, $6, $7, $8, $9)",
+             replies, created_at, updated_at, samples, replies_by_language) \
+             VALUES ($1, $2, $3, 'pattern', $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(dialogue.id.to_string())
         .bind(dialogue.bot_id.to_string())
@@ -1623,6 +1651,8 @@ impl Store for SqlStore {
         .bind(json_list(&dialogue.replies))
         .bind(dialogue.created_at)
         .bind(dialogue.updated_at)
+        .bind(json_document(&dialogue.samples)?)
+        .bind(json_document(&dialogue.replies_by_language)?)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -1631,7 +1661,8 @@ impl Store for SqlStore {
     async fn list_dialogues(&self, bot: BotId) -> StoreResult<Vec<Dialogue>> {
         let rows = sqlx::query(
             "SELECT id, bot_id, name, position, patterns, context_key, replies, created_at, \
-             updated_at FROM dialogues WHERE bot_id = $1 ORDER BY position, id LIMIT 10000",
+             updated_at, samples, replies_by_language FROM dialogues WHERE bot_id = $1 \
+             ORDER BY position, id LIMIT 10000",
         )
         .bind(bot.to_string())
         .fetch_all(&self.pool)
@@ -1642,7 +1673,8 @@ impl Store for SqlStore {
     async fn get_dialogue(&self, bot: BotId, id: DialogueId) -> StoreResult<Option<Dialogue>> {
         let row = sqlx::query(
             "SELECT id, bot_id, name, position, patterns, context_key, replies, created_at, \
-             updated_at FROM dialogues WHERE id = $1 AND bot_id = $2",
+             updated_at, samples, replies_by_language FROM dialogues \
+             WHERE id = $1 AND bot_id = $2",
         )
         .bind(id.to_string())
         .bind(bot.to_string())
@@ -1654,7 +1686,8 @@ impl Store for SqlStore {
     async fn update_dialogue(&self, dialogue: &Dialogue) -> StoreResult<bool> {
         let done = sqlx::query(
             "UPDATE dialogues SET name = $1, position = $2, patterns = $3, context_key = $4, \
-             replies = $5, updated_at = $6 WHERE id = $7 AND bot_id = $8",
+             replies = $5, updated_at = $6, samples = $7, replies_by_language = $8 \
+             WHERE id = $9 AND bot_id = $10",
         )
         .bind(&dialogue.name)
         .bind(dialogue.position)
@@ -1662,6 +1695,8 @@ impl Store for SqlStore {
         .bind(dialogue.context_key.as_deref())
         .bind(json_list(&dialogue.replies))
         .bind(dialogue.updated_at)
+        .bind(json_document(&dialogue.samples)?)
+        .bind(json_document(&dialogue.replies_by_language)?)
         .bind(dialogue.id.to_string())
         .bind(dialogue.bot_id.to_string())
         .execute(&self.pool)
@@ -2225,6 +2260,11 @@ fn json_list(items: &[String]) -> String {
     serde_json::Value::from(items.to_vec()).to_string()
 }
 
+fn json_document<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value)
+        .map_err(|_| StoreError::Corrupt("a value does not serialize".into()))
+}
+
 fn dialogue_from(row: &AnyRow) -> StoreResult<Dialogue> {
     let c = Cols(row);
     let list = |column: &str| -> StoreResult<Vec<String>> {
@@ -2239,6 +2279,8 @@ fn dialogue_from(row: &AnyRow) -> StoreResult<Dialogue> {
         patterns: list("patterns")?,
         context_key: c.opt_text("context_key")?,
         replies: list("replies")?,
+        samples: c.json("samples")?,
+        replies_by_language: c.json("replies_by_language")?,
         created_at: c.int("created_at")?,
         updated_at: c.int("updated_at")?,
     })

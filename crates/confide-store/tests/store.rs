@@ -1692,6 +1692,11 @@ async fn a_bot_has_default_chat_settings_until_they_are_saved() {
                 ..Default::default()
             },
             require_identity: true,
+            languages: vec!["nb".to_owned(), "en".to_owned()],
+            detect_language: true,
+            greetings: [("en".to_owned(), "Welcome!".to_owned())].into(),
+            fallback_replies: [("en".to_owned(), "Say that again?".to_owned())].into(),
+            sample_threshold: 0.65,
         };
         store
             .put_chat_settings(helper.id, &custom, T0)
@@ -1973,6 +1978,8 @@ async fn dialogues_keep_their_order_and_context_memory_its_namespaces() {
             patterns: vec!["order (\\d+)".to_owned()],
             context_key: Some("order".to_owned()),
             replies: vec!["Order {order}".to_owned(), "Which order?".to_owned()],
+            samples: [("en".to_owned(), vec!["where is my order".to_owned()])].into(),
+            replies_by_language: [("nb".to_owned(), vec!["Hvilken ordre?".to_owned()])].into(),
             created_at: T0,
             updated_at: T0,
         };

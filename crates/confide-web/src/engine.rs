@@ -1,14 +1,15 @@
 //! The conversation engine: every visitor message goes through the same ordered steps, and the
 //! first step that answers wins (the order is documented in docs/message-processing.md). Built so
-//! far: pattern dialogues (with context memory) and the fallback. The steps still to come (human
-//! handover, buttons and follow-ups, sample-phrase dialogues, knowledge) slot in before the
-//! fallback in the order the document gives.
+//! far: human handover, pattern dialogues (with context memory), sample-phrase dialogues and the
+//! fallback, each answering in the message's language. The steps still to come (buttons and
+//! follow-ups, knowledge) slot in where the document places them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use confide_domain::DialogueId;
 use confide_domain::dialogue::{self, MAX_CONTEXT_KEYS};
+use confide_domain::samples::SampleModel;
+use confide_domain::{BotId, DialogueId, language};
 use confide_store::{ChatSettings, ContextNamespace, Conversation, Dialogue};
 use regex::Regex;
 
@@ -19,6 +20,7 @@ use crate::state::{AppState, now_ms};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AnsweredBy {
     Pattern(DialogueId),
+    Sample(DialogueId),
     Fallback,
 }
 
@@ -26,6 +28,7 @@ impl AnsweredBy {
     pub fn step(&self) -> &'static str {
         match self {
             AnsweredBy::Pattern(_) => "pattern",
+            AnsweredBy::Sample(_) => "sample",
             AnsweredBy::Fallback => "fallback",
         }
     }
@@ -36,19 +39,32 @@ impl AnsweredBy {
 pub struct BotAnswer {
     pub text: String,
     pub answered_by: AnsweredBy,
+    /// The language code the message was answered in: one of the bot's languages.
+    pub language: String,
 }
 
 /// A dialogue's compiled patterns and the version (`updated_at`) they were compiled from.
 type CompiledDialogue = (i64, Arc<Vec<Regex>>);
 
-/// Compiled patterns per dialogue version, so a message does not recompile a bot's patterns.
+/// Which dialogues (id, `updated_at`) with sample phrases a sample model was built from.
+type SampleVersion = Vec<(DialogueId, i64)>;
+
+/// A bot's sample model and the version of its dialogues it was built from.
+type CachedSamples = (SampleVersion, Arc<SampleModel<DialogueId>>);
+
+/// Compiled patterns per dialogue version and sample models per bot version, so a message does
+/// not recompile a bot's patterns or re-index its sample phrases.
 #[derive(Default)]
 pub struct DialogueCache {
     compiled: Mutex<HashMap<DialogueId, CompiledDialogue>>,
+    samples: Mutex<HashMap<BotId, CachedSamples>>,
 }
 
 /// Enough for every dialogue of a few hundred busy bots; past it the cache starts over.
 const MAX_CACHED_DIALOGUES: usize = 20_000;
+/// Sample models kept (each at most `samples::MAX_SAMPLES_PER_BOT` phrases); past it the cache
+/// starts over.
+const MAX_CACHED_SAMPLE_MODELS: usize = 256;
 
 impl DialogueCache {
     fn patterns(&self, dialogue: &Dialogue) -> Arc<Vec<Regex>> {
@@ -75,6 +91,34 @@ impl DialogueCache {
         compiled
     }
 
+    /// The sample model of a bot whose dialogues (in position order) are `dialogues`.
+    fn sample_model(&self, bot: BotId, dialogues: &[Dialogue]) -> Arc<SampleModel<DialogueId>> {
+        let version: SampleVersion = dialogues
+            .iter()
+            .filter(|d| !d.samples.is_empty())
+            .map(|d| (d.id, d.updated_at))
+            .collect();
+        if let Ok(cache) = self.samples.lock()
+            && let Some((built_from, model)) = cache.get(&bot)
+            && *built_from == version
+        {
+            return model.clone();
+        }
+        let model = Arc::new(SampleModel::build(
+            dialogues
+                .iter()
+                .filter(|d| !d.samples.is_empty())
+                .map(|d| (d.id, &d.samples)),
+        ));
+        if let Ok(mut cache) = self.samples.lock() {
+            if cache.len() >= MAX_CACHED_SAMPLE_MODELS {
+                cache.clear();
+            }
+            cache.insert(bot, (version, model.clone()));
+        }
+        model
+    }
+
     /// Forgets a deleted dialogue's patterns.
     pub fn forget(&self, dialogue: DialogueId) {
         if let Ok(mut cache) = self.compiled.lock() {
@@ -84,14 +128,16 @@ impl DialogueCache {
 }
 
 /// Step: pattern dialogues, top to bottom. A match stores its first capture group under the
-/// dialogue's key and answers with the first reply whose placeholders are all known.
+/// dialogue's key and answers with the first reply (in the message's language) whose placeholders
+/// are all known.
 async fn pattern_step(
     state: &AppState,
     conversation: &Conversation,
+    dialogues: &[Dialogue],
+    language: &str,
     text: &str,
 ) -> ApiResult<Option<BotAnswer>> {
-    let dialogues = state.store.list_dialogues(conversation.bot_id).await?;
-    for dialogue in &dialogues {
+    for dialogue in dialogues {
         let patterns = state.dialogue_cache.patterns(dialogue);
         let Some(found) = dialogue::match_patterns(&patterns, text) else {
             continue;
@@ -103,15 +149,63 @@ async fn pattern_step(
         if let (Some(key), Some(value)) = (&dialogue.context_key, found.captured) {
             remember(state, conversation, &mut context, key, &value).await?;
         }
-        if let Some(reply) = dialogue::render_reply(&dialogue.replies, &context) {
+        if let Some(reply) = dialogue::render_reply(dialogue.replies_in(language), &context) {
             return Ok(Some(BotAnswer {
                 text: reply,
                 answered_by: AnsweredBy::Pattern(dialogue.id),
+                language: language.to_owned(),
             }));
         }
         // Every reply needs a key this chat does not know yet: the next step may answer.
     }
     Ok(None)
+}
+
+/// Step: sample-phrase dialogues. The bot's samples in the message's language are ranked by
+/// lexical similarity; the best dialogue at or above the bot's threshold answers with the first
+/// reply (in that language) whose placeholders are all known, else the next best.
+async fn sample_step(
+    state: &AppState,
+    conversation: &Conversation,
+    settings: &ChatSettings,
+    dialogues: &[Dialogue],
+    language: &str,
+    text: &str,
+) -> ApiResult<Option<BotAnswer>> {
+    let model = state
+        .dialogue_cache
+        .sample_model(conversation.bot_id, dialogues);
+    let candidates =
+        sample_candidates(&model, dialogues, settings.sample_threshold, language, text);
+    if candidates.is_empty() {
+        return Ok(None);
+    }
+    let context = state
+        .store
+        .get_context(conversation.id, ContextNamespace::Bot)
+        .await?;
+    Ok(candidates.iter().find_map(|dialogue| {
+        Some(BotAnswer {
+            text: dialogue::render_reply(dialogue.replies_in(language), &context)?,
+            answered_by: AnsweredBy::Sample(dialogue.id),
+            language: language.to_owned(),
+        })
+    }))
+}
+
+/// The dialogues whose samples in `language` match `text` at or above `threshold`, best first.
+fn sample_candidates<'a>(
+    model: &SampleModel<DialogueId>,
+    dialogues: &'a [Dialogue],
+    threshold: f64,
+    language: &str,
+    text: &str,
+) -> Vec<&'a Dialogue> {
+    model
+        .matches(language, text, threshold)
+        .into_iter()
+        .filter_map(|found| dialogues.iter().find(|d| d.id == found.dialogue))
+        .collect()
 }
 
 /// Stores a value in the conversation's context memory, within its bounds: an existing key is
@@ -141,21 +235,168 @@ fn with_humans(conversation: &Conversation) -> bool {
     conversation.handover.state.with_humans()
 }
 
+/// The language a message is answered in: `requested` (the widget's or API's `language_code`)
+/// when the bot speaks it, else the detected one when the bot detects, else the bot's default.
+pub fn message_language(settings: &ChatSettings, requested: Option<&str>, text: &str) -> String {
+    language::resolve(
+        &settings.languages,
+        settings.detect_language,
+        requested,
+        text,
+    )
+    .to_owned()
+}
+
+/// The greeting for a chat whose widget asked for `requested`, in that language when the bot
+/// speaks it (there is no message yet to detect a language from).
+pub fn greeting(settings: &ChatSettings, requested: Option<&str>) -> String {
+    let language = language::resolve(&settings.languages, false, requested, "");
+    settings.greeting_in(language).to_owned()
+}
+
 /// Runs the steps in order for one visitor message; `None` when the agents answer it.
+/// `requested` is the language the widget or API asked for (shape-checked, primary subtag).
 pub async fn answer(
     state: &AppState,
     conversation: &Conversation,
     settings: &ChatSettings,
     text: &str,
+    requested: Option<&str>,
 ) -> ApiResult<Option<BotAnswer>> {
     if with_humans(conversation) {
         return Ok(None);
     }
-    if let Some(answer) = pattern_step(state, conversation, text).await? {
+    let language = message_language(settings, requested, text);
+    let dialogues = state.store.list_dialogues(conversation.bot_id).await?;
+    if let Some(answer) = pattern_step(state, conversation, &dialogues, &language, text).await? {
+        return Ok(Some(answer));
+    }
+    if let Some(answer) =
+        sample_step(state, conversation, settings, &dialogues, &language, text).await?
+    {
         return Ok(Some(answer));
     }
     Ok(Some(BotAnswer {
-        text: settings.fallback_reply.clone(),
+        text: settings.fallback_reply_in(&language).to_owned(),
         answered_by: AnsweredBy::Fallback,
+        language,
     }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn dialogue(name: &str, samples: &[(&str, &[&str])], replies: &[(&str, &[&str])]) -> Dialogue {
+        Dialogue {
+            id: DialogueId::new(),
+            bot_id: BotId::new(),
+            name: name.to_owned(),
+            position: 0,
+            patterns: Vec::new(),
+            context_key: None,
+            replies: strings(&["Default reply"]),
+            samples: samples
+                .iter()
+                .map(|(code, phrases)| ((*code).to_owned(), strings(phrases)))
+                .collect(),
+            replies_by_language: replies
+                .iter()
+                .map(|(code, texts)| ((*code).to_owned(), strings(texts)))
+                .collect(),
+            created_at: 1,
+            updated_at: 1,
+        }
+    }
+
+    fn multilingual() -> ChatSettings {
+        ChatSettings {
+            languages: strings(&["en", "nb", "de"]),
+            detect_language: true,
+            greetings: [("nb".to_owned(), "Hei!".to_owned())].into(),
+            fallback_replies: [("de".to_owned(), "Wie bitte?".to_owned())].into(),
+            ..ChatSettings::default()
+        }
+    }
+
+    #[test]
+    fn the_sample_step_answers_a_paraphrase_in_the_messages_language_only() {
+        let password = dialogue(
+            "Password",
+            &[
+                ("en", &["how do I reset my password", "forgot password"]),
+                ("nb", &["hvordan tilbakestiller jeg passordet"]),
+            ],
+            &[("nb", &["Trykk på «Glemt passord»."])],
+        );
+        let hours = dialogue("Hours", &[("en", &["what are your opening hours"])], &[]);
+        let dialogues = vec![password.clone(), hours.clone()];
+        let cache = DialogueCache::default();
+        let model = cache.sample_model(password.bot_id, &dialogues);
+        let found = |language: &str, text: &str| -> Vec<String> {
+            sample_candidates(&model, &dialogues, 0.4, language, text)
+                .iter()
+                .map(|d| d.name.clone())
+                .collect()
+        };
+        assert_eq!(found("en", "I need to reset passwords"), ["Password"]);
+        assert_eq!(found("en", "When are you open? Opening hours?"), ["Hours"]);
+        assert!(found("en", "Do you ship to Sweden?").is_empty());
+        assert_eq!(
+            found("nb", "Hvordan tilbakestiller jeg passord?"),
+            ["Password"]
+        );
+        assert!(found("nb", "how do I reset my password").is_empty());
+        assert!(found("de", "how do I reset my password").is_empty());
+        assert_eq!(password.replies_in("nb"), ["Trykk på «Glemt passord»."]);
+        assert_eq!(password.replies_in("en"), ["Default reply"]);
+    }
+
+    #[test]
+    fn a_bots_sample_model_is_built_once_per_version_of_its_dialogues() {
+        let first = dialogue("First", &[("en", &["opening hours"])], &[]);
+        let pattern_only = dialogue("Patterns", &[], &[]);
+        let cache = DialogueCache::default();
+        let bot = first.bot_id;
+        let mut dialogues = vec![first.clone(), pattern_only];
+        let built = cache.sample_model(bot, &dialogues);
+        assert!(Arc::ptr_eq(&built, &cache.sample_model(bot, &dialogues)));
+        // A dialogue without samples changing does not matter; one with samples does.
+        dialogues[1].updated_at = 2;
+        assert!(Arc::ptr_eq(&built, &cache.sample_model(bot, &dialogues)));
+        dialogues[0].samples = [("en".to_owned(), strings(&["delivery times"]))].into();
+        dialogues[0].updated_at = 2;
+        let rebuilt = cache.sample_model(bot, &dialogues);
+        assert!(!Arc::ptr_eq(&built, &rebuilt));
+        assert_eq!(rebuilt.matches("en", "delivery times", 0.4).len(), 1);
+        assert!(rebuilt.matches("en", "opening hours", 0.4).is_empty());
+        // Another bot has its own model.
+        let other = cache.sample_model(BotId::new(), &dialogues);
+        assert!(!Arc::ptr_eq(&rebuilt, &other));
+    }
+
+    #[test]
+    fn greetings_and_languages_follow_the_bots_settings() {
+        let settings = multilingual();
+        assert_eq!(greeting(&settings, Some("nb")), "Hei!");
+        // German has no greeting of its own, French is not spoken: the default greeting.
+        assert_eq!(greeting(&settings, Some("de")), settings.greeting);
+        assert_eq!(greeting(&settings, Some("fr")), settings.greeting);
+        assert_eq!(greeting(&settings, None), settings.greeting);
+        let german = "Ich habe mein Passwort vergessen, was kann ich tun?";
+        assert_eq!(message_language(&settings, None, german), "de");
+        assert_eq!(message_language(&settings, Some("nb"), german), "nb");
+        let quiet = ChatSettings {
+            detect_language: false,
+            ..multilingual()
+        };
+        assert_eq!(message_language(&quiet, None, german), "en");
+        assert_eq!(settings.fallback_reply_in("de"), "Wie bitte?");
+        assert_eq!(settings.fallback_reply_in("nb"), settings.fallback_reply);
+    }
 }

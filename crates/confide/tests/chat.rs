@@ -266,6 +266,7 @@ async fn tampered_expired_and_foreign_chat_tokens_are_refused_and_audited() {
                 iat: now - 7200,
                 exp: now - 60,
                 sub: None,
+                lang: None,
             })
             .unwrap();
         let refused = channel_auth(app, &expired, channel, Some(PAGE)).await;

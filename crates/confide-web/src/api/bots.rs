@@ -1,10 +1,12 @@
 //! Chatbots, who may read or change them, and who sees their conversations.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use confide_domain::language::MAX_LANGUAGES;
+use confide_domain::samples::{MAX_THRESHOLD, MIN_THRESHOLD};
 use confide_domain::{
     BotId, BotPermission, Name, OrgId, OrgRole, Principal, SharingPolicy, UserId,
 };
@@ -14,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use crate::api::timestamp;
+use crate::api::{language, timestamp};
 use crate::audit::{self, org_chain};
 use crate::auth::Auth;
 use crate::authz::{self, BotNeed, OrgNeed};
@@ -501,12 +503,34 @@ pub async fn set_sharing(
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatSettingsView {
-    /// Sent when the widget asks for a greeting.
+    /// Sent when the widget asks for a greeting, in the bot's default language.
     #[schema(min_length = 1, max_length = 1000, pattern = "\\S")]
     pub greeting: String,
-    /// Sent when nothing else answers.
+    /// Sent when nothing else answers, in the bot's default language.
     #[schema(min_length = 1, max_length = 1000, pattern = "\\S")]
     pub fallback_reply: String,
+    /// Language codes the bot speaks (`en`, `nb`, `de`), the default first. Omitted: unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = languages_schema)]
+    pub languages: Option<Vec<String>>,
+    /// Detect a message's language when the widget or API does not give one the bot speaks.
+    /// Omitted: unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detect_language: Option<bool>,
+    /// Greetings in the bot's other languages (the default language's is `greeting`); a language
+    /// without one gets `greeting`. Omitted: unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = texts_schema)]
+    pub greetings: Option<BTreeMap<String, String>>,
+    /// Fallback replies in the bot's other languages (the default language's is
+    /// `fallback_reply`); a language without one gets `fallback_reply`. Omitted: unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = texts_schema)]
+    pub fallback_replies: Option<BTreeMap<String, String>>,
+    /// The confidence (0.1 to 1) a sample-phrase dialogue needs to answer. Omitted: unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.1, maximum = 1.0)]
+    pub sample_threshold: Option<f64>,
     /// Pages that may embed the widget: `example.com`, `*.example.com`. Empty: any page.
     #[schema(max_items = 100)]
     pub allowed_domains: Vec<DomainPattern>,
@@ -537,6 +561,40 @@ impl utoipa::PartialSchema for DomainPattern {
 
 impl ToSchema for DomainPattern {}
 
+fn languages_schema() -> utoipa::openapi::schema::Array {
+    language::codes_schema(true)
+}
+
+fn texts_schema() -> utoipa::openapi::schema::Object {
+    let text = utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .min_length(Some(1))
+        .max_length(Some(1000))
+        .pattern(Some("\\S"));
+    language::by_language_schema(text, MAX_LANGUAGES - 1, true)
+}
+
+impl From<confide_store::ChatSettings> for ChatSettingsView {
+    fn from(settings: confide_store::ChatSettings) -> Self {
+        ChatSettingsView {
+            greeting: settings.greeting,
+            fallback_reply: settings.fallback_reply,
+            languages: Some(settings.languages),
+            detect_language: Some(settings.detect_language),
+            greetings: Some(settings.greetings),
+            fallback_replies: Some(settings.fallback_replies),
+            sample_threshold: Some(settings.sample_threshold),
+            allowed_domains: settings
+                .allowed_domains
+                .into_iter()
+                .map(DomainPattern)
+                .collect(),
+            restrictions: settings.restrictions,
+            require_identity: settings.require_identity,
+        }
+    }
+}
+
 /// How the bot behaves in the chat widget.
 #[utoipa::path(get, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/chat-settings", tag = "bots",
     params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id")),
@@ -553,17 +611,7 @@ pub async fn get_chat_settings(
 ) -> ApiResult<Json<ChatSettingsView>> {
     authz::bot(&state, &auth, org_id, bot_id, BotNeed::Read).await?;
     let settings = state.store.get_chat_settings(bot_id).await?;
-    Ok(Json(ChatSettingsView {
-        greeting: settings.greeting,
-        fallback_reply: settings.fallback_reply,
-        allowed_domains: settings
-            .allowed_domains
-            .into_iter()
-            .map(DomainPattern)
-            .collect(),
-        restrictions: settings.restrictions,
-        require_identity: settings.require_identity,
-    }))
+    Ok(Json(settings.into()))
 }
 
 /// Change how the bot behaves in the chat widget (write permission).
@@ -575,8 +623,8 @@ pub async fn get_chat_settings(
         (status = 200, description = "Saved", body = ChatSettingsView),
         (status = 403, description = "Read-only access", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody),
-        (status = 409, description = "Country rules on a server without a GeoIP database, or require_identity without an identity key", body = ErrorBody),
-        (status = 422, description = "Invalid text, domain pattern or restrictions", body = ErrorBody),
+        (status = 409, description = "Country rules on a server without a GeoIP database, require_identity without an identity key, or a removed language that dialogues still use", body = ErrorBody),
+        (status = 422, description = "Invalid text, domain pattern, restrictions, language or threshold", body = ErrorBody),
     ))]
 pub async fn put_chat_settings(
     State(state): State<AppState>,
@@ -588,9 +636,10 @@ pub async fn put_chat_settings(
     let invalid = |code: &'static str, message: String| {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     };
-    let text = |field: &'static str, value: &str| -> ApiResult<String> {
+    let text = |field: &str, value: &str| -> ApiResult<String> {
         let trimmed = value.trim();
-        if trimmed.is_empty() || trimmed.chars().count() > 1000 {
+        // Counted before trimming, as the OpenAPI document's maxLength counts.
+        if trimmed.is_empty() || value.chars().count() > 1000 {
             return Err(invalid(
                 "invalid_text",
                 format!("{field} must be 1 to 1000 characters"),
@@ -624,6 +673,42 @@ pub async fn put_chat_settings(
             invalid("invalid_restrictions", err.to_string())
         }
     })?;
+    let current = state.store.get_chat_settings(bot_id).await?;
+    let languages = match &request.languages {
+        Some(list) => checked_languages(list)?,
+        None => current.languages.clone(),
+    };
+    let translated = |field: &str,
+                      given: &Option<BTreeMap<String, String>>,
+                      kept: &BTreeMap<String, String>| {
+        let mut texts = BTreeMap::new();
+        for (code, value) in given.as_ref().unwrap_or(kept) {
+            if languages.first() == Some(code) {
+                return Err(invalid(
+                    "invalid_language",
+                    format!(
+                        "{field}: `{code}` is the default language, whose text is the singular field"
+                    ),
+                ));
+            }
+            language::spoken(&languages, field, code)?;
+            texts.insert(code.clone(), text(&format!("{field}.{code}"), value)?);
+        }
+        Ok(texts)
+    };
+    let greetings = translated("greetings", &request.greetings, &current.greetings)?;
+    let fallback_replies = translated(
+        "fallback_replies",
+        &request.fallback_replies,
+        &current.fallback_replies,
+    )?;
+    let sample_threshold = request.sample_threshold.unwrap_or(current.sample_threshold);
+    if !(MIN_THRESHOLD..=MAX_THRESHOLD).contains(&sample_threshold) {
+        return Err(invalid(
+            "invalid_threshold",
+            format!("sample_threshold is {MIN_THRESHOLD} to {MAX_THRESHOLD}"),
+        ));
+    }
     // Well-formed settings the server's or the bot's current state cannot honour: 409.
     // A rule nobody enforces is worse than none: the owner would believe it holds.
     if restrictions.has_country_rules() && state.geoip.is_none() {
@@ -639,9 +724,34 @@ pub async fn put_chat_settings(
             "add an identity key before requiring verified visitors",
         ));
     }
+    if languages != current.languages {
+        let dialogues = state.store.list_dialogues(bot_id).await?;
+        let unspoken = dialogues.iter().find_map(|d| {
+            d.samples
+                .keys()
+                .chain(d.replies_by_language.keys())
+                .find(|code| !languages.contains(code))
+                .map(|code| (d, code))
+        });
+        if let Some((dialogue, code)) = unspoken {
+            // Its samples and replies would silently stop answering.
+            return Err(ApiError::conflict(
+                "language_in_use",
+                format!(
+                    "the dialogue \"{}\" still has `{code}` samples or replies",
+                    dialogue.name
+                ),
+            ));
+        }
+    }
     let settings = confide_store::ChatSettings {
         greeting: text("greeting", &request.greeting)?,
         fallback_reply: text("fallback_reply", &request.fallback_reply)?,
+        detect_language: request.detect_language.unwrap_or(current.detect_language),
+        languages,
+        greetings,
+        fallback_replies,
+        sample_threshold,
         allowed_domains: domains,
         restrictions,
         require_identity: request.require_identity,
@@ -660,18 +770,38 @@ pub async fn put_chat_settings(
             "allowed_domains": settings.allowed_domains,
             "restrictions": settings.restrictions,
             "require_identity": settings.require_identity,
+            "languages": settings.languages,
+            "detect_language": settings.detect_language,
+            "sample_threshold": settings.sample_threshold,
         }),
     )
     .await?;
-    Ok(Json(ChatSettingsView {
-        greeting: settings.greeting,
-        fallback_reply: settings.fallback_reply,
-        allowed_domains: settings
-            .allowed_domains
-            .into_iter()
-            .map(DomainPattern)
-            .collect(),
-        restrictions: settings.restrictions,
-        require_identity: settings.require_identity,
-    }))
+    Ok(Json(settings.into()))
+}
+
+/// The bot's language list, checked: 1 to 20 distinct codes.
+fn checked_languages(list: &[String]) -> ApiResult<Vec<String>> {
+    if list.is_empty() || list.len() > MAX_LANGUAGES {
+        return Err(language::invalid(
+            "invalid_language",
+            format!("a bot speaks 1 to {MAX_LANGUAGES} languages"),
+        ));
+    }
+    for (index, code) in list.iter().enumerate() {
+        if !confide_domain::language::valid_code(code) {
+            return Err(language::invalid(
+                "invalid_language",
+                format!(
+                    "languages: `{code}` is not a language code (two or three lowercase letters)"
+                ),
+            ));
+        }
+        if list[..index].contains(code) {
+            return Err(language::invalid(
+                "invalid_language",
+                format!("languages: `{code}` is listed twice"),
+            ));
+        }
+    }
+    Ok(list.to_vec())
 }

@@ -36,6 +36,27 @@ pub struct StartChatRequest {
     /// A pseudonymous id the widget keeps for the visitor (generated when absent).
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub visitor_id: Option<String>,
+    /// The visitor's language (`en`, `nb-NO`): the greeting and replies are in it when the bot
+    /// speaks it.
+    #[schema(
+        max_length = 39,
+        pattern = r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{1,8}){0,4}$"
+    )]
+    pub language_code: Option<String>,
+}
+
+/// A requested language tag's primary subtag; a malformed tag is refused.
+fn requested_language(tag: Option<&str>) -> ApiResult<Option<String>> {
+    tag.map(|tag| {
+        confide_domain::language::requested_code(tag).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_language_code",
+                "language_code is a language tag such as en or nb-NO",
+            )
+        })
+    })
+    .transpose()
 }
 
 #[derive(Serialize, ToSchema)]
@@ -299,6 +320,7 @@ pub async fn start_chat(
         }
         None => confide_security::tokens::random_token(16),
     };
+    let language = requested_language(request.language_code.as_deref())?;
     let now = now_ms();
     let conversation = Conversation {
         id: ConversationId::new(),
@@ -324,7 +346,15 @@ pub async fn start_chat(
         )
         .map(str::to_owned),
         interacted_at: None,
-        language_code: None,
+        // The requested language when the bot speaks it, else its default; each exchange may
+        // change it (the chat log filters on it).
+        language_code: Some(
+            language
+                .as_ref()
+                .filter(|code| settings.languages.contains(code))
+                .cloned()
+                .unwrap_or_else(|| settings.default_language().to_owned()),
+        ),
     };
     state.store.create_conversation(&conversation).await?;
     let expires_at = now / 1000 + state.settings.chat_token_ttl_secs;
@@ -339,6 +369,7 @@ pub async fn start_chat(
             iat: now / 1000,
             exp: expires_at,
             sub: None,
+            lang: language,
         })
         .map_err(ApiError::internal)?;
     Ok((
@@ -361,6 +392,8 @@ pub(crate) struct ChatContext {
     pub(crate) conversation: Conversation,
     /// Read once per request: the checks and the replies both use it.
     pub(crate) settings: ChatSettings,
+    /// The language the widget asked for when the chat started (the token's `lang`).
+    pub(crate) language: Option<String>,
 }
 
 /// What a chat request needs of the visitor's identity.
@@ -503,6 +536,7 @@ pub(crate) async fn chat_context(
         bot,
         conversation,
         settings,
+        language: claims.lang,
     })
 }
 
@@ -678,7 +712,7 @@ pub async fn greeting(
 ) -> ApiResult<(StatusCode, Json<Posted>)> {
     let context = chat_context(&state, ip, &headers, IdentityCheck::Enforce).await?;
     context.limit_messages(&state, ip).await?;
-    let greeting = context.settings.greeting.clone();
+    let greeting = crate::engine::greeting(&context.settings, context.language.as_deref());
     let message = post_to_chat(
         &state,
         &context.bot,
@@ -701,6 +735,13 @@ pub async fn greeting(
 pub struct SendMessage {
     #[schema(min_length = 1, max_length = 2000, pattern = "\\S")]
     pub text: String,
+    /// The message's language (`en`, `nb-NO`), when the widget knows it; else the chat's, else
+    /// detected when the bot detects languages, else the bot's default.
+    #[schema(
+        max_length = 39,
+        pattern = r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{1,8}){0,4}$"
+    )]
+    pub language_code: Option<String>,
 }
 
 /// Send a visitor's message (seed 000, steps 10-11): stored as plain text, then answered by the
@@ -726,6 +767,7 @@ pub async fn send_message(
             "a message is 1 to 2000 characters",
         ));
     }
+    let requested = requested_language(request.language_code.as_deref())?;
     let context = chat_context(&state, ip, &headers, IdentityCheck::Enforce).await?;
     context.limit_messages(&state, ip).await?;
     crate::spam::screen_message(&state, context.bot.org_id, ip, text).await?;
@@ -737,8 +779,32 @@ pub async fn send_message(
         text.to_owned(),
     )
     .await?;
-    let answer =
-        crate::engine::answer(&state, &context.conversation, &context.settings, text).await?;
+    // The message's language when the bot speaks it, else the one the chat started with.
+    let requested = [requested, context.language]
+        .into_iter()
+        .flatten()
+        .find(|code| context.settings.languages.contains(code));
+    let answer = crate::engine::answer(
+        &state,
+        &context.conversation,
+        &context.settings,
+        text,
+        requested.as_deref(),
+    )
+    .await?;
+    // The chat's language is the one its latest exchange was answered in.
+    if let Some(answer) = &answer
+        && context.conversation.language_code.as_deref() != Some(answer.language.as_str())
+    {
+        state
+            .store
+            .set_conversation_language(
+                context.bot.id,
+                context.conversation.id,
+                Some(&answer.language),
+            )
+            .await?;
+    }
     let fallback = answer
         .as_ref()
         .is_some_and(|a| a.answered_by == crate::engine::AnsweredBy::Fallback);
@@ -933,6 +999,7 @@ pub async fn verify_identity(
             iat: now / 1000,
             exp: expires_at,
             sub: Some(verified.user_id.clone()),
+            lang: context.language.clone(),
         })
         .map_err(ApiError::internal)?;
     Ok(Json(VerifiedChat {

@@ -1,17 +1,21 @@
-//! A bot's pattern dialogues: regular expressions tried in position order; the first match stores
-//! its first capture group under the dialogue's context key and answers with a reply.
+//! A bot's dialogues: regular expressions tried in position order (the first match stores its
+//! first capture group under the dialogue's context key) and sample phrases per language matched
+//! by similarity; a match answers with a reply in the message's language.
+
+use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use confide_domain::dialogue::{self, DialogueError};
-use confide_domain::{BotId, DialogueId, Name, OrgId};
+use confide_domain::samples::{self, Samples};
+use confide_domain::{BotId, DialogueId, Name, OrgId, language::MAX_LANGUAGES};
 use confide_store::Dialogue;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use crate::api::timestamp;
+use crate::api::{language, timestamp};
 use crate::audit::{self, org_chain};
 use crate::auth::Auth;
 use crate::authz::{self, BotNeed};
@@ -29,8 +33,12 @@ pub struct DialogueView {
     /// Lower positions are tried first.
     pub position: i64,
     pub patterns: Vec<String>,
+    /// Sample phrases by language code.
+    pub samples: BTreeMap<String, Vec<String>>,
     pub context_key: Option<String>,
     pub replies: Vec<String>,
+    /// Replies in particular languages; a language without an entry gets `replies`.
+    pub replies_by_language: BTreeMap<String, Vec<String>>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -42,8 +50,10 @@ impl From<Dialogue> for DialogueView {
             name: d.name,
             position: d.position,
             patterns: d.patterns,
+            samples: d.samples,
             context_key: d.context_key,
             replies: d.replies,
+            replies_by_language: d.replies_by_language,
             created_at: timestamp(d.created_at),
             updated_at: timestamp(d.updated_at),
         }
@@ -56,7 +66,7 @@ pub struct DialogueList {
     pub dialogues: Vec<DialogueView>,
 }
 
-/// A pattern dialogue as saved (creating or replacing).
+/// A dialogue as saved (creating or replacing): patterns, sample phrases, or both.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DialogueRequest {
@@ -67,14 +77,25 @@ pub struct DialogueRequest {
     )]
     pub name: String,
     /// Rust `regex` syntax, tried top to bottom; validated on save.
+    #[serde(default)]
     #[schema(schema_with = patterns_schema)]
     pub patterns: Vec<String>,
+    /// Sample phrases by language code (one of the bot's languages), matched by similarity:
+    /// `{"en": ["how do I reset my password"]}`.
+    #[serde(default)]
+    #[schema(schema_with = samples_schema)]
+    pub samples: Samples,
     /// Where the first capture group is stored in the chat's context memory.
     #[schema(pattern = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
     pub context_key: Option<String>,
     /// Alternatives; the first whose `{key}` placeholders are all known is sent.
     #[schema(schema_with = replies_schema)]
     pub replies: Vec<String>,
+    /// Alternatives in particular languages (the bot's), used instead of `replies` for a message
+    /// in that language.
+    #[serde(default)]
+    #[schema(schema_with = replies_by_language_schema)]
+    pub replies_by_language: BTreeMap<String, Vec<String>>,
     /// Where it is tried, 0 first: the dialogue moves there and the others make room. Omitted:
     /// last when creating, unchanged when replacing.
     #[schema(minimum = 0, maximum = 1000000)]
@@ -85,7 +106,7 @@ fn string_list(
     min_length: usize,
     max_length: usize,
     pattern: Option<&str>,
-    max_items: usize,
+    (min_items, max_items): (usize, usize),
 ) -> utoipa::openapi::schema::Array {
     let item = utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
@@ -95,13 +116,18 @@ fn string_list(
         .build();
     utoipa::openapi::schema::ArrayBuilder::new()
         .items(item)
-        .min_items(Some(1))
+        .min_items(Some(min_items))
         .max_items(Some(max_items))
         .build()
 }
 
 fn patterns_schema() -> utoipa::openapi::schema::Array {
-    string_list(1, dialogue::MAX_PATTERN_CHARS, None, dialogue::MAX_PATTERNS)
+    string_list(
+        1,
+        dialogue::MAX_PATTERN_CHARS,
+        None,
+        (0, dialogue::MAX_PATTERNS),
+    )
 }
 
 fn replies_schema() -> utoipa::openapi::schema::Array {
@@ -109,8 +135,22 @@ fn replies_schema() -> utoipa::openapi::schema::Array {
         1,
         dialogue::MAX_REPLY_CHARS,
         Some("\\S"),
-        dialogue::MAX_REPLIES,
+        (1, dialogue::MAX_REPLIES),
     )
+}
+
+fn samples_schema() -> utoipa::openapi::schema::Object {
+    let phrases = string_list(
+        1,
+        samples::MAX_SAMPLE_CHARS,
+        Some("\\S"),
+        (1, samples::MAX_SAMPLES_PER_LANGUAGE),
+    );
+    language::by_language_schema(phrases, MAX_LANGUAGES, false)
+}
+
+fn replies_by_language_schema() -> utoipa::openapi::schema::Object {
+    language::by_language_schema(replies_schema(), MAX_LANGUAGES, false)
 }
 
 /// Moves `id` to `position` (or the end) among the bot's dialogues and renumbers them densely.
@@ -136,37 +176,88 @@ async fn place(
     Ok(())
 }
 
-fn invalid(code: &'static str, message: String) -> ApiError {
+fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
 }
 
-/// The request's parts, checked: name, patterns (compiled within limits), key and replies.
-fn checked(request: &DialogueRequest) -> ApiResult<(String, Vec<String>)> {
+/// A request's parts, checked and trimmed.
+struct Checked {
+    name: String,
+    replies: Vec<String>,
+    samples: Samples,
+    replies_by_language: BTreeMap<String, Vec<String>>,
+}
+
+fn trimmed(texts: &[String]) -> Vec<String> {
+    texts.iter().map(|t| t.trim().to_owned()).collect()
+}
+
+/// The request's parts, checked: name, patterns (compiled within limits), samples and replies
+/// (in languages the bot speaks) and key.
+fn checked(request: &DialogueRequest, languages: &[String]) -> ApiResult<Checked> {
     let name = Name::parse("name", &request.name)?;
     if request
         .position
         .is_some_and(|p| !(0..=1_000_000).contains(&p))
     {
-        return Err(invalid(
-            "invalid_position",
-            "position is 0 to 1000000".to_owned(),
-        ));
+        return Err(invalid("invalid_position", "position is 0 to 1000000"));
     }
-    let replies: Vec<String> = request
-        .replies
-        .iter()
-        .map(|r| r.trim().to_owned())
-        .collect();
-    dialogue::validate(&request.patterns, request.context_key.as_deref(), &replies).map_err(
-        |err| match err {
-            DialogueError::Pattern { .. } => invalid("invalid_pattern", err.to_string()),
-            DialogueError::Shape(message) => invalid("invalid_dialogue", message),
-        },
-    )?;
-    Ok((name.as_str().to_owned(), replies))
+    let refused = |err: DialogueError| match err {
+        DialogueError::Pattern { .. } => invalid("invalid_pattern", err.to_string()),
+        DialogueError::Sample { .. } => invalid("invalid_sample", err.to_string()),
+        DialogueError::Language(_) => invalid("invalid_language", err.to_string()),
+        DialogueError::Shape(message) => invalid("invalid_dialogue", message),
+    };
+    samples::validate(&request.samples).map_err(refused)?;
+    dialogue::validate(
+        &request.patterns,
+        !request.samples.is_empty(),
+        request.context_key.as_deref(),
+        &request.replies,
+    )
+    .map_err(refused)?;
+    for (code, alternatives) in &request.replies_by_language {
+        dialogue::validate_replies(alternatives).map_err(refused)?;
+        language::spoken(languages, "replies_by_language", code)?;
+    }
+    for code in request.samples.keys() {
+        language::spoken(languages, "samples", code)?;
+    }
+    let by_language = |map: &BTreeMap<String, Vec<String>>| {
+        map.iter()
+            .map(|(code, texts)| (code.clone(), trimmed(texts)))
+            .collect()
+    };
+    Ok(Checked {
+        name: name.as_str().to_owned(),
+        replies: trimmed(&request.replies),
+        samples: by_language(&request.samples),
+        replies_by_language: by_language(&request.replies_by_language),
+    })
 }
 
-/// The bot's pattern dialogues, in the order they are tried.
+/// Refuses a dialogue whose samples would take the bot past its sample budget.
+fn within_sample_budget(others: &[Dialogue], mine: DialogueId, samples: &Samples) -> ApiResult<()> {
+    let count = |s: &Samples| s.values().map(Vec::len).sum::<usize>();
+    let total = others
+        .iter()
+        .filter(|d| d.id != mine)
+        .map(|d| count(&d.samples))
+        .sum::<usize>()
+        + count(samples);
+    if total > samples::MAX_SAMPLES_PER_BOT {
+        return Err(ApiError::conflict(
+            "too_many_samples",
+            format!(
+                "a bot has at most {} sample phrases over all its dialogues",
+                samples::MAX_SAMPLES_PER_BOT
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The bot's dialogues, in the order they are tried.
 #[utoipa::path(get, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/dialogues", tag = "dialogues",
     params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id")),
     security(("bearer" = []), ("session" = []), ("api_key" = [])),
@@ -187,7 +278,8 @@ pub async fn list_dialogues(
     }))
 }
 
-/// Add a pattern dialogue (write permission); patterns are compiled and checked on save.
+/// Add a dialogue (write permission); patterns are compiled and checked on save, and sample
+/// phrases and per-language replies must be in languages the bot speaks.
 #[utoipa::path(post, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/dialogues", tag = "dialogues",
     request_body = DialogueRequest,
     params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id")),
@@ -196,8 +288,8 @@ pub async fn list_dialogues(
         (status = 201, description = "Added", body = DialogueView),
         (status = 403, description = "Read-only access", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody),
-        (status = 409, description = "The bot has the most dialogues it may have", body = ErrorBody),
-        (status = 422, description = "A pattern that does not compile or is too large, or a bad key or reply", body = ErrorBody),
+        (status = 409, description = "The bot has the most dialogues or sample phrases it may have", body = ErrorBody),
+        (status = 422, description = "A pattern that does not compile or is too large, a bad key, reply or sample phrase, or a language the bot does not speak", body = ErrorBody),
     ))]
 pub async fn create_dialogue(
     State(state): State<AppState>,
@@ -206,7 +298,8 @@ pub async fn create_dialogue(
     StrictJson(request): StrictJson<DialogueRequest>,
 ) -> ApiResult<(StatusCode, Json<DialogueView>)> {
     authz::bot(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
-    let (name, replies) = checked(&request)?;
+    let settings = state.store.get_chat_settings(bot_id).await?;
+    let parts = checked(&request, &settings.languages)?;
     let existing = state.store.list_dialogues(bot_id).await?;
     if existing.len() >= MAX_DIALOGUES_PER_BOT {
         return Err(ApiError::conflict(
@@ -214,16 +307,20 @@ pub async fn create_dialogue(
             format!("a bot has at most {MAX_DIALOGUES_PER_BOT} dialogues"),
         ));
     }
+    let id = DialogueId::new();
+    within_sample_budget(&existing, id, &parts.samples)?;
     let now = now_ms();
     let last = existing.iter().map(|d| d.position).max().unwrap_or(-1);
     let mut dialogue = Dialogue {
-        id: DialogueId::new(),
+        id,
         bot_id,
-        name,
+        name: parts.name,
         position: last.saturating_add(1),
         patterns: request.patterns,
         context_key: request.context_key,
-        replies,
+        replies: parts.replies,
+        samples: parts.samples,
+        replies_by_language: parts.replies_by_language,
         created_at: now,
         updated_at: now,
     };
@@ -242,7 +339,8 @@ pub async fn create_dialogue(
         &auth.actor(),
         "dialogue.created",
         Some(format!("dialogue:{}", dialogue.id)),
-        json!({ "bot_id": bot_id, "patterns": dialogue.patterns.len() }),
+        json!({ "bot_id": bot_id, "patterns": dialogue.patterns.len(),
+                "sample_languages": dialogue.samples.keys().collect::<Vec<_>>() }),
     )
     .await?;
     Ok((StatusCode::CREATED, Json(dialogue.into())))
@@ -282,7 +380,8 @@ pub async fn get_dialogue(
         (status = 200, description = "Saved", body = DialogueView),
         (status = 403, description = "Read-only access", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody),
-        (status = 422, description = "A pattern that does not compile or is too large, or a bad key or reply", body = ErrorBody),
+        (status = 409, description = "The bot has the most sample phrases it may have", body = ErrorBody),
+        (status = 422, description = "A pattern that does not compile or is too large, a bad key, reply or sample phrase, or a language the bot does not speak", body = ErrorBody),
     ))]
 pub async fn update_dialogue(
     State(state): State<AppState>,
@@ -291,18 +390,25 @@ pub async fn update_dialogue(
     StrictJson(request): StrictJson<DialogueRequest>,
 ) -> ApiResult<Json<DialogueView>> {
     authz::bot(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
-    let (name, replies) = checked(&request)?;
+    let settings = state.store.get_chat_settings(bot_id).await?;
+    let parts = checked(&request, &settings.languages)?;
     let current = state
         .store
         .get_dialogue(bot_id, dialogue_id)
         .await?
         .ok_or_else(ApiError::not_found)?;
+    if !parts.samples.is_empty() {
+        let others = state.store.list_dialogues(bot_id).await?;
+        within_sample_budget(&others, dialogue_id, &parts.samples)?;
+    }
     let mut dialogue = Dialogue {
-        name,
+        name: parts.name,
         position: current.position,
         patterns: request.patterns,
         context_key: request.context_key,
-        replies,
+        replies: parts.replies,
+        samples: parts.samples,
+        replies_by_language: parts.replies_by_language,
         // Strictly later, so the compiled-pattern cache sees a new version.
         updated_at: now_ms().max(current.updated_at + 1),
         ..current
@@ -324,7 +430,8 @@ pub async fn update_dialogue(
         &auth.actor(),
         "dialogue.updated",
         Some(format!("dialogue:{dialogue_id}")),
-        json!({ "bot_id": bot_id, "patterns": dialogue.patterns.len() }),
+        json!({ "bot_id": bot_id, "patterns": dialogue.patterns.len(),
+                "sample_languages": dialogue.samples.keys().collect::<Vec<_>>() }),
     )
     .await?;
     Ok(Json(dialogue.into()))

@@ -10,6 +10,7 @@ pub mod dialogues;
 pub mod handover;
 pub mod identity_keys;
 pub mod keys;
+pub mod language;
 pub mod me;
 pub mod nudges;
 pub mod orgs;
