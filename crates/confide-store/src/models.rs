@@ -229,6 +229,34 @@ pub struct Conversation {
     pub verified_user_id: Option<String>,
     pub verified_at: Option<i64>,
     pub handover: Handover,
+    pub source: ConversationSource,
+}
+
+/// Where a conversation comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ConversationSource {
+    /// The chat widget on a web page.
+    #[default]
+    Web,
+    /// The Application API (`POST /api/v1/send`): one conversation per bot and user id.
+    Api,
+}
+
+impl ConversationSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConversationSource::Web => "web",
+            ConversationSource::Api => "api",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "web" => Some(ConversationSource::Web),
+            "api" => Some(ConversationSource::Api),
+            _ => None,
+        }
+    }
 }
 
 /// Where a conversation stands with the humans behind the bot.

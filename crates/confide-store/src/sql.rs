@@ -1352,8 +1352,8 @@ impl Store for SqlStore {
     async fn create_conversation(&self, conversation: &Conversation) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO conversations (id, org_id, bot_id, visitor_id, origin, ip, user_agent, \
-             created_at, last_message_at, automated, interacted_at) \
-             SELECT $1, org_id, id, $3, $4, $5, $6, $7, $8, $10, $11 FROM chatbots \
+             created_at, last_message_at, automated, interacted_at, source) \
+             SELECT $1, org_id, id, $3, $4, $5, $6, $7, $8, $10, $11, $12 FROM chatbots \
              WHERE id = $9 AND org_id = $2",
         )
         .bind(conversation.id.to_string())
@@ -1367,6 +1367,7 @@ impl Store for SqlStore {
         .bind(conversation.bot_id.to_string())
         .bind(conversation.automated.as_deref())
         .bind(conversation.interacted_at)
+        .bind(conversation.source.as_str())
         .execute(&self.pool)
         .await
         .map_err(StoreError::from)
@@ -1381,6 +1382,49 @@ impl Store for SqlStore {
         })
     }
 
+    async fn find_or_create_api_conversation(
+        &self,
+        conversation: &Conversation,
+    ) -> StoreResult<Conversation> {
+        // The unique index on API conversations makes the insert a no-op for a known user.
+        sqlx::query(
+            "INSERT INTO conversations (id, org_id, bot_id, visitor_id, origin, ip, user_agent, \
+             created_at, last_message_at, automated, interacted_at, source) \
+             SELECT $1, org_id, id, $3, $4, $5, $6, $7, $8, $10, $11, 'api' FROM chatbots \
+             WHERE id = $9 AND org_id = $2 ON CONFLICT DO NOTHING",
+        )
+        .bind(conversation.id.to_string())
+        .bind(conversation.org_id.to_string())
+        .bind(&conversation.visitor_id)
+        .bind(conversation.origin.as_deref())
+        .bind(conversation.ip.as_deref())
+        .bind(conversation.user_agent.as_deref())
+        .bind(conversation.created_at)
+        .bind(conversation.last_message_at)
+        .bind(conversation.bot_id.to_string())
+        .bind(conversation.automated.as_deref())
+        .bind(conversation.interacted_at)
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query(
+            "SELECT c.id, c.org_id, c.bot_id, c.visitor_id, c.origin, c.ip, c.user_agent, \
+             c.created_at, c.last_message_at, c.automated, c.interacted_at, c.verified_user_id, \
+             c.verified_at, c.handover_state, c.handover_agent, c.handover_requested_at, \
+             c.handover_started_at, c.handover_ended_at, c.source FROM conversations c \
+             JOIN chatbots b ON b.id = c.bot_id \
+             WHERE c.bot_id = $1 AND b.org_id = $2 AND c.visitor_id = $3 AND c.source = 'api'",
+        )
+        .bind(conversation.bot_id.to_string())
+        .bind(conversation.org_id.to_string())
+        .bind(&conversation.visitor_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => conversation_from(&row),
+            None => Err(not_found("no such bot in that organization")),
+        }
+    }
+
     async fn get_conversation(
         &self,
         bot: BotId,
@@ -1390,7 +1434,7 @@ impl Store for SqlStore {
             "SELECT id, org_id, bot_id, visitor_id, origin, ip, user_agent, created_at, \
              last_message_at, automated, interacted_at, verified_user_id, verified_at, \
              handover_state, handover_agent, handover_requested_at, handover_started_at, \
-             handover_ended_at FROM conversations WHERE id = $1 AND bot_id = $2",
+             handover_ended_at, source FROM conversations WHERE id = $1 AND bot_id = $2",
         )
         .bind(id.to_string())
         .bind(bot.to_string())
@@ -1464,7 +1508,7 @@ impl Store for SqlStore {
             "SELECT id, org_id, bot_id, visitor_id, origin, ip, user_agent, created_at, \
              last_message_at, automated, interacted_at, verified_user_id, verified_at, \
              handover_state, handover_agent, handover_requested_at, handover_started_at, \
-             handover_ended_at FROM conversations WHERE bot_id = $1 \
+             handover_ended_at, source FROM conversations WHERE bot_id = $1 \
              AND handover_state IN ($3, $4, $5, $6) \
              ORDER BY handover_requested_at, id LIMIT $2",
         )
@@ -1626,6 +1670,47 @@ impl Store for SqlStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn merge_context(
+        &self,
+        conversation: ConversationId,
+        namespace: ContextNamespace,
+        entries: &[(String, String)],
+        max_keys: usize,
+        at: i64,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        for (key, value) in entries {
+            sqlx::query(
+                "INSERT INTO conversation_context (conversation_id, namespace, key, value, \
+                 updated_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (conversation_id, namespace, key) \
+                 DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .bind(conversation.to_string())
+            .bind(namespace.as_str())
+            .bind(key)
+            .bind(value)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM conversation_context \
+             WHERE conversation_id = $1 AND namespace = $2",
+        )
+        .bind(conversation.to_string())
+        .bind(namespace.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        let held = Cols(&row).int("n")?;
+        if usize::try_from(held).unwrap_or(usize::MAX) > max_keys {
+            // Dropping the transaction rolls it back: nothing of the batch is kept.
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn count_statistics(&self, bot: BotId, delta: &HourlyStatistics) -> StoreResult<()> {
@@ -2032,6 +2117,7 @@ fn conversation_from(row: &AnyRow) -> StoreResult<Conversation> {
             started_at: c.opt_int("handover_started_at")?,
             ended_at: c.opt_int("handover_ended_at")?,
         },
+        source: c.enumerated("source", ConversationSource::parse)?,
     })
 }
 

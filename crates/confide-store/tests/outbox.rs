@@ -61,6 +61,7 @@ async fn world(store: &dyn Store) -> World {
         verified_user_id: None,
         verified_at: None,
         handover: Default::default(),
+        source: Default::default(),
     };
     store.create_conversation(&chat).await.unwrap();
     World {

@@ -305,6 +305,7 @@ pub async fn start_chat(
         verified_user_id: None,
         verified_at: None,
         handover: Default::default(),
+        source: confide_store::ConversationSource::Web,
         automated: confide_domain::traffic::automated_by_user_agent(
             headers
                 .get(header::USER_AGENT)
