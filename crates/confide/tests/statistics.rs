@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{TestApp, each_backend, email};
+use common::{TestApp, each_backend, email, utc_date};
 use serde_json::{Value, json};
 
 async fn chat(app: &TestApp, bot_key: &str, user_agent: &str) -> String {
@@ -131,25 +131,4 @@ async fn statistics_count_real_visitors_only() {
         assert_eq!(dates[0], "2026-03-01");
     })
     .await;
-}
-
-/// The UTC date `offset` days from today, `YYYY-MM-DD`.
-fn utc_date(offset: i64) -> String {
-    let days = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        / 86_400) as i64
-        + offset;
-    // Civil-from-days (Howard Hinnant's algorithm), to stay free of a date dependency here.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
 }

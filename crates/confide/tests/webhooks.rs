@@ -8,13 +8,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use common::receiver::{Received, Receiver};
 use common::{Credential, TestApp, each_backend_with, email};
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
@@ -28,109 +26,6 @@ fn allow_loopback(config: &mut confide::config::Config) {
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 const PAGE: &str = "https://shop.example.com";
-
-/// One request the receiver got.
-#[derive(Clone, Debug)]
-struct Received {
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Received {
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .map(String::as_str)
-            .unwrap_or_else(|| panic!("no {name} header"))
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-}
-
-/// A webhook receiver on 127.0.0.1 that records everything. The n-th request carrying a given
-/// `webhook-id` is answered with the script's n-th status, or the fallback past its end.
-#[derive(Clone, Default)]
-struct Receiver {
-    received: Arc<Mutex<Vec<Received>>>,
-    script: Arc<Mutex<Vec<u16>>>,
-    /// Answered when the script is empty.
-    fallback: Arc<Mutex<u16>>,
-    /// The body of every answer (a `new_context` unless a test sets another).
-    body: Arc<Mutex<String>>,
-}
-
-impl Receiver {
-    async fn start() -> (Receiver, String) {
-        let receiver = Receiver {
-            fallback: Arc::new(Mutex::new(200)),
-            body: Arc::new(Mutex::new(
-                r#"{"new_context": {"plan": "gold"}}"#.to_owned(),
-            )),
-            ..Receiver::default()
-        };
-        let shared = receiver.clone();
-        let app = axum::Router::new().route(
-            "/hook",
-            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-                let shared = shared.clone();
-                async move {
-                    let got = Received {
-                        headers: headers
-                            .iter()
-                            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap().to_owned()))
-                            .collect(),
-                        body: body.to_vec(),
-                    };
-                    let status = {
-                        let mut received = shared.received.lock().unwrap();
-                        let id = got.headers.get("webhook-id").cloned();
-                        let earlier = received
-                            .iter()
-                            .filter(|r| r.headers.get("webhook-id") == id.as_ref())
-                            .count();
-                        received.push(got);
-                        let script = shared.script.lock().unwrap();
-                        script
-                            .get(earlier)
-                            .copied()
-                            .unwrap_or(*shared.fallback.lock().unwrap())
-                    };
-                    (
-                        StatusCode::from_u16(status).unwrap(),
-                        shared.body.lock().unwrap().clone(),
-                    )
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (receiver, url)
-    }
-
-    fn all(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
-    }
-
-    fn answer(&self, script: &[u16], then: u16) {
-        *self.script.lock().unwrap() = script.to_vec();
-        *self.fallback.lock().unwrap() = then;
-    }
-
-    /// Waits until `ready` holds for what has arrived.
-    async fn wait_for(&self, what: &str, ready: impl Fn(&[Received]) -> bool) -> Vec<Received> {
-        for _ in 0..3000 {
-            let all = self.all();
-            if ready(&all) {
-                return all;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the receiver never saw {what}: {:?}", self.all().len());
-    }
-}
 
 fn hmac_base64(key: &[u8], parts: &[&[u8]]) -> String {
     let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).unwrap();

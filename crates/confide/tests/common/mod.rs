@@ -10,6 +10,8 @@
 
 /// Tiny GeoIP country databases written by the tests themselves.
 pub mod mmdb;
+/// A webhook receiver on 127.0.0.1.
+pub mod receiver;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -702,4 +704,25 @@ pub fn session_cookie_value(headers: &HeaderMap) -> Option<String> {
 /// A unique address for a test account.
 pub fn email(who: &str) -> String {
     format!("{who}-{}@example.com", uuid::Uuid::now_v7().simple())
+}
+
+/// The UTC date `offset` days from today, `YYYY-MM-DD`.
+pub fn utc_date(offset: i64) -> String {
+    let days = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 86_400) as i64
+        + offset;
+    // Civil-from-days (Howard Hinnant's algorithm), to stay free of a date dependency here.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
 }
