@@ -19,6 +19,8 @@ use crate::state::{AppState, now_ms};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AnsweredBy {
     Pattern(DialogueId),
+    /// The dialogue the caller named (the Application API's `exchange_id`).
+    Triggered(DialogueId),
     Fallback,
 }
 
@@ -26,7 +28,16 @@ impl AnsweredBy {
     pub fn step(&self) -> &'static str {
         match self {
             AnsweredBy::Pattern(_) => "pattern",
+            AnsweredBy::Triggered(_) => "triggered",
             AnsweredBy::Fallback => "fallback",
+        }
+    }
+
+    /// The dialogue that answered (Kindly's exchange), if one did.
+    pub fn dialogue(&self) -> Option<DialogueId> {
+        match self {
+            AnsweredBy::Pattern(id) | AnsweredBy::Triggered(id) => Some(*id),
+            AnsweredBy::Fallback => None,
         }
     }
 }
@@ -158,4 +169,34 @@ pub async fn answer(
         text: settings.fallback_reply.clone(),
         answered_by: AnsweredBy::Fallback,
     }))
+}
+
+/// Answers with a dialogue the caller named instead of running the steps: its first reply whose
+/// placeholders are all known, else the fallback. While humans answer, the bot stays quiet here
+/// too.
+pub async fn answer_with(
+    state: &AppState,
+    conversation: &Conversation,
+    settings: &ChatSettings,
+    dialogue: &Dialogue,
+) -> ApiResult<Option<BotAnswer>> {
+    if with_humans(conversation) {
+        return Ok(None);
+    }
+    let context = state
+        .store
+        .get_context(conversation.id, ContextNamespace::Bot)
+        .await?;
+    Ok(Some(
+        match dialogue::render_reply(&dialogue.replies, &context) {
+            Some(text) => BotAnswer {
+                text,
+                answered_by: AnsweredBy::Triggered(dialogue.id),
+            },
+            None => BotAnswer {
+                text: settings.fallback_reply.clone(),
+                answered_by: AnsweredBy::Fallback,
+            },
+        },
+    ))
 }
