@@ -75,6 +75,58 @@ pub fn valid_context_key(key: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
+/// Why context entries from outside (the Application API's `new_context`, a webhook's answer)
+/// were refused; the message names the first bad entry.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ContextError {
+    #[error("at most {MAX_CONTEXT_KEYS} keys")]
+    TooManyKeys,
+    #[error(
+        "key {0:?}: a key is 1 to {MAX_CONTEXT_KEY_CHARS} letters, digits, _ - or ., starting with a letter"
+    )]
+    Key(String),
+    #[error(
+        "the value of {0:?}: a value is a string of at most {MAX_CONTEXT_VALUE_CHARS} characters, a number or a boolean"
+    )]
+    Value(String),
+}
+
+/// Context entries from outside, checked: valid keys, and values that are strings within the
+/// length bound, numbers or booleans (numbers and booleans are stored as their JSON text).
+pub fn context_entries(
+    map: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Vec<(String, String)>, ContextError> {
+    use serde_json::Value;
+    if map.len() > MAX_CONTEXT_KEYS {
+        return Err(ContextError::TooManyKeys);
+    }
+    // A refused key or value is echoed back; keep that short.
+    let shown = |key: &str| {
+        key.chars()
+            .take(MAX_CONTEXT_KEY_CHARS + 1)
+            .collect::<String>()
+    };
+    map.iter()
+        .map(|(key, value)| {
+            if !valid_context_key(key) {
+                return Err(ContextError::Key(shown(key)));
+            }
+            let text = match value {
+                // No NUL: PostgreSQL cannot store it.
+                Value::String(text)
+                    if text.chars().count() <= MAX_CONTEXT_VALUE_CHARS && !text.contains('\0') =>
+                {
+                    text.clone()
+                }
+                Value::Number(number) => number.to_string(),
+                Value::Bool(flag) => flag.to_string(),
+                _ => return Err(ContextError::Value(shown(key))),
+            };
+            Ok((key.clone(), text))
+        })
+        .collect()
+}
+
 /// The `{key}` placeholders of a reply, in order.
 pub fn placeholders(reply: &str) -> Vec<&str> {
     let mut keys = Vec::new();
@@ -225,6 +277,56 @@ mod tests {
         assert_eq!(
             render_reply(&replies, &context).unwrap(),
             "Your order 1234 is on its way, {order}."
+        );
+    }
+
+    #[test]
+    fn context_from_outside_is_checked_and_written_as_text() {
+        let map = |value: serde_json::Value| value.as_object().unwrap().clone();
+        assert_eq!(
+            context_entries(&map(
+                serde_json::json!({ "plan": "gold", "n": 3, "vip": true, "x": 1.5 })
+            ))
+            .unwrap(),
+            [
+                ("n".to_owned(), "3".to_owned()),
+                ("plan".to_owned(), "gold".to_owned()),
+                ("vip".to_owned(), "true".to_owned()),
+                ("x".to_owned(), "1.5".to_owned()),
+            ]
+        );
+        for bad in [
+            serde_json::json!({ "9lives": "x" }),
+            serde_json::json!({ "": "x" }),
+            serde_json::json!({ "a b": "x" }),
+        ] {
+            assert!(matches!(
+                context_entries(&map(bad)),
+                Err(ContextError::Key(_))
+            ));
+        }
+        for bad in [
+            serde_json::json!({ "a": null }),
+            serde_json::json!({ "a": [1] }),
+            serde_json::json!({ "a": { "b": 1 } }),
+            serde_json::json!({ "a": "x".repeat(MAX_CONTEXT_VALUE_CHARS + 1) }),
+            serde_json::json!({ "a": "nul\u{0}" }),
+        ] {
+            assert!(matches!(
+                context_entries(&map(bad)),
+                Err(ContextError::Value(_))
+            ));
+        }
+        let many: serde_json::Map<_, _> = (0..=MAX_CONTEXT_KEYS)
+            .map(|i| (format!("k{i}"), serde_json::json!("v")))
+            .collect();
+        assert_eq!(context_entries(&many), Err(ContextError::TooManyKeys));
+        assert_eq!(
+            context_entries(&map(
+                serde_json::json!({ "a": "x".repeat(MAX_CONTEXT_VALUE_CHARS) })
+            ))
+            .map(|e| e.len()),
+            Ok(1)
         );
     }
 

@@ -191,6 +191,13 @@ pub trait Store: Send + Sync + 'static {
         at: i64,
     ) -> StoreResult<()>;
     async fn create_conversation(&self, conversation: &Conversation) -> StoreResult<()>;
+    /// The bot's Application API conversation with `conversation.visitor_id` (the caller's user
+    /// id), created from `conversation` (as source `api`) when there is none yet. Two callers
+    /// racing for a new user get the same one. Not found when the bot is not the organization's.
+    async fn find_or_create_api_conversation(
+        &self,
+        conversation: &Conversation,
+    ) -> StoreResult<Conversation>;
     /// Conflict when the bot already trusts the same key.
     async fn add_identity_key(&self, key: &IdentityKey) -> StoreResult<()>;
     /// Oldest first.
@@ -244,6 +251,16 @@ pub trait Store: Send + Sync + 'static {
         value: &str,
         at: i64,
     ) -> StoreResult<()>;
+    /// Writes several entries at once, all or none: false (and nothing written) when the
+    /// namespace would then hold more than `max_keys` keys.
+    async fn merge_context(
+        &self,
+        conversation: ConversationId,
+        namespace: ContextNamespace,
+        entries: &[(String, String)],
+        max_keys: usize,
+        at: i64,
+    ) -> StoreResult<bool>;
 
     // Statistics.
     /// Adds the increment to the bot's counts of the hour `delta.hour` falls in.

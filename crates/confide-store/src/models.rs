@@ -272,6 +272,7 @@ pub struct Conversation {
     pub ended_at: Option<i64>,
     /// The conversation's language (`en`, `nb`, ...), once known.
     pub language_code: Option<String>,
+    pub source: ConversationSource,
 }
 
 /// A conversation as the chat log lists it: with its labels (normalized, sorted).
@@ -312,6 +313,33 @@ pub struct ChatLogPosition {
 pub struct MessagePosition {
     pub created_at: i64,
     pub id: MessageId,
+}
+
+/// Where a conversation comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ConversationSource {
+    /// The chat widget on a web page.
+    #[default]
+    Web,
+    /// The Application API (`POST /api/v1/send`): one conversation per bot and user id.
+    Api,
+}
+
+impl ConversationSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConversationSource::Web => "web",
+            ConversationSource::Api => "api",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "web" => Some(ConversationSource::Web),
+            "api" => Some(ConversationSource::Api),
+            _ => None,
+        }
+    }
 }
 
 /// Where a conversation stands with the humans behind the bot.

@@ -24,7 +24,8 @@ macro_rules! conversation_columns {
     () => {
         "id, org_id, bot_id, visitor_id, origin, ip, user_agent, created_at, last_message_at, \
          automated, interacted_at, verified_user_id, verified_at, handover_state, handover_agent, \
-         handover_requested_at, handover_started_at, handover_ended_at, language_code, ended_at"
+         handover_requested_at, handover_started_at, handover_ended_at, language_code, ended_at, \
+         source"
     };
 }
 
@@ -1399,8 +1400,8 @@ impl Store for SqlStore {
     async fn create_conversation(&self, conversation: &Conversation) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO conversations (id, org_id, bot_id, visitor_id, origin, ip, user_agent, \
-             created_at, last_message_at, automated, interacted_at, language_code) \
-             SELECT $1, org_id, id, $3, $4, $5, $6, $7, $8, $10, $11, $12 FROM chatbots \
+             created_at, last_message_at, automated, interacted_at, language_code, source) \
+             SELECT $1, org_id, id, $3, $4, $5, $6, $7, $8, $10, $11, $12, $13 FROM chatbots \
              WHERE id = $9 AND org_id = $2",
         )
         .bind(conversation.id.to_string())
@@ -1415,6 +1416,7 @@ impl Store for SqlStore {
         .bind(conversation.automated.as_deref())
         .bind(conversation.interacted_at)
         .bind(conversation.language_code.as_deref())
+        .bind(conversation.source.as_str())
         .execute(&self.pool)
         .await
         .map_err(StoreError::from)
@@ -1427,6 +1429,44 @@ impl Store for SqlStore {
                 ))
             }
         })
+    }
+
+    async fn find_or_create_api_conversation(
+        &self,
+        conversation: &Conversation,
+    ) -> StoreResult<Conversation> {
+        // The unique index on API conversations makes the insert a no-op for a known user.
+        sqlx::query(
+            "INSERT INTO conversations (id, org_id, bot_id, visitor_id, origin, ip, user_agent, \
+             created_at, last_message_at, automated, interacted_at, source) \
+             SELECT $1, org_id, id, $3, $4, $5, $6, $7, $8, $10, $11, 'api' FROM chatbots \
+             WHERE id = $9 AND org_id = $2 ON CONFLICT DO NOTHING",
+        )
+        .bind(conversation.id.to_string())
+        .bind(conversation.org_id.to_string())
+        .bind(&conversation.visitor_id)
+        .bind(conversation.origin.as_deref())
+        .bind(conversation.ip.as_deref())
+        .bind(conversation.user_agent.as_deref())
+        .bind(conversation.created_at)
+        .bind(conversation.last_message_at)
+        .bind(conversation.bot_id.to_string())
+        .bind(conversation.automated.as_deref())
+        .bind(conversation.interacted_at)
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query(select_conversations!(
+            "WHERE bot_id = $1 AND org_id = $2 AND visitor_id = $3 AND source = 'api'"
+        ))
+        .bind(conversation.bot_id.to_string())
+        .bind(conversation.org_id.to_string())
+        .bind(&conversation.visitor_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => conversation_from(&row),
+            None => Err(not_found("no such bot in that organization")),
+        }
     }
 
     async fn get_conversation(
@@ -1768,6 +1808,47 @@ impl Store for SqlStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn merge_context(
+        &self,
+        conversation: ConversationId,
+        namespace: ContextNamespace,
+        entries: &[(String, String)],
+        max_keys: usize,
+        at: i64,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        for (key, value) in entries {
+            sqlx::query(
+                "INSERT INTO conversation_context (conversation_id, namespace, key, value, \
+                 updated_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (conversation_id, namespace, key) \
+                 DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .bind(conversation.to_string())
+            .bind(namespace.as_str())
+            .bind(key)
+            .bind(value)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM conversation_context \
+             WHERE conversation_id = $1 AND namespace = $2",
+        )
+        .bind(conversation.to_string())
+        .bind(namespace.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        let held = Cols(&row).int("n")?;
+        if usize::try_from(held).unwrap_or(usize::MAX) > max_keys {
+            // Dropping the transaction rolls it back: nothing of the batch is kept.
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn count_statistics(&self, bot: BotId, delta: &HourlyStatistics) -> StoreResult<()> {
@@ -2227,6 +2308,7 @@ fn conversation_from(row: &AnyRow) -> StoreResult<Conversation> {
         },
         ended_at: c.opt_int("ended_at")?,
         language_code: c.opt_text("language_code")?,
+        source: c.enumerated("source", ConversationSource::parse)?,
     })
 }
 

@@ -63,6 +63,7 @@ async fn world(store: &dyn Store) -> World {
         handover: Default::default(),
         ended_at: None,
         language_code: None,
+        source: Default::default(),
     };
     store.create_conversation(&chat).await.unwrap();
     World {

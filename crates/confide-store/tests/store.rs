@@ -14,9 +14,9 @@ use confide_domain::{
 use confide_store::testing::each_backend;
 use confide_store::{
     AddressBlock, ApiKey, AuditChain, AuditEvent, Backend, ChatSettings, Chatbot, ContextNamespace,
-    Conversation, Dialogue, GENESIS_HASH, IdentityKey, Invitation, Lockout, Membership, Message,
-    NewAuditEvent, Organization, Sender, Session, SqlStore, Store, StoreError, TrustedAddress,
-    User, audit_event_hash,
+    Conversation, ConversationSource, Dialogue, GENESIS_HASH, IdentityKey, Invitation, Lockout,
+    Membership, Message, NewAuditEvent, Organization, Sender, Session, SqlStore, Store, StoreError,
+    TrustedAddress, User, audit_event_hash,
 };
 use serde_json::json;
 
@@ -1553,6 +1553,7 @@ fn conversation(org: OrgId, bot: BotId) -> Conversation {
         handover: Default::default(),
         ended_at: None,
         language_code: None,
+        source: Default::default(),
     }
 }
 
@@ -2060,5 +2061,89 @@ async fn dialogues_keep_their_order_and_context_memory_its_namespaces() {
             Some("Mallory"),
             "{backend}"
         );
+    }
+}
+
+#[tokio::test]
+async fn an_api_user_has_one_conversation_per_bot_and_context_batches_fit_or_fail_whole() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (acme, _) = tenant(store, "Acme").await;
+        let (other_org, _) = tenant(store, "Other").await;
+        let helper = bot(acme.id, "Helper");
+        let sibling = bot(acme.id, "Sibling");
+        store.create_bot(&helper).await.unwrap();
+        store.create_bot(&sibling).await.unwrap();
+        let api_chat = |org: OrgId, bot: BotId| Conversation {
+            source: ConversationSource::Api,
+            visitor_id: "user-7".to_owned(),
+            automated: None,
+            ..conversation(org, bot)
+        };
+        // A widget chat with the same visitor id is another conversation.
+        store
+            .create_conversation(&conversation(acme.id, helper.id))
+            .await
+            .unwrap();
+        let first = store
+            .find_or_create_api_conversation(&api_chat(acme.id, helper.id))
+            .await
+            .unwrap();
+        assert_eq!(first.source, ConversationSource::Api, "{backend}");
+        let again = store
+            .find_or_create_api_conversation(&api_chat(acme.id, helper.id))
+            .await
+            .unwrap();
+        assert_eq!(again.id, first.id, "{backend}: one per user");
+        let elsewhere = store
+            .find_or_create_api_conversation(&api_chat(acme.id, sibling.id))
+            .await
+            .unwrap();
+        assert_ne!(elsewhere.id, first.id, "{backend}: one per bot");
+        assert!(
+            matches!(
+                store
+                    .find_or_create_api_conversation(&api_chat(other_org.id, helper.id))
+                    .await,
+                Err(StoreError::NotFound(_))
+            ),
+            "{backend}: not another organization's bot"
+        );
+
+        let entries = |keys: std::ops::Range<usize>| -> Vec<(String, String)> {
+            keys.map(|i| (format!("k{i}"), i.to_string())).collect()
+        };
+        let bot_side = ContextNamespace::Bot;
+        assert!(
+            store
+                .merge_context(first.id, bot_side, &entries(0..3), 4, T0)
+                .await
+                .unwrap()
+        );
+        // Two new keys would make five: nothing of the batch is written.
+        assert!(
+            !store
+                .merge_context(first.id, bot_side, &entries(1..5), 4, T0)
+                .await
+                .unwrap(),
+            "{backend}"
+        );
+        let held = store.get_context(first.id, bot_side).await.unwrap();
+        assert_eq!(held.len(), 3, "{backend}");
+        assert_eq!(held["k1"], "1", "{backend}");
+        // Updating known keys and adding one that fits goes through.
+        let batch = vec![
+            ("k1".to_owned(), "one".to_owned()),
+            ("k3".to_owned(), "3".to_owned()),
+        ];
+        assert!(
+            store
+                .merge_context(first.id, bot_side, &batch, 4, T0)
+                .await
+                .unwrap()
+        );
+        let held = store.get_context(first.id, bot_side).await.unwrap();
+        assert_eq!(held.len(), 4, "{backend}");
+        assert_eq!(held["k1"], "one", "{backend}");
     }
 }

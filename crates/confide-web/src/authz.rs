@@ -215,6 +215,44 @@ pub async fn chats(
     bot_data(state, auth, org_id, bot_id, need, scope, true).await
 }
 
+/// The bot an Application API call speaks to: the one its API key is bound to, if the key may
+/// write that bot's chats (`chats:write`). Organization-wide keys and people are refused
+/// (`bot_key_required`), so a call can only ever reach its key's own bot.
+pub async fn application_bot(state: &AppState, auth: &Auth) -> Result<Chatbot, ApiError> {
+    let (org_id, bot_id) = match &auth.principal {
+        Principal::ApiKey {
+            org_id,
+            bot_id: Some(bot_id),
+            ..
+        } => (*org_id, *bot_id),
+        Principal::ApiKey { org_id, .. } => {
+            let err = ApiError::forbidden(
+                "bot_key_required",
+                "the Application API needs an API key bound to one bot",
+            );
+            let target = format!("org:{org_id}");
+            return Err(deny(
+                state,
+                auth,
+                AuditChain::Org(*org_id),
+                target,
+                "bot_key",
+                err,
+            )
+            .await);
+        }
+        Principal::User { user_id, .. } => {
+            let err = ApiError::forbidden(
+                "bot_key_required",
+                "the Application API needs an API key bound to one bot",
+            );
+            let target = format!("user:{user_id}");
+            return Err(deny(state, auth, AuditChain::Platform, target, "bot_key", err).await);
+        }
+    };
+    chats(state, auth, org_id, bot_id, BotNeed::Write).await
+}
+
 /// A bot's statistics: read permission on the bot, or an API key with `stats:read`. They hold no
 /// conversation, so the sharing policy does not apply.
 pub async fn statistics(

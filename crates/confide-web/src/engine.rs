@@ -21,6 +21,8 @@ use crate::state::{AppState, now_ms};
 pub enum AnsweredBy {
     Pattern(DialogueId),
     Sample(DialogueId),
+    /// The dialogue the caller named (the Application API's `exchange_id`).
+    Triggered(DialogueId),
     Fallback,
 }
 
@@ -29,7 +31,18 @@ impl AnsweredBy {
         match self {
             AnsweredBy::Pattern(_) => "pattern",
             AnsweredBy::Sample(_) => "sample",
+            AnsweredBy::Triggered(_) => "triggered",
             AnsweredBy::Fallback => "fallback",
+        }
+    }
+
+    /// The dialogue that answered (Kindly's exchange), if one did.
+    pub fn dialogue(&self) -> Option<DialogueId> {
+        match self {
+            AnsweredBy::Pattern(id) | AnsweredBy::Sample(id) | AnsweredBy::Triggered(id) => {
+                Some(*id)
+            }
+            AnsweredBy::Fallback => None,
         }
     }
 }
@@ -281,6 +294,41 @@ pub async fn answer(
         answered_by: AnsweredBy::Fallback,
         language,
     }))
+}
+
+/// Answers with a dialogue the caller named instead of running the steps: its first reply whose
+/// placeholders are all known, else the fallback. While humans answer, the bot stays quiet here
+/// too.
+pub async fn answer_with(
+    state: &AppState,
+    conversation: &Conversation,
+    settings: &ChatSettings,
+    dialogue: &Dialogue,
+    requested: Option<&str>,
+    text: &str,
+) -> ApiResult<Option<BotAnswer>> {
+    if with_humans(conversation) {
+        return Ok(None);
+    }
+    let language = message_language(settings, requested, text);
+    let context = state
+        .store
+        .get_context(conversation.id, ContextNamespace::Bot)
+        .await?;
+    Ok(Some(
+        match dialogue::render_reply(dialogue.replies_in(&language), &context) {
+            Some(text) => BotAnswer {
+                text,
+                answered_by: AnsweredBy::Triggered(dialogue.id),
+                language,
+            },
+            None => BotAnswer {
+                text: settings.fallback_reply_in(&language).to_owned(),
+                answered_by: AnsweredBy::Fallback,
+                language,
+            },
+        },
+    ))
 }
 
 #[cfg(test)]

@@ -29,8 +29,8 @@ pub use openapi::ApiDoc;
 pub use state::{AppState, LockoutPolicy, RateLimits, WebSettings};
 
 use crate::api::{
-    audit_log, auth as auth_api, bots, chat, chat_log, dialogues, handover, identity_keys, keys,
-    me, nudges, orgs, spam as spam_api, statistics as statistics_api, system,
+    application, audit_log, auth as auth_api, bots, chat, chat_log, dialogues, handover,
+    identity_keys, keys, me, nudges, orgs, spam as spam_api, statistics as statistics_api, system,
     webhooks as webhooks_api, widget,
 };
 
@@ -217,7 +217,9 @@ pub fn router(state: AppState) -> Router {
             "/orgs/{org_id}/trusted-addresses/{trusted_id}",
             axum::routing::delete(spam_api::remove_trusted),
         )
-        .route("/orgs/{org_id}/audit", get(audit_log::list_audit));
+        .route("/orgs/{org_id}/audit", get(audit_log::list_audit))
+        .route("/send", post(application::send))
+        .route("/greet", post(application::greet));
 
     let v1 = v1.layer(axum::middleware::from_fn_with_state(
         state.clone(),

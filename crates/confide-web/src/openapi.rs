@@ -8,8 +8,8 @@ use utoipa::openapi::{Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use crate::api::{
-    audit_log, auth, bots, chat, chat_log, dialogues, handover, identity_keys, keys, me, nudges,
-    orgs, spam, statistics, system, webhooks, widget,
+    application, audit_log, auth, bots, chat, chat_log, dialogues, handover, identity_keys, keys,
+    me, nudges, orgs, spam, statistics, system, webhooks, widget,
 };
 
 #[derive(OpenApi)]
@@ -40,6 +40,7 @@ use crate::api::{
         spam::list_blocks, spam::add_block, spam::lift_block,
         spam::list_trusted, spam::add_trusted, spam::remove_trusted,
         audit_log::list_audit,
+        application::send, application::greet,
     ),
     modifiers(&SecuritySchemes, &StandardErrors),
 )]

@@ -155,6 +155,8 @@ const ROUTES: &[(&str, &str)] = &[
         "POST",
         "/api/v1/orgs/{org_id}/bots/{bot_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
     ),
+    ("POST", "/api/v1/send"),
+    ("POST", "/api/v1/greet"),
     ("POST", "/chat/v1/{bot_key}/sessions"),
     ("POST", "/chat/v1/auth"),
     ("POST", "/chat/v1/greeting"),

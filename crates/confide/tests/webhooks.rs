@@ -178,6 +178,8 @@ async fn every_chat_message_reaches_the_receiver_signed_both_ways_in_the_chatlog
     each_backend_with(quick_retries, async |app| {
         let s = setup(app).await;
         let (receiver, url) = Receiver::start().await;
+        // No new_context in the answers: each event's context is then the empty memory.
+        receiver.answer_with("ok");
         let (hook, secret) = s.create_webhook(app, &url).await;
         assert!(secret.starts_with("whsec_"));
         let chat = s.chat(app, "Where is my anvil?").await;
@@ -198,9 +200,15 @@ async fn every_chat_message_reaches_the_receiver_signed_both_ways_in_the_chatlog
             assert_eq!(body["user_id"], "visitor-7");
             assert_eq!(body["source"], "web");
             assert_eq!(body["web_host"], "shop.example.com");
+            // The bot's reply names the language it answered in; the widget gave none.
+            let language = if body["sender"] == "bot" {
+                json!("en")
+            } else {
+                Value::Null
+            };
             assert_eq!(
                 body["exchange"],
-                json!({ "id": null, "language_code": null })
+                json!({ "id": null, "language_code": language })
             );
             assert_eq!(body["context"], json!({}));
             assert!(
@@ -209,10 +217,7 @@ async fn every_chat_message_reaches_the_receiver_signed_both_ways_in_the_chatlog
                     .unwrap()
                     .ends_with(&format!("/chats/{chat}"))
             );
-            by_sender.insert(
-                body["sender"].as_str().unwrap().to_owned(),
-                body["message"].as_str().unwrap().to_owned(),
-            );
+            by_sender.insert(body["sender"].as_str().unwrap().to_owned(), body.clone());
             // The timestamp is the attempt's, in seconds, close to our clock.
             let ts: i64 = delivery.header("webhook-timestamp").parse().unwrap();
             let now = std::time::SystemTime::now()
@@ -221,8 +226,13 @@ async fn every_chat_message_reaches_the_receiver_signed_both_ways_in_the_chatlog
                 .as_secs() as i64;
             assert!((now - ts).abs() < 300);
         }
-        assert_eq!(by_sender["visitor"], "Where is my anvil?");
-        assert!(by_sender.contains_key("bot"));
+        assert_eq!(by_sender["visitor"]["message"], "Where is my anvil?");
+        assert_eq!(by_sender["visitor"]["reply_to_id"], Value::Null);
+        // The bot's reply names the message it answers.
+        assert_eq!(
+            by_sender["bot"]["reply_to_id"],
+            by_sender["visitor"]["message_id"]
+        );
         // A wrong secret does not verify: the checks above are not vacuous.
         let (_, other_secret) = s.create_webhook(app, &url).await;
         assert!(!kindly_ok(&other_secret, &got[0]));

@@ -12,7 +12,9 @@ use confide_domain::{
 };
 use confide_realtime::signature;
 use confide_security::chat_token::ChatClaims;
-use confide_store::{AuditChain, ChatSettings, Chatbot, Conversation, Message, Sender};
+use confide_store::{
+    AuditChain, ChatSettings, Chatbot, ContextNamespace, Conversation, Dialogue, Message, Sender,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -22,6 +24,7 @@ use crate::audit::{self, Actor};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{PathParams, StrictJson};
 use crate::state::{AppState, now_ms};
+use crate::webhooks::MessageOrigin;
 
 /// The header that carries the chat token.
 pub const CHAT_TOKEN_HEADER: &str = "x-chat-token";
@@ -339,6 +342,7 @@ pub async fn start_chat(
         verified_at: None,
         handover: Default::default(),
         ended_at: None,
+        source: confide_store::ConversationSource::Web,
         automated: confide_domain::traffic::automated_by_user_agent(
             headers
                 .get(header::USER_AGENT)
@@ -653,6 +657,27 @@ pub(crate) async fn post_to_chat(
     sender: Sender,
     text: String,
 ) -> ApiResult<Message> {
+    post_message(
+        state,
+        bot,
+        conversation,
+        sender,
+        text,
+        &MessageOrigin::default(),
+    )
+    .await
+}
+
+/// [`post_to_chat`], saying how the message came about; its event also carries the chat's
+/// context memory as it stands now.
+pub(crate) async fn post_message(
+    state: &AppState,
+    bot: &Chatbot,
+    conversation: &Conversation,
+    sender: Sender,
+    text: String,
+    origin: &MessageOrigin,
+) -> ApiResult<Message> {
     let message = Message {
         id: MessageId::new(),
         conversation_id: conversation.id,
@@ -660,13 +685,113 @@ pub(crate) async fn post_to_chat(
         text,
         created_at: now_ms(),
     };
-    let event =
-        crate::webhooks::message_created(&state.settings.public_url, bot, conversation, &message);
+    let context = state
+        .store
+        .get_context(conversation.id, ContextNamespace::Bot)
+        .await?;
+    let event = crate::webhooks::message_created(
+        &state.settings.public_url,
+        bot,
+        conversation,
+        &message,
+        origin,
+        &context,
+    );
     let queued = state.store.add_message_with_event(&message, &event).await?;
     state.webhooks.wake_if(queued);
     let data = serde_json::to_string(&MessageView::from(&message)).map_err(ApiError::internal)?;
     publish(state, bot, conversation, MESSAGE_EVENT, &data).await?;
     Ok(message)
+}
+
+/// A user's message text: at most 2000 characters with at least one that is neither white space
+/// nor a control character, and no NUL (PostgreSQL cannot store it); answered trimmed.
+pub(crate) fn message_text(raw: &str) -> ApiResult<&str> {
+    let visible = raw.chars().any(|c| !c.is_whitespace() && !c.is_control());
+    if !visible || raw.contains('\0') || raw.chars().count() > MAX_MESSAGE_CHARS {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_message",
+            "a message is 1 to 2000 characters",
+        ));
+    }
+    Ok(raw.trim())
+}
+
+/// A user's message and the bot's reply, if it gave one.
+pub(crate) struct Exchanged {
+    pub message: Message,
+    pub reply: Option<Message>,
+}
+
+/// The one path every user message takes, from the widget or the Application API: stored with
+/// its event, answered by the engine (or by the dialogue the caller named), the reply stored with
+/// its own event naming the message it answers, and both counted for the statistics.
+pub(crate) async fn converse(
+    state: &AppState,
+    bot: &Chatbot,
+    conversation: &Conversation,
+    settings: &ChatSettings,
+    text: &str,
+    dialogue: Option<&Dialogue>,
+    language_code: Option<&str>,
+) -> ApiResult<Exchanged> {
+    let origin = MessageOrigin {
+        language_code: language_code.map(str::to_owned),
+        ..MessageOrigin::default()
+    };
+    let message = post_message(
+        state,
+        bot,
+        conversation,
+        Sender::Visitor,
+        text.to_owned(),
+        &origin,
+    )
+    .await?;
+    let answer = match dialogue {
+        Some(dialogue) => {
+            crate::engine::answer_with(state, conversation, settings, dialogue, language_code, text)
+                .await?
+        }
+        None => crate::engine::answer(state, conversation, settings, text, language_code).await?,
+    };
+    // The chat's language is the one its latest exchange was answered in.
+    if let Some(answer) = &answer
+        && conversation.language_code.as_deref() != Some(answer.language.as_str())
+    {
+        state
+            .store
+            .set_conversation_language(bot.id, conversation.id, Some(&answer.language))
+            .await?;
+    }
+    let fallback = answer
+        .as_ref()
+        .is_some_and(|a| a.answered_by == crate::engine::AnsweredBy::Fallback);
+    let reply = match answer {
+        Some(answer) => {
+            let origin = MessageOrigin {
+                reply_to: Some(message.id),
+                exchange: answer.answered_by.dialogue(),
+                language_code: Some(answer.language.clone()),
+            };
+            Some(post_message(state, bot, conversation, Sender::Bot, answer.text, &origin).await?)
+        }
+        None => None,
+    };
+    crate::statistics::count(
+        state,
+        conversation,
+        confide_store::HourlyStatistics {
+            sessions: i64::from(conversation.interacted_at.is_none()),
+            visitor_messages: 1,
+            bot_messages: i64::from(reply.is_some()),
+            fallbacks: i64::from(fallback),
+            ..Default::default()
+        },
+    )
+    .await;
+    Ok(Exchanged { message, reply })
 }
 
 /// Sends an event over the chat's private channel.
@@ -759,85 +884,31 @@ pub async fn send_message(
     headers: HeaderMap,
     StrictJson(request): StrictJson<SendMessage>,
 ) -> ApiResult<(StatusCode, Json<Posted>)> {
-    let text = request.text.trim();
-    if text.is_empty() || text.chars().count() > MAX_MESSAGE_CHARS {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_message",
-            "a message is 1 to 2000 characters",
-        ));
-    }
+    let text = message_text(&request.text)?;
     let requested = requested_language(request.language_code.as_deref())?;
     let context = chat_context(&state, ip, &headers, IdentityCheck::Enforce).await?;
     context.limit_messages(&state, ip).await?;
     crate::spam::screen_message(&state, context.bot.org_id, ip, text).await?;
-    let message = post_to_chat(
-        &state,
-        &context.bot,
-        &context.conversation,
-        Sender::Visitor,
-        text.to_owned(),
-    )
-    .await?;
     // The message's language when the bot speaks it, else the one the chat started with.
-    let requested = [requested, context.language]
+    let requested = [requested, context.language.clone()]
         .into_iter()
         .flatten()
         .find(|code| context.settings.languages.contains(code));
-    let answer = crate::engine::answer(
+    let exchanged = converse(
         &state,
+        &context.bot,
         &context.conversation,
         &context.settings,
         text,
+        None,
         requested.as_deref(),
     )
     .await?;
-    // The chat's language is the one its latest exchange was answered in.
-    if let Some(answer) = &answer
-        && context.conversation.language_code.as_deref() != Some(answer.language.as_str())
-    {
-        state
-            .store
-            .set_conversation_language(
-                context.bot.id,
-                context.conversation.id,
-                Some(&answer.language),
-            )
-            .await?;
-    }
-    let fallback = answer
-        .as_ref()
-        .is_some_and(|a| a.answered_by == crate::engine::AnsweredBy::Fallback);
-    let reply = match answer {
-        Some(answer) => Some(
-            post_to_chat(
-                &state,
-                &context.bot,
-                &context.conversation,
-                Sender::Bot,
-                answer.text,
-            )
-            .await?,
-        ),
-        None => None,
-    };
-    crate::statistics::count(
-        &state,
-        &context.conversation,
-        confide_store::HourlyStatistics {
-            sessions: i64::from(context.conversation.interacted_at.is_none()),
-            visitor_messages: 1,
-            bot_messages: i64::from(reply.is_some()),
-            fallbacks: i64::from(fallback),
-            ..Default::default()
-        },
-    )
-    .await;
     Ok((
         StatusCode::ACCEPTED,
         Json(Posted {
-            message: (&message).into(),
-            reply: reply.as_ref().map(MessageView::from),
+            message: (&exchanged.message).into(),
+            reply: exchanged.reply.as_ref().map(MessageView::from),
         }),
     ))
 }

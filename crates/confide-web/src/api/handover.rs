@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::chat::{MAX_MESSAGE_CHARS, MessageView, post_to_chat, publish};
+use crate::api::chat::{MessageView, message_text, post_to_chat, publish};
 use crate::api::timestamp;
 use crate::audit::{self, org_chain};
 use crate::auth::Auth;
@@ -253,14 +253,7 @@ pub async fn send_agent_message(
     StrictJson(request): StrictJson<AgentMessage>,
 ) -> ApiResult<(StatusCode, Json<MessageView>)> {
     let bot = authz::chats(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
-    let text = request.text.trim();
-    if text.is_empty() || text.chars().count() > MAX_MESSAGE_CHARS {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_message",
-            "a message is 1 to 2000 characters",
-        ));
-    }
+    let text = message_text(&request.text)?;
     let chat = conversation(&state, bot_id, chat_id).await?;
     if chat.handover.state != HandoverState::Agent
         || chat.handover.agent.as_deref() != Some(agent_of(&auth).as_str())

@@ -1,5 +1,6 @@
 //! The JSON API (`/api/v1`), its OpenAPI document, and the small system endpoints.
 
+pub mod application;
 pub mod audit_log;
 pub mod auth;
 pub mod bots;

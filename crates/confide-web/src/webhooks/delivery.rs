@@ -4,10 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use confide_domain::RetryDecision;
+use confide_domain::dialogue::MAX_CONTEXT_KEYS;
+use confide_domain::{ConversationId, RetryDecision};
 use confide_security::webhook::{KINDLY_HMAC_ALGORITHM, WebhookSecret, sign};
 use confide_store::{
-    AttemptOutcome, AuditChain, NewAuditEvent, Store, Webhook, WebhookAttempt, WebhookDelivery,
+    AttemptOutcome, AuditChain, ContextNamespace, NewAuditEvent, Store, Webhook, WebhookAttempt,
+    WebhookDelivery,
 };
 use serde_json::json;
 use tokio::sync::{Semaphore, watch};
@@ -93,6 +95,12 @@ pub fn new_context(body: &[u8]) -> Option<serde_json::Map<String, serde_json::Va
         serde_json::Value::Object(map) => Some(map.clone()),
         _ => None,
     }
+}
+
+/// The chat an event is about (`chat_id` of its body), if it is about one.
+fn chat_of(payload: &str) -> Option<ConversationId> {
+    let body: serde_json::Value = serde_json::from_str(payload).ok()?;
+    body.get("chat_id")?.as_str()?.parse().ok()
 }
 
 /// A number in `[0, 1)` for the retry jitter, from the last 32 bits of a fresh UUID v7, which
@@ -218,13 +226,9 @@ impl Attempt {
             && !response.truncated
             && let Some(context) = new_context(&response.body)
         {
-            // TODO(context memory): store these keys in the conversation's context memory once
-            // that exists; until then they are read, counted and dropped.
-            tracing::info!(
-                delivery = %delivery.id,
-                keys = context.len(),
-                "a webhook answer carried new_context; context memory is not available yet"
-            );
+            // Before the delivery is recorded as delivered, so whoever sees it delivered also
+            // finds the context written.
+            self.remember(&webhook, &delivery, &context).await;
         }
         let record = WebhookAttempt {
             attempt: delivery.attempts + 1,
@@ -267,6 +271,53 @@ impl Attempt {
             };
             if let Err(err) = self.store.append_audit(event).await {
                 tracing::error!(error = %err, "could not audit a dead webhook delivery");
+            }
+        }
+    }
+
+    /// Writes a receiver's `new_context` into the context memory (bot namespace) of the chat the
+    /// event was about, which must be one of the endpoint's bot's chats. Malformed entries, or
+    /// more than the chat has room for, drop the whole answer (logged); the delivery stands.
+    async fn remember(
+        &self,
+        webhook: &Webhook,
+        delivery: &WebhookDelivery,
+        context: &serde_json::Map<String, serde_json::Value>,
+    ) {
+        let Some(chat) = chat_of(&delivery.payload) else {
+            return;
+        };
+        let entries = match confide_domain::dialogue::context_entries(context) {
+            Ok(entries) if entries.is_empty() => return,
+            Ok(entries) => entries,
+            Err(err) => {
+                tracing::warn!(delivery = %delivery.id, error = %err, "a webhook answer's new_context was refused");
+                return;
+            }
+        };
+        let written = match self.store.get_conversation(webhook.bot_id, chat).await {
+            Ok(Some(_)) => {
+                self.store
+                    .merge_context(
+                        chat,
+                        ContextNamespace::Bot,
+                        &entries,
+                        MAX_CONTEXT_KEYS,
+                        now_ms(),
+                    )
+                    .await
+            }
+            // The chat is gone (or not the bot's): nothing to remember.
+            Ok(None) => return,
+            Err(err) => Err(err),
+        };
+        match written {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(delivery = %delivery.id, %chat, "a webhook answer's new_context does not fit the chat's context memory; dropped")
+            }
+            Err(err) => {
+                tracing::error!(delivery = %delivery.id, error = %err, "writing a webhook answer's new_context failed")
             }
         }
     }

@@ -3,7 +3,9 @@
 
 pub mod delivery;
 
-use confide_domain::WebhookEvent;
+use std::collections::BTreeMap;
+
+use confide_domain::{DialogueId, MessageId, WebhookEvent};
 use confide_security::webhook::WebhookSecretCipher;
 use confide_store::{Chatbot, Conversation, Message, OutboxEvent};
 use serde_json::json;
@@ -122,14 +124,28 @@ fn web_host(origin: Option<&str>) -> Option<String> {
     (!host.is_empty()).then(|| host.to_owned())
 }
 
-/// `message.created` in the shape of Kindly's chatlog webhook. Fields without a source yet are
-/// null or empty: `exchange` (dialogues), `context` (context memory), `web_path` (the widget
-/// reports only its origin today).
+/// How a message came about, as its `message.created` event tells it.
+#[derive(Clone, Debug, Default)]
+pub struct MessageOrigin {
+    /// The message this one answers: a bot's reply names the user message (Kindly's
+    /// `reply_to_id`).
+    pub reply_to: Option<MessageId>,
+    /// The dialogue that answered; none for the fallback, the greeting and people.
+    pub exchange: Option<DialogueId>,
+    /// The language the caller gave for the exchange (the Application API's `language_code`).
+    pub language_code: Option<String>,
+}
+
+/// `message.created` in the shape of Kindly's chatlog webhook, with the chat's context memory
+/// (bot namespace) as it stood when the message was stored. `web_path` is null: the widget
+/// reports only its origin today.
 pub fn message_created(
     public_url: &str,
     bot: &Chatbot,
     conversation: &Conversation,
     message: &Message,
+    origin: &MessageOrigin,
+    context: &BTreeMap<String, String>,
 ) -> OutboxEvent {
     let body = json!({
         "type": WebhookEvent::MessageCreated.as_str(),
@@ -140,14 +156,15 @@ pub fn message_created(
         "user_id": conversation.visitor_id,
         // The owner's id for the visitor, once an identity token verified them.
         "verified_user_id": conversation.verified_user_id,
-        "exchange": { "id": null, "language_code": null },
+        "exchange": { "id": origin.exchange, "language_code": origin.language_code },
         "message": message.text,
         "message_id": message.id,
+        "reply_to_id": origin.reply_to,
         "sender": message.sender.as_str(),
         "created_at": timestamp(message.created_at),
-        "context": {},
+        "context": context,
         "_links": { "chat": format!("{public_url}/api/v1/chats/{}", conversation.id) },
-        "source": "web",
+        "source": conversation.source.as_str(),
         "web_host": web_host(conversation.origin.as_deref()),
         "web_path": null,
     });
@@ -176,6 +193,7 @@ fn chat_event(
     body.insert("bot_id".into(), json!(bot.id));
     body.insert("chat_id".into(), json!(conversation.id));
     body.insert("user_id".into(), conversation.visitor_id.clone().into());
+    body.insert("source".into(), conversation.source.as_str().into());
     body.insert(
         "verified_user_id".into(),
         json!(conversation.verified_user_id),

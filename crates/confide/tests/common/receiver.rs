@@ -1,4 +1,5 @@
-//! A webhook receiver on 127.0.0.1 that records every request, answering from a script.
+//! A webhook receiver on 127.0.0.1 for the tests: records every request and answers as a test
+//! scripts it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,10 +33,10 @@ impl Received {
 /// `webhook-id` is answered with the script's n-th status, or the fallback past its end.
 #[derive(Clone, Default)]
 pub struct Receiver {
-    received: Arc<Mutex<Vec<Received>>>,
-    script: Arc<Mutex<Vec<u16>>>,
+    pub received: Arc<Mutex<Vec<Received>>>,
+    pub script: Arc<Mutex<Vec<u16>>>,
     /// Answered when the script is empty.
-    fallback: Arc<Mutex<u16>>,
+    pub fallback: Arc<Mutex<u16>>,
     /// The body of every answer (a `new_context` unless a test sets another).
     pub body: Arc<Mutex<String>>,
 }
@@ -91,6 +92,11 @@ impl Receiver {
 
     pub fn all(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
+    }
+
+    /// Answers every later request with `body`.
+    pub fn answer_with(&self, body: &str) {
+        *self.body.lock().unwrap() = body.to_owned();
     }
 
     pub fn answer(&self, script: &[u16], then: u16) {
