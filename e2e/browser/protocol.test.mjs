@@ -122,6 +122,8 @@ describe('widget protocol (scripted hub)', () => {
     try {
       await sleep(300);
       assert.deepEqual(t.hub.log, [], 'no chat request before the visitor opens the bubble');
+      // Only the page's nudge rules are read, once and without any chat token.
+      assert.deepEqual(t.hub.nudgeReads, [{ token: null }]);
       assert.equal(t.hub.connections.length, 0);
       await openAndConnect(t);
       await waitFor(async () => (await t.w.messages.count()) === 1, { what: 'greeting' });

@@ -178,6 +178,81 @@ for (const backend of backends()) describe(`widget served by confide (${backend}
     assert.deepEqual(Object.keys(JSON.parse(kept)), [`confide.visitor.${bot.key}`]);
   });
 
+  check('nudges: the page rule offers one without starting a chat; its form, an agent\'s nudge and a handover', async () => {
+    assert.ok(integrity, 'the widget was fetched');
+    const api = (method, path, body) => confide.api(method, `/api/v1/orgs/${owner.orgId}/bots/${nudger.id}${path}`, {
+      token: owner.accessToken, body,
+    });
+    const nudger = await confide.createBot(owner, 'Nudger');
+    await confide.chatSettings(owner, nudger.id, { greeting: GREETING, fallback_reply: FALLBACK, allowed_domains: ['localhost'] });
+    // A receiver that is never reached: the delivery log shows what was queued for it.
+    const hook = await api('POST', '/webhooks', { url: 'https://hooks.example.com/nudges', events: ['nudge.submitted'] });
+    assert.equal(hook.status, 201, hook.text);
+    const newsletter = await api('POST', '/nudges', {
+      name: 'Newsletter', title: 'Stay in the loop', text: 'News once a month.',
+      form: { label: 'Your email', input: 'email', button: 'Sign up' },
+      rules: { paths: ['/'], seconds_on_page: 1 },
+    });
+    assert.equal(newsletter.status, 201, newsletter.text);
+    const survey = await api('POST', '/nudges', { name: 'Survey', title: 'How are we doing?', text: '<b>Tell us</b>' });
+    assert.equal(survey.status, 201, survey.text);
+
+    const site = await startHostPage({ hostname: 'localhost', server: confide.base, bot: nudger.key, integrity });
+    open.push(site.close);
+    const t = await openWatched(browser, site.url);
+    open.push(() => t.context.close());
+    const w = widget(t.page);
+    const teaser = w.root.locator('button.teaser');
+    await teaser.waitFor({ state: 'visible', timeout: 10000 });
+    assert.equal(await teaser.textContent(), 'Stay in the loop');
+    assert.deepEqual(t.sockets, [], 'offering a nudge starts no chat');
+
+    const sessionAnswer = t.page
+      .waitForResponse((res) => /\/chat\/v1\/[^/]+\/sessions$/.test(res.url()) && res.request().method() === 'POST')
+      .then((res) => res.json());
+    await teaser.click();
+    assert.equal(await w.panel.isVisible(), true);
+    assert.equal(await teaser.isVisible(), false);
+    const cards = w.root.locator('section.nudge');
+    await cards.first().waitFor({ state: 'visible' });
+    assert.equal(await cards.first().locator('.nudge-text').textContent(), 'News once a month.');
+    await w.root.getByLabel('Your email').fill('not an address');
+    await w.root.getByRole('button', { name: 'Sign up' }).click();
+    await waitFor(async () => (await cards.first().locator('.nudge-status').textContent()) !== '', { what: 'the refusal' });
+    assert.equal(await cards.first().locator('.nudge-status').textContent(), 'Please enter a valid email address.');
+    await w.root.getByLabel('Your email').fill('ann@example.com');
+    await w.root.getByRole('button', { name: 'Sign up' }).click();
+    await waitFor(async () => (await cards.first().locator('.nudge-status').textContent()) === 'Thank you!', { what: 'the thanks' });
+    const deliveries = await api('GET', `/webhooks/${hook.json.webhook.id}/deliveries`);
+    assert.deepEqual(deliveries.json.deliveries.map((d) => d.event), ['nudge.submitted']);
+
+    // An agent sends the survey to this chat: shown as text, markup and all.
+    const chatId = (await sessionAnswer).chat_id;
+    await waitFor(async () => (await w.status.getAttribute('data-state')) === 'connected', { what: 'the connection', timeout: 15000 });
+    const sent = await api('POST', `/nudges/${survey.json.id}/send`, { chat_id: chatId });
+    assert.equal(sent.status, 202, sent.text);
+    await waitFor(async () => (await cards.count()) === 2, { what: 'the agent\'s nudge' });
+    assert.equal(await cards.nth(1).locator('.nudge-text').textContent(), '<b>Tell us</b>');
+    assert.equal(await cards.nth(1).locator('b').count(), 0);
+
+    // Asking for a person, an agent taking the chat and answering.
+    const human = w.root.getByRole('button', { name: 'Talk to a person' });
+    await human.click();
+    const notes = w.root.locator('p.note');
+    await waitFor(async () => (await notes.allTextContents()).includes('Waiting for a person to join\u2026'), { what: 'the request' });
+    assert.equal(await human.isVisible(), false);
+    const taken = await api('POST', `/handovers/${chatId}/take`);
+    assert.equal(taken.status, 200, taken.text);
+    await waitFor(async () => (await notes.allTextContents()).includes('A person has joined the chat.'), { what: 'the agent' });
+    const said = await api('POST', `/handovers/${chatId}/messages`, { text: 'Hi, I am Kim.' });
+    assert.equal(said.status, 201, said.text);
+    await waitFor(async () => (await w.messages.allTextContents()).includes('Agent: Hi, I am Kim.'), { what: 'the agent\'s message' });
+
+    assert.deepEqual(await t.violations(), [], 'no securitypolicyviolation event');
+    // The refused answer is a 422 Chromium logs as a failed load; nothing else.
+    assert.deepEqual(t.problems.filter((p) => !/status of 422/.test(p)), []);
+  });
+
   check('a page on an origin the bot does not allow shows the refusal and starts no chat', async () => {
     assert.ok(integrity, 'the widget was fetched');
     const site = await startHostPage({ host: '127.0.0.1', server: confide.base, bot: bot.key, integrity });
@@ -197,6 +272,9 @@ for (const backend of backends()) describe(`widget served by confide (${backend}
     assert.equal(await w.input.isDisabled(), true);
     assert.equal(await w.send.isDisabled(), true);
     await sleep(1000);
+    // The page's nudge rules are refused the same way (read on load, before any chat).
+    assert.deepEqual(answers.filter((a) => /\/nudges$/.test(a.url)).map((a) => a.status), [403]);
+    answers.splice(0, answers.length, ...answers.filter((a) => !/\/nudges$/.test(a.url)));
     assert.equal(answers.length, 1, JSON.stringify(answers));
     assert.match(answers[0].url, /\/chat\/v1\/[^/]+\/sessions$/);
     assert.equal(answers[0].status, 403);

@@ -29,6 +29,12 @@
  * starts the widget posts it to /chat/v1/identity and continues with the identity-bound chat token
  * it gets back; when that fails it continues unverified. The JWT is never stored or shown.
  *
+ * Nudges: on load the widget reads the bot's nudge rules (GET /chat/v1/{bot}/nudges; no chat is
+ * started) and offers the first for this page path after its seconds on the page, once per browser
+ * session, as a teaser above the launcher; nudges an agent sends arrive as `nudge` events. A nudge's
+ * form answer starts the chat if needed and goes to /chat/v1/nudges/{id}/submit. "Talk to a
+ * person" asks for a human (POST /chat/v1/handover); `handover` events show where that stands.
+ *
  * Refusals: the error body is {"error":{"code","message","bot_message"?}}. The widget shows
  * `bot_message` when present (a bot's configured text), else the server's message for
  * `outside_active_hours`, else its own text for the code.
@@ -123,6 +129,17 @@
       'background:#fff;color:#1f2330;font:inherit'],
     ['.send', 'flex:none;padding:0 14px;border:0;border-radius:8px;background:' + BLUE + ';color:#fff;' +
       'font:inherit;font-weight:600;cursor:pointer'],
+    ['.human', 'flex:none;padding:4px 8px;border:1px solid rgba(255,255,255,.6);border-radius:6px;' +
+      'background:transparent;color:inherit;font:12px/1.2 system-ui,sans-serif;cursor:pointer'],
+    ['.note', 'align-self:center;margin:0;padding:2px 8px;color:#555b6e;font-size:12px;text-align:center'],
+    ['.nudge', 'align-self:stretch;margin:0;padding:10px 12px;border:1px solid #c9cff0;border-radius:12px;background:#eef0fd'],
+    ['.nudge-title', 'margin:0 0 4px;font-weight:600'],
+    ['.nudge-text', 'margin:0;white-space:pre-wrap;overflow-wrap:anywhere'],
+    ['.nudge-form', 'display:flex;flex-wrap:wrap;gap:6px;margin:8px 0 0'],
+    ['.nudge-label', 'flex-basis:100%;font-size:12px'],
+    ['.nudge-status', 'margin:6px 0 0;font-size:12px'],
+    ['.teaser', 'display:block;max-width:260px;margin:0 0 10px auto;padding:10px 12px;border:0;border-radius:12px;' +
+      'background:#fff;color:#1f2330;font:inherit;text-align:left;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.22)'],
   ];
   const EXTRA_CSS =
     '.launcher:focus-visible,.close:focus-visible,.send:focus-visible,.input:focus-visible,.log:focus-visible' +
@@ -205,7 +222,10 @@
   status.append(dot, statusText);
   titles.append(title, status);
   const closeBtn = h('button', 'close', { type: 'button', 'aria-label': 'Close chat' }, '\u00d7');
-  head.append(titles, closeBtn);
+  // Shown once the chat is live, until a person has been asked for.
+  const humanBtn = h('button', 'human', { type: 'button' }, 'Talk to a person');
+  humanBtn.hidden = true;
+  head.append(titles, humanBtn, closeBtn);
   const log = h('div', 'log', {
     role: 'log', 'aria-live': 'polite', 'aria-relevant': 'additions', 'aria-label': 'Conversation', tabindex: '0',
   });
@@ -225,11 +245,15 @@
     type: 'button', 'aria-controls': 'cf-panel', 'aria-expanded': 'false', 'aria-label': 'Open chat',
   });
   launcher.append(svgIcon());
-  shadow.append(panel, launcher);
+  // A nudge the page's rules offer while the panel is closed: its title, above the launcher.
+  const teaser = h('button', 'teaser', { type: 'button' });
+  teaser.hidden = true;
+  shadow.append(panel, teaser, launcher);
 
   const mount = () => {
     document.body.append(host);
     paint(panel);
+    paint(teaser);
     paint(launcher);
   };
   if (document.body) mount();
@@ -676,6 +700,12 @@
       case 'message':
         if (mine) render(data);
         break;
+      case 'handover':
+        if (mine && data && typeof data.state === 'string') onHandover(data.state);
+        break;
+      case 'nudge':
+        if (mine) showNudge(data);
+        break;
       default:
     }
   };
@@ -701,6 +731,7 @@
     subscribed = true;
     attempts = 0;
     setState('connected');
+    if (handover !== 'requested' && handover !== 'agent') show(humanBtn, true);
     if (!refused && errorLine.textContent === TEXT.network) showError('');
     if (session.resubscribed) catchUp(0);
     session.resubscribed = true;
@@ -800,10 +831,123 @@
     else showError(errorText(r));
   });
 
+  // ---------------------------------------------------------------- people and nudges
+  const HANDOVER = {
+    requested: 'Waiting for a person to join\u2026',
+    agent: 'A person has joined the chat.',
+    ended: 'The person has left the chat; the bot answers again.',
+  };
+  let handover = 'bot';
+  const note = (text) => append(h('p', 'note', null, text), true);
+  const onHandover = (state) => {
+    if (state === handover || !HANDOVER[state]) return;
+    handover = state;
+    note(HANDOVER[state]);
+    show(humanBtn, state === 'ended' && subscribed);
+  };
+  humanBtn.addEventListener('click', async () => {
+    if (!session) return;
+    humanBtn.disabled = true;
+    const r = await api(SERVER + '/chat/v1/handover', session.token);
+    humanBtn.disabled = false;
+    if (r.ok && r.data && typeof r.data.state === 'string') onHandover(r.data.state);
+    else if (!r.ok) showError(errorText(r));
+  });
+
+  // Nudges: the API sends one to this chat, or the page's rules offer one (shown once per
+  // browser session). Their texts are shown as text, like every message.
+  const NKEY = 'confide.nudged.' + BOT + '.';
+  const shownNudges = new Set();
+  let nudgeSeq = 0;
+  const submitNudge = async (id, value) => {
+    if (!session) await startSession(false);
+    if (!session) return { ok: false, status: 0, code: 'network', err: {} };
+    return api(SERVER + '/chat/v1/nudges/' + encodeURIComponent(id) + '/submit', session.token, { value });
+  };
+  const nudgeForm = (n, card) => {
+    const f = n.form;
+    if (!f || typeof f.label !== 'string' || typeof f.button !== 'string') return;
+    const email = f.input === 'email';
+    const id = 'cf-nudge-' + ++nudgeSeq;
+    const nf = h('form', 'nudge-form', { novalidate: '' });
+    const field = h('input', 'input', {
+      id, type: email ? 'email' : 'text', maxlength: '500', autocomplete: email ? 'email' : 'off',
+    });
+    const button = h('button', 'send', { type: 'submit' }, f.button);
+    nf.append(h('label', 'nudge-label', { for: id }, f.label), field, button);
+    const said = h('p', 'nudge-status', { role: 'status' });
+    card.append(nf, said);
+    nf.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const value = field.value.trim();
+      if (!value) return;
+      button.disabled = true;
+      const r = await submitNudge(n.id, value);
+      button.disabled = false;
+      if (r.ok) {
+        nf.remove();
+        said.textContent = 'Thank you!';
+      } else if (r.code === 'invalid_nudge') {
+        said.textContent = email ? 'Please enter a valid email address.' : 'Please check your answer.';
+      } else {
+        said.textContent = errorText(r);
+      }
+      paint(said);
+    });
+  };
+  const showNudge = (n) => {
+    if (!n || typeof n.id !== 'string' || typeof n.title !== 'string' || typeof n.text !== 'string') return;
+    if (shownNudges.has(n.id)) return;
+    shownNudges.add(n.id);
+    const card = h('section', 'nudge', { 'aria-label': n.title });
+    card.append(h('p', 'nudge-title', null, n.title), h('p', 'nudge-text', null, n.text));
+    nudgeForm(n, card);
+    append(card, true);
+  };
+  const nudged = (id) => {
+    try {
+      return window.sessionStorage.getItem(NKEY + id) === '1';
+    } catch (_) {
+      return false;
+    }
+  };
+  const offer = (n) => {
+    try {
+      window.sessionStorage.setItem(NKEY + n.id, '1');
+    } catch (_) {
+      /* private mode: offered once per page */
+    }
+    if (isOpen()) {
+      showNudge(n);
+      return;
+    }
+    teaser.textContent = n.title;
+    teaser.onclick = () => {
+      show(teaser, false);
+      open();
+      showNudge(n);
+    };
+    show(teaser, true);
+  };
+  const pathMatches = (paths, page) => !Array.isArray(paths) || !paths.length ||
+    paths.some((p) => typeof p === 'string' && (p.endsWith('*') ? page.startsWith(p.slice(0, -1)) : page === p));
+  // The page's rules: the first nudge for this path, after its seconds on the page. Reading them
+  // starts no chat.
+  const loadNudges = async () => {
+    const r = await api(SERVER + '/chat/v1/' + encodeURIComponent(BOT) + '/nudges', null, null, 'GET');
+    if (!r.ok || !r.data || !Array.isArray(r.data.nudges)) return;
+    const n = r.data.nudges.find((x) => x && typeof x.id === 'string' && x.rules &&
+      pathMatches(x.rules.paths, location.pathname) && !nudged(x.id));
+    if (!n) return;
+    const seconds = Math.min(3600, Math.max(0, Number(n.rules.seconds_on_page) || 0));
+    setTimeout(() => offer(n), seconds * 1000);
+  };
+
   // ---------------------------------------------------------------- opening and closing
   const isOpen = () => !panel.hidden;
   const open = () => {
     show(panel, true);
+    show(teaser, false);
     launcher.setAttribute('aria-expanded', 'true');
     launcher.setAttribute('aria-label', 'Close chat');
     if (!input.disabled) input.focus();
@@ -828,4 +972,5 @@
   launcher.addEventListener('keydown', (e) => {
     if (e.key === 'Escape' && isOpen()) close();
   });
+  loadNudges();
 })();

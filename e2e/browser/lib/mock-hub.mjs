@@ -69,6 +69,7 @@ export async function startMockHub({ botKey = 'mockbot_0123456789', activityTime
     req.on('end', () => resolve(b));
   });
 
+  const nudgeReads = [];
   const server = http.createServer(async (req, res) => {
     const url = new URL(req.url, origin);
     if (req.method === 'GET' && url.pathname === '/widget/v1/confide.js') {
@@ -94,6 +95,13 @@ export async function startMockHub({ botKey = 'mockbot_0123456789', activityTime
       return;
     }
     const body = await readBody(req);
+    // The page's nudge rules, read on load without a chat: kept apart from the chat requests.
+    if (req.method === 'GET' && url.pathname === `/chat/v1/${botKey}/nudges`) {
+      nudgeReads.push({ token: req.headers['x-chat-token'] ?? null });
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ nudges: opts.nudges || [] }));
+      return;
+    }
     const token = req.headers['x-chat-token'];
     const chat = token ? chats.get(token) : null;
     const entry = { kind: 'http', method: req.method, path: url.pathname, token: !!token, chatToken: token ?? null, ct: req.headers['content-type'], body };
@@ -238,6 +246,7 @@ export async function startMockHub({ botKey = 'mockbot_0123456789', activityTime
     botKey,
     opts,
     log,
+    nudgeReads,
     connections,
     chats,
     /** The last connection that is still open. */
