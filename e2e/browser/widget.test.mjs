@@ -386,7 +386,7 @@ for (const backend of backends()) describe(`widget served by confide (${backend}
     });
     const site = await startHostPage({
       hostname: 'localhost', server: confide.base, bot: nordic.key, integrity,
-      hostScript: "window.confideOptions = { language: 'nb-NO' };\n",
+      hostScript: "window.confideOptions = { language: 'nb-NO', context: { plan: 'gold', seats: 3, nested: { x: 1 } } };\n",
     });
     open.push(site.close);
     const t = await openWatched(browser, site.url);
@@ -410,6 +410,8 @@ for (const backend of backends()) describe(`widget served by confide (${backend}
     const message = bodies.find((b) => b.path === '/chat/v1/messages');
     assert.equal(session?.body.language_code, 'nb-NO', 'the session asks for the page\'s language');
     assert.equal(message?.body.language_code, 'nb-NO', 'so does every message');
+    // confideOptions.context goes with the session: plain values only.
+    assert.deepEqual(session?.body.context, { plan: 'gold', seats: 3 });
     assert.deepEqual(t.problems, []);
     assert.deepEqual(await t.violations(), []);
   });

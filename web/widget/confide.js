@@ -408,6 +408,24 @@
     const tag = language();
     return tag ? Object.assign(body, { language_code: tag }) : body;
   };
+  // The page's facts about its visitor (window.confideOptions.context): strings, numbers and
+  // booleans under context keys, copied when the chat starts. The server keeps them apart from
+  // the bot's own memory as untrusted.
+  let contextRefused = false;
+  const pageContext = () => {
+    try {
+      const c = window.confideOptions && window.confideOptions.context;
+      if (contextRefused || !c || typeof c !== 'object' || Array.isArray(c)) return null;
+      const out = {};
+      for (const k of Object.keys(c).slice(0, 100)) {
+        const v = c[k];
+        if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') out[k] = v;
+      }
+      return out;
+    } catch (_) {
+      return null;
+    }
+  };
 
   // ---------------------------------------------------------------- chat session
   let session = null; // {chat_id, channel, token, ws: url, auth: url}; the token lives only here
@@ -432,9 +450,18 @@
       clearTimeout(sessionTimer);
       setState(renewal ? 'reconnecting' : 'connecting');
       const visitor = loadVisitor();
-      const r = await api(SERVER + '/chat/v1/' + encodeURIComponent(BOT) + '/sessions', null,
-        withLanguage(visitor ? { visitor_id: visitor } : {}));
+      const body = withLanguage(visitor ? { visitor_id: visitor } : {});
+      const context = pageContext();
+      if (context) body.context = context;
+      const r = await api(SERVER + '/chat/v1/' + encodeURIComponent(BOT) + '/sessions', null, body);
       if (!r.ok) {
+        if (r.code === 'invalid_context' && context) {
+          // The chat matters more than the page's facts: start it without them.
+          console.warn('Confide widget: confideOptions.context was refused:', r.err && r.err.message);
+          contextRefused = true;
+          starting = null;
+          return startSession(renewal);
+        }
         if (r.code === 'invalid_visitor_id' && visitor) {
           saveVisitor(null);
           starting = null;

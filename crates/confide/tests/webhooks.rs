@@ -816,3 +816,62 @@ async fn handover_and_conversation_end_events_reach_their_subscribers() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_widgets_context_reaches_the_webhooks_apart_from_the_bots_own_memory() {
+    each_backend_with(quick_retries, async |app| {
+        let s = setup(app).await;
+        let (receiver, url) = Receiver::start().await;
+        s.create_webhook(app, &url).await;
+        // A reply that would use `plan` if the page's context counted as the bot's memory.
+        app.post(
+            &format!("/api/v1/orgs/{}/bots/{}/dialogues", s.org, s.bot),
+            &s.owner,
+            json!({ "name": "Plan", "patterns": ["my plan"],
+                    "replies": ["You are on {plan}.", "Which plan are you on?"] }),
+        )
+        .await
+        .expect(201);
+        let start = async |context: Value| {
+            app.send(
+                app.client
+                    .post(app.url(&format!("/chat/v1/{}/sessions", s.bot_key)))
+                    .header("origin", PAGE)
+                    .json(&json!({ "context": context })),
+            )
+            .await
+        };
+        start(json!({ "1st": "no" }))
+            .await
+            .expect_error(422, "invalid_context");
+        start(json!({ "plan": { "nested": true } }))
+            .await
+            .expect_error(422, "invalid_context");
+        let session = start(json!({ "plan": "gold", "seats": 3, "trial": false })).await;
+        session.expect(201);
+        let token = session.json()["token"].as_str().unwrap().to_owned();
+        let sent = app
+            .send(
+                app.client
+                    .post(app.url("/chat/v1/messages"))
+                    .header("x-chat-token", &token)
+                    .header("origin", PAGE)
+                    .json(&json!({ "text": "What is my plan?" })),
+            )
+            .await;
+        sent.expect(202);
+        assert_eq!(sent.json()["reply"]["text"], "Which plan are you on?");
+        let got = receiver
+            .wait_for("both messages", |all| all.len() >= 2)
+            .await;
+        for delivery in &got {
+            let body = delivery.json();
+            assert_eq!(
+                body["visitor_context"],
+                json!({ "plan": "gold", "seats": "3", "trial": "false" })
+            );
+            assert_eq!(body["context"], json!({}), "the bot's own memory is apart");
+        }
+    })
+    .await;
+}

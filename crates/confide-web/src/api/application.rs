@@ -86,7 +86,7 @@ pub struct Sent {
 
 /// `new_context`: at most 100 keys shaped like context keys, each a short string, a number or a
 /// boolean (or null for none at all).
-fn new_context_schema() -> utoipa::openapi::schema::Object {
+pub(crate) fn new_context_schema() -> utoipa::openapi::schema::Object {
     let value = OneOfBuilder::new()
         .item(
             ObjectBuilder::new()

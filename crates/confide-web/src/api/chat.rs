@@ -46,6 +46,11 @@ pub struct StartChatRequest {
         pattern = r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{1,8}){0,4}$"
     )]
     pub language_code: Option<String>,
+    /// The widget's `context` option: facts the page passes about the visitor (plan, page
+    /// section). Kept apart from the bot's own context memory as untrusted, and sent to the
+    /// webhooks as `visitor_context`.
+    #[schema(schema_with = crate::api::application::new_context_schema)]
+    pub context: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A requested language tag's primary subtag; a malformed tag is refused.
@@ -324,6 +329,16 @@ pub async fn start_chat(
         None => confide_security::tokens::random_token(16),
     };
     let language = requested_language(request.language_code.as_deref())?;
+    let visitor_context = match &request.context {
+        Some(map) => confide_domain::dialogue::context_entries(map).map_err(|err| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_context",
+                format!("context: {err}"),
+            )
+        })?,
+        None => Vec::new(),
+    };
     let now = now_ms();
     let conversation = Conversation {
         id: ConversationId::new(),
@@ -361,6 +376,18 @@ pub async fn start_chat(
         ),
     };
     state.store.create_conversation(&conversation).await?;
+    if !visitor_context.is_empty() {
+        state
+            .store
+            .merge_context(
+                conversation.id,
+                ContextNamespace::Visitor,
+                &visitor_context,
+                confide_domain::dialogue::MAX_CONTEXT_KEYS,
+                now,
+            )
+            .await?;
+    }
     let expires_at = now / 1000 + state.settings.chat_token_ttl_secs;
     let token = state
         .chat_tokens
@@ -689,6 +716,10 @@ pub(crate) async fn post_message(
         .store
         .get_context(conversation.id, ContextNamespace::Bot)
         .await?;
+    let visitor_context = state
+        .store
+        .get_context(conversation.id, ContextNamespace::Visitor)
+        .await?;
     let event = crate::webhooks::message_created(
         &state.settings.public_url,
         bot,
@@ -696,6 +727,7 @@ pub(crate) async fn post_message(
         &message,
         origin,
         &context,
+        &visitor_context,
     );
     let queued = state.store.add_message_with_event(&message, &event).await?;
     state.webhooks.wake_if(queued);

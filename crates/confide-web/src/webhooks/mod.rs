@@ -146,6 +146,7 @@ pub fn message_created(
     message: &Message,
     origin: &MessageOrigin,
     context: &BTreeMap<String, String>,
+    visitor_context: &BTreeMap<String, String>,
 ) -> OutboxEvent {
     let body = json!({
         "type": WebhookEvent::MessageCreated.as_str(),
@@ -163,6 +164,9 @@ pub fn message_created(
         "sender": message.sender.as_str(),
         "created_at": timestamp(message.created_at),
         "context": context,
+        // What the page passed in the widget's `context` option: untrusted, as the visitor
+        // controls the page it runs in.
+        "visitor_context": visitor_context,
         "_links": { "chat": format!("{public_url}/api/v1/chats/{}", conversation.id) },
         "source": conversation.source.as_str(),
         "web_host": web_host(conversation.origin.as_deref()),
