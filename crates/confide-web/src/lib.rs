@@ -29,9 +29,9 @@ pub use openapi::ApiDoc;
 pub use state::{AppState, LockoutPolicy, RateLimits, WebSettings};
 
 use crate::api::{
-    application, audit_log, auth as auth_api, bots, chat, chat_log, dialogues, handover,
-    identity_keys, keys, me, nudges, orgs, spam as spam_api, statistics as statistics_api, system,
-    webhooks as webhooks_api, widget,
+    application, audit_log, auth as auth_api, bot_transfer, bots, chat, chat_log, dialogues,
+    handover, identity_keys, keys, me, nudges, orgs, spam as spam_api,
+    statistics as statistics_api, system, webhooks as webhooks_api, widget,
 };
 
 /// The whole application with every layer.
@@ -148,6 +148,11 @@ pub fn router(state: AppState) -> Router {
             get(dialogues::get_dialogue)
                 .put(dialogues::update_dialogue)
                 .delete(dialogues::delete_dialogue),
+        )
+        .route("/orgs/{org_id}/bots/import", post(bot_transfer::import_bot))
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/export",
+            get(bot_transfer::export_bot),
         )
         .route(
             "/orgs/{org_id}/bots/{bot_id}/nudges",

@@ -8,8 +8,8 @@ use utoipa::openapi::{Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use crate::api::{
-    application, audit_log, auth, bots, chat, chat_log, dialogues, handover, identity_keys, keys,
-    me, nudges, orgs, spam, statistics, system, webhooks, widget,
+    application, audit_log, auth, bot_transfer, bots, chat, chat_log, dialogues, handover,
+    identity_keys, keys, me, nudges, orgs, spam, statistics, system, webhooks, widget,
 };
 
 #[derive(OpenApi)]
@@ -33,6 +33,7 @@ use crate::api::{
         chat_log::delete_chat, statistics::bot_statistics, webhooks::list_webhooks, webhooks::create_webhook, webhooks::get_webhook, webhooks::update_webhook, webhooks::delete_webhook, webhooks::rotate_secret, webhooks::list_deliveries, webhooks::get_delivery, webhooks::redeliver,
         chat::start_chat, chat::channel_auth, chat::greeting, chat::send_message,
         chat::list_messages, chat::verify_identity, chat::request_handover,
+        bot_transfer::export_bot, bot_transfer::import_bot,
         nudges::list_nudges, nudges::create_nudge, nudges::get_nudge, nudges::update_nudge,
         nudges::delete_nudge, nudges::send_nudge, nudges::chat_nudges, nudges::submit_nudge,
         widget::script, widget::integrity_json,

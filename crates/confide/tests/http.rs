@@ -42,6 +42,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/invitations/accept"),
     ("GET", "/api/v1/orgs/{org_id}/bots"),
     ("POST", "/api/v1/orgs/{org_id}/bots"),
+    ("POST", "/api/v1/orgs/{org_id}/bots/import"),
+    ("GET", "/api/v1/orgs/{org_id}/bots/{bot_id}/export"),
     ("GET", "/api/v1/orgs/{org_id}/bots/{bot_id}"),
     ("PATCH", "/api/v1/orgs/{org_id}/bots/{bot_id}"),
     ("DELETE", "/api/v1/orgs/{org_id}/bots/{bot_id}"),

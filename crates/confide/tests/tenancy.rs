@@ -549,6 +549,24 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
         ),
         e(
             Method::POST,
+            format!("/api/v1/orgs/{org}/bots/import"),
+            Some(json!({
+                "format": "confide.bot", "version": 1, "bot": { "name": "Planted Import" },
+                "chat_settings": { "greeting": "Hi", "fallback_reply": "Hm", "allowed_domains": [] },
+                "dialogues": [], "nudges": [],
+            })),
+            ManageBots,
+            201,
+        ),
+        e(
+            Method::GET,
+            format!("/api/v1/orgs/{org}/bots/{a1}/export"),
+            None,
+            ReadA1,
+            200,
+        ),
+        e(
+            Method::POST,
             format!("/api/v1/orgs/{org}/bots"),
             Some(json!({ "name": "Planted Bot" })),
             ManageBots,
@@ -985,6 +1003,7 @@ fn template(path: &str) -> String {
     for (i, segment) in segments.iter().enumerate() {
         let previous = if i > 0 { segments[i - 1] } else { "" };
         let replaced = match previous {
+            "bots" if *segment == "import" => segment,
             "orgs" => names[0],
             "bots" => names[1],
             "members" | "permissions" => names[2],

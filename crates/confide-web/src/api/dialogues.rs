@@ -67,7 +67,7 @@ pub struct DialogueList {
 }
 
 /// A dialogue as saved (creating or replacing): patterns, sample phrases, or both.
-#[derive(Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DialogueRequest {
     #[schema(
@@ -98,6 +98,7 @@ pub struct DialogueRequest {
     pub replies_by_language: BTreeMap<String, Vec<String>>,
     /// Where it is tried, 0 first: the dialogue moves there and the others make room. Omitted:
     /// last when creating, unchanged when replacing.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0, maximum = 1000000)]
     pub position: Option<i64>,
 }

@@ -61,7 +61,7 @@ pub struct NudgeList {
 }
 
 /// A nudge as saved (creating or replacing). Texts are plain text.
-#[derive(Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NudgeRequest {
     /// For the bot's builders; visitors never see it.
