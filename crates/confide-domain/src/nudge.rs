@@ -51,11 +51,26 @@ pub struct NudgeForm {
 pub struct NudgeRules {
     /// Exact paths (`/pricing`) or prefixes ending in `*` (`/docs/*`); each starts with `/`.
     #[serde(default)]
-    #[schema(max_items = 20, value_type = Vec<String>)]
+    #[schema(schema_with = paths_schema)]
     pub paths: Vec<String>,
     #[serde(default)]
     #[schema(minimum = 0, maximum = 3600)]
     pub seconds_on_page: u32,
+}
+
+/// `paths` as the checks below take them: at most 20, each `/` then no white space or control
+/// character, `*` only at the end, at most 200 characters.
+fn paths_schema() -> utoipa::openapi::schema::Array {
+    let path = utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_PATH_CHARS))
+        .pattern(Some(r"^/[^\s\x00-\x1F\x7F-\x9F*]*\*?$"))
+        .build();
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(path)
+        .max_items(Some(MAX_PATHS))
+        .build()
 }
 
 /// Why a nudge was refused; `code()` is the stable error code.
@@ -114,13 +129,13 @@ pub fn rules(rules: &NudgeRules) -> Result<NudgeRules, NudgeError> {
     let mut paths: Vec<String> = Vec::new();
     for path in &rules.paths {
         let ok = path.starts_with('/')
-            && path.len() <= MAX_PATH_CHARS
+            && path.chars().count() <= MAX_PATH_CHARS
             && !path.chars().any(|c| c.is_control() || c.is_whitespace())
             && !path[..path.len().saturating_sub(1)].contains('*');
         if !ok {
             return Err(NudgeError::Rules(format!(
-                "a path starts with /, has no spaces, is at most {MAX_PATH_CHARS} bytes and may \
-                 end in * only: {:?}",
+                "a path starts with /, has no spaces, is at most {MAX_PATH_CHARS} characters \
+                 and may end in * only: {:?}",
                 path.chars().take(40).collect::<String>()
             )));
         }
