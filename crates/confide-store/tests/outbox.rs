@@ -296,6 +296,42 @@ async fn claims_respect_the_concurrency_limit_and_a_dead_workers_claims_come_bac
 }
 
 #[tokio::test]
+async fn workers_claiming_at_the_same_moment_never_share_a_delivery_or_pass_the_limit() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let w = world(store).await;
+        let hook = endpoint(&w, &[WebhookEvent::MessageCreated], 25);
+        store.create_webhook(&hook).await.unwrap();
+        for i in 0..40 {
+            post(store, &w, &format!("m{i}"), T0 + i).await;
+        }
+        let now = T0 + 100;
+        let claim = |owner: &'static str| store.claim_deliveries(owner, now, now + 60_000, 10);
+        // Six workers at once, each asking for up to ten: together more than the limit allows.
+        let (a, b, c, d, e, f) = tokio::join!(
+            claim("worker-a"),
+            claim("worker-b"),
+            claim("worker-c"),
+            claim("worker-d"),
+            claim("worker-e"),
+            claim("worker-f"),
+        );
+        let mut ids = Vec::new();
+        for claimed in [a, b, c, d, e, f] {
+            ids.extend(claimed.unwrap().into_iter().map(|d| d.id));
+        }
+        let total = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), total, "{backend}: a delivery was claimed twice");
+        assert!(
+            (10..=25).contains(&total),
+            "{backend}: {total} claimed; the limit is 25 in flight"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_failed_attempt_is_logged_retried_at_its_time_and_a_dead_letter_can_be_redelivered() {
     for (backend, db) in each_backend().await {
         let store = db.store();
