@@ -210,19 +210,30 @@ pub fn match_patterns(patterns: &[Regex], text: &str) -> Option<PatternMatch> {
 
 /// The first reply whose placeholders are all in context, with them filled in.
 pub fn render_reply(replies: &[String], context: &BTreeMap<String, String>) -> Option<String> {
-    replies.iter().find_map(|reply| {
-        let keys = placeholders(reply);
-        if !keys.iter().all(|k| context.contains_key(*k)) {
-            return None;
-        }
-        let mut text = reply.clone();
-        for key in keys {
-            if let Some(value) = context.get(key) {
-                text = text.replacen(&format!("{{{key}}}"), value, 1);
+    replies.iter().find_map(|reply| fill(reply, context))
+}
+
+/// The reply with each placeholder replaced by its value, in one left-to-right pass: a value is
+/// copied as it is (a value that looks like `{key}` stays text); `None` when a key is unknown.
+fn fill(reply: &str, context: &BTreeMap<String, String>) -> Option<String> {
+    let mut out = String::with_capacity(reply.len());
+    let mut rest = reply;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close) if valid_context_key(&after[..close]) => {
+                out.push_str(context.get(&after[..close])?);
+                rest = &after[close + 1..];
+            }
+            _ => {
+                out.push('{');
+                rest = after;
             }
         }
-        Some(text)
-    })
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 #[cfg(test)]
@@ -277,6 +288,15 @@ mod tests {
         assert_eq!(
             render_reply(&replies, &context).unwrap(),
             "Your order 1234 is on its way, {order}."
+        );
+        // Nor when the key it names comes later in the reply: the template's own placeholder
+        // is filled, the value stays text.
+        let later = vec!["Hi {name}, plan {plan}, {not a key}.".to_owned()];
+        context.insert("name".to_owned(), "{plan}".to_owned());
+        context.insert("plan".to_owned(), "gold".to_owned());
+        assert_eq!(
+            render_reply(&later, &context).unwrap(),
+            "Hi {plan}, plan gold, {not a key}."
         );
     }
 
