@@ -243,6 +243,8 @@ pub trait Store: Send + Sync + 'static {
         conversation: ConversationId,
         namespace: ContextNamespace,
     ) -> StoreResult<std::collections::BTreeMap<String, String>>;
+    /// Both namespaces of the conversation's context memory in one read.
+    async fn get_memory(&self, conversation: ConversationId) -> StoreResult<ContextMemory>;
     async fn set_context(
         &self,
         conversation: ConversationId,

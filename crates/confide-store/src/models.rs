@@ -522,6 +522,15 @@ impl ContextNamespace {
     }
 }
 
+/// A conversation's whole context memory, both namespaces, as one read gives it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContextMemory {
+    /// What dialogues, the APIs and webhooks wrote; replies read it.
+    pub bot: BTreeMap<String, String>,
+    /// What the page passed in the widget's `context` option; untrusted.
+    pub visitor: BTreeMap<String, String>,
+}
+
 /// Counts of one bot in one UTC hour (`hour`: Unix ms of its start), or an increment to them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HourlyStatistics {

@@ -1787,6 +1787,27 @@ impl Store for SqlStore {
         Ok(pairs.into_iter().collect())
     }
 
+    async fn get_memory(&self, conversation: ConversationId) -> StoreResult<ContextMemory> {
+        let rows = sqlx::query(
+            "SELECT namespace, key, value FROM conversation_context \
+             WHERE conversation_id = $1 LIMIT 2000",
+        )
+        .bind(conversation.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut memory = ContextMemory::default();
+        for row in &rows {
+            let c = Cols(row);
+            let into = match c.text("namespace")?.as_str() {
+                "bot" => &mut memory.bot,
+                "visitor" => &mut memory.visitor,
+                _ => return Err(corrupt("namespace", "is neither bot nor visitor")),
+            };
+            into.insert(c.text("key")?, c.text("value")?);
+        }
+        Ok(memory)
+    }
+
     async fn set_context(
         &self,
         conversation: ConversationId,

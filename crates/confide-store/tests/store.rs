@@ -2061,6 +2061,10 @@ async fn dialogues_keep_their_order_and_context_memory_its_namespaces() {
             Some("Mallory"),
             "{backend}"
         );
+        // One read gives both namespaces, each kept apart.
+        let memory = store.get_memory(chat.id).await.unwrap();
+        assert_eq!(memory.bot, bot_side, "{backend}");
+        assert_eq!(memory.visitor, visitor_side, "{backend}");
     }
 }
 

@@ -146,6 +146,7 @@ impl DialogueCache {
 async fn pattern_step(
     state: &AppState,
     conversation: &Conversation,
+    context: &mut BTreeMap<String, String>,
     dialogues: &[Dialogue],
     language: &str,
     text: &str,
@@ -155,14 +156,10 @@ async fn pattern_step(
         let Some(found) = dialogue::match_patterns(&patterns, text) else {
             continue;
         };
-        let mut context = state
-            .store
-            .get_context(conversation.id, ContextNamespace::Bot)
-            .await?;
         if let (Some(key), Some(value)) = (&dialogue.context_key, found.captured) {
-            remember(state, conversation, &mut context, key, &value).await?;
+            remember(state, conversation, context, key, &value).await?;
         }
-        if let Some(reply) = dialogue::render_reply(dialogue.replies_in(language), &context) {
+        if let Some(reply) = dialogue::render_reply(dialogue.replies_in(language), context) {
             return Ok(Some(BotAnswer {
                 text: reply,
                 answered_by: AnsweredBy::Pattern(dialogue.id),
@@ -180,6 +177,7 @@ async fn pattern_step(
 async fn sample_step(
     state: &AppState,
     conversation: &Conversation,
+    context: &BTreeMap<String, String>,
     settings: &ChatSettings,
     dialogues: &[Dialogue],
     language: &str,
@@ -190,16 +188,9 @@ async fn sample_step(
         .sample_model(conversation.bot_id, dialogues);
     let candidates =
         sample_candidates(&model, dialogues, settings.sample_threshold, language, text);
-    if candidates.is_empty() {
-        return Ok(None);
-    }
-    let context = state
-        .store
-        .get_context(conversation.id, ContextNamespace::Bot)
-        .await?;
     Ok(candidates.iter().find_map(|dialogue| {
         Some(BotAnswer {
-            text: dialogue::render_reply(dialogue.replies_in(language), &context)?,
+            text: dialogue::render_reply(dialogue.replies_in(language), context)?,
             answered_by: AnsweredBy::Sample(dialogue.id),
             language: language.to_owned(),
         })
@@ -221,8 +212,9 @@ fn sample_candidates<'a>(
         .collect()
 }
 
-/// Stores a value in the conversation's context memory, within its bounds: an existing key is
-/// overwritten, a new one only while there is room.
+/// Stores a value in the conversation's context memory (and in `context`, the copy this exchange
+/// works with), within its bounds: an existing key is overwritten, a new one only while there is
+/// room. The store checks the bound in its transaction, so concurrent messages cannot pass it.
 async fn remember(
     state: &AppState,
     conversation: &Conversation,
@@ -230,15 +222,22 @@ async fn remember(
     key: &str,
     value: &str,
 ) -> ApiResult<()> {
-    if !context.contains_key(key) && context.len() >= MAX_CONTEXT_KEYS {
-        tracing::info!(chat = %conversation.id, "context memory is full; a capture was dropped");
-        return Ok(());
-    }
-    state
+    let entry = [(key.to_owned(), value.to_owned())];
+    let stored = state
         .store
-        .set_context(conversation.id, ContextNamespace::Bot, key, value, now_ms())
+        .merge_context(
+            conversation.id,
+            ContextNamespace::Bot,
+            &entry,
+            MAX_CONTEXT_KEYS,
+            now_ms(),
+        )
         .await?;
-    context.insert(key.to_owned(), value.to_owned());
+    if stored {
+        context.insert(key.to_owned(), value.to_owned());
+    } else {
+        tracing::info!(chat = %conversation.id, "context memory is full; a capture was dropped");
+    }
     Ok(())
 }
 
@@ -269,10 +268,13 @@ pub fn greeting(settings: &ChatSettings, requested: Option<&str>) -> String {
 
 /// Runs the steps in order for one visitor message; `None` when the agents answer it.
 /// `requested` is the language the widget or API asked for (shape-checked, primary subtag).
+/// `context` is the chat's context memory (bot namespace), read once for the exchange; captures
+/// are written to the store and into it, so the reply's event carries them.
 pub async fn answer(
     state: &AppState,
     conversation: &Conversation,
     settings: &ChatSettings,
+    context: &mut BTreeMap<String, String>,
     text: &str,
     requested: Option<&str>,
 ) -> ApiResult<Option<BotAnswer>> {
@@ -281,11 +283,21 @@ pub async fn answer(
     }
     let language = message_language(settings, requested, text);
     let dialogues = state.store.list_dialogues(conversation.bot_id).await?;
-    if let Some(answer) = pattern_step(state, conversation, &dialogues, &language, text).await? {
+    if let Some(answer) =
+        pattern_step(state, conversation, context, &dialogues, &language, text).await?
+    {
         return Ok(Some(answer));
     }
-    if let Some(answer) =
-        sample_step(state, conversation, settings, &dialogues, &language, text).await?
+    if let Some(answer) = sample_step(
+        state,
+        conversation,
+        context,
+        settings,
+        &dialogues,
+        &language,
+        text,
+    )
+    .await?
     {
         return Ok(Some(answer));
     }
@@ -299,10 +311,10 @@ pub async fn answer(
 /// Answers with a dialogue the caller named instead of running the steps: its first reply whose
 /// placeholders are all known, else the fallback. While humans answer, the bot stays quiet here
 /// too.
-pub async fn answer_with(
-    state: &AppState,
+pub fn answer_with(
     conversation: &Conversation,
     settings: &ChatSettings,
+    context: &BTreeMap<String, String>,
     dialogue: &Dialogue,
     requested: Option<&str>,
     text: &str,
@@ -311,12 +323,8 @@ pub async fn answer_with(
         return Ok(None);
     }
     let language = message_language(settings, requested, text);
-    let context = state
-        .store
-        .get_context(conversation.id, ContextNamespace::Bot)
-        .await?;
     Ok(Some(
-        match dialogue::render_reply(dialogue.replies_in(&language), &context) {
+        match dialogue::render_reply(dialogue.replies_in(&language), context) {
             Some(text) => BotAnswer {
                 text,
                 answered_by: AnsweredBy::Triggered(dialogue.id),

@@ -326,6 +326,7 @@ pub async fn greet(
         Sender::Bot,
         crate::engine::greeting(&settings, language_code),
         &origin,
+        &state.store.get_memory(conversation.id).await?,
     )
     .await?;
     Ok((

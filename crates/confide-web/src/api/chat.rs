@@ -13,7 +13,8 @@ use confide_domain::{
 use confide_realtime::signature;
 use confide_security::chat_token::ChatClaims;
 use confide_store::{
-    AuditChain, ChatSettings, Chatbot, ContextNamespace, Conversation, Dialogue, Message, Sender,
+    AuditChain, ChatSettings, Chatbot, ContextMemory, ContextNamespace, Conversation, Dialogue,
+    Message, Sender,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -684,6 +685,7 @@ pub(crate) async fn post_to_chat(
     sender: Sender,
     text: String,
 ) -> ApiResult<Message> {
+    let memory = state.store.get_memory(conversation.id).await?;
     post_message(
         state,
         bot,
@@ -691,12 +693,13 @@ pub(crate) async fn post_to_chat(
         sender,
         text,
         &MessageOrigin::default(),
+        &memory,
     )
     .await
 }
 
-/// [`post_to_chat`], saying how the message came about; its event also carries the chat's
-/// context memory as it stands now.
+/// [`post_to_chat`], saying how the message came about; its event also carries `memory`, the
+/// chat's context memory as the caller read it for this exchange.
 pub(crate) async fn post_message(
     state: &AppState,
     bot: &Chatbot,
@@ -704,6 +707,7 @@ pub(crate) async fn post_message(
     sender: Sender,
     text: String,
     origin: &MessageOrigin,
+    memory: &ContextMemory,
 ) -> ApiResult<Message> {
     let message = Message {
         id: MessageId::new(),
@@ -712,22 +716,14 @@ pub(crate) async fn post_message(
         text,
         created_at: now_ms(),
     };
-    let context = state
-        .store
-        .get_context(conversation.id, ContextNamespace::Bot)
-        .await?;
-    let visitor_context = state
-        .store
-        .get_context(conversation.id, ContextNamespace::Visitor)
-        .await?;
     let event = crate::webhooks::message_created(
         &state.settings.public_url,
         bot,
         conversation,
         &message,
         origin,
-        &context,
-        &visitor_context,
+        &memory.bot,
+        &memory.visitor,
     );
     let queued = state.store.add_message_with_event(&message, &event).await?;
     state.webhooks.wake_if(queued);
@@ -772,6 +768,8 @@ pub(crate) async fn converse(
         language_code: language_code.map(str::to_owned),
         ..MessageOrigin::default()
     };
+    // Read once for the whole exchange: both messages' events carry it, the engine fills it.
+    let mut memory = state.store.get_memory(conversation.id).await?;
     let message = post_message(
         state,
         bot,
@@ -779,14 +777,29 @@ pub(crate) async fn converse(
         Sender::Visitor,
         text.to_owned(),
         &origin,
+        &memory,
     )
     .await?;
     let answer = match dialogue {
-        Some(dialogue) => {
-            crate::engine::answer_with(state, conversation, settings, dialogue, language_code, text)
-                .await?
+        Some(dialogue) => crate::engine::answer_with(
+            conversation,
+            settings,
+            &memory.bot,
+            dialogue,
+            language_code,
+            text,
+        )?,
+        None => {
+            crate::engine::answer(
+                state,
+                conversation,
+                settings,
+                &mut memory.bot,
+                text,
+                language_code,
+            )
+            .await?
         }
-        None => crate::engine::answer(state, conversation, settings, text, language_code).await?,
     };
     // The chat's language is the one its latest exchange was answered in.
     if let Some(answer) = &answer
@@ -807,7 +820,18 @@ pub(crate) async fn converse(
                 exchange: answer.answered_by.dialogue(),
                 language_code: Some(answer.language.clone()),
             };
-            Some(post_message(state, bot, conversation, Sender::Bot, answer.text, &origin).await?)
+            Some(
+                post_message(
+                    state,
+                    bot,
+                    conversation,
+                    Sender::Bot,
+                    answer.text,
+                    &origin,
+                    &memory,
+                )
+                .await?,
+            )
         }
         None => None,
     };
