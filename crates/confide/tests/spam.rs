@@ -425,3 +425,51 @@ async fn lists_are_validated_and_belong_to_one_organization() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_same_nudge_answer_over_and_over_is_spam_too() {
+    each_backend_with(trusting_loopback, async |app| {
+        let s = shop(app, "Shop").await;
+        let bots = app
+            .get(&format!("/api/v1/orgs/{}/bots", s.org), &s.owner)
+            .await;
+        let bot = bots.json()["bots"][0]["id"].as_str().unwrap().to_owned();
+        let nudge = app
+            .post(
+                &format!("/api/v1/orgs/{}/bots/{bot}/nudges", s.org),
+                &s.owner,
+                json!({ "name": "Survey", "title": "Tell us", "text": "Anything?",
+                        "form": { "label": "Say it", "input": "text", "button": "Send" } }),
+            )
+            .await;
+        nudge.expect(201);
+        let id = nudge.json()["id"].as_str().unwrap().to_owned();
+        let spammer = Visitor {
+            app,
+            ip: "203.0.113.7",
+        };
+        let token = spammer.chat(&s.bot_key).await;
+        let answer = async |value: &str| {
+            app.send(
+                app.client
+                    .post(app.url(&format!("/chat/v1/nudges/{id}/submit")))
+                    .header("origin", PAGE)
+                    .header("x-forwarded-for", spammer.ip)
+                    .header("x-chat-token", &token)
+                    .json(&json!({ "value": value })),
+            )
+            .await
+        };
+        for _ in 0..3 {
+            answer("Cheap watches!").await.expect(202);
+        }
+        answer("cheap  watches!")
+            .await
+            .expect_error(403, "spam_detected");
+        spammer
+            .say(&token, "hello?")
+            .await
+            .expect_error(403, "address_blocked");
+    })
+    .await;
+}

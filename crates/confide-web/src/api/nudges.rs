@@ -448,6 +448,8 @@ pub async fn submit_nudge(
         return Err(ApiError::not_found());
     };
     let value = nudge::answer(form, &request.value).map_err(refused)?;
+    // Visitor text bound for the customer's systems, like a chat message: the same screening.
+    crate::spam::screen_message(&state, context.bot.org_id, ip, &value).await?;
     let event = crate::webhooks::nudge_submitted(
         &state.settings.public_url,
         &context.bot,
