@@ -380,6 +380,17 @@ async fn a_bot_that_requires_identity_serves_verified_visitors_only() {
         let backend = Backend::es256();
         let key = s.trust(app, &backend).await;
         s.require_identity(app, true).await.expect(200);
+        // A client that does not know the field saves the settings: the requirement stays.
+        let older = app
+            .put(
+                &s.settings_path(),
+                &s.owner,
+                json!({ "greeting": "Welcome back!", "fallback_reply": "Let me check.",
+                        "allowed_domains": ["shop.example.com"] }),
+            )
+            .await;
+        older.expect(200);
+        assert_eq!(older.json()["require_identity"], true);
         let chat = start_chat(app, &s.bot.key).await;
         assert_eq!(chat["identity_required"], true);
         let anonymous = chat["token"].as_str().unwrap();

@@ -538,8 +538,9 @@ pub struct ChatSettingsView {
     #[serde(default)]
     pub restrictions: confide_domain::Restrictions,
     /// Serve only visitors verified by an identity token (needs at least one identity key).
-    #[serde(default)]
-    pub require_identity: bool,
+    /// Omitted: unchanged, so a client that does not know the field cannot turn it off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_identity: Option<bool>,
 }
 
 /// `example.com` (that host) or `*.example.com` (its subdomains); `localhost` for development.
@@ -590,7 +591,7 @@ impl From<confide_store::ChatSettings> for ChatSettingsView {
                 .map(DomainPattern)
                 .collect(),
             restrictions: settings.restrictions,
-            require_identity: settings.require_identity,
+            require_identity: Some(settings.require_identity),
         }
     }
 }
@@ -717,7 +718,8 @@ pub async fn put_chat_settings(
             "country rules need a GeoIP database, and this server has none (geoip_database)",
         ));
     }
-    if request.require_identity && state.store.list_identity_keys(bot_id).await?.is_empty() {
+    let require_identity = request.require_identity.unwrap_or(current.require_identity);
+    if require_identity && state.store.list_identity_keys(bot_id).await?.is_empty() {
         // Otherwise every visitor would be turned away with no way to verify.
         return Err(ApiError::conflict(
             "no_identity_keys",
@@ -754,7 +756,7 @@ pub async fn put_chat_settings(
         sample_threshold,
         allowed_domains: domains,
         restrictions,
-        require_identity: request.require_identity,
+        require_identity,
     };
     state
         .store
