@@ -389,7 +389,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores the message and moves the conversation's last-message time.
     async fn add_message(&self, message: &Message) -> StoreResult<()>;
-    /// Oldest first, at most `limit`.
+    /// The latest `limit` messages, oldest first (what an agent or a reconnecting widget needs
+    /// of a long chat is its end).
     async fn list_messages(
         &self,
         conversation: ConversationId,

@@ -2116,8 +2116,10 @@ impl Store for SqlStore {
         limit: i64,
     ) -> StoreResult<Vec<Message>> {
         let rows = sqlx::query(
-            "SELECT id, conversation_id, sender, text, created_at FROM messages \
-             WHERE conversation_id = $1 ORDER BY created_at, id LIMIT $2",
+            "SELECT id, conversation_id, sender, text, created_at FROM ( \
+               SELECT id, conversation_id, sender, text, created_at FROM messages \
+               WHERE conversation_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2 \
+             ) latest ORDER BY created_at, id",
         )
         .bind(conversation.to_string())
         .bind(limit.clamp(1, 1000))

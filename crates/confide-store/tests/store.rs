@@ -1799,6 +1799,18 @@ async fn a_conversation_belongs_to_its_bot_and_keeps_its_messages_in_order() {
             2,
             "{backend}"
         );
+        let latest: Vec<_> = store
+            .list_messages(chat.id, 2)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.text)
+            .collect();
+        assert_eq!(
+            latest,
+            ["Hello", "Sorry?"],
+            "{backend}: the end of the chat"
+        );
 
         // Deleting the bot deletes its conversations.
         store.delete_bot(acme.id, helper.id).await.unwrap();

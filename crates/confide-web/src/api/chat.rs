@@ -979,7 +979,7 @@ pub struct MessageList {
 /// are not replayed by the realtime channel).
 #[utoipa::path(get, path = "/chat/v1/messages", tag = "chat",
     responses(
-        (status = 200, description = "The chat's messages, oldest first (at most 500)", body = MessageList),
+        (status = 200, description = "The chat's messages, the latest 500 at most, oldest first", body = MessageList),
         (status = 403, description = "Invalid or expired chat token", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
     ))]

@@ -66,7 +66,7 @@ pub struct HandoverList {
 #[derive(Serialize, ToSchema)]
 pub struct HandoverDetail {
     pub handover: HandoverView,
-    /// The chat so far, oldest first (at most 500).
+    /// The chat so far: its latest 500 messages at most, oldest first.
     pub messages: Vec<MessageView>,
 }
 
