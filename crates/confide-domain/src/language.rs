@@ -40,7 +40,8 @@ pub fn requested_code(tag: &str) -> Option<String> {
 }
 
 /// Picks the language a message is answered in. `languages` is the bot's list, default first
-/// (an empty list means [`DEFAULT_LANGUAGE`]); `requested` is an already shape-checked code.
+/// (an empty list means [`DEFAULT_LANGUAGE`]); `requested` is a language tag whose primary subtag
+/// counts (`nb-NO` asks for `nb`), whichever source sent it.
 pub fn resolve<'a>(
     languages: &'a [String],
     detect: bool,
@@ -50,7 +51,8 @@ pub fn resolve<'a>(
     let Some(default) = languages.first() else {
         return DEFAULT_LANGUAGE;
     };
-    if let Some(code) = requested.and_then(|r| languages.iter().find(|l| l.as_str() == r)) {
+    let requested = requested.and_then(requested_code);
+    if let Some(code) = requested.and_then(|r| languages.iter().find(|l| **l == r)) {
         return code;
     }
     if detect && let Some(code) = detected(languages, text) {
@@ -225,6 +227,9 @@ mod tests {
     fn a_requested_language_wins_when_the_bot_speaks_it() {
         let bot = langs(&["en", "nb", "de"]);
         assert_eq!(resolve(&bot, false, Some("de"), "hello"), "de");
+        // A regional tag asks for its language, from the widget or the API alike.
+        assert_eq!(resolve(&bot, false, Some("de-AT"), "hello"), "de");
+        assert_eq!(resolve(&bot, false, Some("DE_at"), "hello"), "de");
         // Not one of the bot's: detection (off here), then the default.
         assert_eq!(resolve(&bot, false, Some("fr"), "Wie spät ist es?"), "en");
         assert_eq!(resolve(&[], true, Some("nb"), "hei"), DEFAULT_LANGUAGE);

@@ -644,3 +644,44 @@ async fn each_users_conversation_is_rate_limited_like_a_widget_chat() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_regional_language_tag_gets_the_bots_language() {
+    each_backend_with(allow_loopback, async |app| {
+        let s = shop(app, "Nordic").await;
+        app.put(
+            &s.bot_path("/chat-settings"),
+            &s.owner,
+            json!({ "greeting": GREETING, "fallback_reply": FALLBACK, "allowed_domains": [],
+                    "languages": ["en", "nb"], "greetings": { "nb": "Hei!" },
+                    "fallback_replies": { "nb": "Beklager?" } }),
+        )
+        .await
+        .expect(200);
+        let sent = s
+            .send(
+                app,
+                json!({ "user_id": "kari", "message": "Hvor er pakken?", "language_code": "nb-NO" }),
+            )
+            .await;
+        sent.expect(202);
+        let answer = s
+            .reply_to(sent.json()["message_id"].as_str().unwrap())
+            .await;
+        assert_eq!(answer["message"], "Beklager?");
+        assert_eq!(answer["exchange"]["language_code"], "nb");
+        let greeted = app
+            .post(
+                "/api/v1/greet",
+                &s.key,
+                json!({ "user_id": "ola", "language_code": "nb-NO" }),
+            )
+            .await;
+        greeted.expect(202);
+        let greeting = s
+            .event_of(greeted.json()["message_id"].as_str().unwrap())
+            .await;
+        assert_eq!(greeting["message"], "Hei!");
+    })
+    .await;
+}
