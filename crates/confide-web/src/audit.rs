@@ -31,14 +31,18 @@ impl Actor {
     }
 
     pub fn principal(principal: &Principal, ip: ClientIp) -> Actor {
-        let label = match principal {
-            Principal::User { user_id, .. } => format!("user:{user_id}"),
-            Principal::ApiKey { key_id, .. } => format!("api_key:{key_id}"),
-        };
         Actor {
-            label: Some(label),
+            label: Some(principal_label(principal)),
             ip: Some(ip.0.to_string()),
         }
+    }
+}
+
+/// `user:{id}` or `api_key:{id}`: how the audit log, and a handover's agent, name a caller.
+pub fn principal_label(principal: &Principal) -> String {
+    match principal {
+        Principal::User { user_id, .. } => format!("user:{user_id}"),
+        Principal::ApiKey { key_id, .. } => format!("api_key:{key_id}"),
     }
 }
 

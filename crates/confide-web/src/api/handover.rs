@@ -6,7 +6,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use confide_domain::{BotId, ConversationId, OrgId, Principal, WebhookEvent};
+use confide_domain::{BotId, ConversationId, OrgId, WebhookEvent};
 use confide_store::{Chatbot, Conversation, HandoverState, Sender};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::api::chat::{MessageView, message_text, post_to_chat, publish};
 use crate::api::timestamp;
-use crate::audit::{self, org_chain};
+use crate::audit::{self, org_chain, principal_label};
 use crate::auth::Auth;
 use crate::authz::{self, BotNeed};
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -94,14 +94,6 @@ pub struct QueueQuery {
 pub struct AgentMessage {
     #[schema(min_length = 1, max_length = 2000, pattern = "\\S")]
     pub text: String,
-}
-
-/// Who acts as the agent: `user:{id}` or `api_key:{id}`.
-fn agent_of(auth: &Auth) -> String {
-    match &auth.principal {
-        Principal::User { user_id, .. } => format!("user:{user_id}"),
-        Principal::ApiKey { key_id, .. } => format!("api_key:{key_id}"),
-    }
 }
 
 /// Tells the visitor's widget the chat's new handover state.
@@ -195,7 +187,7 @@ pub async fn take_handover(
     PathParams((org_id, bot_id, chat_id)): PathParams<(OrgId, BotId, ConversationId)>,
 ) -> ApiResult<Json<HandoverView>> {
     let bot = authz::chats(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
-    let agent = agent_of(&auth);
+    let agent = principal_label(&auth.principal);
     let chat = conversation(&state, bot_id, chat_id).await?;
     let at = now_ms();
     let event = handover_event(
@@ -256,7 +248,7 @@ pub async fn send_agent_message(
     let text = message_text(&request.text)?;
     let chat = conversation(&state, bot_id, chat_id).await?;
     if chat.handover.state != HandoverState::Agent
-        || chat.handover.agent.as_deref() != Some(agent_of(&auth).as_str())
+        || chat.handover.agent.as_deref() != Some(principal_label(&auth.principal).as_str())
     {
         return Err(ApiError::conflict(
             "not_your_handover",
