@@ -156,6 +156,31 @@ describe('widget protocol (scripted hub)', () => {
     }
   });
 
+  test('a bot text outside the formatting subset is built as text, whatever the hub sends', async () => {
+    const t = await setup();
+    try {
+      await openAndConnect(t);
+      await waitFor(async () => (await t.w.messages.count()) === 1, { what: 'greeting' });
+      // What no Confide server sends (its sanitizer removes it on save): the widget must still hold.
+      t.hub.pushToAll('<img src=x id=pwned onerror="alert(1)"><b onclick="alert(2)">bold</b> &lt;i&gt; ' +
+        '<a href="javascript:alert(3)">js</a> <a href="https://example.com/a?x=1&amp;y=2">ok</a> ' +
+        '<A HREF="https://example.com/">upper</a> <p>para</b><ul><li>one</li></ul> &#60;&#x3e; &bogus; <');
+      await waitFor(async () => (await t.w.messages.count()) === 2, { what: 'the message' });
+      const m = t.w.messages.last();
+      assert.equal(await m.textContent(),
+        'Bot: <img src=x id=pwned onerror="alert(1)">bold <i> js ok <A HREF="https://example.com/">upper paraone <> &bogus; <');
+      assert.equal(await m.locator('img, [onclick], [onerror], i, script').count(), 0);
+      assert.equal(await m.locator('b').textContent(), 'bold');
+      assert.deepEqual(await m.locator('a').evaluateAll((as) => as.map((a) => a.getAttribute('href'))),
+        [null, 'https://example.com/a?x=1&y=2']);
+      assert.equal(await m.locator('p ul li').textContent(), 'one');
+      assert.equal(await t.page.evaluate(() => document.getElementById('pwned')), null);
+      assert.deepEqual(await t.violations(), []);
+    } finally {
+      await t.teardown();
+    }
+  });
+
   test('answers the hub\'s pings with pongs', async () => {
     const t = await setup();
     try {

@@ -226,14 +226,14 @@ for (const backend of backends()) describe(`widget served by confide (${backend}
     const deliveries = await api('GET', `/webhooks/${hook.json.webhook.id}/deliveries`);
     assert.deepEqual(deliveries.json.deliveries.map((d) => d.event), ['nudge.submitted']);
 
-    // An agent sends the survey to this chat: shown as text, markup and all.
+    // An agent sends the survey to this chat: its text in the formatting subset, built as elements.
     const chatId = (await sessionAnswer).chat_id;
     await waitFor(async () => (await w.status.getAttribute('data-state')) === 'connected', { what: 'the connection', timeout: 15000 });
     const sent = await api('POST', `/nudges/${survey.json.id}/send`, { chat_id: chatId });
     assert.equal(sent.status, 202, sent.text);
     await waitFor(async () => (await cards.count()) === 2, { what: 'the agent\'s nudge' });
-    assert.equal(await cards.nth(1).locator('.nudge-text').textContent(), '<b>Tell us</b>');
-    assert.equal(await cards.nth(1).locator('b').count(), 0);
+    assert.equal(await cards.nth(1).locator('.nudge-text').textContent(), 'Tell us');
+    assert.equal(await cards.nth(1).locator('.nudge-text b').textContent(), 'Tell us');
 
     // Asking for a person, an agent taking the chat and answering.
     const human = w.root.getByRole('button', { name: 'Talk to a person' });
@@ -299,7 +299,7 @@ for (const backend of backends()) describe(`widget served by confide (${backend}
     assert.ok(!direct.frames.some((f) => f.includes('pusher:connection_established')), JSON.stringify(direct));
   });
 
-  check('survives a server restart: reconnects, re-authorizes, and renders bot markup as text', async () => {
+  check('survives a server restart: reconnects, re-authorizes, and renders only the bot\'s formatting subset', async () => {
     const site = await startHostPage({ hostname: 'localhost', server: confide.base, bot: bot.key, integrity });
     open.push(site.close);
     const t = await openWatched(browser, site.url);
@@ -318,15 +318,27 @@ for (const backend of backends()) describe(`widget served by confide (${backend}
       what: 'reconnected', timeout: 40000, interval: 200,
     });
 
-    const markup = '<img src=x id=pwned><b>bold</b> & <script>alert(1)</script>';
+    const markup = '<img src=x id=pwned><b>bold</b> & <script>alert(1)</script><a href="javascript:alert(2)">trap</a> ' +
+      '<a href="https://example.com/help" onclick="alert(3)">help</a>';
     const login = await confide.api('POST', '/api/v1/auth/login', { body: { email: 'o@example.com', password: 'a long passphrase 42' } });
     await confide.chatSettings({ ...owner, accessToken: login.json.access_token }, bot.id, {
       greeting: GREETING, fallback_reply: markup, allowed_domains: ['localhost'],
     });
-    await w.input.fill('still there?');
+    // A visitor's own markup is text, however it looks.
+    await w.input.fill('still there? <b>x</b>');
     await t.page.keyboard.press('Enter');
-    await waitFor(async () => (await w.messages.allTextContents()).includes(`Bot: ${markup}`), { what: 'the markup reply' });
-    assert.equal(await w.root.locator('img, b, script').count(), 0, 'markup is shown as text, never parsed');
+    await waitFor(async () => (await w.messages.allTextContents()).includes('Bot: bold & trap help'), { what: 'the formatted reply' });
+    assert.ok((await w.messages.allTextContents()).includes('You: still there? <b>x</b>'));
+    const reply = w.messages.last();
+    assert.equal(await reply.locator('b').textContent(), 'bold');
+    assert.equal(await w.root.locator('img, script, [onclick]').count(), 0, 'nothing outside the subset is built');
+    assert.equal(await w.root.locator('.msg.visitor b').count(), 0);
+    const links = reply.locator('a');
+    assert.equal(await links.count(), 2);
+    assert.equal(await links.first().getAttribute('href'), null, 'a javascript: link keeps no target');
+    assert.equal(await links.last().getAttribute('href'), 'https://example.com/help');
+    assert.equal(await links.last().getAttribute('target'), '_blank');
+    assert.equal(await links.last().getAttribute('rel'), 'noopener noreferrer nofollow');
     assert.equal(await t.page.evaluate(() => document.getElementById('pwned')), null);
     assert.deepEqual(await t.violations(), []);
   });

@@ -8,7 +8,10 @@
  * Works under a Content-Security-Policy without 'unsafe-inline': everything is rendered inside a
  * Shadow DOM styled by a constructed stylesheet (adoptedStyleSheets), falling back to CSSOM
  * properties (element.style.setProperty); no inline handlers, no code or HTML from strings.
- * Server and bot content is only ever inserted as text.
+ * Visitors', agents' and the server's texts are only ever inserted as text. What the bot says
+ * (greetings, replies, nudge texts) arrives in the formatting subset the server sanitized it to on
+ * save (b strong i em code br p ul ol li, and a with an http/https/mailto/tel href); the widget
+ * builds exactly those elements itself, node by node, and shows anything else as text.
  *
  * Flow (a minimal Pusher protocol 7 client): POST /chat/v1/{bot}/sessions -> chat token (kept in
  * memory only) and realtime parameters; WebSocket /app/{key}; on pusher:connection_established
@@ -135,6 +138,10 @@
     ['.nudge', 'align-self:stretch;margin:0;padding:10px 12px;border:1px solid #c9cff0;border-radius:12px;background:#eef0fd'],
     ['.nudge-title', 'margin:0 0 4px;font-weight:600'],
     ['.nudge-text', 'margin:0;white-space:pre-wrap;overflow-wrap:anywhere'],
+    ['.rich p', 'margin:0 0 6px'],
+    ['.rich ul,.rich ol', 'margin:4px 0;padding:0 0 0 20px'],
+    ['.rich a', 'color:inherit;text-decoration:underline'],
+    ['.rich code', 'font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px'],
     ['.nudge-form', 'display:flex;flex-wrap:wrap;gap:6px;margin:8px 0 0'],
     ['.nudge-label', 'flex-basis:100%;font-size:12px'],
     ['.nudge-status', 'margin:6px 0 0;font-size:12px'],
@@ -282,10 +289,57 @@
   const scrollDown = () => {
     log.scrollTop = log.scrollHeight;
   };
+  // The bot's formatting subset, built as elements; a tag outside it, or not in the exact shape
+  // the server's sanitizer writes, stays text. Links open in a new tab without an opener.
+  const RICH = ['a', 'b', 'br', 'code', 'em', 'i', 'li', 'ol', 'p', 'strong', 'ul'];
+  const NAMED = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'", nbsp: '\u00a0' };
+  const unescape = (s) => s.replace(/&(#[0-9]{1,7}|#x[0-9a-fA-F]{1,6}|[a-z]{2,4});/g, (all, ref) => {
+    if (ref[0] !== '#') return Object.prototype.hasOwnProperty.call(NAMED, ref) ? NAMED[ref] : all;
+    const n = ref[1] === 'x' ? parseInt(ref.slice(2), 16) : parseInt(ref.slice(1), 10);
+    return n > 0 && n <= 0x10ffff && (n < 0xd800 || n > 0xdfff) ? String.fromCodePoint(n) : all;
+  });
+  const linkTarget = (raw) => {
+    try {
+      const url = new URL(raw);
+      return ['http:', 'https:', 'mailto:', 'tel:'].includes(url.protocol) ? url.href : null;
+    } catch (_) {
+      return null;
+    }
+  };
+  const TOKEN = /<(\/?)([a-z]+)((?: [a-z]+="[^"<>]*")*)>|[^<]+|</g;
+  const formatted = (parent, text) => {
+    parent.classList.add('rich');
+    const open = [parent];
+    TOKEN.lastIndex = 0;
+    for (let m = TOKEN.exec(text); m; m = TOKEN.exec(text)) {
+      const [all, closing, name, attrs] = m;
+      const top = open[open.length - 1];
+      if (!name || !RICH.includes(name)) {
+        top.append(document.createTextNode(unescape(all)));
+      } else if (closing) {
+        const at = open.map((el) => el.localName).lastIndexOf(name);
+        if (at > 0) open.length = at;
+      } else {
+        const el = document.createElement(name);
+        const href = name === 'a' && / href="([^"]*)"/.exec(attrs);
+        const target = href && linkTarget(unescape(href[1]));
+        if (target) {
+          el.setAttribute('href', target);
+          el.setAttribute('target', '_blank');
+          el.setAttribute('rel', 'noopener noreferrer nofollow');
+        }
+        top.append(el);
+        if (name !== 'br') open.push(el);
+      }
+    }
+    return parent;
+  };
   const WHO = { visitor: 'You: ', bot: 'Bot: ', agent: 'Agent: ' };
   const bubble = (sender, text) => {
     const el = h('div', 'msg ' + sender);
-    el.append(h('span', 'sr', null, WHO[sender]), document.createTextNode(text));
+    el.append(h('span', 'sr', null, WHO[sender]));
+    if (sender === 'bot') formatted(el, text);
+    else el.append(document.createTextNode(text));
     return el;
   };
   // Unconfirmed visitor messages stay last: what the server has confirmed goes before them.
@@ -927,7 +981,7 @@
     if (shownNudges.has(n.id)) return;
     shownNudges.add(n.id);
     const card = h('section', 'nudge', { 'aria-label': n.title });
-    card.append(h('p', 'nudge-title', null, n.title), h('p', 'nudge-text', null, n.text));
+    card.append(h('p', 'nudge-title', null, n.title), formatted(h('div', 'nudge-text'), n.text));
     nudgeForm(n, card);
     append(card, true);
   };

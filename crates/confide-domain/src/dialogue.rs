@@ -187,6 +187,24 @@ pub fn validate_replies(replies: &[String]) -> Result<(), DialogueError> {
     Ok(())
 }
 
+/// The reply alternatives as stored: trimmed and sanitized to the formatting subset; refused when
+/// one is only markup the subset removes.
+pub fn formatted_replies(replies: &[String]) -> Result<Vec<String>, DialogueError> {
+    replies
+        .iter()
+        .map(|reply| {
+            let formatted = crate::markup::formatted(reply.trim());
+            if formatted.trim().is_empty() {
+                return Err(DialogueError::Shape(
+                    "a reply has no text once markup outside the formatting subset is removed"
+                        .to_owned(),
+                ));
+            }
+            Ok(formatted.trim().to_owned())
+        })
+        .collect()
+}
+
 /// What a matching pattern found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PatternMatch {
@@ -214,7 +232,8 @@ pub fn render_reply(replies: &[String], context: &BTreeMap<String, String>) -> O
 }
 
 /// The reply with each placeholder replaced by its value, in one left-to-right pass: a value is
-/// copied as it is (a value that looks like `{key}` stays text); `None` when a key is unknown.
+/// text, escaped into the formatted reply (a value that looks like `{key}` or like markup stays
+/// text); `None` when a key is unknown.
 fn fill(reply: &str, context: &BTreeMap<String, String>) -> Option<String> {
     let mut out = String::with_capacity(reply.len());
     let mut rest = reply;
@@ -223,7 +242,7 @@ fn fill(reply: &str, context: &BTreeMap<String, String>) -> Option<String> {
         let after = &rest[open + 1..];
         match after.find('}') {
             Some(close) if valid_context_key(&after[..close]) => {
-                out.push_str(context.get(&after[..close])?);
+                out.push_str(&crate::markup::escape(context.get(&after[..close])?));
                 rest = &after[close + 1..];
             }
             _ => {
@@ -298,6 +317,31 @@ mod tests {
             render_reply(&later, &context).unwrap(),
             "Hi {plan}, plan gold, {not a key}."
         );
+        // A visitor's captured words are text in the formatted reply, never markup.
+        context.insert(
+            "name".to_owned(),
+            "<a href=\"https://evil.example\">Ada</a> & co".to_owned(),
+        );
+        assert_eq!(
+            render_reply(&later, &context).unwrap(),
+            "Hi &lt;a href=&quot;https://evil.example&quot;&gt;Ada&lt;/a&gt; &amp; co, plan gold, {not a key}."
+        );
+    }
+
+    #[test]
+    fn replies_are_stored_in_the_formatting_subset() {
+        let raw = vec![
+            " <b>Hi</b> {name}<script>x</script> ".to_owned(),
+            "<a href=\"javascript:alert(1)\">link</a>".to_owned(),
+        ];
+        assert_eq!(
+            formatted_replies(&raw).unwrap(),
+            vec![
+                "<b>Hi</b> {name}".to_owned(),
+                "<a rel=\"noopener noreferrer nofollow\">link</a>".to_owned()
+            ]
+        );
+        assert!(formatted_replies(&["<img src=x>".to_owned()]).is_err());
     }
 
     #[test]

@@ -15,6 +15,11 @@ pub enum InputError {
     ControlCharacters { field: &'static str },
     #[error("not a valid email address")]
     InvalidEmail,
+    #[error("{field}: {source}")]
+    Markup {
+        field: &'static str,
+        source: crate::markup::SpelledMarkup,
+    },
 }
 
 impl InputError {
@@ -24,6 +29,7 @@ impl InputError {
             InputError::TooLong { .. } => "field_too_long",
             InputError::ControlCharacters { .. } => "field_invalid_characters",
             InputError::InvalidEmail => "invalid_email",
+            InputError::Markup { .. } => "markup_not_allowed",
         }
     }
 }
@@ -31,14 +37,17 @@ impl InputError {
 /// The longest name or search string accepted anywhere (seed 001: length constraints on inputs).
 pub const MAX_NAME_CHARS: usize = 200;
 
-/// A display name (organization, bot, API key): trimmed, 1..=200 characters, no control characters.
+/// A display name (organization, bot, API key): plain text (markup removed, see `markup::plain`),
+/// trimmed, 1..=200 characters, no control characters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Name(String);
 
 impl Name {
     pub fn parse(field: &'static str, raw: &str) -> Result<Name, InputError> {
-        let trimmed = raw.trim();
+        let plain =
+            crate::markup::plain(raw).map_err(|source| InputError::Markup { field, source })?;
+        let trimmed = plain.trim();
         if trimmed.is_empty() {
             return Err(InputError::Empty { field });
         }
@@ -144,6 +153,21 @@ mod tests {
         assert!(Name::parse("name", "bad\u{0}name").is_err());
         assert!(Name::parse("name", "\rname\n").is_err());
         assert!(Name::parse("name", "\tname").is_err());
+    }
+
+    #[test]
+    fn names_are_plain_text() {
+        let name = |raw: &str| Name::parse("name", raw).map(Name::into_inner);
+        assert_eq!(name("<b>Support</b> & sales").unwrap(), "Support & sales");
+        assert_eq!(name("a < b").unwrap(), "a < b");
+        assert_eq!(
+            name("<img src=x onerror=alert(1)>").unwrap_err().code(),
+            "field_empty"
+        );
+        assert_eq!(
+            name("&lt;script&gt;").unwrap_err().code(),
+            "markup_not_allowed"
+        );
     }
 
     #[test]

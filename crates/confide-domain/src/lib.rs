@@ -7,6 +7,7 @@ pub mod ids;
 pub mod input;
 pub mod labels;
 pub mod language;
+pub mod markup;
 pub mod network;
 pub mod nudge;
 pub mod origins;

@@ -76,7 +76,7 @@ fn paths_schema() -> utoipa::openapi::schema::Array {
 /// Why a nudge was refused; `code()` is the stable error code.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NudgeError {
-    #[error("{field} must be 1 to {max} characters without control characters")]
+    #[error("{field} must be 1 to {max} characters without control characters, not only markup")]
     Text { field: &'static str, max: usize },
     #[error("rules: {0}")]
     Rules(String),
@@ -91,28 +91,37 @@ impl NudgeError {
     }
 }
 
-/// Trimmed `raw` when it is 1..=max characters and has no control characters (the text may have
-/// line breaks when `multiline`).
-pub fn text(
-    field: &'static str,
-    raw: &str,
-    max: usize,
-    multiline: bool,
-) -> Result<String, NudgeError> {
-    let bad = |c: char| c.is_control() && !(multiline && (c == '\n' || c == '\r'));
-    let trimmed = raw.trim();
-    if trimmed.is_empty() || trimmed.chars().count() > max || raw.chars().any(bad) {
+/// How a nudge's text is kept: its one formatted text (the body), or a plain one (title, labels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// May have line breaks; sanitized to the formatting subset (`markup::formatted`).
+    Formatted,
+    /// One line, markup removed (`markup::plain`).
+    Plain,
+}
+
+/// `raw` trimmed and sanitized, when it is 1..=max characters with no control characters (the
+/// formatted text may have line breaks) and something is left once markup is removed.
+pub fn text(field: &'static str, raw: &str, max: usize, kind: Kind) -> Result<String, NudgeError> {
+    let trimmed = bounded(field, raw, max, kind == Kind::Formatted)?;
+    let sanitized = match kind {
+        Kind::Formatted => crate::markup::formatted(trimmed),
+        Kind::Plain => {
+            crate::markup::plain(trimmed).map_err(|_| NudgeError::Text { field, max })?
+        }
+    };
+    if sanitized.trim().is_empty() {
         return Err(NudgeError::Text { field, max });
     }
-    Ok(trimmed.to_owned())
+    Ok(sanitized.trim().to_owned())
 }
 
 /// Checks a form's texts; answers it trimmed.
 pub fn form(form: &NudgeForm) -> Result<NudgeForm, NudgeError> {
     Ok(NudgeForm {
-        label: text("form.label", &form.label, MAX_LABEL_CHARS, false)?,
+        label: text("form.label", &form.label, MAX_LABEL_CHARS, Kind::Plain)?,
         input: form.input,
-        button: text("form.button", &form.button, MAX_LABEL_CHARS, false)?,
+        button: text("form.button", &form.button, MAX_LABEL_CHARS, Kind::Plain)?,
     })
 }
 
@@ -158,9 +167,26 @@ pub fn path_matches(rules: &NudgeRules, page: &str) -> bool {
         })
 }
 
+/// Trimmed `raw` when it is 1..=max characters with no control characters (line breaks allowed
+/// when `multiline`).
+fn bounded<'a>(
+    field: &'static str,
+    raw: &'a str,
+    max: usize,
+    multiline: bool,
+) -> Result<&'a str, NudgeError> {
+    let bad = |c: char| c.is_control() && !(multiline && (c == '\n' || c == '\r'));
+    let trimmed = raw.trim();
+    if trimmed.is_empty() || trimmed.chars().count() > max || raw.chars().any(bad) {
+        return Err(NudgeError::Text { field, max });
+    }
+    Ok(trimmed)
+}
+
 /// A visitor's answer: trimmed, bounded, and shaped like an address when the form asks for one.
+/// Kept as typed (it is the visitor's text, for the webhook), never shown as markup.
 pub fn answer(form: &NudgeForm, raw: &str) -> Result<String, NudgeError> {
-    let value = text("value", raw, MAX_ANSWER_CHARS, false)?;
+    let value = bounded("value", raw, MAX_ANSWER_CHARS, false)?.to_owned();
     if form.input == NudgeInput::Email && crate::Email::parse(&value).is_err() {
         return Err(NudgeError::Text {
             field: "value (an email address)",
@@ -203,10 +229,34 @@ mod tests {
             seconds_on_page: MAX_SECONDS_ON_PAGE + 1,
         };
         assert!(rules(&long).is_err());
-        assert!(text("title", "  ", 10, false).is_err());
-        assert!(text("title", "\rHi", 10, false).is_err());
-        assert!(text("title", "Hi\nthere", 10, false).is_err());
-        assert_eq!(text("text", " Hi\nthere ", 10, true).unwrap(), "Hi\nthere");
+        assert!(text("title", "  ", 10, Kind::Plain).is_err());
+        assert!(text("title", "\rHi", 10, Kind::Plain).is_err());
+        assert!(text("title", "Hi\nthere", 10, Kind::Plain).is_err());
+        assert_eq!(
+            text("text", " Hi\nthere ", 10, Kind::Formatted).unwrap(),
+            "Hi\nthere"
+        );
+    }
+
+    #[test]
+    fn titles_are_plain_and_texts_keep_the_formatting_subset() {
+        assert_eq!(
+            text("title", "<b>Hello</b> & welcome", 40, Kind::Plain).unwrap(),
+            "Hello & welcome"
+        );
+        assert_eq!(
+            text(
+                "text",
+                "<b>Hi</b><img src=x onerror=alert(1)> & bye",
+                80,
+                Kind::Formatted
+            )
+            .unwrap(),
+            "<b>Hi</b> &amp; bye"
+        );
+        // Nothing left once the markup is gone: refused, not saved empty.
+        assert!(text("title", "<img src=x>", 40, Kind::Plain).is_err());
+        assert!(text("text", "<script>alert(1)</script>", 80, Kind::Formatted).is_err());
     }
 
     #[test]

@@ -227,6 +227,9 @@ impl Restrictions {
     /// Checks every field and writes country codes in upper case, once each.
     pub fn validated(mut self) -> Result<Restrictions, RestrictionError> {
         self.validate()?;
+        // Shown beside the chat as text: sanitized like every plain text a builder writes.
+        self.outside_hours_message = crate::markup::plain(self.outside_hours_message.trim())
+            .map_err(|err| RestrictionError::Other(format!("outside_hours_message: {err}")))?;
         for list in [&mut self.country_allow, &mut self.country_deny] {
             let mut codes: Vec<String> = Vec::with_capacity(list.len());
             for entry in list.iter() {

@@ -223,3 +223,113 @@ async fn patterns_are_checked_on_save_and_none_can_stall_a_reply() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn what_builders_write_is_sanitized_on_save_and_visitors_words_stay_text() {
+    each_backend(async |app| {
+        let s = shop(app, "Sanitized").await;
+        let base = format!("/api/v1/orgs/{}/bots/{}", s.org, s.bot_id);
+
+        // Replies keep the formatting subset; script, handlers and unsafe links are gone.
+        let dialogue = s
+            .add(
+                app,
+                json!({
+                    "name": "<b>Orders</b> & returns",
+                    "patterns": ["(?i)my order is (.+)"],
+                    "context_key": "order",
+                    "replies": ["<b>Thanks</b> <img src=x onerror=alert(1)>for {order}<script>alert(2)</script> \
+                                 <a href=\"javascript:alert(3)\">help</a> <a href=\"https://shop.example/o\" onclick=\"x\">track</a>"],
+                }),
+            )
+            .await;
+        assert_eq!(dialogue["name"], "Orders & returns");
+        let stored = "<b>Thanks</b> for {order} <a rel=\"noopener noreferrer nofollow\">help</a> \
+                      <a href=\"https://shop.example/o\" rel=\"noopener noreferrer nofollow\">track</a>";
+        assert_eq!(dialogue["replies"], json!([stored]));
+        let listed = app.get(&s.dialogues(), &s.owner).await.json();
+        assert_eq!(listed["dialogues"][0]["replies"], json!([stored]));
+
+        // The visitor's captured words fill the reply as text.
+        let token = chat(app, &s.bot_key).await;
+        assert_eq!(
+            ask(app, &token, "my order is <i>42</i> & \"7\"").await,
+            "<b>Thanks</b> for &lt;i&gt;42&lt;/i&gt; &amp; &quot;7&quot; \
+             <a rel=\"noopener noreferrer nofollow\">help</a> \
+             <a href=\"https://shop.example/o\" rel=\"noopener noreferrer nofollow\">track</a>"
+        );
+
+        // A reply that is only markup the subset removes is refused, not saved empty.
+        let empty = app
+            .post(
+                &s.dialogues(),
+                &s.owner,
+                json!({ "name": "Empty", "patterns": ["x"], "replies": ["<script>alert(1)</script>"] }),
+            )
+            .await;
+        empty.expect(422);
+        assert_eq!(empty.json()["error"]["code"], "invalid_dialogue");
+
+        // Greeting and fallback keep the subset; the out-of-hours message is plain text.
+        let settings = app
+            .put(
+                &format!("{base}/chat-settings"),
+                &s.owner,
+                json!({
+                    "greeting": "<p>Hi <strong>there</strong><iframe src=\"https://x.example\"></iframe></p>",
+                    "fallback_reply": "Sorry <style>*{}</style>& goodbye",
+                    "allowed_domains": [],
+                    "restrictions": { "outside_hours_message": "<b>Closed</b> & back at 9" },
+                }),
+            )
+            .await;
+        settings.expect(200);
+        let settings = settings.json();
+        assert_eq!(settings["greeting"], "<p>Hi <strong>there</strong></p>");
+        assert_eq!(settings["fallback_reply"], "Sorry &amp; goodbye");
+        assert_eq!(
+            settings["restrictions"]["outside_hours_message"],
+            "Closed & back at 9"
+        );
+
+        // Names are plain text; a name that spells markup in references is refused.
+        let bot = app
+            .post(
+                &format!("/api/v1/orgs/{}/bots", s.org),
+                &s.owner,
+                json!({ "name": "<i>Sales</i> bot" }),
+            )
+            .await;
+        bot.expect(201);
+        assert_eq!(bot.json()["name"], "Sales bot");
+        let spelled = app
+            .post(
+                &format!("/api/v1/orgs/{}/bots", s.org),
+                &s.owner,
+                json!({ "name": "&lt;script&gt;alert(1)&lt;/script&gt;" }),
+            )
+            .await;
+        spelled.expect(422);
+        assert_eq!(spelled.json()["error"]["code"], "markup_not_allowed");
+
+        // Nudges: plain title and labels, formatted text.
+        let nudge = app
+            .post(
+                &format!("{base}/nudges"),
+                &s.owner,
+                json!({
+                    "name": "Survey",
+                    "title": "<u>How</u> are we doing?",
+                    "text": "<b>Tell us</b><svg onload=alert(1)></svg>",
+                    "form": { "label": "<i>Email</i>", "input": "email", "button": "Send" },
+                }),
+            )
+            .await;
+        nudge.expect(201);
+        let nudge = nudge.json();
+        assert_eq!(nudge["title"], "How are we doing?");
+        assert_eq!(nudge["text"], "<b>Tell us</b>");
+        assert_eq!(nudge["form"]["label"], "Email");
+    })
+    .await;
+}

@@ -637,16 +637,17 @@ pub async fn put_chat_settings(
     let invalid = |code: &'static str, message: String| {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     };
+    // What the bot says: sanitized to the formatting subset the widget renders.
     let text = |field: &str, value: &str| -> ApiResult<String> {
-        let trimmed = value.trim();
-        // Counted before trimming, as the OpenAPI document's maxLength counts.
-        if trimmed.is_empty() || value.chars().count() > 1000 {
+        // Counted before sanitizing, as the OpenAPI document's maxLength counts.
+        let formatted = confide_domain::markup::formatted(value.trim());
+        if formatted.trim().is_empty() || value.chars().count() > 1000 {
             return Err(invalid(
                 "invalid_text",
-                format!("{field} must be 1 to 1000 characters"),
+                format!("{field} must be 1 to 1000 characters, not only markup"),
             ));
         }
-        Ok(trimmed.to_owned())
+        Ok(formatted.trim().to_owned())
     };
     if request.allowed_domains.len() > 100 {
         return Err(invalid(

@@ -224,16 +224,23 @@ fn checked(request: &DialogueRequest, languages: &[String]) -> ApiResult<Checked
     for code in request.samples.keys() {
         language::spoken(languages, "samples", code)?;
     }
-    let by_language = |map: &BTreeMap<String, Vec<String>>| {
-        map.iter()
-            .map(|(code, texts)| (code.clone(), trimmed(texts)))
-            .collect()
-    };
+    let samples = request
+        .samples
+        .iter()
+        .map(|(code, texts)| (code.clone(), trimmed(texts)))
+        .collect();
+    let mut replies_by_language = BTreeMap::new();
+    for (code, texts) in &request.replies_by_language {
+        replies_by_language.insert(
+            code.clone(),
+            dialogue::formatted_replies(texts).map_err(refused)?,
+        );
+    }
     Ok(Checked {
         name: name.as_str().to_owned(),
-        replies: trimmed(&request.replies),
-        samples: by_language(&request.samples),
-        replies_by_language: by_language(&request.replies_by_language),
+        replies: dialogue::formatted_replies(&request.replies).map_err(refused)?,
+        samples,
+        replies_by_language,
     })
 }
 

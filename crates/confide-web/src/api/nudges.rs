@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use confide_domain::nudge::{self, NudgeError, NudgeForm, NudgeRules};
+use confide_domain::nudge::{self, Kind, NudgeError, NudgeForm, NudgeRules};
 use confide_domain::{BotId, ClientIp, ConversationId, Name, NudgeId, OrgId};
 use confide_store::Nudge;
 use serde::{Deserialize, Serialize};
@@ -109,9 +109,15 @@ struct Checked {
 
 fn checked(request: &NudgeRequest) -> ApiResult<Checked> {
     let name = Name::parse("name", &request.name)?.into_inner();
-    let title =
-        nudge::text("title", &request.title, nudge::MAX_TITLE_CHARS, false).map_err(refused)?;
-    let text = nudge::text("text", &request.text, nudge::MAX_TEXT_CHARS, true).map_err(refused)?;
+    let title = nudge::text("title", &request.title, nudge::MAX_TITLE_CHARS, Kind::Plain)
+        .map_err(refused)?;
+    let text = nudge::text(
+        "text",
+        &request.text,
+        nudge::MAX_TEXT_CHARS,
+        Kind::Formatted,
+    )
+    .map_err(refused)?;
     let form = request
         .form
         .as_ref()
