@@ -138,6 +138,7 @@ impl fmt::Display for Email {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
