@@ -253,6 +253,45 @@ for (const backend of backends()) describe(`widget served by confide (${backend}
     assert.deepEqual(t.problems.filter((p) => !/status of 422/.test(p)), []);
   });
 
+  check('buttons: a dialogue button answers with its dialogue, once; a link button opens a new tab', async () => {
+    const buttons = await confide.createBot(owner, 'Buttons');
+    const api = (method, path, body) => confide.api(method, `/api/v1/orgs/${owner.orgId}/bots/${buttons.id}${path}`, {
+      token: owner.accessToken, body,
+    });
+    await confide.chatSettings(owner, buttons.id, { greeting: GREETING, fallback_reply: FALLBACK, allowed_domains: ['localhost'] });
+    const track = await api('POST', '/dialogues', { name: 'Track', patterns: ['^track$'], replies: ['Your parcel is <b>on its way</b>.'] });
+    assert.equal(track.status, 201, track.text);
+    const order = await api('POST', '/dialogues', {
+      name: 'Order', patterns: ['(?i)order'], replies: ['What would you like to do?'],
+      buttons: [{ label: 'Track it', dialogue_id: track.json.id }, { label: 'Help centre', url: 'https://help.example.com/orders' }],
+    });
+    assert.equal(order.status, 201, order.text);
+
+    const site = await startHostPage({ hostname: 'localhost', server: confide.base, bot: buttons.key, integrity });
+    open.push(site.close);
+    const t = await openWatched(browser, site.url);
+    open.push(() => t.context.close());
+    const w = widget(t.page);
+    await w.launcher.click();
+    await waitFor(async () => (await w.messages.count()) >= 1, { what: 'the greeting', timeout: 15000 });
+    await w.input.fill('about my order');
+    await t.page.keyboard.press('Enter');
+    const offered = w.root.locator('.msg.bot .choices');
+    await offered.waitFor({ state: 'visible' });
+    const link = offered.locator('a.choice');
+    assert.equal(await link.textContent(), 'Help centre');
+    assert.equal(await link.getAttribute('href'), 'https://help.example.com/orders');
+    assert.equal(await link.getAttribute('target'), '_blank');
+    assert.equal(await link.getAttribute('rel'), 'noopener noreferrer nofollow');
+
+    await offered.getByRole('button', { name: 'Track it' }).click();
+    await waitFor(async () => (await w.messages.allTextContents()).includes('Bot: Your parcel is on its way.'), { what: 'the dialogue the button leads to' });
+    assert.equal(await w.messages.last().locator('b').textContent(), 'on its way');
+    assert.ok((await w.messages.allTextContents()).includes('You: Track it'));
+    assert.equal(await offered.getByRole('button', { name: 'Track it' }).isDisabled(), true, 'pressed once');
+    assert.deepEqual(await t.violations(), []);
+  });
+
   check('a page on an origin the bot does not allow shows the refusal and starts no chat', async () => {
     assert.ok(integrity, 'the widget was fetched');
     const site = await startHostPage({ host: '127.0.0.1', server: confide.base, bot: bot.key, integrity });

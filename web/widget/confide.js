@@ -138,6 +138,9 @@
     ['.nudge', 'align-self:stretch;margin:0;padding:10px 12px;border:1px solid #c9cff0;border-radius:12px;background:#eef0fd'],
     ['.nudge-title', 'margin:0 0 4px;font-weight:600'],
     ['.nudge-text', 'margin:0;white-space:pre-wrap;overflow-wrap:anywhere'],
+    ['.choices', 'display:flex;flex-wrap:wrap;gap:6px;margin:8px 0 0;white-space:normal'],
+    ['.choice', 'display:inline-block;padding:5px 10px;border:1px solid ' + BLUE + ';border-radius:14px;' +
+      'background:#fff;color:' + BLUE + ';font:inherit;font-size:13px;text-decoration:none;cursor:pointer'],
     ['.rich p', 'margin:0 0 6px'],
     ['.rich ul,.rich ol', 'margin:4px 0;padding:0 0 0 20px'],
     ['.rich a', 'color:inherit;text-decoration:underline'],
@@ -152,7 +155,7 @@
     '.launcher:focus-visible,.close:focus-visible,.send:focus-visible,.input:focus-visible,.log:focus-visible' +
     '{outline:3px solid #f5a623;outline-offset:2px}' +
     '.launcher:hover,.send:hover{filter:brightness(1.12)}.close:hover{background:rgba(255,255,255,.18)}' +
-    '.send:disabled,.input:disabled{opacity:.5;cursor:not-allowed;filter:none}' +
+    '.send:disabled,.input:disabled,.choice:disabled{opacity:.5;cursor:not-allowed;filter:none}' +
     '@media (prefers-reduced-motion:no-preference){.panel{animation:cf-in .16s ease-out}}' +
     '@keyframes cf-in{from{opacity:0;transform:translateY(8px)}to{opacity:1;transform:none}}' +
     '@media (forced-colors:active){.launcher,.send,.msg{border:1px solid CanvasText}}';
@@ -376,6 +379,8 @@
     }
     if (!el) {
       el = bubble(sender, m.text);
+      const offered = sender === 'bot' && choices(m);
+      if (offered) el.append(offered);
       append(el);
     }
     if (typeof m.created_at === 'string') {
@@ -868,18 +873,18 @@
   });
 
   // ---------------------------------------------------------------- sending
-  const post = async (text, retry) => {
+  const post = async (body, retry) => {
     const s = session;
     if (!s) return { ok: false, status: 0, code: 'network', err: {} };
-    const r = await api(SERVER + '/chat/v1/messages', s.token, withLanguage({ text }));
+    const r = await api(SERVER + '/chat/v1/messages', s.token, withLanguage(body));
     if (!r.ok && r.code === 'invalid_chat_token' && !retry) {
       if (session === s) await renew();
-      if (session) return post(text, true);
+      if (session) return post(body, true);
     }
     return r;
   };
 
-  form.addEventListener('submit', async (e) => {
+  form.addEventListener('submit', (e) => {
     e.preventDefault();
     const text = input.value.trim();
     if (!text || !session) return;
@@ -888,12 +893,17 @@
       return;
     }
     input.value = '';
+    say(text, null);
+  });
+
+  // Shows the visitor's message at once, then sends it (with the pressed button, if any).
+  const say = async (text, button) => {
     const el = bubble('visitor', text);
     el.classList.add('pending');
     const entry = { el, text };
     pending.push(entry);
     append(el, true);
-    const r = await post(text, false);
+    const r = await post(button ? { text, button } : { text }, false);
     if (r.ok && r.data) {
       render(r.data.message);
       render(r.data.reply);
@@ -907,10 +917,32 @@
     el.classList.add('failed');
     el.append(h('span', 'sr', null, ' (not sent)'));
     paint(el);
-    if (!input.value) input.value = text;
+    if (!button && !input.value) input.value = text;
     if (r.code === 'identity_required') refuseChat(r);
     else showError(errorText(r));
-  });
+  };
+
+  // A bot message's buttons: one leading to a dialogue sends its label as the visitor's answer
+  // (once: the group is disabled after a press); one with an http(s) url is a link.
+  const choices = (m) => {
+    const group = h('div', 'choices');
+    (Array.isArray(m.buttons) ? m.buttons : []).forEach((b, index) => {
+      if (!b || typeof b.label !== 'string') return;
+      const target = typeof b.url === 'string' ? linkTarget(b.url) : null;
+      if (target) {
+        group.append(h('a', 'choice', { href: target, target: '_blank', rel: 'noopener noreferrer nofollow' }, b.label));
+      } else if (typeof b.dialogue_id === 'string') {
+        const press = h('button', 'choice', { type: 'button' }, b.label);
+        press.addEventListener('click', () => {
+          if (!session) return;
+          for (const other of group.querySelectorAll('button')) other.disabled = true;
+          say(b.label, { message_id: m.id, index });
+        });
+        group.append(press);
+      }
+    });
+    return group.childElementCount ? group : null;
+  };
 
   // ---------------------------------------------------------------- people and nudges
   const HANDOVER = {

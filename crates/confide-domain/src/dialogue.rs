@@ -9,6 +9,9 @@
 use std::collections::BTreeMap;
 
 use regex::{Regex, RegexBuilder};
+use serde::{Deserialize, Serialize};
+
+use crate::DialogueId;
 
 /// Patterns one dialogue may have.
 pub const MAX_PATTERNS: usize = 20;
@@ -205,6 +208,88 @@ pub fn formatted_replies(replies: &[String]) -> Result<Vec<String>, DialogueErro
         .collect()
 }
 
+/// Buttons one dialogue may offer.
+pub const MAX_BUTTONS: usize = 5;
+/// Characters of a button's label.
+pub const MAX_BUTTON_LABEL_CHARS: usize = 40;
+/// Characters of a link button's URL.
+pub const MAX_BUTTON_URL_CHARS: usize = 2000;
+
+/// A button under a dialogue's reply: pressing it answers with another dialogue of the bot
+/// (`dialogue_id`), or it opens a link (`url`, http or https). Exactly one of the two.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Button {
+    /// Plain text, 1 to 40 characters; it is also what the visitor is shown to have said.
+    #[schema(min_length = 1, max_length = 40)]
+    pub label: String,
+    /// The dialogue that answers when the button is pressed (one of the same bot's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dialogue_id: Option<DialogueId>,
+    /// An absolute http or https link the button opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 2000)]
+    pub url: Option<String>,
+}
+
+/// The buttons as stored: labels plain text, each either a dialogue or an http(s) link. Whether a
+/// dialogue is the bot's is the caller's to check (it has the store).
+pub fn checked_buttons(buttons: &[Button]) -> Result<Vec<Button>, DialogueError> {
+    if buttons.len() > MAX_BUTTONS {
+        return Err(DialogueError::Shape(format!(
+            "a dialogue has at most {MAX_BUTTONS} buttons"
+        )));
+    }
+    buttons
+        .iter()
+        .enumerate()
+        .map(|(index, button)| {
+            let bad = |reason: &str| DialogueError::Shape(format!("button {index}: {reason}"));
+            let label = crate::markup::plain(button.label.trim())
+                .map_err(|err| bad(&err.to_string()))?
+                .trim()
+                .to_owned();
+            if label.is_empty()
+                || label.chars().count() > MAX_BUTTON_LABEL_CHARS
+                || label.chars().any(char::is_control)
+            {
+                return Err(bad(&format!(
+                    "a label is 1 to {MAX_BUTTON_LABEL_CHARS} characters of text"
+                )));
+            }
+            let url = match (&button.dialogue_id, &button.url) {
+                (Some(_), None) => None,
+                (None, Some(url)) if link_url(url) => Some(url.clone()),
+                (None, Some(_)) => {
+                    return Err(bad(&format!(
+                        "a url is an absolute http or https link of at most \
+                         {MAX_BUTTON_URL_CHARS} characters"
+                    )));
+                }
+                _ => return Err(bad("a button has a dialogue_id or a url, not both")),
+            };
+            Ok(Button {
+                label,
+                dialogue_id: button.dialogue_id,
+                url,
+            })
+        })
+        .collect()
+}
+
+/// An absolute http(s) URL with a host and nothing a link should not carry (white space, control
+/// characters, quotes or angle brackets).
+fn link_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    url.chars().count() <= MAX_BUTTON_URL_CHARS
+        && rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
+        && !url.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '<' | '>' | '\\')
+        })
+}
+
 /// What a matching pattern found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PatternMatch {
@@ -326,6 +411,41 @@ mod tests {
             render_reply(&later, &context).unwrap(),
             "Hi &lt;a href=&quot;https://evil.example&quot;&gt;Ada&lt;/a&gt; &amp; co, plan gold, {not a key}."
         );
+    }
+
+    #[test]
+    fn buttons_lead_to_a_dialogue_or_an_http_link() {
+        let to = DialogueId::new();
+        let button = |label: &str, dialogue_id: Option<DialogueId>, url: Option<&str>| Button {
+            label: label.to_owned(),
+            dialogue_id,
+            url: url.map(str::to_owned),
+        };
+        assert_eq!(
+            checked_buttons(&[
+                button(" <b>Track</b> order ", Some(to), None),
+                button("Help", None, Some("https://help.example/a?b=1")),
+            ])
+            .unwrap(),
+            vec![
+                button("Track order", Some(to), None),
+                button("Help", None, Some("https://help.example/a?b=1"))
+            ]
+        );
+        for bad in [
+            vec![button("Both", Some(to), Some("https://x.example"))],
+            vec![button("Neither", None, None)],
+            vec![button("", Some(to), None)],
+            vec![button("<img src=x>", Some(to), None)],
+            vec![button(&"x".repeat(41), Some(to), None)],
+            vec![button("Js", None, Some("javascript:alert(1)"))],
+            vec![button("Rel", None, Some("/relative"))],
+            vec![button("Proto", None, Some("https:///x"))],
+            vec![button("Quote", None, Some("https://x.example/\"onclick"))],
+            vec![button("Many", Some(to), None); MAX_BUTTONS + 1],
+        ] {
+            assert!(checked_buttons(&bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

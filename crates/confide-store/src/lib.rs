@@ -13,8 +13,8 @@ pub mod testing;
 use async_trait::async_trait;
 use confide_domain::{
     AddressBlockId, ApiKeyId, BotId, BotPermission, ConversationId, DialogueId, IdentityKeyId,
-    InvitationId, NudgeId, OrgId, OrgRole, SessionId, SharingPolicy, TrustedAddressId, UserId,
-    WebhookDeliveryId, WebhookId,
+    InvitationId, MessageId, NudgeId, OrgId, OrgRole, SessionId, SharingPolicy, TrustedAddressId,
+    UserId, WebhookDeliveryId, WebhookId,
 };
 
 pub use audit::{GENESIS_HASH, audit_event_hash};
@@ -213,11 +213,14 @@ pub trait Store: Send + Sync + 'static {
     /// then authorizes the caller on the conversation's own organization and bot.
     async fn find_conversation(&self, id: ConversationId) -> StoreResult<Option<Conversation>>;
     /// Sets (or clears) the conversation's language; false when it is not the bot's.
-    async fn set_conversation_language(
+    /// Records the conversation's latest exchange: the language it was answered in and the
+    /// dialogue that answered (`None`: the fallback), whose follow-ups and buttons come next.
+    async fn set_conversation_exchange(
         &self,
         bot: BotId,
         id: ConversationId,
         language_code: Option<&str>,
+        last_dialogue: Option<DialogueId>,
     ) -> StoreResult<bool>;
     /// Marks the conversation as the chat of a verified visitor; false when it belongs to another
     /// verified identity already (or is not the bot's).
@@ -389,6 +392,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores the message and moves the conversation's last-message time.
     async fn add_message(&self, message: &Message) -> StoreResult<()>;
+    /// One message of the conversation.
+    async fn get_message(
+        &self,
+        conversation: ConversationId,
+        id: MessageId,
+    ) -> StoreResult<Option<Message>>;
     /// The latest `limit` messages, oldest first (what an agent or a reconnecting widget needs
     /// of a long chat is its end).
     async fn list_messages(

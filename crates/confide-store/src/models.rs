@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+pub use confide_domain::dialogue::Button;
 use confide_domain::{
     AddressBlockId, ApiKeyId, ApiScope, AuditEventId, BotId, BotPermission, ConversationId,
     DialogueId, IdentityKeyId, InvitationId, MessageId, OrgId, OrgRole, Restrictions, SessionId,
@@ -273,6 +274,8 @@ pub struct Conversation {
     /// The conversation's language (`en`, `nb`, ...), once known.
     pub language_code: Option<String>,
     pub source: ConversationSource,
+    /// The dialogue that answered the latest exchange (`None`: the fallback, or none yet).
+    pub last_dialogue: Option<DialogueId>,
 }
 
 /// A conversation as the chat log lists it: with its labels (normalized, sorted).
@@ -443,6 +446,8 @@ pub struct Message {
     pub sender: Sender,
     pub text: String,
     pub created_at: i64,
+    /// The buttons a bot message offered (empty for every other message).
+    pub buttons: Vec<Button>,
 }
 
 /// An address or network refused on every chat endpoint of an organization.
@@ -492,6 +497,10 @@ pub struct Dialogue {
     pub samples: BTreeMap<String, Vec<String>>,
     /// Replies in particular languages; a language without an entry gets `replies`.
     pub replies_by_language: BTreeMap<String, Vec<String>>,
+    /// Offered under the reply: another dialogue of the bot to answer with, or a link.
+    pub buttons: Vec<Button>,
+    /// The dialogue this one follows up: it is tried only right after that one answered.
+    pub follow_up_of: Option<DialogueId>,
     pub created_at: i64,
     pub updated_at: i64,
 }

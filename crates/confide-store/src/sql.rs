@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use confide_domain::{
     AddressBlockId, ApiKeyId, ApiScope, BotId, BotPermission, ConversationId, DialogueId,
-    IdentityKeyId, InvitationId, NudgeId, OrgId, OrgRole, SessionId, SharingPolicy,
+    IdentityKeyId, InvitationId, MessageId, NudgeId, OrgId, OrgRole, SessionId, SharingPolicy,
     TrustedAddressId, UserId, WebhookDeliveryId, WebhookId,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -25,7 +25,7 @@ macro_rules! conversation_columns {
         "id, org_id, bot_id, visitor_id, origin, ip, user_agent, created_at, last_message_at, \
          automated, interacted_at, verified_user_id, verified_at, handover_state, handover_agent, \
          handover_requested_at, handover_started_at, handover_ended_at, language_code, ended_at, \
-         source"
+         source, last_dialogue_id"
     };
 }
 
@@ -408,14 +408,19 @@ fn all<T>(rows: Vec<AnyRow>, convert: fn(&AnyRow) -> StoreResult<T>) -> StoreRes
 /// Stores the message and moves the conversation's last-message time, inside `tx`.
 async fn insert_message(tx: &mut Transaction<'static, Any>, message: &Message) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO messages (id, conversation_id, sender, text, created_at) \
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO messages (id, conversation_id, sender, text, created_at, buttons) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(message.id.to_string())
     .bind(message.conversation_id.to_string())
     .bind(message.sender.as_str())
     .bind(&message.text)
     .bind(message.created_at)
+    .bind(if message.buttons.is_empty() {
+        None
+    } else {
+        Some(json_document(&message.buttons)?)
+    })
     .execute(&mut **tx)
     .await?;
     sqlx::query(
@@ -1498,16 +1503,19 @@ impl Store for SqlStore {
         row.as_ref().map(conversation_from).transpose()
     }
 
-    async fn set_conversation_language(
+    async fn set_conversation_exchange(
         &self,
         bot: BotId,
         id: ConversationId,
         language_code: Option<&str>,
+        last_dialogue: Option<DialogueId>,
     ) -> StoreResult<bool> {
         let done = sqlx::query(
-            "UPDATE conversations SET language_code = $1 WHERE id = $2 AND bot_id = $3",
+            "UPDATE conversations SET language_code = $1, last_dialogue_id = $2 \
+             WHERE id = $3 AND bot_id = $4",
         )
         .bind(language_code)
+        .bind(last_dialogue.map(|d| d.to_string()))
         .bind(id.to_string())
         .bind(bot.to_string())
         .execute(&self.pool)
@@ -1679,8 +1687,8 @@ impl Store for SqlStore {
     async fn create_dialogue(&self, dialogue: &Dialogue) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO dialogues (id, bot_id, name, kind, position, patterns, context_key, \
-             replies, created_at, updated_at, samples, replies_by_language) \
-             VALUES ($1, $2, $3, 'pattern', $4, $5, $6, $7, $8, $9, $10, $11)",
+             replies, created_at, updated_at, samples, replies_by_language, buttons, follow_up_of) \
+             VALUES ($1, $2, $3, 'pattern', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(dialogue.id.to_string())
         .bind(dialogue.bot_id.to_string())
@@ -1693,6 +1701,8 @@ impl Store for SqlStore {
         .bind(dialogue.updated_at)
         .bind(json_document(&dialogue.samples)?)
         .bind(json_document(&dialogue.replies_by_language)?)
+        .bind(json_document(&dialogue.buttons)?)
+        .bind(dialogue.follow_up_of.map(|d| d.to_string()))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -1701,7 +1711,7 @@ impl Store for SqlStore {
     async fn list_dialogues(&self, bot: BotId) -> StoreResult<Vec<Dialogue>> {
         let rows = sqlx::query(
             "SELECT id, bot_id, name, position, patterns, context_key, replies, created_at, \
-             updated_at, samples, replies_by_language FROM dialogues WHERE bot_id = $1 \
+             updated_at, samples, replies_by_language, buttons, follow_up_of FROM dialogues WHERE bot_id = $1 \
              ORDER BY position, id LIMIT 10000",
         )
         .bind(bot.to_string())
@@ -1713,7 +1723,7 @@ impl Store for SqlStore {
     async fn get_dialogue(&self, bot: BotId, id: DialogueId) -> StoreResult<Option<Dialogue>> {
         let row = sqlx::query(
             "SELECT id, bot_id, name, position, patterns, context_key, replies, created_at, \
-             updated_at, samples, replies_by_language FROM dialogues \
+             updated_at, samples, replies_by_language, buttons, follow_up_of FROM dialogues \
              WHERE id = $1 AND bot_id = $2",
         )
         .bind(id.to_string())
@@ -1726,8 +1736,8 @@ impl Store for SqlStore {
     async fn update_dialogue(&self, dialogue: &Dialogue) -> StoreResult<bool> {
         let done = sqlx::query(
             "UPDATE dialogues SET name = $1, position = $2, patterns = $3, context_key = $4, \
-             replies = $5, updated_at = $6, samples = $7, replies_by_language = $8 \
-             WHERE id = $9 AND bot_id = $10",
+             replies = $5, updated_at = $6, samples = $7, replies_by_language = $8, \
+             buttons = $9, follow_up_of = $10 WHERE id = $11 AND bot_id = $12",
         )
         .bind(&dialogue.name)
         .bind(dialogue.position)
@@ -1737,6 +1747,8 @@ impl Store for SqlStore {
         .bind(dialogue.updated_at)
         .bind(json_document(&dialogue.samples)?)
         .bind(json_document(&dialogue.replies_by_language)?)
+        .bind(json_document(&dialogue.buttons)?)
+        .bind(dialogue.follow_up_of.map(|d| d.to_string()))
         .bind(dialogue.id.to_string())
         .bind(dialogue.bot_id.to_string())
         .execute(&self.pool)
@@ -2116,8 +2128,8 @@ impl Store for SqlStore {
         limit: i64,
     ) -> StoreResult<Vec<Message>> {
         let rows = sqlx::query(
-            "SELECT id, conversation_id, sender, text, created_at FROM ( \
-               SELECT id, conversation_id, sender, text, created_at FROM messages \
+            "SELECT id, conversation_id, sender, text, created_at, buttons FROM ( \
+               SELECT id, conversation_id, sender, text, created_at, buttons FROM messages \
                WHERE conversation_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2 \
              ) latest ORDER BY created_at, id",
         )
@@ -2126,6 +2138,22 @@ impl Store for SqlStore {
         .fetch_all(&self.pool)
         .await?;
         all(rows, message_from)
+    }
+
+    async fn get_message(
+        &self,
+        conversation: ConversationId,
+        id: MessageId,
+    ) -> StoreResult<Option<Message>> {
+        let row = sqlx::query(
+            "SELECT id, conversation_id, sender, text, created_at, buttons FROM messages \
+             WHERE id = $1 AND conversation_id = $2",
+        )
+        .bind(id.to_string())
+        .bind(conversation.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(message_from).transpose()
     }
 
     async fn list_chats(
@@ -2332,6 +2360,13 @@ fn conversation_from(row: &AnyRow) -> StoreResult<Conversation> {
         ended_at: c.opt_int("ended_at")?,
         language_code: c.opt_text("language_code")?,
         source: c.enumerated("source", ConversationSource::parse)?,
+        last_dialogue: c
+            .opt_text("last_dialogue_id")?
+            .map(|id| {
+                id.parse()
+                    .map_err(|_| StoreError::Corrupt("last_dialogue_id is not an id".into()))
+            })
+            .transpose()?,
     })
 }
 
@@ -2343,6 +2378,11 @@ fn message_from(row: &AnyRow) -> StoreResult<Message> {
         sender: c.enumerated("sender", Sender::parse)?,
         text: c.text("text")?,
         created_at: c.int("created_at")?,
+        buttons: match c.opt_text("buttons")? {
+            Some(text) => serde_json::from_str(&text)
+                .map_err(|_| StoreError::Corrupt("a message's buttons are not a list".into()))?,
+            None => Vec::new(),
+        },
     })
 }
 
@@ -2386,6 +2426,14 @@ fn dialogue_from(row: &AnyRow) -> StoreResult<Dialogue> {
         replies: list("replies")?,
         samples: c.json("samples")?,
         replies_by_language: c.json("replies_by_language")?,
+        buttons: c.json("buttons")?,
+        follow_up_of: c
+            .opt_text("follow_up_of")?
+            .map(|id| {
+                id.parse()
+                    .map_err(|_| StoreError::Corrupt("follow_up_of is not an id".into()))
+            })
+            .transpose()?,
         created_at: c.int("created_at")?,
         updated_at: c.int("updated_at")?,
     })

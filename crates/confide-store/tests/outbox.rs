@@ -64,6 +64,7 @@ async fn world(store: &dyn Store) -> World {
         ended_at: None,
         language_code: None,
         source: Default::default(),
+        last_dialogue: None,
     };
     store.create_conversation(&chat).await.unwrap();
     World {
@@ -97,6 +98,7 @@ async fn post(store: &dyn Store, w: &World, text: &str, at: i64) -> (MessageId, 
         sender: Sender::Visitor,
         text: text.to_owned(),
         created_at: at,
+        buttons: Vec::new(),
     };
     let event = OutboxEvent {
         bot_id: w.bot,
@@ -177,6 +179,7 @@ async fn a_message_queues_one_delivery_per_subscribed_enabled_endpoint_in_its_tr
             sender: Sender::Bot,
             text: "again".to_owned(),
             created_at: T0 + 2,
+            buttons: Vec::new(),
         };
         let event = OutboxEvent {
             bot_id: w.bot,

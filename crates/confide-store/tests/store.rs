@@ -1554,7 +1554,12 @@ fn conversation(org: OrgId, bot: BotId) -> Conversation {
         ended_at: None,
         language_code: None,
         source: Default::default(),
+        last_dialogue: None,
     }
+}
+
+fn other_chat_id() -> ConversationId {
+    ConversationId::new()
 }
 
 fn identity_key(bot: BotId, fingerprint: &str, at: i64) -> IdentityKey {
@@ -1764,6 +1769,16 @@ async fn a_conversation_belongs_to_its_bot_and_keeps_its_messages_in_order() {
                     sender,
                     text: text.to_owned(),
                     created_at: T0 + 1000 * (i as i64 + 1),
+                    // The bot's question offers a link; it comes back with the message.
+                    buttons: if text == "Sorry?" {
+                        vec![confide_store::Button {
+                            label: "Help".to_owned(),
+                            dialogue_id: None,
+                            url: Some("https://help.example".to_owned()),
+                        }]
+                    } else {
+                        Vec::new()
+                    },
                 })
                 .await
                 .unwrap();
@@ -1811,6 +1826,40 @@ async fn a_conversation_belongs_to_its_bot_and_keeps_its_messages_in_order() {
             ["Hello", "Sorry?"],
             "{backend}: the end of the chat"
         );
+        let offered = &messages[2];
+        assert_eq!(offered.buttons.len(), 1, "{backend}");
+        assert_eq!(
+            store
+                .get_message(chat.id, offered.id)
+                .await
+                .unwrap()
+                .as_ref(),
+            Some(offered),
+            "{backend}"
+        );
+        assert_eq!(
+            store
+                .get_message(other_chat_id(), offered.id)
+                .await
+                .unwrap(),
+            None,
+            "{backend}: a message is found only in its own chat"
+        );
+        // The latest exchange: its language and the dialogue that answered.
+        let answered_by = DialogueId::new();
+        assert!(
+            store
+                .set_conversation_exchange(helper.id, chat.id, Some("nb"), Some(answered_by))
+                .await
+                .unwrap()
+        );
+        let stored = store
+            .get_conversation(helper.id, chat.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.language_code.as_deref(), Some("nb"), "{backend}");
+        assert_eq!(stored.last_dialogue, Some(answered_by), "{backend}");
 
         // Deleting the bot deletes its conversations.
         store.delete_bot(acme.id, helper.id).await.unwrap();
@@ -1993,11 +2042,26 @@ async fn dialogues_keep_their_order_and_context_memory_its_namespaces() {
             replies: vec!["Order {order}".to_owned(), "Which order?".to_owned()],
             samples: [("en".to_owned(), vec!["where is my order".to_owned()])].into(),
             replies_by_language: [("nb".to_owned(), vec!["Hvilken ordre?".to_owned()])].into(),
+            buttons: vec![confide_store::Button {
+                label: "Track".to_owned(),
+                dialogue_id: None,
+                url: Some("https://shop.example/track".to_owned()),
+            }],
+            follow_up_of: None,
             created_at: T0,
             updated_at: T0,
         };
         let first = dialogue("First", 0);
-        let second = dialogue("Second", 1);
+        // Buttons and follow-ups are kept as saved.
+        let second = Dialogue {
+            follow_up_of: Some(first.id),
+            buttons: vec![confide_store::Button {
+                label: "Back".to_owned(),
+                dialogue_id: Some(first.id),
+                url: None,
+            }],
+            ..dialogue("Second", 1)
+        };
         store.create_dialogue(&first).await.unwrap();
         store.create_dialogue(&second).await.unwrap();
         assert_eq!(

@@ -1,8 +1,8 @@
 //! The conversation engine: every visitor message goes through the same ordered steps, and the
 //! first step that answers wins (the order is documented in docs/message-processing.md). Built so
 //! far: human handover, pattern dialogues (with context memory), sample-phrase dialogues and the
-//! fallback, each answering in the message's language. The steps still to come (buttons and
-//! follow-ups, knowledge) slot in where the document places them.
+//! fallback, each answering in the message's language, with buttons and follow-ups. The knowledge
+//! step still to come slots in where the document places it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use confide_domain::dialogue::{self, MAX_CONTEXT_KEYS};
 use confide_domain::samples::SampleModel;
 use confide_domain::{BotId, DialogueId, language};
-use confide_store::{ChatSettings, ContextNamespace, Conversation, Dialogue};
+use confide_store::{Button, ChatSettings, ContextNamespace, Conversation, Dialogue};
 use regex::Regex;
 
 use crate::error::ApiResult;
@@ -21,7 +21,7 @@ use crate::state::{AppState, now_ms};
 pub enum AnsweredBy {
     Pattern(DialogueId),
     Sample(DialogueId),
-    /// The dialogue the caller named (the Application API's `exchange_id`).
+    /// The dialogue the caller named: a pressed button's, or the Application API's `exchange_id`.
     Triggered(DialogueId),
     Fallback,
 }
@@ -54,6 +54,33 @@ pub struct BotAnswer {
     pub answered_by: AnsweredBy,
     /// The language code the message was answered in: one of the bot's languages.
     pub language: String,
+    /// The answering dialogue's buttons, offered under the reply.
+    pub buttons: Vec<Button>,
+}
+
+impl BotAnswer {
+    fn from_dialogue(
+        dialogue: &Dialogue,
+        answered_by: AnsweredBy,
+        context: &BTreeMap<String, String>,
+        language: &str,
+    ) -> Option<BotAnswer> {
+        Some(BotAnswer {
+            text: dialogue::render_reply(dialogue.replies_in(language), context)?,
+            answered_by,
+            language: language.to_owned(),
+            buttons: dialogue.buttons.clone(),
+        })
+    }
+
+    fn fallback(settings: &ChatSettings, language: String) -> BotAnswer {
+        BotAnswer {
+            text: settings.fallback_reply_in(&language).to_owned(),
+            answered_by: AnsweredBy::Fallback,
+            language,
+            buttons: Vec::new(),
+        }
+    }
 }
 
 /// A dialogue's compiled patterns and the version (`updated_at`) they were compiled from.
@@ -147,11 +174,11 @@ async fn pattern_step(
     state: &AppState,
     conversation: &Conversation,
     context: &mut BTreeMap<String, String>,
-    dialogues: &[Dialogue],
+    dialogues: &[&Dialogue],
     language: &str,
     text: &str,
 ) -> ApiResult<Option<BotAnswer>> {
-    for dialogue in dialogues {
+    for dialogue in dialogues.iter().copied() {
         let patterns = state.dialogue_cache.patterns(dialogue);
         let Some(found) = dialogue::match_patterns(&patterns, text) else {
             continue;
@@ -159,48 +186,39 @@ async fn pattern_step(
         if let (Some(key), Some(value)) = (&dialogue.context_key, found.captured) {
             remember(state, conversation, context, key, &value).await?;
         }
-        if let Some(reply) = dialogue::render_reply(dialogue.replies_in(language), context) {
-            return Ok(Some(BotAnswer {
-                text: reply,
-                answered_by: AnsweredBy::Pattern(dialogue.id),
-                language: language.to_owned(),
-            }));
+        let answered_by = AnsweredBy::Pattern(dialogue.id);
+        if let Some(answer) = BotAnswer::from_dialogue(dialogue, answered_by, context, language) {
+            return Ok(Some(answer));
         }
         // Every reply needs a key this chat does not know yet: the next step may answer.
     }
     Ok(None)
 }
 
-/// Step: sample-phrase dialogues. The bot's samples in the message's language are ranked by
-/// lexical similarity; the best dialogue at or above the bot's threshold answers with the first
-/// reply (in that language) whose placeholders are all known, else the next best.
-async fn sample_step(
-    state: &AppState,
-    conversation: &Conversation,
+/// Step: sample-phrase dialogues among `group`. The samples in the message's language are ranked
+/// by lexical similarity; the best dialogue at or above the bot's threshold answers with the first
+/// reply (in that language) whose placeholders are all known, else the next best. The model is
+/// the bot's (`model`, over all its dialogues), so one is built per version of the bot.
+fn sample_step(
+    model: &SampleModel<DialogueId>,
     context: &BTreeMap<String, String>,
     settings: &ChatSettings,
-    dialogues: &[Dialogue],
+    group: &[&Dialogue],
     language: &str,
     text: &str,
-) -> ApiResult<Option<BotAnswer>> {
-    let model = state
-        .dialogue_cache
-        .sample_model(conversation.bot_id, dialogues);
-    let candidates =
-        sample_candidates(&model, dialogues, settings.sample_threshold, language, text);
-    Ok(candidates.iter().find_map(|dialogue| {
-        Some(BotAnswer {
-            text: dialogue::render_reply(dialogue.replies_in(language), context)?,
-            answered_by: AnsweredBy::Sample(dialogue.id),
-            language: language.to_owned(),
+) -> Option<BotAnswer> {
+    sample_candidates(model, group, settings.sample_threshold, language, text)
+        .into_iter()
+        .find_map(|dialogue| {
+            BotAnswer::from_dialogue(dialogue, AnsweredBy::Sample(dialogue.id), context, language)
         })
-    }))
 }
 
-/// The dialogues whose samples in `language` match `text` at or above `threshold`, best first.
+/// The dialogues of `group` whose samples in `language` match `text` at or above `threshold`,
+/// best first.
 fn sample_candidates<'a>(
     model: &SampleModel<DialogueId>,
-    dialogues: &'a [Dialogue],
+    group: &[&'a Dialogue],
     threshold: f64,
     language: &str,
     text: &str,
@@ -208,7 +226,7 @@ fn sample_candidates<'a>(
     model
         .matches(language, text, threshold)
         .into_iter()
-        .filter_map(|found| dialogues.iter().find(|d| d.id == found.dialogue))
+        .filter_map(|found| group.iter().copied().find(|d| d.id == found.dialogue))
         .collect()
 }
 
@@ -283,29 +301,32 @@ pub async fn answer(
     }
     let language = message_language(settings, requested, text);
     let dialogues = state.store.list_dialogues(conversation.bot_id).await?;
-    if let Some(answer) =
-        pattern_step(state, conversation, context, &dialogues, &language, text).await?
-    {
-        return Ok(Some(answer));
+    let model = state
+        .dialogue_cache
+        .sample_model(conversation.bot_id, &dialogues);
+    // Awaited follow-ups first (those of the dialogue that answered last), then the top level.
+    let follow_ups: Vec<&Dialogue> = match conversation.last_dialogue {
+        Some(last) => dialogues
+            .iter()
+            .filter(|d| d.follow_up_of == Some(last))
+            .collect(),
+        None => Vec::new(),
+    };
+    let top: Vec<&Dialogue> = dialogues
+        .iter()
+        .filter(|d| d.follow_up_of.is_none())
+        .collect();
+    for group in [&follow_ups, &top] {
+        if let Some(answer) =
+            pattern_step(state, conversation, context, group, &language, text).await?
+        {
+            return Ok(Some(answer));
+        }
+        if let Some(answer) = sample_step(&model, context, settings, group, &language, text) {
+            return Ok(Some(answer));
+        }
     }
-    if let Some(answer) = sample_step(
-        state,
-        conversation,
-        context,
-        settings,
-        &dialogues,
-        &language,
-        text,
-    )
-    .await?
-    {
-        return Ok(Some(answer));
-    }
-    Ok(Some(BotAnswer {
-        text: settings.fallback_reply_in(&language).to_owned(),
-        answered_by: AnsweredBy::Fallback,
-        language,
-    }))
+    Ok(Some(BotAnswer::fallback(settings, language)))
 }
 
 /// Answers with a dialogue the caller named instead of running the steps: its first reply whose
@@ -323,19 +344,10 @@ pub fn answer_with(
         return Ok(None);
     }
     let language = message_language(settings, requested, text);
+    let answered_by = AnsweredBy::Triggered(dialogue.id);
     Ok(Some(
-        match dialogue::render_reply(dialogue.replies_in(&language), context) {
-            Some(text) => BotAnswer {
-                text,
-                answered_by: AnsweredBy::Triggered(dialogue.id),
-                language,
-            },
-            None => BotAnswer {
-                text: settings.fallback_reply_in(&language).to_owned(),
-                answered_by: AnsweredBy::Fallback,
-                language,
-            },
-        },
+        BotAnswer::from_dialogue(dialogue, answered_by, context, &language)
+            .unwrap_or_else(|| BotAnswer::fallback(settings, language)),
     ))
 }
 
@@ -365,6 +377,8 @@ mod tests {
                 .iter()
                 .map(|(code, texts)| ((*code).to_owned(), strings(texts)))
                 .collect(),
+            buttons: Vec::new(),
+            follow_up_of: None,
             created_at: 1,
             updated_at: 1,
         }
@@ -394,8 +408,9 @@ mod tests {
         let dialogues = vec![password.clone(), hours.clone()];
         let cache = DialogueCache::default();
         let model = cache.sample_model(password.bot_id, &dialogues);
+        let group: Vec<&Dialogue> = dialogues.iter().collect();
         let found = |language: &str, text: &str| -> Vec<String> {
-            sample_candidates(&model, &dialogues, 0.4, language, text)
+            sample_candidates(&model, &group, 0.4, language, text)
                 .iter()
                 .map(|d| d.name.clone())
                 .collect()

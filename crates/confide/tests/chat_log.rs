@@ -234,10 +234,11 @@ async fn each_filter_narrows_the_chat_log() {
             .unwrap();
         assert!(
             store
-                .set_conversation_language(
+                .set_conversation_exchange(
                     shop.bot.id.parse().unwrap(),
                     norwegian.id.parse().unwrap(),
                     Some("nb"),
+                    None,
                 )
                 .await
                 .unwrap()

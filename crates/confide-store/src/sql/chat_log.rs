@@ -201,7 +201,7 @@ impl SqlStore {
         limit: i64,
     ) -> StoreResult<Vec<Message>> {
         let rows = sqlx::query(
-            "SELECT id, conversation_id, sender, text, created_at FROM messages \
+            "SELECT id, conversation_id, sender, text, created_at, buttons FROM messages \
              WHERE conversation_id = $1 \
              AND ($2 IS NULL OR created_at < $2 OR (created_at = $2 AND id < $3)) \
              ORDER BY created_at DESC, id DESC LIMIT $4",

@@ -209,6 +209,7 @@ async fn user_chat(
             // Set by each exchange (the language it was answered in).
             language_code: None,
             source: ConversationSource::Api,
+            last_dialogue: None,
         })
         .await?;
     let per_minute = state.settings.rate_limits.messages_per_chat_per_minute;

@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use confide_domain::{BotId, Name, OrgId, SharingPolicy};
+use confide_domain::{BotId, DialogueId, Name, OrgId, SharingPolicy};
 use confide_security::tokens;
 use confide_store::Chatbot;
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,9 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::api::bots::{BotView, ChatSettingsView, put_chat_settings};
-use crate::api::dialogues::{DialogueRequest, MAX_DIALOGUES_PER_BOT, create_dialogue};
+use crate::api::dialogues::{
+    DialogueRequest, DialogueView, MAX_DIALOGUES_PER_BOT, create_dialogue, update_dialogue,
+};
 use crate::api::nudges::{NudgeRequest, create_nudge};
 use crate::api::timestamp;
 use crate::audit::{self, org_chain};
@@ -86,6 +88,9 @@ pub async fn export_bot(
         dialogues: dialogues
             .into_iter()
             .map(|d| DialogueRequest {
+                id: Some(d.id),
+                buttons: d.buttons,
+                follow_up_of: d.follow_up_of,
                 name: d.name,
                 patterns: d.patterns,
                 samples: d.samples,
@@ -202,11 +207,53 @@ async fn fill(
     )
     .await
     .map_err(at("chat_settings".to_owned()))?;
-    for (i, dialogue) in document.dialogues.into_iter().enumerate() {
-        let _created = create_dialogue(
+    // Buttons and follow-ups name dialogues by their ids in the exported bot: every dialogue is
+    // made first without them, then those that have them are saved again with the new ids.
+    let mut new_ids = std::collections::HashMap::new();
+    let mut linked = Vec::new();
+    for (i, mut dialogue) in document.dialogues.into_iter().enumerate() {
+        let links = (
+            std::mem::take(&mut dialogue.buttons),
+            dialogue.follow_up_of.take(),
+        );
+        let old = dialogue.id;
+        let (_, Json(created)): (StatusCode, Json<DialogueView>) = create_dialogue(
             State(state.clone()),
             auth.clone(),
             path(),
+            StrictJson(dialogue.clone()),
+        )
+        .await
+        .map_err(at(format!("dialogues[{i}]")))?;
+        if let Some(old) = old {
+            new_ids.insert(old, created.id);
+        }
+        if !links.0.is_empty() || links.1.is_some() {
+            linked.push((i, created.id, dialogue, links));
+        }
+    }
+    for (i, id, mut dialogue, (mut buttons, follow_up_of)) in linked {
+        let unknown = |old: DialogueId| {
+            at(format!("dialogues[{i}]"))(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_dialogue",
+                format!("{old} is not the id of a dialogue in this document"),
+            ))
+        };
+        for button in &mut buttons {
+            if let Some(old) = button.dialogue_id {
+                button.dialogue_id = Some(*new_ids.get(&old).ok_or_else(|| unknown(old))?);
+            }
+        }
+        dialogue.follow_up_of = match follow_up_of {
+            Some(old) => Some(*new_ids.get(&old).ok_or_else(|| unknown(old))?),
+            None => None,
+        };
+        dialogue.buttons = buttons;
+        let _saved = update_dialogue(
+            State(state.clone()),
+            auth.clone(),
+            PathParams((bot.org_id, bot.id, id)),
             StrictJson(dialogue),
         )
         .await

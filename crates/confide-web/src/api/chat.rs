@@ -13,8 +13,8 @@ use confide_domain::{
 use confide_realtime::signature;
 use confide_security::chat_token::ChatClaims;
 use confide_store::{
-    AuditChain, ChatSettings, Chatbot, ContextMemory, ContextNamespace, Conversation, Dialogue,
-    Message, Sender,
+    AuditChain, Button, ChatSettings, Chatbot, ContextMemory, ContextNamespace, Conversation,
+    Dialogue, Message, Sender,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -358,6 +358,7 @@ pub async fn start_chat(
         verified_at: None,
         handover: Default::default(),
         ended_at: None,
+        last_dialogue: None,
         source: confide_store::ConversationSource::Web,
         automated: confide_domain::traffic::automated_by_user_agent(
             headers
@@ -663,6 +664,10 @@ pub struct MessageView {
     pub sender: String,
     pub text: String,
     pub created_at: String,
+    /// The buttons a bot message offers: press one by sending its `label` with
+    /// `button: {message_id, index}`; a button with a `url` is a link.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub buttons: Vec<Button>,
 }
 
 impl From<&Message> for MessageView {
@@ -672,6 +677,7 @@ impl From<&Message> for MessageView {
             sender: m.sender.as_str().to_owned(),
             text: m.text.clone(),
             created_at: timestamp(m.created_at),
+            buttons: m.buttons.clone(),
         }
     }
 }
@@ -715,6 +721,7 @@ pub(crate) async fn post_message(
         sender,
         text,
         created_at: now_ms(),
+        buttons: origin.buttons.clone(),
     };
     let event = crate::webhooks::message_created(
         &state.settings.public_url,
@@ -801,13 +808,20 @@ pub(crate) async fn converse(
             .await?
         }
     };
-    // The chat's language is the one its latest exchange was answered in.
+    // The chat's language is the one its latest exchange was answered in; its follow-ups and
+    // buttons are those of the dialogue that answered.
     if let Some(answer) = &answer
-        && conversation.language_code.as_deref() != Some(answer.language.as_str())
+        && (conversation.language_code.as_deref() != Some(answer.language.as_str())
+            || conversation.last_dialogue != answer.answered_by.dialogue())
     {
         state
             .store
-            .set_conversation_language(bot.id, conversation.id, Some(&answer.language))
+            .set_conversation_exchange(
+                bot.id,
+                conversation.id,
+                Some(&answer.language),
+                answer.answered_by.dialogue(),
+            )
             .await?;
     }
     let fallback = answer
@@ -819,6 +833,7 @@ pub(crate) async fn converse(
                 reply_to: Some(message.id),
                 exchange: answer.answered_by.dialogue(),
                 language_code: Some(answer.language.clone()),
+                buttons: answer.buttons,
             };
             Some(
                 post_message(
@@ -923,6 +938,51 @@ pub struct SendMessage {
         pattern = r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{1,8}){0,4}$"
     )]
     pub language_code: Option<String>,
+    /// A pressed button of a bot message in this chat: its dialogue answers, and what the visitor
+    /// is recorded to have said is the button's label (whatever `text` says).
+    pub button: Option<PressedButton>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PressedButton {
+    /// The bot message that offered it.
+    pub message_id: MessageId,
+    /// Its place among the message's buttons, 0 first.
+    #[schema(minimum = 0, maximum = 4)]
+    pub index: u8,
+}
+
+/// The dialogue a pressed button leads to, and its label: only a button a bot message of this
+/// chat offered, that leads to a dialogue the bot still has.
+async fn pressed(
+    state: &AppState,
+    conversation: &Conversation,
+    button: &PressedButton,
+) -> ApiResult<(Dialogue, String)> {
+    let unavailable = || {
+        ApiError::conflict(
+            "button_unavailable",
+            "that button is not one this chat was offered, or it leads nowhere now",
+        )
+    };
+    let message = state
+        .store
+        .get_message(conversation.id, button.message_id)
+        .await?
+        .filter(|m| m.sender == Sender::Bot)
+        .ok_or_else(unavailable)?;
+    let offered = message
+        .buttons
+        .get(usize::from(button.index))
+        .ok_or_else(unavailable)?;
+    let target = offered.dialogue_id.ok_or_else(unavailable)?;
+    let dialogue = state
+        .store
+        .get_dialogue(conversation.bot_id, target)
+        .await?
+        .ok_or_else(unavailable)?;
+    Ok((dialogue, offered.label.clone()))
 }
 
 /// Send a visitor's message (seed 000, steps 10-11): stored as plain text, then answered by the
@@ -931,6 +991,7 @@ pub struct SendMessage {
     responses(
         (status = 202, description = "Stored; the reply is on its way", body = Posted),
         (status = 403, description = "Invalid or expired chat token", body = ErrorBody),
+        (status = 409, description = "A pressed button this chat was not offered, or one that leads nowhere now", body = ErrorBody),
         (status = 422, description = "Empty or too long", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
     ))]
@@ -945,6 +1006,10 @@ pub async fn send_message(
     let context = chat_context(&state, ip, &headers, IdentityCheck::Enforce).await?;
     context.limit_messages(&state, ip).await?;
     crate::spam::screen_message(&state, context.bot.org_id, ip, text).await?;
+    let button = match &request.button {
+        Some(button) => Some(pressed(&state, &context.conversation, button).await?),
+        None => None,
+    };
     // The message's language when the bot speaks it, else the one the chat started with.
     let requested = [requested, context.language.clone()]
         .into_iter()
@@ -955,8 +1020,8 @@ pub async fn send_message(
         &context.bot,
         &context.conversation,
         &context.settings,
-        text,
-        None,
+        button.as_ref().map_or(text, |(_, label)| label.as_str()),
+        button.as_ref().map(|(dialogue, _)| dialogue),
         requested.as_deref(),
     )
     .await?;

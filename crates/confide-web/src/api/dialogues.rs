@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use confide_domain::dialogue::{self, DialogueError};
+use confide_domain::dialogue::{self, Button, DialogueError};
 use confide_domain::samples::{self, Samples};
 use confide_domain::{BotId, DialogueId, Name, OrgId, language::MAX_LANGUAGES};
 use confide_store::Dialogue;
@@ -39,6 +39,10 @@ pub struct DialogueView {
     pub replies: Vec<String>,
     /// Replies in particular languages; a language without an entry gets `replies`.
     pub replies_by_language: BTreeMap<String, Vec<String>>,
+    /// Offered under the reply.
+    pub buttons: Vec<Button>,
+    /// The dialogue this one follows up, if any.
+    pub follow_up_of: Option<DialogueId>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -54,6 +58,8 @@ impl From<Dialogue> for DialogueView {
             context_key: d.context_key,
             replies: d.replies,
             replies_by_language: d.replies_by_language,
+            buttons: d.buttons,
+            follow_up_of: d.follow_up_of,
             created_at: timestamp(d.created_at),
             updated_at: timestamp(d.updated_at),
         }
@@ -67,9 +73,14 @@ pub struct DialogueList {
 }
 
 /// A dialogue as saved (creating or replacing): patterns, sample phrases, or both.
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DialogueRequest {
+    /// In a bot document (export and import): the dialogue's id in the exported bot, which its
+    /// buttons and follow-ups refer to; the imported dialogue gets a new one. The dialogue routes
+    /// assign ids themselves and ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<DialogueId>,
     #[schema(
         min_length = 1,
         max_length = 200,
@@ -96,6 +107,15 @@ pub struct DialogueRequest {
     #[serde(default)]
     #[schema(schema_with = replies_by_language_schema)]
     pub replies_by_language: BTreeMap<String, Vec<String>>,
+    /// Up to 5 buttons under the reply: each answers with another dialogue of this bot
+    /// (`dialogue_id`) when pressed, or opens an http(s) link (`url`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 5)]
+    pub buttons: Vec<Button>,
+    /// Makes this a follow-up of another dialogue of the bot: it is tried only for the message
+    /// right after that dialogue answered, and then before every other dialogue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_up_of: Option<DialogueId>,
     /// Where it is tried, 0 first: the dialogue moves there and the others make room. Omitted:
     /// last when creating, unchanged when replacing.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -184,6 +204,7 @@ fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
 /// A request's parts, checked and trimmed.
 struct Checked {
     name: String,
+    buttons: Vec<Button>,
     replies: Vec<String>,
     samples: Samples,
     replies_by_language: BTreeMap<String, Vec<String>>,
@@ -238,10 +259,62 @@ fn checked(request: &DialogueRequest, languages: &[String]) -> ApiResult<Checked
     }
     Ok(Checked {
         name: name.as_str().to_owned(),
+        buttons: dialogue::checked_buttons(&request.buttons).map_err(refused)?,
         replies: dialogue::formatted_replies(&request.replies).map_err(refused)?,
         samples,
         replies_by_language,
     })
+}
+
+/// Refuses buttons and a follow-up that name a dialogue the bot does not have, and a follow-up
+/// chain that would come back to `me` (a loop of follow-ups none of which could ever start).
+fn within_bot(
+    dialogues: &[Dialogue],
+    me: DialogueId,
+    buttons: &[Button],
+    follow_up_of: Option<DialogueId>,
+) -> ApiResult<()> {
+    let known = |id: DialogueId| id == me || dialogues.iter().any(|d| d.id == id);
+    if let Some((index, button)) = buttons
+        .iter()
+        .enumerate()
+        .find(|(_, b)| b.dialogue_id.is_some_and(|id| !known(id)))
+    {
+        return Err(invalid(
+            "unknown_dialogue",
+            format!(
+                "button {index}: {} is not a dialogue of this bot",
+                button
+                    .dialogue_id
+                    .map(|d| d.to_string())
+                    .unwrap_or_default()
+            ),
+        ));
+    }
+    let mut parent = follow_up_of;
+    // Every step moves to another dialogue; more steps than dialogues would be a loop.
+    for _ in 0..=dialogues.len() {
+        let Some(id) = parent else {
+            return Ok(());
+        };
+        if id == me {
+            return Err(invalid(
+                "invalid_follow_up",
+                "follow_up_of would make this dialogue follow up itself",
+            ));
+        }
+        let Some(found) = dialogues.iter().find(|d| d.id == id) else {
+            return Err(invalid(
+                "unknown_dialogue",
+                format!("follow_up_of: {id} is not a dialogue of this bot"),
+            ));
+        };
+        parent = found.follow_up_of;
+    }
+    Err(invalid(
+        "invalid_follow_up",
+        "follow_up_of leads into a loop",
+    ))
 }
 
 /// Refuses a dialogue whose samples would take the bot past its sample budget.
@@ -317,6 +390,7 @@ pub async fn create_dialogue(
     }
     let id = DialogueId::new();
     within_sample_budget(&existing, id, &parts.samples)?;
+    within_bot(&existing, id, &parts.buttons, request.follow_up_of)?;
     let now = now_ms();
     let last = existing.iter().map(|d| d.position).max().unwrap_or(-1);
     let mut dialogue = Dialogue {
@@ -329,6 +403,8 @@ pub async fn create_dialogue(
         replies: parts.replies,
         samples: parts.samples,
         replies_by_language: parts.replies_by_language,
+        buttons: parts.buttons,
+        follow_up_of: request.follow_up_of,
         created_at: now,
         updated_at: now,
     };
@@ -405,10 +481,9 @@ pub async fn update_dialogue(
         .get_dialogue(bot_id, dialogue_id)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    if !parts.samples.is_empty() {
-        let others = state.store.list_dialogues(bot_id).await?;
-        within_sample_budget(&others, dialogue_id, &parts.samples)?;
-    }
+    let others = state.store.list_dialogues(bot_id).await?;
+    within_sample_budget(&others, dialogue_id, &parts.samples)?;
+    within_bot(&others, dialogue_id, &parts.buttons, request.follow_up_of)?;
     let mut dialogue = Dialogue {
         name: parts.name,
         position: current.position,
@@ -417,6 +492,8 @@ pub async fn update_dialogue(
         replies: parts.replies,
         samples: parts.samples,
         replies_by_language: parts.replies_by_language,
+        buttons: parts.buttons,
+        follow_up_of: request.follow_up_of,
         // Strictly later, so the compiled-pattern cache sees a new version.
         updated_at: now_ms().max(current.updated_at + 1),
         ..current
@@ -454,6 +531,7 @@ pub async fn update_dialogue(
         (status = 204, description = "Deleted"),
         (status = 403, description = "Read-only access", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody),
+        (status = 409, description = "Another dialogue's button or follow-up leads to it", body = ErrorBody),
     ))]
 pub async fn delete_dialogue(
     State(state): State<AppState>,
@@ -461,6 +539,21 @@ pub async fn delete_dialogue(
     PathParams((org_id, bot_id, dialogue_id)): PathParams<(OrgId, BotId, DialogueId)>,
 ) -> ApiResult<StatusCode> {
     authz::bot(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
+    let dialogues = state.store.list_dialogues(bot_id).await?;
+    if let Some(user) = dialogues.iter().find(|d| {
+        d.id != dialogue_id
+            && (d.follow_up_of == Some(dialogue_id)
+                || d.buttons.iter().any(|b| b.dialogue_id == Some(dialogue_id)))
+    }) {
+        // Its buttons would lead nowhere, its follow-ups would never be tried.
+        return Err(ApiError::conflict(
+            "dialogue_in_use",
+            format!(
+                "the dialogue \"{}\" has a button or follow-up leading to it",
+                user.name
+            ),
+        ));
+    }
     if !state.store.delete_dialogue(bot_id, dialogue_id).await? {
         return Err(ApiError::not_found());
     }

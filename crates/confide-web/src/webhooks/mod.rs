@@ -134,6 +134,8 @@ pub struct MessageOrigin {
     pub exchange: Option<DialogueId>,
     /// The language the caller gave for the exchange (the Application API's `language_code`).
     pub language_code: Option<String>,
+    /// The buttons a bot's reply offers.
+    pub buttons: Vec<confide_store::Button>,
 }
 
 /// `message.created` in the shape of Kindly's chatlog webhook, with the chat's context memory
@@ -159,6 +161,7 @@ pub fn message_created(
         "verified_user_id": conversation.verified_user_id,
         "exchange": { "id": origin.exchange, "language_code": origin.language_code },
         "message": message.text,
+        "buttons": message.buttons,
         "message_id": message.id,
         "reply_to_id": origin.reply_to,
         "sender": message.sender.as_str(),
