@@ -1,6 +1,7 @@
 //! The one HTTP client for every request the platform sends out: webhook posts that never follow
 //! redirects, and fetches that follow them with every hop checked again.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -202,6 +203,52 @@ impl OutboundClient {
             self.inner.resolver.resolve(&name).await?;
         }
         Ok(url)
+    }
+
+    /// Like [`check_url_resolved`](Self::check_url_resolved), answering every address the target
+    /// resolves to now (the literal itself for an address literal).
+    pub async fn resolve_url(&self, url: &str) -> Result<(Url, Vec<IpAddr>), OutboundError> {
+        let url = parse_url(url)?;
+        let addresses = match check_literal(&url, &self.inner.allow)? {
+            TargetHost::Name(name) => self.inner.resolver.resolve(&name).await?,
+            TargetHost::Address(ip) => vec![ip],
+        };
+        Ok((url, addresses))
+    }
+
+    /// Sends one request as it is given (object storage speaks PUT, POST and DELETE), to a target
+    /// checked like a webhook's: a redirect is returned as the answer, never followed, and the
+    /// answer's body is read up to the configured limit (a larger one is `too_large`).
+    pub async fn send(
+        &self,
+        method: http::Method,
+        url: &str,
+        headers: HeaderMap,
+        body: impl Into<Bytes>,
+    ) -> Result<OutboundResponse, OutboundError> {
+        let url = self.check_url(url)?;
+        let response = self
+            .inner
+            .http
+            .request(method, url.clone())
+            .headers(headers)
+            .body(body.into())
+            .send()
+            .await
+            .map_err(from_reqwest)?;
+        let answer = StreamingResponse {
+            url,
+            response,
+            limit: self.inner.max_response_bytes,
+            received: 0,
+        };
+        let (status, headers) = (answer.status(), answer.headers().clone());
+        let body = answer.read_within_limit().await?;
+        Ok(OutboundResponse {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// Posts a webhook. A redirect is returned as the response, never followed. The body is read

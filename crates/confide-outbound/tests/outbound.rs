@@ -561,3 +561,56 @@ async fn a_webhook_answer_past_the_limit_is_cut_and_its_status_kept() {
         assert_eq!((answer.body.len() as u64, cut), (limit, true), "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_raw_request_goes_only_to_a_checked_target_and_never_follows_a_redirect() {
+    let receiver = Receiver::start(LOOPBACK).await;
+    let dns = no_names().await;
+
+    // Without the allowlist, loopback is refused before anything is sent.
+    let refused = client(&[], &dns)
+        .send(
+            http::Method::PUT,
+            &receiver.url("/bucket/key"),
+            HeaderMap::new(),
+            "x",
+        )
+        .await;
+    refusal(refused);
+    assert_eq!(receiver.hits(), 0);
+
+    let outbound = client(&["127.0.0.1/32"], &dns);
+    let mut headers = HeaderMap::new();
+    headers.insert("x-amz-date", HeaderValue::from_static("20240101T000000Z"));
+    let answer = outbound
+        .send(
+            http::Method::PUT,
+            &receiver.url("/bucket/key"),
+            headers,
+            b"line\n".to_vec(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    let location = "http://169.254.169.254/latest/meta-data/";
+    let redirected = outbound
+        .send(
+            http::Method::PUT,
+            &receiver.url(&format!("/redirect?{location}")),
+            HeaderMap::new(),
+            "x",
+        )
+        .await
+        .unwrap();
+    assert_eq!(redirected.status, StatusCode::FOUND);
+    let seen = receiver.seen();
+    assert_eq!(seen.len(), 2, "the redirect was not followed");
+    assert_eq!(seen[0].method, http::Method::PUT);
+    assert_eq!(seen[0].path, "/bucket/key");
+    assert_eq!(seen[0].headers["x-amz-date"], "20240101T000000Z");
+    assert_eq!(&seen[0].body[..], b"line\n");
+
+    // The addresses a target resolves to now, for rules that depend on where it is.
+    let (_, addresses) = outbound.resolve_url(&receiver.url("/")).await.unwrap();
+    assert_eq!(addresses, [LOOPBACK]);
+}

@@ -494,6 +494,75 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> StoreResult<bool>;
 
+    // Inbox backups.
+    async fn get_inbox_backup(&self, org: OrgId) -> StoreResult<Option<InboxBackup>>;
+    /// Creates or replaces the organization's backup configuration; a replaced one keeps its
+    /// `created_at` and its runs.
+    async fn put_inbox_backup(&self, backup: &InboxBackup) -> StoreResult<()>;
+    /// Removes the configuration and its runs' history.
+    async fn delete_inbox_backup(&self, org: OrgId) -> StoreResult<bool>;
+    /// Every organization's configuration in id order, after `after`: for the scheduler.
+    async fn list_inbox_backups(
+        &self,
+        after: Option<OrgId>,
+        limit: i64,
+    ) -> StoreResult<Vec<InboxBackup>>;
+    /// Claims the organization's day for one attempt, in one atomic statement: the run as it now
+    /// stands, or `None` when another attempt holds it (a lease in force) or, for the schedule,
+    /// when the day is backed up whole already or its retry is not due.
+    async fn claim_inbox_backup_run(
+        &self,
+        claim: &BackupClaim,
+    ) -> StoreResult<Option<InboxBackupRun>>;
+    /// Extends the claim; false when `owner` no longer holds it.
+    async fn renew_inbox_backup_run(
+        &self,
+        org: OrgId,
+        day: &str,
+        owner: &str,
+        lease_until: i64,
+    ) -> StoreResult<bool>;
+    /// Records how the attempt `owner` holds ended and lets go of it; false (nothing written)
+    /// when the claim was lost meanwhile.
+    async fn finish_inbox_backup_run(
+        &self,
+        org: OrgId,
+        day: &str,
+        owner: &str,
+        outcome: &BackupRunOutcome,
+    ) -> StoreResult<bool>;
+    /// The organization's runs from `since_day` on, newest day first.
+    async fn list_inbox_backup_runs(
+        &self,
+        org: OrgId,
+        since_day: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<InboxBackupRun>>;
+    /// The run with the latest success and the one with the latest failure.
+    async fn latest_inbox_backup_runs(
+        &self,
+        org: OrgId,
+    ) -> StoreResult<(Option<InboxBackupRun>, Option<InboxBackupRun>)>;
+    /// The organization's conversations with activity in `[from, to)` (started then, or with a
+    /// message written then), with their labels, in id order after `after`; at most `limit`.
+    async fn inbox_backup_conversations(
+        &self,
+        org: OrgId,
+        from: i64,
+        to: i64,
+        after: Option<ConversationId>,
+        limit: i64,
+    ) -> StoreResult<Vec<ChatLogEntry>>;
+    /// The conversation's messages written in `[from, to)`, oldest first, after `after`.
+    async fn inbox_backup_messages(
+        &self,
+        conversation: ConversationId,
+        from: i64,
+        to: i64,
+        after: Option<MessagePosition>,
+        limit: i64,
+    ) -> StoreResult<Vec<Message>>;
+
     // Audit.
     /// Appends to the event's chain, linking it to the previous event's hash.
     async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<AuditEvent>;

@@ -708,3 +708,186 @@ pub struct Nudge {
     pub created_at: i64,
     pub updated_at: i64,
 }
+
+/// Where an organization's inbox backups are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackupDestination {
+    /// An S3-compatible bucket, with the organization's own (write-only) credentials.
+    S3,
+    /// The operator's backup directory, under a subdirectory named by the organization's id.
+    Local,
+}
+
+impl BackupDestination {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupDestination::S3 => "s3",
+            BackupDestination::Local => "local",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "s3" => Some(BackupDestination::S3),
+            "local" => Some(BackupDestination::Local),
+            _ => None,
+        }
+    }
+}
+
+/// An organization's inbox backup: a daily export of its conversations. The S3 fields are set
+/// for an S3 destination only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct InboxBackup {
+    pub org_id: OrgId,
+    pub destination: BackupDestination,
+    /// Paused backups keep their configuration and history but are not scheduled.
+    pub enabled: bool,
+    pub bucket: Option<String>,
+    pub region: Option<String>,
+    /// An S3-compatible service's base URL; `None` for AWS itself.
+    pub endpoint: Option<String>,
+    /// Put before every object key: empty, or ending with `/`.
+    pub prefix: String,
+    pub access_key_id: Option<String>,
+    /// The secret access key, sealed under the server's key; never shown again.
+    pub secret_sealed: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+// The sealed secret stays out of debug output, like every other secret.
+impl std::fmt::Debug for InboxBackup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboxBackup")
+            .field("org_id", &self.org_id)
+            .field("destination", &self.destination)
+            .field("enabled", &self.enabled)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the last attempt of a backup run went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackupRunStatus {
+    /// Claimed by a node, which holds it until `lease_until`.
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl BackupRunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupRunStatus::Running => "running",
+            BackupRunStatus::Succeeded => "succeeded",
+            BackupRunStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "running" => Some(BackupRunStatus::Running),
+            "succeeded" => Some(BackupRunStatus::Succeeded),
+            "failed" => Some(BackupRunStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// Why a backup run was started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackupRunCause {
+    /// The daily schedule (or its retry after a failure).
+    Schedule,
+    /// Someone asked for it (`POST .../inbox-backup/run`).
+    Manual,
+}
+
+impl BackupRunCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupRunCause::Schedule => "schedule",
+            BackupRunCause::Manual => "manual",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "schedule" => Some(BackupRunCause::Schedule),
+            "manual" => Some(BackupRunCause::Manual),
+            _ => None,
+        }
+    }
+}
+
+/// The backup of one organization's UTC day: one row, claimed by one node at a time, that keeps
+/// its last success and its last failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboxBackupRun {
+    pub org_id: OrgId,
+    /// `YYYY-MM-DD`, in UTC.
+    pub day: String,
+    pub status: BackupRunStatus,
+    /// What started the latest attempt.
+    pub cause: BackupRunCause,
+    /// Failures since the last success, for the backoff.
+    pub attempts: i64,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<i64>,
+    /// When the schedule tries again (after a failure, or once a day exported while still going on
+    /// has ended).
+    pub next_attempt_at: Option<i64>,
+    /// When the latest attempt started.
+    pub started_at: i64,
+    pub succeeded_at: Option<i64>,
+    /// Whether the last success started after the day had ended, and so holds all of it.
+    pub complete: bool,
+    /// Conversations, bytes and object key of the last success.
+    pub conversations: Option<i64>,
+    pub bytes: Option<i64>,
+    pub object_key: Option<String>,
+    pub failed_at: Option<i64>,
+    /// A stable code and a message without secrets, of the last failure.
+    pub error_code: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A node's claim on an organization's day: granted when nobody holds the day and, for the
+/// schedule, when the day is not backed up whole yet and no retry is pending.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupClaim {
+    pub org_id: OrgId,
+    pub day: String,
+    pub cause: BackupRunCause,
+    /// A token naming this attempt; only its holder can renew or finish it.
+    pub owner: String,
+    pub now: i64,
+    pub lease_until: i64,
+}
+
+/// How a claimed backup run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackupRunOutcome {
+    Succeeded {
+        at: i64,
+        /// The run started after the day ended.
+        complete: bool,
+        /// For a day not over yet: when the schedule exports it again, whole.
+        next_attempt_at: Option<i64>,
+        conversations: i64,
+        bytes: i64,
+        object_key: String,
+    },
+    Failed {
+        at: i64,
+        /// When the schedule tries again.
+        next_attempt_at: i64,
+        code: String,
+        message: String,
+    },
+}

@@ -30,6 +30,7 @@ macro_rules! conversation_columns {
 }
 
 mod chat_log;
+mod inbox_backup;
 mod nudges;
 mod webhooks;
 
@@ -2190,6 +2191,92 @@ impl Store for SqlStore {
         limit: i64,
     ) -> StoreResult<Vec<Message>> {
         self.messages_before(conversation, before, limit).await
+    }
+
+    async fn get_inbox_backup(&self, org: OrgId) -> StoreResult<Option<InboxBackup>> {
+        self.backup_get(org).await
+    }
+
+    async fn put_inbox_backup(&self, backup: &InboxBackup) -> StoreResult<()> {
+        self.backup_put(backup).await
+    }
+
+    async fn delete_inbox_backup(&self, org: OrgId) -> StoreResult<bool> {
+        self.backup_delete(org).await
+    }
+
+    async fn list_inbox_backups(
+        &self,
+        after: Option<OrgId>,
+        limit: i64,
+    ) -> StoreResult<Vec<InboxBackup>> {
+        self.backup_list(after, limit).await
+    }
+
+    async fn claim_inbox_backup_run(
+        &self,
+        claim: &BackupClaim,
+    ) -> StoreResult<Option<InboxBackupRun>> {
+        self.backup_claim(claim).await
+    }
+
+    async fn renew_inbox_backup_run(
+        &self,
+        org: OrgId,
+        day: &str,
+        owner: &str,
+        lease_until: i64,
+    ) -> StoreResult<bool> {
+        self.backup_renew(org, day, owner, lease_until).await
+    }
+
+    async fn finish_inbox_backup_run(
+        &self,
+        org: OrgId,
+        day: &str,
+        owner: &str,
+        outcome: &BackupRunOutcome,
+    ) -> StoreResult<bool> {
+        self.backup_finish(org, day, owner, outcome).await
+    }
+
+    async fn list_inbox_backup_runs(
+        &self,
+        org: OrgId,
+        since_day: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<InboxBackupRun>> {
+        self.backup_runs(org, since_day, limit).await
+    }
+
+    async fn latest_inbox_backup_runs(
+        &self,
+        org: OrgId,
+    ) -> StoreResult<(Option<InboxBackupRun>, Option<InboxBackupRun>)> {
+        self.backup_latest(org).await
+    }
+
+    async fn inbox_backup_conversations(
+        &self,
+        org: OrgId,
+        from: i64,
+        to: i64,
+        after: Option<ConversationId>,
+        limit: i64,
+    ) -> StoreResult<Vec<ChatLogEntry>> {
+        self.backup_conversations(org, from, to, after, limit).await
+    }
+
+    async fn inbox_backup_messages(
+        &self,
+        conversation: ConversationId,
+        from: i64,
+        to: i64,
+        after: Option<MessagePosition>,
+        limit: i64,
+    ) -> StoreResult<Vec<Message>> {
+        self.backup_messages(conversation, from, to, after, limit)
+            .await
     }
 
     async fn create_nudge(&self, nudge: &Nudge) -> StoreResult<()> {

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod error;
 pub mod extract;
 pub mod geo;
+pub mod inbox_backup;
 pub mod lifecycle;
 pub mod mail;
 pub mod middleware;
@@ -30,8 +31,8 @@ pub use state::{AppState, LockoutPolicy, RateLimits, WebSettings};
 
 use crate::api::{
     application, audit_log, auth as auth_api, bot_transfer, bots, chat, chat_log, dialogues,
-    handover, identity_keys, keys, me, nudges, orgs, spam as spam_api,
-    statistics as statistics_api, system, webhooks as webhooks_api, widget,
+    handover, identity_keys, inbox_backup as inbox_backup_api, keys, me, nudges, orgs,
+    spam as spam_api, statistics as statistics_api, system, webhooks as webhooks_api, widget,
 };
 
 /// The whole application with every layer.
@@ -221,6 +222,16 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/orgs/{org_id}/trusted-addresses/{trusted_id}",
             axum::routing::delete(spam_api::remove_trusted),
+        )
+        .route(
+            "/orgs/{org_id}/inbox-backup",
+            get(inbox_backup_api::get_inbox_backup)
+                .put(inbox_backup_api::put_inbox_backup)
+                .delete(inbox_backup_api::delete_inbox_backup),
+        )
+        .route(
+            "/orgs/{org_id}/inbox-backup/run",
+            post(inbox_backup_api::run_inbox_backup),
         )
         .route("/orgs/{org_id}/audit", get(audit_log::list_audit))
         .route("/send", post(application::send))

@@ -9,7 +9,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::api::{
     application, audit_log, auth, bot_transfer, bots, chat, chat_log, dialogues, handover,
-    identity_keys, keys, me, nudges, orgs, spam, statistics, system, webhooks, widget,
+    identity_keys, inbox_backup, keys, me, nudges, orgs, spam, statistics, system, webhooks,
+    widget,
 };
 
 #[derive(OpenApi)]
@@ -41,6 +42,8 @@ use crate::api::{
         spam::list_blocks, spam::add_block, spam::lift_block,
         spam::list_trusted, spam::add_trusted, spam::remove_trusted,
         audit_log::list_audit,
+        inbox_backup::get_inbox_backup, inbox_backup::put_inbox_backup,
+        inbox_backup::delete_inbox_backup, inbox_backup::run_inbox_backup,
         application::send, application::greet,
     ),
     modifiers(&SecuritySchemes, &StandardErrors),

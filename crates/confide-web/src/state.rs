@@ -146,6 +146,8 @@ pub struct AppState {
     pub outbound: confide_outbound::OutboundClient,
     /// Webhook secrets' cipher and the delivery worker's wake-up bell.
     pub webhooks: Arc<crate::webhooks::WebhookRuntime>,
+    /// Inbox backups' settings and the outbound client for buckets.
+    pub inbox_backup: Arc<crate::inbox_backup::InboxBackupRuntime>,
 }
 
 /// Unix milliseconds now.

@@ -45,6 +45,7 @@ pub struct FileConfig {
     pub webhook_retry_horizon_ms: Option<i64>,
     pub webhook_lease_ms: Option<i64>,
     pub webhook_poll_ms: Option<u64>,
+    pub backup_dir: Option<PathBuf>,
     pub smtp: Option<SmtpConfig>,
 }
 
@@ -114,6 +115,8 @@ pub struct Config {
     pub outbound_allow: confide_outbound::Allowlist,
     /// Webhook retries, claims and polling.
     pub webhooks: confide_web::webhooks::WebhookSettings,
+    /// Inbox backups: the operator's backup directory (`backup_dir`), and the schedule.
+    pub inbox_backup: confide_web::inbox_backup::InboxBackupSettings,
 }
 
 /// Webhook delivery settings from `webhook_*` (file) or `CONFIDE_WEBHOOK_*` (environment), each
@@ -374,6 +377,12 @@ impl Config {
             smtp,
             demo_bot_key: None,
             webhooks,
+            inbox_backup: confide_web::inbox_backup::InboxBackupSettings {
+                local_dir: env_value("BACKUP_DIR")?
+                    .map(PathBuf::from)
+                    .or(file.backup_dir),
+                ..confide_web::inbox_backup::InboxBackupSettings::default()
+            },
             geoip_database: env_value("GEOIP_DATABASE")?
                 .map(PathBuf::from)
                 .or(file.geoip_database),

@@ -139,6 +139,17 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     })
     .context("building the outbound HTTP client")?;
     let webhooks = Arc::new(WebhookRuntime::new(keys.webhook_secret_key.expose_secret()));
+    if let Some(dir) = &config.inbox_backup.local_dir {
+        prepare_data_dir(dir).context("preparing the backup directory (backup_dir)")?;
+        tracing::info!(dir = %dir.display(), "organizations may back up their inbox to this directory");
+    }
+    let inbox_backup = Arc::new(
+        confide_web::inbox_backup::InboxBackupRuntime::new(
+            config.inbox_backup.clone(),
+            config.outbound_allow.clone(),
+        )
+        .context("building the inbox backup HTTP client")?,
+    );
     let state = AppState {
         store,
         settings: Arc::new(settings),
@@ -153,6 +164,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         dialogue_cache: Arc::default(),
         outbound,
         webhooks: webhooks.clone(),
+        inbox_backup,
     };
     let worker_store = state.store.clone();
     let worker_settings = config.webhooks.clone();
@@ -162,6 +174,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     )
     .context("building the webhook HTTP client")?;
     let sweeper_state = state.clone();
+    let backup_state = state.clone();
     let app = confide_web::router(state);
 
     let listener = TcpListener::bind(config.listen)
@@ -174,6 +187,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     tokio::spawn(confide_web::lifecycle::run_conversation_sweeper(
         sweeper_state,
         std::time::Duration::from_secs(config.conversation_idle_seconds),
+        shutdown.subscribe(),
+    ));
+    tokio::spawn(confide_web::inbox_backup::schedule::run_scheduler(
+        backup_state,
         shutdown.subscribe(),
     ));
     tokio::spawn(confide_web::webhooks::delivery::run_worker(

@@ -186,6 +186,10 @@ const ROUTES: &[(&str, &str)] = &[
         "/api/v1/orgs/{org_id}/trusted-addresses/{trusted_id}",
     ),
     ("GET", "/api/v1/orgs/{org_id}/audit"),
+    ("GET", "/api/v1/orgs/{org_id}/inbox-backup"),
+    ("PUT", "/api/v1/orgs/{org_id}/inbox-backup"),
+    ("DELETE", "/api/v1/orgs/{org_id}/inbox-backup"),
+    ("POST", "/api/v1/orgs/{org_id}/inbox-backup/run"),
 ];
 
 /// A path template with every `{param}` replaced by an id nobody has.

@@ -233,6 +233,23 @@ impl World {
         trusted.expect(201);
         let a_trusted = trusted.json()["id"].as_str().unwrap().to_owned();
 
+        // An inbox backup to a bucket on a closed loopback port (allowed by `allow_loopback`).
+        app.put(
+            &format!("/api/v1/orgs/{}/inbox-backup", a.org_id),
+            &owner,
+            json!({
+                "destination": "s3",
+                "bucket": "acme-backups",
+                "region": "eu-north-1",
+                "endpoint": "http://127.0.0.1:9",
+                "prefix": "acme",
+                "access_key_id": "AKIAACMEANVILS000001",
+                "secret_access_key": "acme-anvil-backup-secret",
+                "test_write": false,
+            }),
+        )
+        .await
+        .expect(200);
         let b_owner_email = email("owner-b");
         let (b, b_owner) = app.owner(&b_owner_email, "Bolt Brothers").await;
         let b_bot = app
@@ -316,6 +333,7 @@ impl World {
             self.a_trusted.clone(),
             "Acme abuse list".to_owned(),
             "Acme office".to_owned(),
+            "acme-backups".to_owned(),
         ]
     }
 
@@ -353,8 +371,25 @@ impl World {
                 }),
             );
         }
+        // The backup's configuration (its runs may change meanwhile: the schedule runs); the
+        // owner's own sweep ends by removing it.
+        let reply = app
+            .get(&format!("/api/v1/orgs/{org}/inbox-backup"), &owner)
+            .await;
+        let mut backup = if reply.status.as_u16() == 404 {
+            Value::Null
+        } else {
+            reply.expect(200);
+            reply.json()
+        };
+        if let Some(fields) = backup.as_object_mut() {
+            for runs in ["runs", "last_success", "last_failure"] {
+                fields.remove(runs);
+            }
+        }
         json!({
             "org": read(format!("/api/v1/orgs/{org}")).await,
+            "inbox_backup": backup,
             "members": read(format!("/api/v1/orgs/{org}/members")).await,
             "invitations": read(format!("/api/v1/orgs/{org}/invitations")).await,
             "bots": bots,
@@ -863,6 +898,36 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
             200,
         ),
         e(
+            Method::GET,
+            format!("/api/v1/orgs/{org}/inbox-backup"),
+            None,
+            Manage,
+            200,
+        ),
+        e(
+            Method::PUT,
+            format!("/api/v1/orgs/{org}/inbox-backup"),
+            Some(json!({
+                "destination": "s3",
+                "bucket": "hijacked-backups",
+                "region": "eu-north-1",
+                "endpoint": "http://127.0.0.1:9",
+                "access_key_id": "AKIAHIJACKED00000001",
+                "secret_access_key": "hijacked-backup-secret",
+                "test_write": false,
+            })),
+            Manage,
+            200,
+        ),
+        e(
+            Method::POST,
+            format!("/api/v1/orgs/{org}/inbox-backup/run"),
+            // Today: a day the schedule never runs, so no scheduled run holds it.
+            Some(json!({ "day": common::utc_date(0) })),
+            Manage,
+            202,
+        ),
+        e(
             Method::DELETE,
             format!("/api/v1/orgs/{org}/bots/{a1}/permissions/{reader}"),
             None,
@@ -928,6 +993,13 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
         e(
             Method::DELETE,
             format!("/api/v1/orgs/{org}/members/{member}"),
+            None,
+            Manage,
+            204,
+        ),
+        e(
+            Method::DELETE,
+            format!("/api/v1/orgs/{org}/inbox-backup"),
             None,
             Manage,
             204,

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod dialogues;
 pub mod handover;
 pub mod identity_keys;
+pub mod inbox_backup;
 pub mod keys;
 pub mod language;
 pub mod me;

@@ -10,6 +10,8 @@
 
 /// Tiny GeoIP country databases written by the tests themselves.
 pub mod mmdb;
+/// An S3-compatible service (Python's moto) on 127.0.0.1.
+pub mod moto;
 /// A webhook receiver on 127.0.0.1.
 pub mod receiver;
 /// A visitor with a realtime subscription to their chat.
@@ -255,6 +257,7 @@ pub fn test_config(port: u16, data_dir: &Path, database_url: &str) -> Config {
         geoip_database: None,
         outbound_allow: confide_outbound::Allowlist::default(),
         webhooks: confide_web::webhooks::WebhookSettings::default(),
+        inbox_backup: confide_web::inbox_backup::InboxBackupSettings::default(),
         // Suites make many requests from one address; the limiter has tests of its own.
         rate_limits: confide_web::RateLimits {
             api_per_minute: 1_000_000,

@@ -1,0 +1,597 @@
+//! Inbox backup through HTTP: an organization's owners and admins send a daily export of its
+//! conversations (JSON lines) to the server's backup directory or to an S3-compatible bucket
+//! (moto, speaking S3's wire protocol), never see the secret again, and cannot point the server at
+//! the inside of the network; each day is written once however many nodes run the schedule.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::moto::{Moto, REGION};
+use common::{Credential, Reply, TestApp, each_backend_with, email, utc_date};
+use confide::config::Config;
+use serde_json::{Value, json};
+
+const KEY_ID: &str = "AKIAWRITEONLYEXAMPLE";
+const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYWRITEONLY";
+
+/// A shop with one bot, whose owner speaks for it.
+struct Shop {
+    org: String,
+    owner: Credential,
+    bot_key: String,
+}
+
+impl Shop {
+    async fn open(app: &TestApp, name: &str) -> Shop {
+        let (owner, session) = app.owner(&email("owner"), name).await;
+        let bot = app
+            .create_bot(&session.bearer(), &owner.org_id, "Helper")
+            .await;
+        // Visitors here all write from the test's address, faster than spam screening allows.
+        app.post(
+            &format!("/api/v1/orgs/{}/trusted-addresses", owner.org_id),
+            &session.bearer(),
+            json!({ "network": "127.0.0.0/8" }),
+        )
+        .await
+        .expect(201);
+        Shop {
+            org: owner.org_id,
+            owner: session.bearer(),
+            bot_key: bot.key,
+        }
+    }
+
+    fn backup(&self) -> String {
+        format!("/api/v1/orgs/{}/inbox-backup", self.org)
+    }
+
+    async fn configure(&self, app: &TestApp, body: Value) -> Reply {
+        app.put(&self.backup(), &self.owner, body).await
+    }
+
+    async fn run(&self, app: &TestApp, day: &str) -> Reply {
+        app.post(
+            &format!("{}/run", self.backup()),
+            &self.owner,
+            json!({ "day": day }),
+        )
+        .await
+    }
+
+    /// Waits for the day's latest run to finish; answers it.
+    async fn finished(&self, app: &TestApp, day: &str) -> Value {
+        for _ in 0..600 {
+            let reply = app.get(&self.backup(), &self.owner).await;
+            reply.expect(200);
+            let run = reply.json()["runs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["day"] == day)
+                .cloned();
+            if let Some(run) = run
+                && run["status"] != "running"
+            {
+                return run;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the backup of {day} did not finish");
+    }
+
+    /// A visitor's chat where they wrote `texts`; answers its id.
+    async fn chat(&self, app: &TestApp, texts: &[&str]) -> String {
+        let start = app
+            .send(
+                app.client
+                    .post(app.url(&format!("/chat/v1/{}/sessions", self.bot_key)))
+                    .json(&json!({})),
+            )
+            .await;
+        start.expect(201);
+        let token = start.json()["token"].as_str().unwrap().to_owned();
+        for text in texts {
+            app.send(
+                app.client
+                    .post(app.url("/chat/v1/messages"))
+                    .header("x-chat-token", &token)
+                    .json(&json!({ "text": text })),
+            )
+            .await
+            .expect(202);
+        }
+        start.json()["chat_id"].as_str().unwrap().to_owned()
+    }
+}
+
+fn lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+fn backup_dir(config: &Config) -> PathBuf {
+    config.data_dir.with_file_name("backups")
+}
+
+fn with_backup_dir(config: &mut Config) {
+    config.inbox_backup.local_dir = Some(backup_dir(config));
+}
+
+fn with_loopback_allowed(config: &mut Config) {
+    config.outbound_allow = confide_outbound::Allowlist::parse(&["127.0.0.0/8"]).unwrap();
+}
+
+fn the_backup_dir(app: &TestApp) -> PathBuf {
+    app.data_dir.with_file_name("backups")
+}
+
+/// The visitor's texts in one line, in order.
+fn texts(line: &Value) -> Vec<String> {
+    line["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_local_backup_holds_one_line_per_conversation_active_that_day() {
+    each_backend_with(with_backup_dir, async |app| {
+        let shop = Shop::open(app, "Lamp Shop").await;
+        let other = Shop::open(app, "Other Shop").await;
+        let dir = the_backup_dir(app);
+
+        // Organizations never name a path: only the operator's directory, by organization id.
+        shop.configure(app, json!({ "destination": "local", "path": "/etc" }))
+            .await
+            .expect_error(422, "invalid_body");
+        shop.configure(
+            app,
+            json!({ "destination": "local", "prefix": "../../etc/" }),
+        )
+        .await
+        .expect_error(422, "unexpected_field");
+        app.post(&format!("{}/run", shop.backup()), &shop.owner, json!({}))
+            .await
+            .expect_error(404, "inbox_backup_not_configured");
+
+        let saved = shop.configure(app, json!({ "destination": "local" })).await;
+        saved.expect(200);
+        let view = saved.json();
+        assert_eq!(view["destination"], "local");
+        assert_eq!(view["has_secret"], false);
+        assert_eq!(
+            view["object_key_pattern"],
+            format!("{}/YYYY-MM-DD.jsonl", shop.org)
+        );
+        let org_dir = dir.join(&shop.org);
+        assert!(
+            org_dir.join(".confide-write-test").exists(),
+            "the test write"
+        );
+        let mode = std::fs::metadata(&org_dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "backups hold personal data");
+
+        let lamp = shop.chat(app, &["Do you sell lamps?", "A red one"]).await;
+        let quiet = shop.chat(app, &[]).await;
+        app.put(
+            &format!(
+                "/api/v1/orgs/{}/bots/{}/chats/{lamp}/labels",
+                shop.org,
+                // The bot id is in the chat log; find it through the chat itself.
+                app.get(&format!("/api/v1/chats/{lamp}"), &shop.owner)
+                    .await
+                    .json()["chat"]["bot_id"]
+                    .as_str()
+                    .unwrap()
+            ),
+            &shop.owner,
+            json!({ "labels": ["Lamps"] }),
+        )
+        .await
+        .expect(200);
+        let foreign = other.chat(app, &["Not the lamp shop's"]).await;
+
+        let today = utc_date(0);
+        let started = shop.run(app, &today).await;
+        started.expect(202);
+        assert_eq!(started.json()["day"], today.as_str());
+        let run = shop.finished(app, &today).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert_eq!(run["conversations"], 2);
+        // Today is not over: the schedule writes it whole after midnight.
+        assert_eq!(run["complete"], false);
+        assert_eq!(run["object_key"], format!("{}/{today}.jsonl", shop.org));
+
+        let file = std::fs::read_to_string(org_dir.join(format!("{today}.jsonl"))).unwrap();
+        let found = lines(&file);
+        assert_eq!(found.len(), 2, "{file}");
+        assert!(!file.contains(&foreign), "another organization's chat");
+        let lamp_line = found.iter().find(|l| l["id"] == lamp.as_str()).unwrap();
+        assert_eq!(lamp_line["day"], today.as_str());
+        assert_eq!(lamp_line["org_id"], shop.org.as_str());
+        assert_eq!(lamp_line["labels"], json!(["lamps"]));
+        assert_eq!(lamp_line["state"], "bot");
+        assert_eq!(lamp_line["handover"]["state"], "bot");
+        assert_eq!(lamp_line["source"], "web");
+        assert!(lamp_line.get("language_code").is_some());
+        let said = texts(lamp_line);
+        assert!(
+            said.starts_with(&["Do you sell lamps?".to_owned()])
+                && said.contains(&"A red one".to_owned()),
+            "{said:?}"
+        );
+        assert!(lamp_line["messages"][0]["sender"] == "visitor");
+        let quiet_line = found.iter().find(|l| l["id"] == quiet.as_str()).unwrap();
+        assert_eq!(quiet_line["messages"], json!([]));
+
+        // A day without activity is an empty file: the backup ran, nothing happened.
+        let yesterday = utc_date(-1);
+        shop.run(app, &yesterday).await.expect(202);
+        let run = shop.finished(app, &yesterday).await;
+        assert_eq!(run["status"], "succeeded");
+        assert_eq!(run["conversations"], 0);
+        assert_eq!(run["complete"], true);
+        assert_eq!(
+            std::fs::read_to_string(org_dir.join(format!("{yesterday}.jsonl"))).unwrap(),
+            ""
+        );
+        // Days that have not begun, or are not days, are refused.
+        for day in [utc_date(1), "2024-02-30".to_owned(), "yesterday".to_owned()] {
+            shop.run(app, &day).await.expect_error(422, "invalid_day");
+        }
+
+        let view = app.get(&shop.backup(), &shop.owner).await.json();
+        assert_eq!(view["last_success"]["day"], yesterday.as_str());
+        assert!(view["last_failure"].is_null());
+        let actions = app.audit_actions(&shop.owner, &shop.org).await;
+        for action in [
+            "inbox_backup.configured",
+            "inbox_backup.run_requested",
+            "inbox_backup.run_succeeded",
+        ] {
+            assert!(actions.iter().any(|a| a == action), "{action}: {actions:?}");
+        }
+
+        // Removing the backup leaves what was written.
+        app.delete(&shop.backup(), &shop.owner).await.expect(204);
+        app.get(&shop.backup(), &shop.owner)
+            .await
+            .expect_error(404, "inbox_backup_not_configured");
+        assert!(org_dir.join(format!("{today}.jsonl")).exists());
+        assert!(
+            app.audit_actions(&shop.owner, &shop.org)
+                .await
+                .contains(&"inbox_backup.removed".to_owned())
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_backup_reaches_an_s3_compatible_bucket_and_never_shows_its_secret() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    moto.create_bucket("lamp-backups").await;
+    each_backend_with(with_loopback_allowed, async |app| {
+        let shop = Shop::open(app, "Lamp Shop").await;
+        let s3 = json!({
+            "destination": "s3",
+            "bucket": "lamp-backups",
+            "region": REGION,
+            "endpoint": moto.endpoint(),
+            "prefix": format!("{}/nightly", app.backend),
+            "access_key_id": KEY_ID,
+            "secret_access_key": SECRET,
+        });
+        let saved = shop.configure(app, s3.clone()).await;
+        saved.expect(200);
+        let view = saved.json();
+        assert_eq!(view["has_secret"], true);
+        assert_eq!(view["access_key_id"], "AKIA…MPLE");
+        assert_eq!(view["prefix"], format!("{}/nightly/", app.backend));
+        let base = format!("{}/nightly/confide/inbox/{}/", app.backend, shop.org);
+        assert_eq!(
+            view["object_key_pattern"],
+            format!("{base}YYYY-MM-DD.jsonl")
+        );
+        let marker = moto
+            .object("lamp-backups", &format!("{base}.confide-write-test"))
+            .await
+            .expect("the test write reached the bucket");
+        assert_eq!(
+            serde_json::from_str::<Value>(&marker).unwrap()["organization"],
+            shop.org.as_str()
+        );
+
+        let chat = shop.chat(app, &["Is the brass lamp in stock?"]).await;
+        let today = utc_date(0);
+        shop.run(app, &today).await.expect(202);
+        let run = shop.finished(app, &today).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        let key = format!("{base}{today}.jsonl");
+        assert_eq!(run["object_key"], key.as_str());
+        let written = moto
+            .object("lamp-backups", &key)
+            .await
+            .expect("the day's export in the bucket");
+        let found = lines(&written);
+        assert_eq!(found.len(), 1, "{written}");
+        assert_eq!(found[0]["id"], chat.as_str());
+        assert_eq!(texts(&found[0])[0], "Is the brass lamp in stock?");
+
+        // Saved again without the secret, the stored one stays (for the same key id only).
+        let mut again = s3.clone();
+        again.as_object_mut().unwrap().remove("secret_access_key");
+        again["enabled"] = json!(false);
+        let saved = shop.configure(app, again.clone()).await;
+        saved.expect(200);
+        assert_eq!(saved.json()["has_secret"], true);
+        assert_eq!(saved.json()["enabled"], false);
+        again["access_key_id"] = json!("AKIAANOTHERKEYID0000");
+        shop.configure(app, again)
+            .await
+            .expect_error(422, "secret_required");
+
+        // A bucket that does not take the write is refused when saved, with the reason.
+        let mut missing = s3.clone();
+        missing["bucket"] = json!("no-such-bucket");
+        let refused = shop.configure(app, missing.clone()).await;
+        refused.expect_error(422, "destination_write_failed");
+        assert!(
+            refused.text.contains("bucket_not_found"),
+            "{}",
+            refused.text
+        );
+        // Saved without the test write, its runs fail and say why.
+        missing["test_write"] = json!(false);
+        shop.configure(app, missing).await.expect(200);
+        shop.run(app, &today).await.expect(202);
+        let run = shop.finished(app, &today).await;
+        assert_eq!(run["status"], "failed", "{run}");
+        assert_eq!(run["error_code"], "bucket_not_found");
+        // The day's earlier success is still on record.
+        assert_eq!(run["object_key"], key.as_str());
+        assert_eq!(run["failures"], 1);
+        let view = app.get(&shop.backup(), &shop.owner).await;
+        assert_eq!(view.json()["last_failure"]["day"], today.as_str());
+        assert!(
+            app.audit_actions(&shop.owner, &shop.org)
+                .await
+                .contains(&"inbox_backup.run_failed".to_owned())
+        );
+
+        // Neither the secret nor the whole key id appears in any answer or in the audit log.
+        let audit = app
+            .get(
+                &format!("/api/v1/orgs/{}/audit?limit=200", shop.org),
+                &shop.owner,
+            )
+            .await;
+        for text in [&view.text, &audit.text, &saved.text, &refused.text] {
+            assert!(!text.contains(SECRET), "{text}");
+            assert!(!text.contains(KEY_ID), "{text}");
+        }
+        assert!(audit.text.contains("inbox_backup.configured"));
+    })
+    .await;
+    moto.stop().await;
+}
+
+#[tokio::test]
+async fn only_owners_and_admins_see_or_change_the_backup() {
+    each_backend_with(with_backup_dir, async |app| {
+        let shop = Shop::open(app, "Lamp Shop").await;
+        let member = app
+            .member(&shop.owner, &shop.org, &email("member"), "member")
+            .await
+            .bearer();
+        let admin = app
+            .member(&shop.owner, &shop.org, &email("admin"), "admin")
+            .await
+            .bearer();
+        let key = app
+            .create_api_key(&shop.owner, &shop.org, &["bots:write", "chats:read"], None)
+            .await
+            .credential();
+        shop.configure(app, json!({ "destination": "local" }))
+            .await
+            .expect(200);
+        let run = format!("{}/run", shop.backup());
+        for caller in [&member, &key] {
+            for reply in [
+                app.get(&shop.backup(), caller).await,
+                app.put(&shop.backup(), caller, json!({ "destination": "local" }))
+                    .await,
+                app.post(&run, caller, json!({})).await,
+                app.delete(&shop.backup(), caller).await,
+            ] {
+                assert_eq!(reply.status.as_u16(), 403, "{}", reply.text);
+            }
+        }
+        app.get(&shop.backup(), &admin).await.expect(200);
+        app.put(
+            &shop.backup(),
+            &admin,
+            json!({ "destination": "local", "enabled": false }),
+        )
+        .await
+        .expect(200);
+        app.post(&run, &admin, json!({})).await.expect(202);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_endpoint_inside_the_network_needs_the_operators_allowlist() {
+    each_backend_with(
+        |_| {},
+        async |app| {
+            let shop = Shop::open(app, "Lamp Shop").await;
+            let s3 = |endpoint: &str| {
+                json!({
+                    "destination": "s3",
+                    "bucket": "lamp-backups",
+                    "region": REGION,
+                    "endpoint": endpoint,
+                    "access_key_id": KEY_ID,
+                    "secret_access_key": SECRET,
+                })
+            };
+            for (endpoint, code) in [
+                ("http://127.0.0.1:9000", "address_not_allowed"),
+                ("http://2130706433:9000", "address_not_allowed"),
+                ("http://[::ffff:127.0.0.1]:9000", "address_not_allowed"),
+                ("https://10.1.2.3", "address_not_allowed"),
+                ("http://169.254.169.254", "address_not_allowed"),
+                ("http://localhost:9000", "address_not_allowed"),
+                ("ftp://127.0.0.1/", "scheme_not_allowed"),
+                ("http://user:pass@s3.example.com", "invalid_url"),
+            ] {
+                shop.configure(app, s3(endpoint))
+                    .await
+                    .expect_error(422, code);
+            }
+            // Without a backup directory on this server, a local backup cannot be chosen.
+            shop.configure(app, json!({ "destination": "local" }))
+                .await
+                .expect_error(409, "local_backup_unavailable");
+            for (field, value, code) in [
+                ("bucket", json!("Not_A_Bucket"), "invalid_bucket"),
+                ("region", json!("EU North"), "invalid_region"),
+                ("prefix", json!("/etc/"), "invalid_prefix"),
+                ("prefix", json!("a/../b"), "invalid_prefix"),
+                ("access_key_id", json!("has space"), "invalid_access_key_id"),
+                (
+                    "secret_access_key",
+                    json!("x".repeat(65)),
+                    "invalid_secret_access_key",
+                ),
+            ] {
+                let mut body = s3("https://s3.example.com");
+                body[field] = value;
+                shop.configure(app, body).await.expect_error(422, code);
+            }
+            app.get(&shop.backup(), &shop.owner)
+                .await
+                .expect_error(404, "inbox_backup_not_configured");
+            assert!(
+                !app.audit_actions(&shop.owner, &shop.org)
+                    .await
+                    .contains(&"inbox_backup.configured".to_owned())
+            );
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_allowed_on_premises_endpoint_takes_plain_http_but_no_path() {
+    each_backend_with(with_loopback_allowed, async |app| {
+        let shop = Shop::open(app, "Lamp Shop").await;
+        let body = |endpoint: &str| {
+            json!({
+                "destination": "s3",
+                "bucket": "lamp-backups",
+                "region": REGION,
+                "endpoint": endpoint,
+                "access_key_id": KEY_ID,
+                "secret_access_key": SECRET,
+                "test_write": false,
+            })
+        };
+        shop.configure(app, body("http://127.0.0.1:9000/bucket"))
+            .await
+            .expect_error(422, "invalid_endpoint");
+        let saved = shop.configure(app, body("http://127.0.0.1:9000/")).await;
+        saved.expect(200);
+        assert_eq!(saved.json()["endpoint"], "http://127.0.0.1:9000");
+        // Nothing listens there: the test write says so, and nothing is saved.
+        let mut tested = body("http://127.0.0.1:9");
+        tested["test_write"] = json!(true);
+        let refused = shop.configure(app, tested).await;
+        refused.expect_error(422, "destination_write_failed");
+        assert!(refused.text.contains("connect_failed"), "{}", refused.text);
+        assert_eq!(
+            app.get(&shop.backup(), &shop.owner).await.json()["endpoint"],
+            "http://127.0.0.1:9000"
+        );
+    })
+    .await;
+}
+
+/// Every node runs the schedule: a second node on the same database, looking just as often.
+async fn second_node(
+    app: &TestApp,
+    configure: impl Fn(&mut Config),
+) -> confide::server::RunningServer {
+    loop {
+        let mut config = common::test_config(common::free_port(), &app.data_dir, &app.database_url);
+        configure(&mut config);
+        if let Ok(server) = confide::server::start(config).await {
+            common::wait_for_health(&app.client, &format!("http://{}", server.addr)).await;
+            return server;
+        }
+    }
+}
+
+fn fast_schedule(config: &mut Config) {
+    with_backup_dir(config);
+    config.inbox_backup.poll = Duration::from_millis(100);
+}
+
+#[tokio::test]
+async fn the_schedule_backs_up_yesterday_once_however_many_nodes_run_it() {
+    each_backend_with(fast_schedule, async |app| {
+        let other = second_node(app, fast_schedule).await;
+        let shop = Shop::open(app, "Lamp Shop").await;
+        shop.configure(app, json!({ "destination": "local" }))
+            .await
+            .expect(200);
+        let yesterday = utc_date(-1);
+        let run = shop.finished(app, &yesterday).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert_eq!(run["cause"], "schedule");
+        assert_eq!(run["complete"], true);
+        let file: &Path = &the_backup_dir(app)
+            .join(&shop.org)
+            .join(format!("{yesterday}.jsonl"));
+        assert!(file.exists());
+        // Both nodes keep looking; neither backs the day up again.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let audit = app
+            .get(
+                &format!("/api/v1/orgs/{}/audit?limit=200", shop.org),
+                &shop.owner,
+            )
+            .await;
+        let json_runs: Vec<Value> = audit.json()["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e["action"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("inbox_backup.run_")
+            })
+            .cloned()
+            .collect();
+        assert_eq!(json_runs.len(), 1, "{json_runs:?}");
+        assert_eq!(json_runs[0]["action"], "inbox_backup.run_succeeded");
+        assert_eq!(json_runs[0]["actor"], "system:inbox_backup");
+        let view = app.get(&shop.backup(), &shop.owner).await.json();
+        assert_eq!(view["runs"].as_array().unwrap().len(), 1, "{view}");
+        other.stop().await.unwrap();
+    })
+    .await;
+}
