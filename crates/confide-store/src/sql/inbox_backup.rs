@@ -359,7 +359,7 @@ impl SqlStore {
         limit: i64,
     ) -> StoreResult<Vec<Message>> {
         let rows = sqlx::query(
-            "SELECT id, conversation_id, sender, text, created_at FROM messages \
+            "SELECT id, conversation_id, sender, text, created_at, buttons FROM messages \
              WHERE conversation_id = $1 AND created_at >= $2 AND created_at < $3 \
              AND ($4 IS NULL OR created_at > $4 OR (created_at = $4 AND id > $5)) \
              ORDER BY created_at, id LIMIT $6",
