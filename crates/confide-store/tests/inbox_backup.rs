@@ -82,6 +82,7 @@ async fn conversation(store: &dyn Store, org: OrgId, bot: BotId, at: i64) -> Con
         ended_at: None,
         language_code: None,
         source: Default::default(),
+        last_dialogue: None,
     };
     store.create_conversation(&chat).await.unwrap();
     chat.id
@@ -94,6 +95,7 @@ async fn say(store: &dyn Store, chat: ConversationId, text: &str, at: i64) -> Me
         sender: Sender::Visitor,
         text: text.to_owned(),
         created_at: at,
+        buttons: Vec::new(),
     };
     store.add_message(&message).await.unwrap();
     message.id
