@@ -27,15 +27,6 @@ pub enum AnsweredBy {
 }
 
 impl AnsweredBy {
-    pub fn step(&self) -> &'static str {
-        match self {
-            AnsweredBy::Pattern(_) => "pattern",
-            AnsweredBy::Sample(_) => "sample",
-            AnsweredBy::Triggered(_) => "triggered",
-            AnsweredBy::Fallback => "fallback",
-        }
-    }
-
     /// The dialogue that answered (Kindly's exchange), if one did.
     pub fn dialogue(&self) -> Option<DialogueId> {
         match self {

@@ -216,7 +216,7 @@ async fn user_chat(
     limit(
         state,
         auth,
-        format!("chat-conv:{}", conversation.id),
+        crate::api::chat::per_chat_limit_key(conversation.id),
         per_minute,
     )
     .await?;

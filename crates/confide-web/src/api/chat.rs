@@ -439,13 +439,18 @@ pub(crate) enum IdentityCheck {
     Verifying,
 }
 
+/// The rate-limit key of one chat's messages, whichever door they come through (widget or API).
+pub(crate) fn per_chat_limit_key(conversation: ConversationId) -> String {
+    format!("chat-conv:{conversation}")
+}
+
 impl ChatContext {
     /// Messages and greeting requests per chat, on top of the per-address layer.
     pub(crate) async fn limit_messages(&self, state: &AppState, ip: ClientIp) -> ApiResult<()> {
         limit(
             state,
             ip,
-            format!("chat-conv:{}", self.conversation.id),
+            per_chat_limit_key(self.conversation.id),
             state.settings.rate_limits.messages_per_chat_per_minute,
         )
         .await
