@@ -908,6 +908,80 @@ async fn a_presence_channel_is_full_when_the_cluster_holds_its_maximum() {
     on_a.silent_for(QUIET).await;
 }
 
+#[tokio::test]
+async fn a_subscription_the_cluster_refuses_leaves_nothing_to_send_client_events_through() {
+    let config = HubConfig {
+        presence_max_members: 1,
+        max_channels_per_connection: 1,
+        ..HubConfig::default()
+    };
+    let Some((cluster, _)) = cluster_with(&redis_url(), "refused", config).await else {
+        return;
+    };
+    let mut alice = Client::connect(&cluster.a, "shop-key").await;
+    join(&mut alice, "presence-team", "alice").await;
+
+    // Node b holds no member of the channel, so only Redis knows it is full.
+    let mut mallory = Client::connect(&cluster.b, "shop-key").await;
+    let reply = mallory
+        .join_presence(SHOP.0, SHOP.1, "presence-team", "mallory", json!(null))
+        .await;
+    assert_eq!(reply["event"], "pusher:subscription_error", "{reply}");
+    assert_eq!(reply["channel"], "presence-team");
+    assert_eq!(data_of(&reply)["status"], 4100);
+
+    // Her client events on the channel are refused, not relayed to its members.
+    let client_event = json!({"event": "client-x", "channel": "presence-team", "data": {}});
+    mallory.send(client_event.clone()).await;
+    let error = mallory.next_event().await;
+    assert_eq!(error["event"], "pusher:error", "{error}");
+    assert_eq!(
+        data_of(&error)["message"],
+        "A client event needs a subscription to its channel"
+    );
+    alice.silent_for(QUIET).await;
+
+    // Nor while the cluster is still deciding: a client event right behind the request is
+    // refused whatever the answer turns out to be.
+    let channel_data = json!({ "user_id": "mallory", "user_info": null }).to_string();
+    let sig = confide_realtime::signature::presence_channel(
+        &secret_of(SHOP.1),
+        &mallory.socket_id,
+        "presence-team",
+        &channel_data,
+    );
+    mallory
+        .send(json!({"event": "pusher:subscribe", "data": {
+            "channel": "presence-team",
+            "auth": confide_realtime::signature::auth_string(SHOP.0, &sig),
+            "channel_data": channel_data,
+        }}))
+        .await;
+    mallory.send(client_event).await;
+    let mut replies = [mallory.next_event().await, mallory.next_event().await];
+    replies.sort_by_key(|e| e["event"].as_str().unwrap().to_owned());
+    assert_eq!(replies[0]["event"], "pusher:error", "{replies:?}");
+    assert_eq!(
+        replies[1]["event"], "pusher:subscription_error",
+        "{replies:?}"
+    );
+    alice.silent_for(QUIET).await;
+
+    // The refused channels take no place on her connection (one channel at most here).
+    mallory.subscribe_public("orders").await;
+    let team = query(
+        &cluster.b,
+        "/apps/shop/channels/presence-team",
+        &[("info", "user_count,subscription_count")],
+        0,
+    )
+    .await;
+    assert_eq!(
+        team,
+        json!({"occupied": true, "user_count": 1, "subscription_count": 1})
+    );
+}
+
 /// A node on a runtime of its own, so a test can end it the way a crash would: every task
 /// stops mid-flight, nothing is said to Redis.
 struct CrashableNode {
