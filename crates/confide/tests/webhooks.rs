@@ -698,6 +698,106 @@ async fn a_delivery_is_reached_only_through_its_own_endpoint_and_organization() 
     .await;
 }
 
+#[tokio::test]
+async fn only_those_who_may_read_the_chats_aim_a_webhook_at_them() {
+    each_backend_with(quick_retries, async |app| {
+        let s = setup(app).await;
+        let (receiver, url) = Receiver::start().await;
+        let (hook, _) = s.create_webhook(app, &url).await;
+        s.chat(app, "Hello").await;
+        receiver
+            .wait_for("the deliveries", |all| all.len() >= 2)
+            .await;
+        let delivery = s.deliveries(app, &hook).await[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        s.wait_for_state(app, &hook, &delivery, "delivered").await;
+        let hook_path = format!("{}/{hook}", s.hooks());
+        let redeliver = format!("{hook_path}/deliveries/{delivery}/redeliver");
+        let elsewhere = format!("{url}/elsewhere");
+
+        // A writer on the bot, while its chats are shared with listed members only and they
+        // are not listed.
+        let writer = app
+            .member(&s.owner, &s.org, &email("writer"), "member")
+            .await;
+        app.grant(&s.owner, &s.org, &s.bot, &writer.user_id, "write")
+            .await;
+        let sharing = format!("/api/v1/orgs/{}/bots/{}/sharing", s.org, s.bot);
+        app.put(
+            &sharing,
+            &s.owner,
+            json!({ "policy": "listed_members", "members": [] }),
+        )
+        .await
+        .expect(200);
+        // An API key that may change the bot but not read its chats.
+        let bots_key = app
+            .create_api_key(&s.owner, &s.org, &["bots:write"], None)
+            .await;
+        for (caller, code) in [
+            (writer.bearer(), "conversations_not_shared"),
+            (bots_key.credential(), "insufficient_scope"),
+        ] {
+            app.post(
+                &s.hooks(),
+                &caller,
+                json!({ "url": elsewhere, "events": ["message.created"] }),
+            )
+            .await
+            .expect_error(403, code);
+            app.patch(&hook_path, &caller, json!({ "url": elsewhere }))
+                .await
+                .expect_error(403, code);
+            app.patch(&hook_path, &caller, json!({ "enabled": false }))
+                .await
+                .expect_error(403, code);
+            app.post(&redeliver, &caller, json!({}))
+                .await
+                .expect_error(403, code);
+        }
+        // Nothing changed, nothing was sent again.
+        let hooks = app.get(&s.hooks(), &s.owner).await.json()["webhooks"].clone();
+        assert_eq!(hooks.as_array().unwrap().len(), 1, "{hooks}");
+        assert_eq!(hooks[0]["url"], url.as_str());
+        assert_eq!(hooks[0]["enabled"], true);
+        let detail = s.delivery(app, &hook, &delivery).await;
+        assert_eq!(detail["delivery"]["state"], "delivered");
+        assert_eq!(detail["delivery"]["attempts"], 1);
+
+        // Listed, the writer may; so may a key that also holds chats:read.
+        app.put(
+            &sharing,
+            &s.owner,
+            json!({ "policy": "listed_members", "members": [writer.user_id] }),
+        )
+        .await
+        .expect(200);
+        let chats_key = app
+            .create_api_key(&s.owner, &s.org, &["bots:write", "chats:read"], None)
+            .await;
+        for caller in [writer.bearer(), chats_key.credential()] {
+            app.post(
+                &s.hooks(),
+                &caller,
+                json!({ "url": elsewhere, "events": ["message.created"], "enabled": false }),
+            )
+            .await
+            .expect(201);
+            app.patch(&hook_path, &caller, json!({ "max_concurrency": 3 }))
+                .await
+                .expect(200);
+        }
+        app.post(&redeliver, &writer.bearer(), json!({}))
+            .await
+            .expect(202);
+        let again = s.wait_for_state(app, &hook, &delivery, "delivered").await;
+        assert_eq!(again["delivery"]["attempts"], 2, "{again}");
+    })
+    .await;
+}
+
 fn quiet_after_two_seconds(config: &mut confide::config::Config) {
     quick_retries(config);
     config.conversation_idle_seconds = 2;

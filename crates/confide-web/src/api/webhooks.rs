@@ -1,5 +1,7 @@
 //! A bot's webhook endpoints (write permission to change, read to look), their signing secrets
 //! (shown once; rotation keeps the old one signing for an overlap window) and the delivery log.
+//! An endpoint receives the bot's chats, so aiming one (creating it, changing it, sending a
+//! delivery again) also needs the right to read them.
 
 use axum::Json;
 use axum::extract::State;
@@ -168,6 +170,21 @@ fn audited_host(url: &str) -> Option<String> {
         .and_then(|u| u.host_str().map(str::to_owned))
 }
 
+/// Whoever decides where the bot's chats are sent (creating or changing an endpoint, sending a
+/// delivery again) may change the bot and read its chats: the conversation sharing policy for
+/// people, `chats:read` for API keys. Otherwise `bots:write` alone would export what
+/// `chats:read` guards.
+async fn may_send_chats(
+    state: &AppState,
+    auth: &Auth,
+    org_id: OrgId,
+    bot_id: BotId,
+) -> ApiResult<()> {
+    authz::bot(state, auth, org_id, bot_id, BotNeed::Write).await?;
+    authz::chats(state, auth, org_id, bot_id, BotNeed::Read).await?;
+    Ok(())
+}
+
 async fn find(state: &AppState, org: OrgId, bot: BotId, id: WebhookId) -> ApiResult<Webhook> {
     state
         .store
@@ -198,15 +215,15 @@ pub async fn list_webhooks(
     }))
 }
 
-/// Add a webhook endpoint (write permission). The answer carries its signing secret, the only
-/// time it is shown.
+/// Add a webhook endpoint (write permission, and read on the bot's chats). The answer carries its
+/// signing secret, the only time it is shown.
 #[utoipa::path(post, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/webhooks", tag = "webhooks",
     request_body = CreateWebhookRequest,
     params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id")),
     security(("bearer" = []), ("session" = []), ("api_key" = [])),
     responses(
         (status = 201, description = "Created; the secret is shown once", body = WebhookWithSecret),
-        (status = 403, description = "Read-only access", body = ErrorBody),
+        (status = 403, description = "Read-only access, or the bot's chats are not the caller's to read", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody),
         (status = 409, description = "The bot has the most endpoints it may have", body = ErrorBody),
         (status = 422, description = "A URL, event list or limit that is not accepted", body = ErrorBody),
@@ -217,7 +234,7 @@ pub async fn create_webhook(
     PathParams((org_id, bot_id)): PathParams<(OrgId, BotId)>,
     StrictJson(request): StrictJson<CreateWebhookRequest>,
 ) -> ApiResult<(StatusCode, Json<WebhookWithSecret>)> {
-    authz::bot(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
+    may_send_chats(&state, &auth, org_id, bot_id).await?;
     let url = checked_url(&state, &auth, org_id, &request.url).await?;
     let events = checked_events(&request.events)?;
     let max_concurrency =
@@ -294,8 +311,8 @@ pub async fn get_webhook(
     Ok(Json(WebhookView::of(&webhook, now_ms())))
 }
 
-/// Change an endpoint's URL, events, state or concurrency (write permission). Deliveries already
-/// queued go to the new URL.
+/// Change an endpoint's URL, events, state or concurrency (write permission, and read on the
+/// bot's chats). Deliveries already queued go to the new URL.
 #[utoipa::path(patch, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/webhooks/{webhook_id}", tag = "webhooks",
     request_body = UpdateWebhookRequest,
     params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id"),
@@ -303,7 +320,7 @@ pub async fn get_webhook(
     security(("bearer" = []), ("session" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "Changed", body = WebhookView),
-        (status = 403, description = "Read-only access", body = ErrorBody),
+        (status = 403, description = "Read-only access, or the bot's chats are not the caller's to read", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody),
         (status = 422, description = "A URL, event list or limit that is not accepted", body = ErrorBody),
     ))]
@@ -313,7 +330,7 @@ pub async fn update_webhook(
     PathParams((org_id, bot_id, id)): PathParams<(OrgId, BotId, WebhookId)>,
     StrictJson(request): StrictJson<UpdateWebhookRequest>,
 ) -> ApiResult<Json<WebhookView>> {
-    authz::bot(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
+    may_send_chats(&state, &auth, org_id, bot_id).await?;
     let update = WebhookUpdate {
         url: match request.url.as_deref() {
             Some(url) => Some(checked_url(&state, &auth, org_id, url).await?),
@@ -622,8 +639,8 @@ pub async fn get_delivery(
     }))
 }
 
-/// Send a delivered or dead delivery again (write permission): same body, same `webhook-id`,
-/// a fresh 24-hour retry window.
+/// Send a delivered or dead delivery again (write permission, and read on the bot's chats): same
+/// body, same `webhook-id`, a fresh 24-hour retry window.
 #[utoipa::path(post, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", tag = "webhooks",
     params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id"),
         ("webhook_id" = WebhookId, Path, description = "Webhook id"),
@@ -631,7 +648,7 @@ pub async fn get_delivery(
     security(("bearer" = []), ("session" = []), ("api_key" = [])),
     responses(
         (status = 202, description = "Queued again", body = DeliveryView),
-        (status = 403, description = "Read-only access", body = ErrorBody),
+        (status = 403, description = "Read-only access, or the bot's chats are not the caller's to read", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody),
         (status = 409, description = "The delivery is still pending", body = ErrorBody),
     ))]
@@ -645,7 +662,7 @@ pub async fn redeliver(
         WebhookDeliveryId,
     )>,
 ) -> ApiResult<(StatusCode, Json<DeliveryView>)> {
-    authz::bot(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
+    may_send_chats(&state, &auth, org_id, bot_id).await?;
     find(&state, org_id, bot_id, id).await?;
     let now = now_ms();
     if !state.store.redeliver(id, delivery_id, now).await? {
