@@ -456,10 +456,15 @@ async fn endpoints_are_validated_changed_and_removed_by_writers_and_read_by_read
     each_backend_with(quick_retries, async |app| {
         let s = setup(app).await;
         let hooks = s.hooks();
+        let too_long = format!("https://example.com/{}", "a".repeat(2048));
         for (body, code) in [
             (json!({ "url": "ftp://example.com/in", "events": ["message.created"] }), "invalid_webhook_url"),
+            (json!({ "url": "file:///etc/passwd", "events": ["message.created"] }), "invalid_webhook_url"),
             (json!({ "url": "https://user:pw@example.com/in", "events": ["message.created"] }), "invalid_webhook_url"),
             (json!({ "url": "not a url", "events": ["message.created"] }), "invalid_webhook_url"),
+            (json!({ "url": "/relative", "events": ["message.created"] }), "invalid_webhook_url"),
+            (json!({ "url": "https://", "events": ["message.created"] }), "invalid_webhook_url"),
+            (json!({ "url": too_long, "events": ["message.created"] }), "invalid_webhook_url"),
             (json!({ "url": "https://example.com/in", "events": [] }), "invalid_events"),
             (json!({ "url": "https://example.com/in", "events": ["message.created"], "max_concurrency": 0 }), "invalid_max_concurrency"),
             (json!({ "url": "https://example.com/in", "events": ["message.created"], "max_concurrency": 51 }), "invalid_max_concurrency"),
@@ -519,6 +524,16 @@ async fn endpoints_are_validated_changed_and_removed_by_writers_and_read_by_read
         )
         .await
         .expect_error(422, "invalid_webhook_url");
+        // A fragment is never sent, so it is not kept: the URL saved is the one posted to.
+        let moved = app
+            .patch(
+                &format!("{hooks}/{id}"),
+                &s.owner,
+                json!({ "url": "http://127.0.0.1:9/never#part" }),
+            )
+            .await;
+        moved.expect(200);
+        assert_eq!(moved.json()["url"], "http://127.0.0.1:9/never");
 
         // A member who may read the bot sees its endpoints but cannot change them.
         let reader = app

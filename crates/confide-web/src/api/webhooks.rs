@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use confide_domain::{BotId, OrgId, WebhookDeliveryId, WebhookEvent, WebhookId};
+use confide_outbound::{OutboundError, Url};
 use confide_security::webhook::WebhookSecret;
 use confide_store::{DeliveryState, Webhook, WebhookAttempt, WebhookDelivery, WebhookUpdate};
 use serde::{Deserialize, Serialize};
@@ -20,7 +21,6 @@ use crate::authz::{self, BotNeed};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{PathParams, QueryParams, StrictJson, optional_whole_number};
 use crate::state::{AppState, now_ms};
-use crate::webhooks::check_webhook_target;
 
 /// Endpoints one bot may have.
 pub const MAX_WEBHOOKS_PER_BOT: usize = 10;
@@ -119,15 +119,15 @@ fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
 }
 
-/// The URL's shape, then the SSRF checks of the shared outbound client on its literal form
-/// (every spelling of a forbidden address); names are resolved and checked at each delivery, so
-/// saving needs no DNS. A refused target is audited: it is how one would probe the internal
-/// network.
-async fn checked_url(state: &AppState, auth: &Auth, org_id: OrgId, url: &str) -> ApiResult<String> {
-    check_webhook_target(url).map_err(|e| invalid("invalid_webhook_url", e.to_string()))?;
+/// The URL as the shared outbound client parses and checks it at every delivery: its shape (http
+/// or https, a host, no credentials, at most 2048 bytes; the fragment, never sent, dropped) and,
+/// for an address literal, the address in every spelling. Names are resolved and checked at each
+/// delivery, so saving needs no DNS. A refused address is audited: it is how one would probe the
+/// internal network.
+async fn checked_url(state: &AppState, auth: &Auth, org_id: OrgId, url: &str) -> ApiResult<Url> {
     match state.outbound.check_url(url) {
-        Ok(_) => Ok(url.to_owned()),
-        Err(err) if err.is_refused_target() => {
+        Ok(url) => Ok(url),
+        Err(err @ OutboundError::AddressNotAllowed { .. }) => {
             audit::record_refusal(
                 state,
                 org_chain(org_id),
@@ -161,13 +161,6 @@ fn checked_concurrency(value: Option<u32>) -> ApiResult<Option<i64>> {
         )),
         other => Ok(other.map(i64::from)),
     }
-}
-
-/// The host of a URL, for the audit log (a query string may carry the receiver's own token).
-fn audited_host(url: &str) -> Option<String> {
-    reqwest::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_owned))
 }
 
 /// Whoever decides where the bot's chats are sent (creating or changing an endpoint, sending a
@@ -236,6 +229,8 @@ pub async fn create_webhook(
 ) -> ApiResult<(StatusCode, Json<WebhookWithSecret>)> {
     may_send_chats(&state, &auth, org_id, bot_id).await?;
     let url = checked_url(&state, &auth, org_id, &request.url).await?;
+    // Only the host goes to the audit log: a query string may carry the receiver's own token.
+    let host = url.host_str().map(str::to_owned);
     let events = checked_events(&request.events)?;
     let max_concurrency =
         checked_concurrency(request.max_concurrency)?.unwrap_or(i64::from(DEFAULT_CONCURRENCY));
@@ -257,7 +252,7 @@ pub async fn create_webhook(
         id,
         org_id,
         bot_id,
-        url,
+        url: url.into(),
         events,
         enabled: request.enabled.unwrap_or(true),
         max_concurrency,
@@ -276,7 +271,7 @@ pub async fn create_webhook(
         Some(format!("bot:{bot_id}")),
         json!({
             "webhook_id": id,
-            "host": audited_host(&webhook.url),
+            "host": host,
             "events": webhook.events,
             "enabled": webhook.enabled,
         }),
@@ -331,11 +326,13 @@ pub async fn update_webhook(
     StrictJson(request): StrictJson<UpdateWebhookRequest>,
 ) -> ApiResult<Json<WebhookView>> {
     may_send_chats(&state, &auth, org_id, bot_id).await?;
+    let url = match request.url.as_deref() {
+        Some(url) => Some(checked_url(&state, &auth, org_id, url).await?),
+        None => None,
+    };
+    let host = url.as_ref().and_then(|u| u.host_str().map(str::to_owned));
     let update = WebhookUpdate {
-        url: match request.url.as_deref() {
-            Some(url) => Some(checked_url(&state, &auth, org_id, url).await?),
-            None => None,
-        },
+        url: url.map(String::from),
         events: request.events.as_deref().map(checked_events).transpose()?,
         enabled: request.enabled,
         max_concurrency: checked_concurrency(request.max_concurrency)?,
@@ -354,7 +351,7 @@ pub async fn update_webhook(
         Some(format!("bot:{bot_id}")),
         json!({
             "webhook_id": id,
-            "host": update.url.as_deref().and_then(audited_host),
+            "host": host,
             "events": update.events,
             "enabled": update.enabled,
             "max_concurrency": update.max_concurrency,
