@@ -11,6 +11,7 @@ pub mod limiter;
 pub mod password;
 mod private_fs;
 pub mod redis_limiter;
+pub mod sealing;
 pub mod tokens;
 pub mod webhook;
 

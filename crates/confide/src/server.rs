@@ -19,6 +19,7 @@ use confide_web::realtime::{Directory, RealtimeKeys};
 use confide_web::webhooks::WebhookRuntime;
 use confide_web::{AppState, WebSettings};
 use secrecy::ExposeSecret;
+use secrecy::zeroize::Zeroizing;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -123,7 +124,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             Limiter::Local(SlidingWindowLimiter::new(100_000)),
         ),
     };
-    let chat_tokens = Arc::new(ChatTokenKeys::new(keys.chat_token_key.expose_secret(), &[]));
+    let chat_tokens = Arc::new(ChatTokenKeys::new(
+        keys.chat_token_key.expose_secret(),
+        &previous_keys(&keys.chat_token_previous_keys),
+    ));
     if !config.outbound_allow.is_empty() {
         let allowed: Vec<String> = config
             .outbound_allow
@@ -138,7 +142,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         ..confide_outbound::OutboundConfig::default()
     })
     .context("building the outbound HTTP client")?;
-    let webhooks = Arc::new(WebhookRuntime::new(keys.webhook_secret_key.expose_secret()));
+    let webhooks = Arc::new(WebhookRuntime::new(
+        keys.webhook_secret_key.expose_secret(),
+        &previous_keys(&keys.webhook_secret_previous_keys),
+    ));
     let state = AppState {
         store,
         settings: Arc::new(settings),
@@ -223,6 +230,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 
 /// Reads and checks the operator's country database; a missing or damaged file stops the start,
 /// since bots' country rules would otherwise be refused at every chat.
+/// A sealing key's previous keys as the sealing types take them (wiped when dropped).
+fn previous_keys(keys: &[confide_security::SecretKey]) -> Zeroizing<Vec<[u8; 32]>> {
+    Zeroizing::new(keys.iter().map(|key| *key.expose_secret()).collect())
+}
+
 async fn load_geoip(path: std::path::PathBuf) -> anyhow::Result<CountryDatabase> {
     let shown = path.display().to_string();
     let database = tokio::task::spawn_blocking(move || CountryDatabase::open(&path))

@@ -14,7 +14,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use common::receiver::{Received, Receiver};
 use common::{Credential, TestApp, each_backend_with, email};
+use confide_security::webhook::{WebhookSecret, WebhookSecretCipher};
 use hmac::{KeyInit, Mac};
+use secrecy::SecretString;
 use serde_json::{Value, json};
 
 /// Webhook receivers in these tests listen on 127.0.0.1, which the SSRF-safe client refuses unless
@@ -809,6 +811,114 @@ async fn only_those_who_may_read_the_chats_aim_a_webhook_at_them() {
             .expect(202);
         let again = s.wait_for_state(app, &hook, &delivery, "delivered").await;
         assert_eq!(again["delivery"]["attempts"], 2, "{again}");
+    })
+    .await;
+}
+
+/// Retries come quickly but, unlike `quick_retries`, go on for the default 24 hours: a delivery
+/// that is dead at once was not retried.
+fn retries_for_a_day(config: &mut confide::config::Config) {
+    config.webhooks.retry.first_delay_ms = 40;
+    config.webhooks.retry.max_delay_ms = 80;
+    config.webhooks.poll_ms = 20;
+    allow_loopback(config);
+}
+
+/// Replaces an endpoint's sealed secret behind the API's back.
+async fn reseal(app: &TestApp, hook: &str, sealed: &str) {
+    let db = app.database().await;
+    sqlx::query("UPDATE webhooks SET secret_sealed = $1 WHERE id = $2")
+        .bind(sealed)
+        .bind(hook)
+        .execute(&db)
+        .await
+        .unwrap();
+    db.close().await;
+}
+
+#[tokio::test]
+async fn a_webhook_whose_secret_the_server_cannot_unseal_is_dead_at_once() {
+    each_backend_with(retries_for_a_day, async |app| {
+        let s = setup(app).await;
+        let (receiver, url) = Receiver::start().await;
+        let (hook, _) = s.create_webhook(app, &url).await;
+        // Sealed under a key this server does not have: the sealing key was changed without
+        // keeping the old one among the previous keys.
+        let lost = WebhookSecretCipher::new(&[9; 32], &[])
+            .seal(&WebhookSecret::generate().unwrap(), &hook)
+            .unwrap();
+        reseal(app, &hook, &lost).await;
+        s.chat(app, "Hello").await;
+        let deliveries = s.deliveries(app, &hook).await;
+        assert!(!deliveries.is_empty());
+        for delivery in &deliveries {
+            let id = delivery["id"].as_str().unwrap();
+            let dead = s.wait_for_state(app, &hook, id, "dead").await;
+            assert_eq!(dead["delivery"]["attempts"], 1, "{dead}");
+            let error = dead["delivery"]["last_error"].as_str().unwrap();
+            assert!(error.contains("cannot unseal"), "{error}");
+            assert!(error.contains("rotate the secret"), "{error}");
+        }
+        assert!(receiver.all().is_empty());
+        assert!(
+            app.audit_actions(&s.owner, &s.org)
+                .await
+                .contains(&"webhook.delivery_dead".to_owned())
+        );
+
+        // A new secret, and the dead letter goes out signed with it.
+        let rotated = app
+            .post(
+                &format!("{}/{hook}/rotate-secret", s.hooks()),
+                &s.owner,
+                json!({ "overlap_seconds": 0 }),
+            )
+            .await;
+        rotated.expect(200);
+        let secret = rotated.json()["secret"].as_str().unwrap().to_owned();
+        let id = deliveries[0]["id"].as_str().unwrap();
+        app.post(
+            &format!("{}/{hook}/deliveries/{id}/redeliver", s.hooks()),
+            &s.owner,
+            json!({}),
+        )
+        .await
+        .expect(202);
+        let got = receiver
+            .wait_for("the redelivery", |all| !all.is_empty())
+            .await;
+        assert!(standard_ok(&secret, &got[0]) && kindly_ok(&secret, &got[0]));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn after_the_sealing_key_is_rotated_secrets_sealed_under_the_previous_key_still_sign() {
+    let (old_key, new_key) = ([21u8; 32], [22u8; 32]);
+    let rotated = move |config: &mut confide::config::Config| {
+        quick_retries(config);
+        config.keys.webhook_secret_key = Some(SecretString::from(STANDARD.encode(new_key)));
+        config.keys.webhook_secret_previous_keys =
+            Some(SecretString::from(STANDARD.encode(old_key)));
+    };
+    each_backend_with(rotated, async |app| {
+        let s = setup(app).await;
+        let (receiver, url) = Receiver::start().await;
+        let (hook, _) = s.create_webhook(app, &url).await;
+        // The endpoint's secret as the server sealed it before the rotation.
+        let secret = WebhookSecret::generate().unwrap();
+        let sealed = WebhookSecretCipher::new(&old_key, &[])
+            .seal(&secret, &hook)
+            .unwrap();
+        reseal(app, &hook, &sealed).await;
+        s.chat(app, "Hello").await;
+        let got = receiver
+            .wait_for("two messages", |all| all.len() >= 2)
+            .await;
+        assert!(
+            got.iter()
+                .all(|r| standard_ok(secret.expose(), r) && kindly_ok(secret.expose(), r))
+        );
     })
     .await;
 }

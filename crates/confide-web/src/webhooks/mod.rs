@@ -66,9 +66,10 @@ pub struct WebhookRuntime {
 }
 
 impl WebhookRuntime {
-    pub fn new(key: &[u8; 32]) -> WebhookRuntime {
+    /// `previous`: the keys the sealing key was rotated from, which still open secrets.
+    pub fn new(key: &[u8; 32], previous: &[[u8; 32]]) -> WebhookRuntime {
         WebhookRuntime {
-            cipher: WebhookSecretCipher::new(key),
+            cipher: WebhookSecretCipher::new(key, previous),
             wake: Notify::new(),
         }
     }
