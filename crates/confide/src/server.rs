@@ -98,31 +98,29 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         Some(path) => Some(Arc::new(load_geoip(path.clone()).await?)),
         None => None,
     };
+    let limiter = Arc::new(match &config.redis_url {
+        Some(url) => Limiter::Redis(
+            RedisLimiter::connect(url.expose_secret(), &format!("{}:rl", config.redis_prefix))
+                .await
+                .map_err(|e| anyhow::anyhow!("connecting to Redis: {e}"))?,
+        ),
+        None => Limiter::Local(SlidingWindowLimiter::new(100_000)),
+    });
     let directory = Arc::new(Directory {
         store: store.clone(),
         keys: realtime_keys.clone(),
         geoip: geoip.clone(),
-        refusal_audits: confide_security::limiter::SlidingWindowLimiter::new(10_000),
+        limiter: limiter.clone(),
     });
-    let (hub, limiter) = match &config.redis_url {
+    let hub = match &config.redis_url {
         Some(url) => {
             let broker = RedisBroker::connect(url.expose_secret(), &config.redis_prefix)
                 .await
                 .map_err(|e| anyhow::anyhow!("connecting to Redis: {e}"))?;
-            let limiter =
-                RedisLimiter::connect(url.expose_secret(), &format!("{}:rl", config.redis_prefix))
-                    .await
-                    .map_err(|e| anyhow::anyhow!("connecting to Redis: {e}"))?;
             tracing::info!("realtime events and rate limits are shared through Redis");
-            (
-                Hub::with_broker(directory, config.hub.clone(), broker),
-                Limiter::Redis(limiter),
-            )
+            Hub::with_broker(directory, config.hub.clone(), broker)
         }
-        None => (
-            Hub::new(directory, config.hub.clone()),
-            Limiter::Local(SlidingWindowLimiter::new(100_000)),
-        ),
+        None => Hub::new(directory, config.hub.clone()),
     };
     let chat_tokens = Arc::new(ChatTokenKeys::new(
         keys.chat_token_key.expose_secret(),
@@ -152,7 +150,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         keys: Arc::new(keys),
         jwt: jwt.clone(),
         mailer: Arc::new(mailer),
-        limiter: Arc::new(limiter),
+        limiter,
         hub,
         chat_tokens,
         realtime_keys,
