@@ -1,13 +1,13 @@
 //! Two hubs ("nodes"), each behind its own server, sharing one Redis through [`RedisBroker`]:
 //! what is published on one reaches the clients of both. Uses `REDIS_URL` (default
 //! `redis://127.0.0.1:6379`) and is skipped, with a note, when Redis does not answer; the
-//! reconnection test runs its own `redis-server` and is skipped when that is not installed.
+//! reconnection tests run their own `redis-server` and are skipped when that is not installed.
+//! With `CONFIDE_REQUIRE_REDIS=1` they fail instead of skipping.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,6 +16,7 @@ use common::*;
 use confide_realtime::{
     ClusterTiming, Envelope, Hub, HubConfig, PublishError, RedisBroker, StaticApps, routes,
 };
+use confide_security::testing::{TempRedis, skip_without_redis};
 use futures_util::StreamExt;
 use serde_json::json;
 
@@ -72,7 +73,7 @@ async fn cluster_on(url: &str, test: &str) -> Option<Cluster> {
     let broker_a = match RedisBroker::connect(url, &prefix).await {
         Ok(broker) => broker,
         Err(error) => {
-            eprintln!("note: skipping {test}: Redis does not answer ({error})");
+            skip_without_redis(test, format_args!("Redis does not answer ({error})"));
             return None;
         }
     };
@@ -301,63 +302,6 @@ async fn connecting_to_a_redis_that_does_not_answer_fails_cleanly() {
     assert!(RedisBroker::connect("not a url", "p").await.is_err());
 }
 
-/// A `redis-server` of our own on a free port, so a test can stop and restart it.
-struct TempRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl TempRedis {
-    fn start() -> Option<TempRedis> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut redis = TempRedis { port, child: None };
-        redis.spawn().then_some(redis)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the server and waits until it accepts connections.
-    fn spawn(&mut self) -> bool {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let Ok(child) = child else {
-            return false;
-        };
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for TempRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 async fn subscribers(url: &str, channel: &str) -> i64 {
     let Ok(client) = redis::Client::open(url) else {
         return 0;
@@ -375,8 +319,7 @@ async fn subscribers(url: &str, channel: &str) -> i64 {
 
 #[tokio::test]
 async fn the_nodes_resubscribe_after_redis_restarts() {
-    let Some(mut redis) = TempRedis::start() else {
-        eprintln!("note: skipping the restart test: redis-server could not be started");
+    let Some(mut redis) = TempRedis::start("the restart test") else {
         return;
     };
     let url = redis.url();
@@ -434,7 +377,10 @@ async fn a_dropped_broker_ends_its_subscription() {
     let broker = match RedisBroker::connect(&redis_url(), &prefix).await {
         Ok(broker) => broker,
         Err(error) => {
-            eprintln!("note: skipping the drop test: Redis does not answer ({error})");
+            skip_without_redis(
+                "the drop test",
+                format_args!("Redis does not answer ({error})"),
+            );
             return;
         }
     };
@@ -519,8 +465,7 @@ async fn a_signed_request_accepted_by_one_node_is_refused_as_a_replay_by_the_oth
 
 #[tokio::test]
 async fn without_redis_each_node_still_refuses_the_replays_it_has_seen() {
-    let Some(mut redis) = TempRedis::start() else {
-        eprintln!("note: skipping the replay fallback test: redis-server could not be started");
+    let Some(mut redis) = TempRedis::start("the replay fallback test") else {
         return;
     };
     let url = redis.url();
@@ -587,7 +532,7 @@ async fn cluster_with(url: &str, test: &str, config: HubConfig) -> Option<(Clust
     let broker_a = match RedisBroker::connect_with(url, &prefix, FAST).await {
         Ok(broker) => broker,
         Err(error) => {
-            eprintln!("note: skipping {test}: Redis does not answer ({error})");
+            skip_without_redis(test, format_args!("Redis does not answer ({error})"));
             return None;
         }
     };
@@ -1092,8 +1037,7 @@ async fn a_node_that_stops_beating_has_its_members_and_channels_removed() {
 
 #[tokio::test]
 async fn without_redis_a_node_answers_from_its_own_view_and_catches_up_after() {
-    let Some(mut redis) = TempRedis::start() else {
-        eprintln!("note: skipping the presence fallback test: redis-server could not be started");
+    let Some(mut redis) = TempRedis::start("the presence fallback test") else {
         return;
     };
     let url = redis.url();
