@@ -256,21 +256,11 @@ impl Room {
         }
         if let (Some(user_id), Some(roster)) =
             (subscription.user_id.as_deref(), entry.roster.as_mut())
+            && Self::drop_socket(roster, user_id)
         {
-            let gone = match roster.get_mut(user_id) {
-                Some(m) if m.sockets > 1 => {
-                    m.sockets -= 1;
-                    false
-                }
-                Some(_) => true,
-                None => false,
-            };
-            if gone {
-                roster.remove(user_id);
-                let frame = member_removed(channel, user_id);
-                for other in entry.subscribers.values() {
-                    other.push(frame.clone());
-                }
+            let frame = member_removed(channel, user_id);
+            for other in entry.subscribers.values() {
+                other.push(frame.clone());
             }
         }
         if entry.subscribers.is_empty() && entry.pending.is_empty() {
