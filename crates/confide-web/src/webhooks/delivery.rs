@@ -117,11 +117,10 @@ fn chat_of(payload: &str) -> Option<ConversationId> {
     body.get("chat_id")?.as_str()?.parse().ok()
 }
 
-/// A number in `[0, 1)` for the retry jitter, from the last 32 bits of a fresh UUID v7, which
-/// are random (the bits before them may hold a counter).
+/// A number in `[0, 1)` for the retry jitter, from the system's random source. Were that to
+/// fail, the middle of the range: the retry still comes, only unspread.
 fn jitter() -> f64 {
-    let random = uuid::Uuid::now_v7().as_u128() & 0xFFFF_FFFF;
-    f64::from(u32::try_from(random).unwrap_or(0)) / 4_294_967_296.0
+    getrandom::u32().map_or(0.5, |random| f64::from(random) / 4_294_967_296.0)
 }
 
 /// Delivers the outbox until `stop` turns true. Each node runs one; claims keep them apart.
