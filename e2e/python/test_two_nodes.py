@@ -31,8 +31,14 @@ def redis_answers():
         return False
 
 
+HAVE_POSTGRES = bool(os.environ.get("CONFIDE_TEST_DATABASE_URL"))
+HAVE_REDIS = redis_answers()
+# CONFIDE_REQUIRE_REDIS=1 (CI): a missing Redis fails these tests rather than skipping them.
+if HAVE_POSTGRES and not HAVE_REDIS and os.environ.get("CONFIDE_REQUIRE_REDIS") == "1":
+    raise RuntimeError(f"CONFIDE_REQUIRE_REDIS=1, but no Redis answers at {REDIS_URL}")
+
 pytestmark = pytest.mark.skipif(
-    not os.environ.get("CONFIDE_TEST_DATABASE_URL") or not redis_answers(),
+    not HAVE_POSTGRES or not HAVE_REDIS,
     reason="needs CONFIDE_TEST_DATABASE_URL (PostgreSQL) and a Redis at CONFIDE_TEST_REDIS_URL",
 )
 

@@ -21,6 +21,10 @@ pub struct App {
     pub origins: OriginPolicy,
     /// Which client addresses may open a WebSocket for this app.
     pub addresses: AddressPolicy,
+    /// Who the app belongs to, in the directory's own terms: handed back to
+    /// [`AppDirectory::connection_refused`] with the app, so the directory need not look it up
+    /// again. The hub never reads it.
+    pub owner: Option<String>,
 }
 
 impl fmt::Debug for App {
@@ -31,6 +35,7 @@ impl fmt::Debug for App {
             .field("client_events", &self.client_events)
             .field("origins", &self.origins)
             .field("addresses", &self.addresses)
+            .field("owner", &self.owner)
             .finish_non_exhaustive()
     }
 }
@@ -45,6 +50,7 @@ impl App {
             && self.secret.expose_secret() == other.secret.expose_secret()
             && self.origins.same_as(&other.origins)
             && self.addresses.same_as(&other.addresses)
+            && self.owner == other.owner
     }
 }
 

@@ -77,15 +77,9 @@ impl LocalNode {
     }
 
     /// The cluster's presence channel is full: the pending subscription is refused.
-    pub(crate) fn refuse_pending(
-        &self,
-        app_id: &str,
-        channel: &str,
-        peer: u64,
-        user_id: Option<&str>,
-    ) {
+    pub(crate) fn refuse_pending(&self, app_id: &str, channel: &str, peer: u64) {
         if let Some(hub) = self.hub.upgrade() {
-            hub.refuse_pending(app_id, channel, peer, user_id);
+            hub.refuse_pending(app_id, channel, peer);
         }
     }
 

@@ -732,12 +732,7 @@ impl Worker {
                     Verdict::Ok => {}
                     Verdict::Full => {
                         if let Some(node) = self.node() {
-                            node.refuse_pending(
-                                &app,
-                                &channel,
-                                peer,
-                                member.as_ref().map(|m| m.user_id.as_str()),
-                            );
+                            node.refuse_pending(&app, &channel, peer);
                         }
                         return;
                     }

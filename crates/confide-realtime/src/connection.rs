@@ -60,19 +60,12 @@ impl Bucket {
     }
 }
 
-struct Subscription {
-    channel: Box<str>,
-    /// The member this socket is, on a presence channel.
-    user_id: Option<Box<str>>,
-}
-
 struct Session {
     hub: Arc<Hub>,
     room: Arc<Room>,
     app: Arc<App>,
     peer: Arc<Peer>,
     socket_id: Box<str>,
-    subscriptions: Vec<Subscription>,
     user: Option<Box<str>>,
     inbound: Bucket,
     client_events: Bucket,
@@ -163,10 +156,6 @@ impl Session {
         self.admit_frame();
     }
 
-    fn subscription(&self, channel: &str) -> Option<&Subscription> {
-        self.subscriptions.iter().find(|s| &*s.channel == channel)
-    }
-
     fn subscribe(&mut self, data: Option<&RawValue>) {
         let config = &self.hub.config;
         let Some(request) = parse_data::<SubscribeData>(data) else {
@@ -183,8 +172,9 @@ impl Session {
             ));
             return;
         }
-        let already = self.subscription(channel).is_some();
-        if !already && self.subscriptions.len() >= config.max_channels_per_connection {
+        // The channels the hub holds this socket in, a refused subscription no longer among them.
+        let already = self.peer.is_in(channel);
+        if !already && self.peer.channel_count() >= config.max_channels_per_connection {
             self.say(protocol::subscription_error(
                 channel,
                 "LimitReached",
@@ -242,16 +232,8 @@ impl Session {
                 None
             }
         };
-        let user_id = member.as_ref().map(|m| m.user_id.clone());
         match self.hub.join(&self.room, &self.peer, channel, member) {
-            Ok(()) => {
-                if !already {
-                    self.subscriptions.push(Subscription {
-                        channel: channel.into(),
-                        user_id,
-                    });
-                }
-            }
+            Ok(()) => {}
             Err(JoinError::PresenceFull) => self.say(protocol::subscription_error(
                 channel,
                 "LimitReached",
@@ -299,15 +281,7 @@ impl Session {
             self.complain("Invalid unsubscribe: data must hold a \"channel\"");
             return;
         };
-        if let Some(i) = self
-            .subscriptions
-            .iter()
-            .position(|s| *s.channel == *request.channel)
-        {
-            let sub = self.subscriptions.swap_remove(i);
-            self.hub
-                .leave(&self.room, &self.peer, &sub.channel, sub.user_id.as_deref());
-        }
+        self.hub.leave(&self.room, &self.peer, &request.channel);
     }
 
     fn sign_in(&mut self, data: Option<&RawValue>) {
@@ -377,7 +351,8 @@ impl Session {
             self.complain("A client event needs a channel");
             return None;
         };
-        let Some(sub) = self.subscription(channel) else {
+        // Only an answered subscription: one the cluster is still deciding on may be refused.
+        let Some(user_id) = self.peer.answered_member(channel) else {
             self.complain("A client event needs a subscription to its channel");
             return None;
         };
@@ -400,14 +375,13 @@ impl Session {
             event: frame.event.clone(),
             data: data.to_owned(),
             exclude_socket_id: Some(self.socket_id.to_string()),
-            user_id: sub.user_id.as_deref().map(str::to_owned),
+            user_id,
         })
     }
 
     fn leave_everything(&mut self) {
-        for sub in self.subscriptions.drain(..) {
-            self.hub
-                .leave(&self.room, &self.peer, &sub.channel, sub.user_id.as_deref());
+        for channel in self.peer.channels() {
+            self.hub.leave(&self.room, &self.peer, &channel);
         }
         if let Some(user) = self.user.take() {
             self.room.sign_out(&user, &self.peer);
@@ -495,7 +469,6 @@ pub(crate) fn run(
         app: admission.app.clone(),
         peer: peer.clone(),
         socket_id: socket_id.to_string().into(),
-        subscriptions: Vec::new(),
         user: None,
         inbound: Bucket::full(config.inbound_frame_burst),
         client_events: Bucket::full(config.client_events_per_sec.max(1)),

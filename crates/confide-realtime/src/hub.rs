@@ -209,6 +209,7 @@ impl Room {
         }
         let entry = channels.entry(channel.into()).or_default();
         entry.subscribers.insert(peer.id, peer.clone());
+        peer.enter(channel, member.as_ref().map(|m| m.user_id.clone()), true);
         let Some(member) = member else {
             peer.push(protocol::subscription_succeeded(channel));
             return Ok(());
@@ -242,29 +243,24 @@ impl Room {
     }
 
     /// Unsubscribes `peer`; the last socket of a presence member makes it leave.
-    pub fn leave(&self, peer: &Peer, channel: &str, user_id: Option<&str>) {
+    pub fn leave(&self, peer: &Peer, channel: &str) {
         let mut channels = write(&self.channels);
+        let Some(subscription) = peer.forget(channel) else {
+            return;
+        };
         let Some(entry) = channels.get_mut(channel) else {
             return;
         };
         if entry.subscribers.remove(&peer.id).is_none() {
             return;
         }
-        if let (Some(user_id), Some(roster)) = (user_id, entry.roster.as_mut()) {
-            let gone = match roster.get_mut(user_id) {
-                Some(m) if m.sockets > 1 => {
-                    m.sockets -= 1;
-                    false
-                }
-                Some(_) => true,
-                None => false,
-            };
-            if gone {
-                roster.remove(user_id);
-                let frame = member_removed(channel, user_id);
-                for other in entry.subscribers.values() {
-                    other.push(frame.clone());
-                }
+        if let (Some(user_id), Some(roster)) =
+            (subscription.user_id.as_deref(), entry.roster.as_mut())
+            && Self::drop_socket(roster, user_id)
+        {
+            let frame = member_removed(channel, user_id);
+            for other in entry.subscribers.values() {
+                other.push(frame.clone());
             }
         }
         if entry.subscribers.is_empty() && entry.pending.is_empty() {
@@ -314,6 +310,7 @@ impl Room {
         }
         let entry = channels.entry(channel.into()).or_default();
         entry.pending.insert(peer.id, peer.clone());
+        peer.enter(channel, member.as_ref().map(|m| m.user_id.clone()), false);
         let joining = member.map(|member| {
             let roster = entry.roster.get_or_insert_with(BTreeMap::new);
             let info = member
@@ -354,14 +351,12 @@ impl Room {
     }
 
     /// [`Room::leave`] on a clustered node.
-    fn leave_clustered(
-        &self,
-        cluster: &Cluster,
-        peer: &Peer,
-        channel: &str,
-        user_id: Option<&str>,
-    ) {
+    fn leave_clustered(&self, cluster: &Cluster, peer: &Peer, channel: &str) {
         let mut channels = write(&self.channels);
+        let Some(subscription) = peer.forget(channel) else {
+            return;
+        };
+        let user_id = subscription.user_id.as_deref();
         let Some(entry) = channels.get_mut(channel) else {
             return;
         };
@@ -530,10 +525,10 @@ impl Hub {
     }
 
     /// Unsubscribes `peer` from `channel` in `room` (see [`Room::leave`]).
-    pub(crate) fn leave(&self, room: &Room, peer: &Peer, channel: &str, user_id: Option<&str>) {
+    pub(crate) fn leave(&self, room: &Room, peer: &Peer, channel: &str) {
         match self.cluster() {
-            Some(cluster) => room.leave_clustered(cluster, peer, channel, user_id),
-            None => room.leave(peer, channel, user_id),
+            Some(cluster) => room.leave_clustered(cluster, peer, channel),
+            None => room.leave(peer, channel),
         }
     }
 
@@ -562,6 +557,7 @@ impl Hub {
         match peer {
             Some(id) => {
                 if let Some(peer) = entry.pending.remove(&id) {
+                    peer.answer(channel);
                     peer.push(frame);
                     entry.subscribers.insert(id, peer);
                 } else if let Some(peer) = entry.subscribers.get(&id) {
@@ -578,6 +574,7 @@ impl Hub {
                     }
                 }
                 for (id, peer) in entry.pending.drain() {
+                    peer.answer(channel);
                     peer.push(frame.clone());
                     entry.subscribers.insert(id, peer);
                 }
@@ -602,7 +599,10 @@ impl Hub {
             return;
         };
         let peer = match entry.pending.remove(&peer_id) {
-            Some(peer) => peer,
+            Some(peer) => {
+                peer.answer(channel);
+                peer
+            }
             None => match entry.subscribers.get(&peer_id) {
                 Some(peer) => peer.clone(),
                 None => return,
@@ -625,14 +625,9 @@ impl Hub {
         entry.subscribers.insert(peer_id, peer);
     }
 
-    /// The cluster's presence channel is full: the pending socket is refused.
-    pub(crate) fn refuse_pending(
-        &self,
-        app_id: &str,
-        channel: &str,
-        peer_id: u64,
-        user_id: Option<&str>,
-    ) {
+    /// The cluster's presence channel is full: the pending socket is refused, and the
+    /// subscription is gone from it as if never asked for.
+    pub(crate) fn refuse_pending(&self, app_id: &str, channel: &str, peer_id: u64) {
         let Some(room) = self.room(app_id) else {
             return;
         };
@@ -643,7 +638,11 @@ impl Hub {
         let Some(peer) = entry.pending.remove(&peer_id) else {
             return;
         };
-        if let (Some(user_id), Some(roster)) = (user_id, entry.roster.as_mut()) {
+        let subscription = peer.forget(channel);
+        if let (Some(user_id), Some(roster)) = (
+            subscription.as_ref().and_then(|s| s.user_id.as_deref()),
+            entry.roster.as_mut(),
+        ) {
             Room::drop_socket(roster, user_id);
         }
         peer.push(protocol::subscription_error(

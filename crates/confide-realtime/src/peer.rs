@@ -1,4 +1,5 @@
-//! One connected socket as the rest of the hub sees it: an id and a bounded outbox.
+//! One connected socket as the rest of the hub sees it: an id, a bounded outbox and the channels
+//! it is in.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -25,6 +26,16 @@ struct Outbox {
     close: Option<Close>,
 }
 
+/// A channel a socket is in, or has asked to be in.
+pub(crate) struct Subscription {
+    pub channel: Box<str>,
+    /// The member this socket is, on a presence channel.
+    pub user_id: Option<Box<str>>,
+    /// The subscription was answered with `subscription_succeeded`; on a clustered node it waits
+    /// for the cluster's answer first, which may refuse it.
+    pub answered: bool,
+}
+
 /// The shared half of a connection. Publishers push frames; the connection's task drains them.
 pub(crate) struct Peer {
     pub id: u64,
@@ -32,6 +43,9 @@ pub(crate) struct Peer {
     capacity: usize,
     outbox: Mutex<Outbox>,
     wake: Notify,
+    /// Written only by the socket's room under its channel lock, so the connection sees the
+    /// channels the hub holds it in: a subscription the cluster refused is gone from here too.
+    subscriptions: Mutex<Vec<Subscription>>,
 }
 
 /// What the connection task takes out of the outbox in one go.
@@ -51,12 +65,71 @@ impl Peer {
                 close: None,
             }),
             wake: Notify::new(),
+            subscriptions: Mutex::new(Vec::new()),
         }
     }
 
     fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
         // Nothing panics while holding this lock; a poisoned lock still holds a consistent queue.
         self.outbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn subscriptions(&self) -> std::sync::MutexGuard<'_, Vec<Subscription>> {
+        self.subscriptions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the socket is in `channel` or waiting for the answer to its subscription.
+    pub fn is_in(&self, channel: &str) -> bool {
+        self.subscriptions().iter().any(|s| &*s.channel == channel)
+    }
+
+    /// How many channels the socket is in or waiting for.
+    pub fn channel_count(&self) -> usize {
+        self.subscriptions().len()
+    }
+
+    /// The member the socket is on `channel` (`None` off presence channels), once its
+    /// subscription was answered; `None` while it waits, or when it is not in the channel.
+    pub fn answered_member(&self, channel: &str) -> Option<Option<String>> {
+        self.subscriptions()
+            .iter()
+            .find(|s| s.answered && &*s.channel == channel)
+            .map(|s| s.user_id.as_deref().map(str::to_owned))
+    }
+
+    /// The channels the socket is in or waiting for.
+    pub fn channels(&self) -> Vec<Box<str>> {
+        self.subscriptions()
+            .iter()
+            .map(|s| s.channel.clone())
+            .collect()
+    }
+
+    /// Records a subscription; for the socket's room, under its channel lock.
+    pub fn enter(&self, channel: &str, user_id: Option<Box<str>>, answered: bool) {
+        self.subscriptions().push(Subscription {
+            channel: channel.into(),
+            user_id,
+            answered,
+        });
+    }
+
+    /// Marks a subscription answered; for the socket's room, under its channel lock.
+    pub fn answer(&self, channel: &str) {
+        if let Some(s) = self
+            .subscriptions()
+            .iter_mut()
+            .find(|s| &*s.channel == channel)
+        {
+            s.answered = true;
+        }
+    }
+
+    /// Removes a subscription, answered or refused; for the socket's room, under its channel lock.
+    pub fn forget(&self, channel: &str) -> Option<Subscription> {
+        let mut subscriptions = self.subscriptions();
+        let i = subscriptions.iter().position(|s| &*s.channel == channel)?;
+        Some(subscriptions.swap_remove(i))
     }
 
     /// Queues a frame. A full queue means the client cannot keep up: its backlog is dropped and

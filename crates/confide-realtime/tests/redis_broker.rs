@@ -1,13 +1,13 @@
 //! Two hubs ("nodes"), each behind its own server, sharing one Redis through [`RedisBroker`]:
 //! what is published on one reaches the clients of both. Uses `REDIS_URL` (default
 //! `redis://127.0.0.1:6379`) and is skipped, with a note, when Redis does not answer; the
-//! reconnection test runs its own `redis-server` and is skipped when that is not installed.
+//! reconnection tests run their own `redis-server` and are skipped when that is not installed.
+//! With `CONFIDE_REQUIRE_REDIS=1` they fail instead of skipping.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,6 +16,7 @@ use common::*;
 use confide_realtime::{
     ClusterTiming, Envelope, Hub, HubConfig, PublishError, RedisBroker, StaticApps, routes,
 };
+use confide_security::testing::{TempRedis, skip_without_redis};
 use futures_util::StreamExt;
 use serde_json::json;
 
@@ -72,7 +73,7 @@ async fn cluster_on(url: &str, test: &str) -> Option<Cluster> {
     let broker_a = match RedisBroker::connect(url, &prefix).await {
         Ok(broker) => broker,
         Err(error) => {
-            eprintln!("note: skipping {test}: Redis does not answer ({error})");
+            skip_without_redis(test, format_args!("Redis does not answer ({error})"));
             return None;
         }
     };
@@ -301,63 +302,6 @@ async fn connecting_to_a_redis_that_does_not_answer_fails_cleanly() {
     assert!(RedisBroker::connect("not a url", "p").await.is_err());
 }
 
-/// A `redis-server` of our own on a free port, so a test can stop and restart it.
-struct TempRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl TempRedis {
-    fn start() -> Option<TempRedis> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut redis = TempRedis { port, child: None };
-        redis.spawn().then_some(redis)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the server and waits until it accepts connections.
-    fn spawn(&mut self) -> bool {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let Ok(child) = child else {
-            return false;
-        };
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for TempRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 async fn subscribers(url: &str, channel: &str) -> i64 {
     let Ok(client) = redis::Client::open(url) else {
         return 0;
@@ -375,8 +319,7 @@ async fn subscribers(url: &str, channel: &str) -> i64 {
 
 #[tokio::test]
 async fn the_nodes_resubscribe_after_redis_restarts() {
-    let Some(mut redis) = TempRedis::start() else {
-        eprintln!("note: skipping the restart test: redis-server could not be started");
+    let Some(mut redis) = TempRedis::start("the restart test") else {
         return;
     };
     let url = redis.url();
@@ -434,7 +377,10 @@ async fn a_dropped_broker_ends_its_subscription() {
     let broker = match RedisBroker::connect(&redis_url(), &prefix).await {
         Ok(broker) => broker,
         Err(error) => {
-            eprintln!("note: skipping the drop test: Redis does not answer ({error})");
+            skip_without_redis(
+                "the drop test",
+                format_args!("Redis does not answer ({error})"),
+            );
             return;
         }
     };
@@ -519,8 +465,7 @@ async fn a_signed_request_accepted_by_one_node_is_refused_as_a_replay_by_the_oth
 
 #[tokio::test]
 async fn without_redis_each_node_still_refuses_the_replays_it_has_seen() {
-    let Some(mut redis) = TempRedis::start() else {
-        eprintln!("note: skipping the replay fallback test: redis-server could not be started");
+    let Some(mut redis) = TempRedis::start("the replay fallback test") else {
         return;
     };
     let url = redis.url();
@@ -587,7 +532,7 @@ async fn cluster_with(url: &str, test: &str, config: HubConfig) -> Option<(Clust
     let broker_a = match RedisBroker::connect_with(url, &prefix, FAST).await {
         Ok(broker) => broker,
         Err(error) => {
-            eprintln!("note: skipping {test}: Redis does not answer ({error})");
+            skip_without_redis(test, format_args!("Redis does not answer ({error})"));
             return None;
         }
     };
@@ -908,6 +853,80 @@ async fn a_presence_channel_is_full_when_the_cluster_holds_its_maximum() {
     on_a.silent_for(QUIET).await;
 }
 
+#[tokio::test]
+async fn a_subscription_the_cluster_refuses_leaves_nothing_to_send_client_events_through() {
+    let config = HubConfig {
+        presence_max_members: 1,
+        max_channels_per_connection: 1,
+        ..HubConfig::default()
+    };
+    let Some((cluster, _)) = cluster_with(&redis_url(), "refused", config).await else {
+        return;
+    };
+    let mut alice = Client::connect(&cluster.a, "shop-key").await;
+    join(&mut alice, "presence-team", "alice").await;
+
+    // Node b holds no member of the channel, so only Redis knows it is full.
+    let mut mallory = Client::connect(&cluster.b, "shop-key").await;
+    let reply = mallory
+        .join_presence(SHOP.0, SHOP.1, "presence-team", "mallory", json!(null))
+        .await;
+    assert_eq!(reply["event"], "pusher:subscription_error", "{reply}");
+    assert_eq!(reply["channel"], "presence-team");
+    assert_eq!(data_of(&reply)["status"], 4100);
+
+    // Her client events on the channel are refused, not relayed to its members.
+    let client_event = json!({"event": "client-x", "channel": "presence-team", "data": {}});
+    mallory.send(client_event.clone()).await;
+    let error = mallory.next_event().await;
+    assert_eq!(error["event"], "pusher:error", "{error}");
+    assert_eq!(
+        data_of(&error)["message"],
+        "A client event needs a subscription to its channel"
+    );
+    alice.silent_for(QUIET).await;
+
+    // Nor while the cluster is still deciding: a client event right behind the request is
+    // refused whatever the answer turns out to be.
+    let channel_data = json!({ "user_id": "mallory", "user_info": null }).to_string();
+    let sig = confide_realtime::signature::presence_channel(
+        &secret_of(SHOP.1),
+        &mallory.socket_id,
+        "presence-team",
+        &channel_data,
+    );
+    mallory
+        .send(json!({"event": "pusher:subscribe", "data": {
+            "channel": "presence-team",
+            "auth": confide_realtime::signature::auth_string(SHOP.0, &sig),
+            "channel_data": channel_data,
+        }}))
+        .await;
+    mallory.send(client_event).await;
+    let mut replies = [mallory.next_event().await, mallory.next_event().await];
+    replies.sort_by_key(|e| e["event"].as_str().unwrap().to_owned());
+    assert_eq!(replies[0]["event"], "pusher:error", "{replies:?}");
+    assert_eq!(
+        replies[1]["event"], "pusher:subscription_error",
+        "{replies:?}"
+    );
+    alice.silent_for(QUIET).await;
+
+    // The refused channels take no place on her connection (one channel at most here).
+    mallory.subscribe_public("orders").await;
+    let team = query(
+        &cluster.b,
+        "/apps/shop/channels/presence-team",
+        &[("info", "user_count,subscription_count")],
+        0,
+    )
+    .await;
+    assert_eq!(
+        team,
+        json!({"occupied": true, "user_count": 1, "subscription_count": 1})
+    );
+}
+
 /// A node on a runtime of its own, so a test can end it the way a crash would: every task
 /// stops mid-flight, nothing is said to Redis.
 struct CrashableNode {
@@ -1018,8 +1037,7 @@ async fn a_node_that_stops_beating_has_its_members_and_channels_removed() {
 
 #[tokio::test]
 async fn without_redis_a_node_answers_from_its_own_view_and_catches_up_after() {
-    let Some(mut redis) = TempRedis::start() else {
-        eprintln!("note: skipping the presence fallback test: redis-server could not be started");
+    let Some(mut redis) = TempRedis::start("the presence fallback test") else {
         return;
     };
     let url = redis.url();

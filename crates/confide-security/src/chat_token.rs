@@ -1,20 +1,14 @@
-//! Chat tokens (seed 000, step 2): AES-256-GCM over who may use which chat channel, until when.
-//! The widget holds the token and presents it to the channel auth endpoint and with every message;
-//! only the server can read or mint one. Each token names its key id, so a key can rotate while
-//! chats started under the previous key keep working until their tokens expire.
+//! Chat tokens (seed 000, step 2): who may use which chat channel, until when, sealed
+//! ([`crate::sealing`], AES-256-GCM) under the chat-token domain. The widget holds the token and
+//! presents it to the channel auth endpoint and with every message; only the server can read or
+//! mint one. Each token names its key id, so a key can rotate while chats started under the
+//! previous key keep working until their tokens expire.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::tokens::try_fill_random;
+use crate::sealing::{Domain, SealingKeys};
 use crate::{Error, Result};
 
-const VERSION: &str = "v1";
-const NONCE_LEN: usize = 12;
 /// Tokens longer than this are refused before any decoding.
 pub const MAX_CHAT_TOKEN_LEN: usize = 2048;
 
@@ -42,105 +36,34 @@ pub struct ChatClaims {
     pub lang: Option<String>,
 }
 
-struct ChatKey {
-    kid: String,
-    cipher: Aes256Gcm,
-}
-
-impl ChatKey {
-    fn new(key: &[u8; 32]) -> ChatKey {
-        let mut hasher = Sha256::new();
-        hasher.update(b"confide-chat-token-kid\n");
-        hasher.update(key);
-        let kid = hex::encode(&hasher.finalize()[..4]);
-        ChatKey {
-            kid,
-            cipher: Aes256Gcm::new(key.into()),
-        }
-    }
-
-    fn aad(&self) -> Vec<u8> {
-        format!("confide-chat-token-{VERSION}.{}", self.kid).into_bytes()
-    }
-}
-
 /// The current key (which seals) and retired keys (which still open older tokens).
-pub struct ChatTokenKeys {
-    current: ChatKey,
-    previous: Vec<ChatKey>,
-}
+pub struct ChatTokenKeys(SealingKeys);
 
 impl ChatTokenKeys {
     pub fn new(current: &[u8; 32], previous: &[[u8; 32]]) -> ChatTokenKeys {
-        ChatTokenKeys {
-            current: ChatKey::new(current),
-            previous: previous.iter().map(ChatKey::new).collect(),
-        }
+        ChatTokenKeys(SealingKeys::new(Domain::CHAT_TOKEN, current, previous))
     }
 
     pub fn current_kid(&self) -> &str {
-        &self.current.kid
+        self.0.current_kid()
     }
 
     /// `v1.<kid>.<base64url(nonce ‖ ciphertext ‖ tag)>`.
     pub fn seal(&self, claims: &ChatClaims) -> Result<String> {
         let plaintext = serde_json::to_vec(claims).map_err(|_| Error::Signing)?;
-        let mut nonce = [0u8; NONCE_LEN];
-        try_fill_random(&mut nonce)?;
-        let sealed = self
-            .current
-            .cipher
-            .encrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: &plaintext,
-                    aad: &self.current.aad(),
-                },
-            )
-            .map_err(|_| Error::Signing)?;
-        let mut body = Vec::with_capacity(NONCE_LEN + sealed.len());
-        body.extend_from_slice(&nonce);
-        body.extend_from_slice(&sealed);
-        Ok(format!(
-            "{VERSION}.{}.{}",
-            self.current.kid,
-            URL_SAFE_NO_PAD.encode(body)
-        ))
+        self.0.seal(&plaintext, "")
     }
 
     /// Decrypts and checks expiry against `now` (Unix seconds). Tampered, foreign-key, malformed and
     /// expired tokens all fail; the caller then checks bot, chat and channel.
     pub fn open(&self, token: &str, now: i64) -> Result<ChatClaims> {
-        let invalid = || Error::InvalidToken("chat token");
+        const WHAT: &str = "chat token";
         if token.len() > MAX_CHAT_TOKEN_LEN {
-            return Err(invalid());
+            return Err(Error::InvalidToken(WHAT));
         }
-        let mut parts = token.splitn(3, '.');
-        let (Some(VERSION), Some(kid), Some(body)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(invalid());
-        };
-        let key = std::iter::once(&self.current)
-            .chain(self.previous.iter())
-            .find(|k| k.kid == kid)
-            .ok_or_else(invalid)?;
-        let body = URL_SAFE_NO_PAD.decode(body).map_err(|_| invalid())?;
-        if body.len() <= NONCE_LEN {
-            return Err(invalid());
-        }
-        let (nonce, sealed) = body.split_at(NONCE_LEN);
-        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| invalid())?;
-        let plaintext = key
-            .cipher
-            .decrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: &key.aad(),
-                },
-            )
-            .map_err(|_| invalid())?;
-        let claims: ChatClaims = serde_json::from_slice(&plaintext).map_err(|_| invalid())?;
+        let plaintext = self.0.open(token, "", WHAT)?;
+        let claims: ChatClaims =
+            serde_json::from_slice(&plaintext).map_err(|_| Error::InvalidToken(WHAT))?;
         if claims.exp <= now {
             return Err(Error::TokenExpired);
         }

@@ -52,12 +52,17 @@ const WEBHOOK_SECRET: KeySpec = KeySpec {
     file: "webhook-secret.key",
     env: "CONFIDE_WEBHOOK_SECRET_KEY",
 };
+/// The keys a sealing key was rotated from: only ever given by the operator.
+const CHAT_TOKEN_PREVIOUS: &str = "CONFIDE_CHAT_TOKEN_PREVIOUS_KEYS";
+const WEBHOOK_SECRET_PREVIOUS: &str = "CONFIDE_WEBHOOK_SECRET_PREVIOUS_KEYS";
 
 /// The server's symmetric keys, one per purpose so one leak or misuse cannot forge another kind.
 #[derive(Debug)]
 pub struct KeyMaterial {
     /// AES-256-GCM key for chat tokens.
     pub chat_token_key: SecretKey,
+    /// Keys the chat token key was rotated from: they still open tokens, never seal.
+    pub chat_token_previous_keys: Vec<SecretKey>,
     /// HMAC key for password reset tokens.
     pub reset_hmac_key: SecretKey,
     /// HMAC key for CSRF tokens.
@@ -72,6 +77,8 @@ pub struct KeyMaterial {
     pub realtime_key: SecretKey,
     /// AES-256-GCM key that seals webhook signing secrets in the database.
     pub webhook_secret_key: SecretKey,
+    /// Keys the webhook secret key was rotated from: they still open secrets, never seal.
+    pub webhook_secret_previous_keys: Vec<SecretKey>,
 }
 
 /// Keys given by the operator (base64 of 32 bytes); each one set wins over its file.
@@ -79,6 +86,8 @@ pub struct KeyMaterial {
 pub struct KeyOverrides {
     /// `CONFIDE_CHAT_TOKEN_KEY` / `CONFIDE_CHAT_TOKEN_KEY_FILE`.
     pub chat_token_key: Option<SecretString>,
+    /// `CONFIDE_CHAT_TOKEN_PREVIOUS_KEYS` / `..._FILE`: comma-separated, newest first.
+    pub chat_token_previous_keys: Option<SecretString>,
     /// `CONFIDE_RESET_KEY` / `CONFIDE_RESET_KEY_FILE`.
     pub reset_hmac_key: Option<SecretString>,
     /// `CONFIDE_CSRF_KEY` / `CONFIDE_CSRF_KEY_FILE`.
@@ -91,17 +100,19 @@ pub struct KeyOverrides {
     pub realtime_key: Option<SecretString>,
     /// `CONFIDE_WEBHOOK_SECRET_KEY` / `CONFIDE_WEBHOOK_SECRET_KEY_FILE`.
     pub webhook_secret_key: Option<SecretString>,
+    /// `CONFIDE_WEBHOOK_SECRET_PREVIOUS_KEYS` / `..._FILE`: comma-separated, newest first.
+    pub webhook_secret_previous_keys: Option<SecretString>,
 }
 
 impl KeyOverrides {
     /// Collects overrides from `CONFIDE_<NAME>` or `CONFIDE_<NAME>_FILE` (a path to read),
     /// through `lookup` (e.g. `|name| std::env::var(name).ok()`) so tests need no real env.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let one = |spec: &KeySpec| -> Result<Option<SecretString>> {
-            let file_var = format!("{}_FILE", spec.env);
-            match (lookup(spec.env), lookup(&file_var)) {
+        let one = |env: &str| -> Result<Option<SecretString>> {
+            let file_var = format!("{env}_FILE");
+            match (lookup(env), lookup(&file_var)) {
                 (Some(_), Some(_)) => Err(Error::InvalidKey {
-                    name: spec.env.to_owned(),
+                    name: env.to_owned(),
                     reason: "set either the variable or its _FILE variant, not both",
                 }),
                 (Some(value), None) => Ok(Some(SecretString::from(value))),
@@ -118,13 +129,15 @@ impl KeyOverrides {
             }
         };
         Ok(Self {
-            chat_token_key: one(&CHAT_TOKEN)?,
-            reset_hmac_key: one(&RESET)?,
-            csrf_hmac_key: one(&CSRF)?,
-            presign_hmac_key: one(&PRESIGN)?,
-            invite_hmac_key: one(&INVITE)?,
-            realtime_key: one(&REALTIME)?,
-            webhook_secret_key: one(&WEBHOOK_SECRET)?,
+            chat_token_key: one(CHAT_TOKEN.env)?,
+            chat_token_previous_keys: one(CHAT_TOKEN_PREVIOUS)?,
+            reset_hmac_key: one(RESET.env)?,
+            csrf_hmac_key: one(CSRF.env)?,
+            presign_hmac_key: one(PRESIGN.env)?,
+            invite_hmac_key: one(INVITE.env)?,
+            realtime_key: one(REALTIME.env)?,
+            webhook_secret_key: one(WEBHOOK_SECRET.env)?,
+            webhook_secret_previous_keys: one(WEBHOOK_SECRET_PREVIOUS)?,
         })
     }
 }
@@ -138,14 +151,26 @@ impl KeyMaterial {
             Some(value) => decode_key(value.expose_secret(), spec.env),
             None => load_or_generate_file(&keys_dir, spec),
         };
+        let previous = |list: &Option<SecretString>, name: &str| match list {
+            Some(list) => decode_keys(list.expose_secret(), name),
+            None => Ok(Vec::new()),
+        };
         Ok(Self {
             chat_token_key: load(&CHAT_TOKEN, &overrides.chat_token_key)?,
+            chat_token_previous_keys: previous(
+                &overrides.chat_token_previous_keys,
+                CHAT_TOKEN_PREVIOUS,
+            )?,
             reset_hmac_key: load(&RESET, &overrides.reset_hmac_key)?,
             csrf_hmac_key: load(&CSRF, &overrides.csrf_hmac_key)?,
             presign_hmac_key: load(&PRESIGN, &overrides.presign_hmac_key)?,
             invite_hmac_key: load(&INVITE, &overrides.invite_hmac_key)?,
             realtime_key: load(&REALTIME, &overrides.realtime_key)?,
             webhook_secret_key: load(&WEBHOOK_SECRET, &overrides.webhook_secret_key)?,
+            webhook_secret_previous_keys: previous(
+                &overrides.webhook_secret_previous_keys,
+                WEBHOOK_SECRET_PREVIOUS,
+            )?,
         })
     }
 }
@@ -169,6 +194,15 @@ fn load_or_generate_file(keys_dir: &Path, spec: &KeySpec) -> Result<SecretKey> {
         reason: "must be base64 of exactly 32 bytes",
     })?;
     decode_key(text, &path.display().to_string())
+}
+
+/// Decodes a comma-separated list of keys, each as [`decode_key`] takes it.
+fn decode_keys(list: &str, name: &str) -> Result<Vec<SecretKey>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
+        .map(|key| decode_key(key, name))
+        .collect()
 }
 
 /// Decodes base64 (standard or URL-safe, padded or not) of exactly 32 bytes.
@@ -333,6 +367,45 @@ mod tests {
         assert_eq!(loaded.chat_token_key.expose_secret(), &[1u8; 32]);
         assert_eq!(loaded.reset_hmac_key.expose_secret(), &[2u8; 32]);
         assert!(overrides.csrf_hmac_key.is_none());
+    }
+
+    #[test]
+    fn previous_keys_are_a_comma_separated_list_given_by_the_operator() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = KeyMaterial::load_or_generate(dir.path(), &KeyOverrides::default()).unwrap();
+        assert!(none.chat_token_previous_keys.is_empty());
+        assert!(none.webhook_secret_previous_keys.is_empty());
+        let env: HashMap<String, String> = [(
+            "CONFIDE_WEBHOOK_SECRET_PREVIOUS_KEYS".to_owned(),
+            format!(
+                " {}, {} ,",
+                STANDARD.encode([3u8; 32]),
+                URL_SAFE_NO_PAD.encode([4u8; 32])
+            ),
+        )]
+        .into();
+        let overrides = KeyOverrides::from_lookup(|name| env.get(name).cloned()).unwrap();
+        let loaded = KeyMaterial::load_or_generate(dir.path(), &overrides).unwrap();
+        let previous: Vec<[u8; 32]> = loaded
+            .webhook_secret_previous_keys
+            .iter()
+            .map(|k| *k.expose_secret())
+            .collect();
+        assert_eq!(previous, [[3u8; 32], [4u8; 32]]);
+        assert!(loaded.chat_token_previous_keys.is_empty());
+
+        let bad = KeyOverrides {
+            chat_token_previous_keys: Some(SecretString::from(format!(
+                "{},short",
+                STANDARD.encode([3u8; 32])
+            ))),
+            ..KeyOverrides::default()
+        };
+        let err = KeyMaterial::load_or_generate(dir.path(), &bad).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidKey { name, .. } if name == "CONFIDE_CHAT_TOKEN_PREVIOUS_KEYS"),
+            "{err}"
+        );
     }
 
     #[test]

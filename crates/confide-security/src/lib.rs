@@ -11,6 +11,9 @@ pub mod limiter;
 pub mod password;
 mod private_fs;
 pub mod redis_limiter;
+pub mod sealing;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tokens;
 pub mod webhook;
 

@@ -7,17 +7,16 @@
 //!   bytes (what a receiver pasting the key into Kindly's sample code uses), and `Kindly-HMAC` is
 //!   `base64(HMAC-SHA256(key, body))`.
 //!
-//! At rest a secret is sealed with AES-256-GCM under a server key, bound to its endpoint's id.
+//! At rest a secret is sealed ([`crate::sealing`], AES-256-GCM) under the webhook-secret domain,
+//! bound to its endpoint's id.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use aws_lc_rs::hmac;
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
 
+use crate::sealing::{Domain, SealingKeys};
 use crate::tokens::try_fill_random;
 use crate::{Error, Result};
 
@@ -122,86 +121,28 @@ pub fn sign(
     }
 }
 
-const SEAL_VERSION: &str = "v1";
-const NONCE_LEN: usize = 12;
-
-/// Seals webhook secrets for storage (AES-256-GCM, bound to the endpoint's id, with a key id so
-/// the server key can rotate).
-pub struct WebhookSecretCipher {
-    kid: String,
-    cipher: Aes256Gcm,
-}
+/// Seals webhook secrets for storage: the current key seals, it and the previous ones open, so
+/// the server key can rotate.
+pub struct WebhookSecretCipher(SealingKeys);
 
 impl WebhookSecretCipher {
-    pub fn new(key: &[u8; 32]) -> WebhookSecretCipher {
-        let mut hasher = Sha256::new();
-        hasher.update(b"confide-webhook-secret-kid\n");
-        hasher.update(key);
-        WebhookSecretCipher {
-            kid: hex::encode(&hasher.finalize()[..4]),
-            cipher: Aes256Gcm::new(key.into()),
-        }
-    }
-
-    fn aad(&self, owner: &str) -> Vec<u8> {
-        format!("confide-webhook-secret-{SEAL_VERSION}.{}.{owner}", self.kid).into_bytes()
+    pub fn new(current: &[u8; 32], previous: &[[u8; 32]]) -> WebhookSecretCipher {
+        WebhookSecretCipher(SealingKeys::new(Domain::WEBHOOK_SECRET, current, previous))
     }
 
     /// `v1.<kid>.<base64url(nonce ‖ ciphertext ‖ tag)>`; `owner` (the endpoint id) must be given
     /// again to open it, so a sealed secret copied onto another endpoint's row does not open.
     pub fn seal(&self, secret: &WebhookSecret, owner: &str) -> Result<String> {
-        let mut nonce = [0u8; NONCE_LEN];
-        try_fill_random(&mut nonce)?;
-        let sealed = self
-            .cipher
-            .encrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: secret.expose().as_bytes(),
-                    aad: &self.aad(owner),
-                },
-            )
-            .map_err(|_| Error::Signing)?;
-        let mut body = Vec::with_capacity(NONCE_LEN + sealed.len());
-        body.extend_from_slice(&nonce);
-        body.extend_from_slice(&sealed);
-        Ok(format!(
-            "{SEAL_VERSION}.{}.{}",
-            self.kid,
-            URL_SAFE_NO_PAD.encode(body)
-        ))
+        self.0.seal(secret.expose().as_bytes(), owner)
     }
 
+    /// The secret, unless it was sealed for another endpoint, under a key no longer kept, or was
+    /// tampered with.
     pub fn open(&self, sealed: &str, owner: &str) -> Result<WebhookSecret> {
-        let invalid = || Error::InvalidToken("sealed webhook secret");
-        let mut parts = sealed.splitn(3, '.');
-        let (Some(SEAL_VERSION), Some(kid), Some(body)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(invalid());
-        };
-        if kid != self.kid {
-            return Err(invalid());
-        }
-        let body = URL_SAFE_NO_PAD.decode(body).map_err(|_| invalid())?;
-        if body.len() <= NONCE_LEN {
-            return Err(invalid());
-        }
-        let (nonce, ciphertext) = body.split_at(NONCE_LEN);
-        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| invalid())?;
-        let plaintext = Zeroizing::new(
-            self.cipher
-                .decrypt(
-                    &Nonce::from(nonce),
-                    Payload {
-                        msg: ciphertext,
-                        aad: &self.aad(owner),
-                    },
-                )
-                .map_err(|_| invalid())?,
-        );
-        let text = std::str::from_utf8(&plaintext).map_err(|_| invalid())?;
-        WebhookSecret::parse(text).ok_or_else(invalid)
+        const WHAT: &str = "sealed webhook secret";
+        let plaintext = self.0.open(sealed, owner, WHAT)?;
+        let text = std::str::from_utf8(&plaintext).map_err(|_| Error::InvalidToken(WHAT))?;
+        WebhookSecret::parse(text).ok_or(Error::InvalidToken(WHAT))
     }
 }
 
@@ -283,7 +224,7 @@ mod tests {
 
     #[test]
     fn a_sealed_secret_opens_only_for_its_endpoint_and_key() {
-        let cipher = WebhookSecretCipher::new(&[7; 32]);
+        let cipher = WebhookSecretCipher::new(&[7; 32], &[]);
         let secret = WebhookSecret::generate().unwrap();
         let sealed = cipher.seal(&secret, "endpoint-1").unwrap();
         assert!(!sealed.contains(secret.expose()));
@@ -293,9 +234,17 @@ mod tests {
         );
         assert!(cipher.open(&sealed, "endpoint-2").is_err());
         assert!(
-            WebhookSecretCipher::new(&[8; 32])
+            WebhookSecretCipher::new(&[8; 32], &[])
                 .open(&sealed, "endpoint-1")
                 .is_err()
+        );
+        // After the server key is rotated, the key it was rotated from still opens it.
+        assert_eq!(
+            WebhookSecretCipher::new(&[8; 32], &[[7; 32]])
+                .open(&sealed, "endpoint-1")
+                .unwrap()
+                .expose(),
+            secret.expose()
         );
         for junk in ["", "v1", "v1.x.y", &sealed.replace("v1.", "v2.")] {
             assert!(cipher.open(junk, "endpoint-1").is_err());

@@ -1,5 +1,6 @@
 //! The shared rate limiter against a real Redis (`REDIS_URL`, default `redis://127.0.0.1:6379`):
-//! two limiters stand for two nodes. Skipped, with a note, when Redis does not answer.
+//! two limiters stand for two nodes. Skipped, with a note, when Redis does not answer (failed
+//! instead with `CONFIDE_REQUIRE_REDIS=1`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use confide_security::limiter::{Decision, Quota, SlidingWindowLimiter};
 use confide_security::redis_limiter::{Limiter, RedisLimiter};
+use confide_security::testing::{TempRedis, skip_without_redis};
 
 const QUOTA: Quota = Quota {
     limit: 10,
@@ -42,7 +44,7 @@ async fn two_nodes_with_prefix(test: &str) -> Option<(String, RedisLimiter, Redi
     let a = match RedisLimiter::connect(&redis_url(), &prefix).await {
         Ok(limiter) => limiter,
         Err(error) => {
-            eprintln!("note: skipping {test}: Redis does not answer ({error})");
+            skip_without_redis(test, format_args!("Redis does not answer ({error})"));
             return None;
         }
     };
@@ -231,66 +233,9 @@ async fn the_local_variant_is_the_in_process_limiter() {
     ));
 }
 
-/// A `redis-server` of our own on a free port, so a test can stop and restart it.
-struct TempRedis {
-    port: u16,
-    child: Option<std::process::Child>,
-}
-
-impl TempRedis {
-    fn start() -> Option<TempRedis> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut redis = TempRedis { port, child: None };
-        redis.spawn().then_some(redis)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn spawn(&mut self) -> bool {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
-        let Ok(child) = child else {
-            return false;
-        };
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for TempRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 #[tokio::test]
 async fn an_outage_does_not_hand_out_a_fresh_quota_and_sharing_resumes_after_it() {
-    let Some(mut redis) = TempRedis::start() else {
-        eprintln!("note: skipping the outage test: redis-server could not be started");
+    let Some(mut redis) = TempRedis::start("the outage test") else {
         return;
     };
     let prefix = unique_prefix("outage");

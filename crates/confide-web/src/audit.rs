@@ -1,7 +1,7 @@
 //! Writing security-relevant events to the hash-chained audit log.
 
 use confide_domain::{OrgId, Principal, UserId};
-use confide_store::{AuditChain, NewAuditEvent};
+use confide_store::{AuditChain, NewAuditEvent, Store};
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -55,8 +55,19 @@ pub async fn record(
     target: Option<String>,
     details: Value,
 ) -> Result<(), ApiError> {
-    state
-        .store
+    append(&*state.store, chain, actor, action, target, details).await?;
+    Ok(())
+}
+
+async fn append(
+    store: &dyn Store,
+    chain: AuditChain,
+    actor: &Actor,
+    action: &str,
+    target: Option<String>,
+    details: Value,
+) -> Result<(), confide_store::StoreError> {
+    store
         .append_audit(NewAuditEvent {
             chain,
             at: now_ms(),
@@ -79,8 +90,21 @@ pub async fn record_refusal(
     target: Option<String>,
     details: Value,
 ) {
-    if let Err(err) = record(state, chain, actor, action, target, details).await {
-        tracing::error!(action, code = err.code, "could not audit a refusal");
+    record_refusal_in(&*state.store, chain, actor, action, target, details).await;
+}
+
+/// [`record_refusal`] for code that holds the store but no `AppState` (the realtime hub's
+/// directory, which the state itself holds).
+pub async fn record_refusal_in(
+    store: &dyn Store,
+    chain: AuditChain,
+    actor: &Actor,
+    action: &str,
+    target: Option<String>,
+    details: Value,
+) {
+    if let Err(error) = append(store, chain, actor, action, target, details).await {
+        tracing::error!(action, %error, "could not audit a refusal");
     }
 }
 

@@ -8,17 +8,19 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use confide_security::limiter::{Decision, Quota, SlidingWindowLimiter};
-
-use crate::geo::CountryDatabase;
 use async_trait::async_trait;
-use confide_domain::{AllowedDomain, BotId, Restrictions, origin_allowed};
+use confide_domain::{AllowedDomain, BotId, ClientIp, OrgId, Restrictions, origin_allowed};
 use confide_realtime::{AddressPolicy, App, AppDirectory, ConnectionRefusal, OriginPolicy};
-use confide_store::{AuditChain, NewAuditEvent, Store};
+use confide_security::limiter::{Decision, Quota};
+use confide_security::redis_limiter::Limiter;
+use confide_store::{AuditChain, Store};
 use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use serde_json::json;
 use sha2::Sha256;
+
+use crate::audit::{self, Actor};
+use crate::geo::CountryDatabase;
 
 /// The platform app's public id.
 pub const PLATFORM_APP_ID: &str = "confide";
@@ -65,11 +67,18 @@ pub struct Directory {
     pub keys: Arc<RealtimeKeys>,
     /// For bots' country rules; without it those bots' sockets are refused (fail closed).
     pub geoip: Option<Arc<CountryDatabase>>,
-    /// Refused handshakes are audited at most five times per bot, address and reason a minute: a
-    /// client that reconnects in a loop must not write the audit chain (or read the database)
-    /// each time.
-    pub refusal_audits: SlidingWindowLimiter,
+    /// The application's rate limiter (`AppState::limiter`, shared through Redis when the nodes
+    /// are): refused handshakes are audited at most five times per bot, address and reason a
+    /// minute across the cluster, so a client that reconnects in a loop, whichever node it
+    /// reaches, does not write the audit chain each time.
+    pub limiter: Arc<Limiter>,
 }
+
+/// Refused handshakes of one bot, address and reason audited per minute, at most.
+const REFUSAL_AUDITS: Quota = Quota {
+    limit: 5,
+    window_ms: 60_000,
+};
 
 fn platform_app(keys: &RealtimeKeys) -> App {
     let (id, key, secret) = keys.platform();
@@ -80,6 +89,7 @@ fn platform_app(keys: &RealtimeKeys) -> App {
         client_events: true,
         origins: OriginPolicy::Any,
         addresses: AddressPolicy::any(),
+        owner: None,
     }
 }
 
@@ -177,6 +187,8 @@ impl AppDirectory for Directory {
                 blocked: blocked.into_iter().map(|b| b.network).collect(),
                 trusted: trusted.into_iter().map(|t| t.network).collect(),
             }),
+            // Whose audit chain hears of a refused handshake, without loading the bot again.
+            owner: Some(bot.org_id.to_string()),
         })
     }
 
@@ -185,34 +197,27 @@ impl AppDirectory for Directory {
             ConnectionRefusal::Origin => ("realtime.origin_refused", "origin"),
             ConnectionRefusal::Address(rule) => ("realtime.address_refused", rule),
         };
-        let audit_due = self.refusal_audits.decide(
-            &format!("{}:{ip}:{reason}", app.key),
-            Quota {
-                limit: 5,
-                window_ms: 60_000,
-            },
-            crate::state::now_ms(),
-        ) == Decision::Allowed;
-        if !audit_due {
-            return;
-        }
-        let Ok(Some(bot)) = self.store.get_bot_by_widget_key(&app.key).await else {
-            // The platform app refuses nothing by policy; a bot deleted meanwhile has no log.
+        // A bot's app names its organization; the platform app refuses nothing by policy.
+        let Some(org) = app.owner.as_deref().and_then(|o| o.parse::<OrgId>().ok()) else {
             return;
         };
-        let event = NewAuditEvent {
-            chain: AuditChain::Org(bot.org_id),
-            at: crate::state::now_ms(),
-            actor: Some("anonymous".to_owned()),
-            ip: Some(ip.to_string()),
-            action: action.to_owned(),
-            target: Some(format!("bot:{}", bot.id)),
-            details: json!({ "reason": reason }),
-        };
-        // The refusal stands either way; a failed audit write is logged.
-        if let Err(error) = self.store.append_audit(event).await {
-            tracing::error!(action, %error, "could not audit a refused realtime connection");
+        let key = format!("realtime-refusal-audit:{}:{ip}:{reason}", app.key);
+        let decision = self
+            .limiter
+            .decide(&key, REFUSAL_AUDITS, crate::state::now_ms())
+            .await;
+        if decision != Decision::Allowed {
+            return;
         }
+        audit::record_refusal_in(
+            &*self.store,
+            AuditChain::Org(org),
+            &Actor::anonymous(ClientIp(ip)),
+            action,
+            Some(format!("bot:{}", app.id)),
+            json!({ "reason": reason }),
+        )
+        .await;
     }
 
     async fn by_id(&self, id: &str) -> Option<App> {

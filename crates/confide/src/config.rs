@@ -441,12 +441,14 @@ impl Config {
             },
             keys: confide_security::KeyOverrides {
                 chat_token_key: env_secret("CHAT_TOKEN_KEY")?,
+                chat_token_previous_keys: env_secret("CHAT_TOKEN_PREVIOUS_KEYS")?,
                 reset_hmac_key: env_secret("RESET_KEY")?,
                 csrf_hmac_key: env_secret("CSRF_KEY")?,
                 presign_hmac_key: env_secret("PRESIGN_KEY")?,
                 invite_hmac_key: env_secret("INVITE_KEY")?,
                 realtime_key: env_secret("REALTIME_KEY")?,
                 webhook_secret_key: env_secret("WEBHOOK_SECRET_KEY")?,
+                webhook_secret_previous_keys: env_secret("WEBHOOK_SECRET_PREVIOUS_KEYS")?,
             },
         })
     }

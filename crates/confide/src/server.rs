@@ -19,6 +19,7 @@ use confide_web::realtime::{Directory, RealtimeKeys};
 use confide_web::webhooks::WebhookRuntime;
 use confide_web::{AppState, WebSettings};
 use secrecy::ExposeSecret;
+use secrecy::zeroize::Zeroizing;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -97,33 +98,34 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         Some(path) => Some(Arc::new(load_geoip(path.clone()).await?)),
         None => None,
     };
+    let limiter = Arc::new(match &config.redis_url {
+        Some(url) => Limiter::Redis(
+            RedisLimiter::connect(url.expose_secret(), &format!("{}:rl", config.redis_prefix))
+                .await
+                .map_err(|e| anyhow::anyhow!("connecting to Redis: {e}"))?,
+        ),
+        None => Limiter::Local(SlidingWindowLimiter::new(100_000)),
+    });
     let directory = Arc::new(Directory {
         store: store.clone(),
         keys: realtime_keys.clone(),
         geoip: geoip.clone(),
-        refusal_audits: confide_security::limiter::SlidingWindowLimiter::new(10_000),
+        limiter: limiter.clone(),
     });
-    let (hub, limiter) = match &config.redis_url {
+    let hub = match &config.redis_url {
         Some(url) => {
             let broker = RedisBroker::connect(url.expose_secret(), &config.redis_prefix)
                 .await
                 .map_err(|e| anyhow::anyhow!("connecting to Redis: {e}"))?;
-            let limiter =
-                RedisLimiter::connect(url.expose_secret(), &format!("{}:rl", config.redis_prefix))
-                    .await
-                    .map_err(|e| anyhow::anyhow!("connecting to Redis: {e}"))?;
             tracing::info!("realtime events and rate limits are shared through Redis");
-            (
-                Hub::with_broker(directory, config.hub.clone(), broker),
-                Limiter::Redis(limiter),
-            )
+            Hub::with_broker(directory, config.hub.clone(), broker)
         }
-        None => (
-            Hub::new(directory, config.hub.clone()),
-            Limiter::Local(SlidingWindowLimiter::new(100_000)),
-        ),
+        None => Hub::new(directory, config.hub.clone()),
     };
-    let chat_tokens = Arc::new(ChatTokenKeys::new(keys.chat_token_key.expose_secret(), &[]));
+    let chat_tokens = Arc::new(ChatTokenKeys::new(
+        keys.chat_token_key.expose_secret(),
+        &previous_keys(&keys.chat_token_previous_keys),
+    ));
     if !config.outbound_allow.is_empty() {
         let allowed: Vec<String> = config
             .outbound_allow
@@ -138,7 +140,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         ..confide_outbound::OutboundConfig::default()
     })
     .context("building the outbound HTTP client")?;
-    let webhooks = Arc::new(WebhookRuntime::new(keys.webhook_secret_key.expose_secret()));
+    let webhooks = Arc::new(WebhookRuntime::new(
+        keys.webhook_secret_key.expose_secret(),
+        &previous_keys(&keys.webhook_secret_previous_keys),
+    ));
     if let Some(dir) = &config.inbox_backup.local_dir {
         prepare_data_dir(dir).context("preparing the backup directory (backup_dir)")?;
         tracing::info!(dir = %dir.display(), "organizations may back up their inbox to this directory");
@@ -147,6 +152,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         confide_web::inbox_backup::InboxBackupRuntime::new(
             config.inbox_backup.clone(),
             config.outbound_allow.clone(),
+            confide_security::sealing::SealingKeys::new(
+                confide_security::sealing::Domain::INBOX_BACKUP_SECRET,
+                keys.webhook_secret_key.expose_secret(),
+                &previous_keys(&keys.webhook_secret_previous_keys),
+            ),
         )
         .context("building the inbox backup HTTP client")?,
     );
@@ -156,7 +166,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         keys: Arc::new(keys),
         jwt: jwt.clone(),
         mailer: Arc::new(mailer),
-        limiter: Arc::new(limiter),
+        limiter,
         hub,
         chat_tokens,
         realtime_keys,
@@ -240,6 +250,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 
 /// Reads and checks the operator's country database; a missing or damaged file stops the start,
 /// since bots' country rules would otherwise be refused at every chat.
+/// A sealing key's previous keys as the sealing types take them (wiped when dropped).
+fn previous_keys(keys: &[confide_security::SecretKey]) -> Zeroizing<Vec<[u8; 32]>> {
+    Zeroizing::new(keys.iter().map(|key| *key.expose_secret()).collect())
+}
+
 async fn load_geoip(path: std::path::PathBuf) -> anyhow::Result<CountryDatabase> {
     let shown = path.display().to_string();
     let database = tokio::task::spawn_blocking(move || CountryDatabase::open(&path))

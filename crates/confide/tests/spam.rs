@@ -10,13 +10,16 @@
 mod common;
 
 use common::{Credential, Reply, TestApp, each_backend_with, email};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message as Frame;
 
 const PAGE: &str = "https://shop.example.com";
 
 struct Shop {
     org: String,
     owner: Credential,
+    bot_id: String,
     bot_key: String,
 }
 
@@ -28,6 +31,7 @@ async fn shop(app: &TestApp, name: &str) -> Shop {
     Shop {
         org: owner.org_id,
         owner: session.bearer(),
+        bot_id: bot.id,
         bot_key: bot.key,
     }
 }
@@ -471,5 +475,59 @@ async fn the_same_nudge_answer_over_and_over_is_spam_too() {
             .await
             .expect_error(403, "address_blocked");
     })
+    .await;
+}
+
+/// Opens the bot's widget socket from 127.0.0.1; answers the close code the server ends it with.
+async fn handshake_closed_with(app: &TestApp, bot_key: &str) -> u16 {
+    let url = app
+        .url(&format!(
+            "/app/{bot_key}?protocol=7&client=test&version=1.0"
+        ))
+        .replacen("http://", "ws://", 1);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    loop {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(5), socket.next())
+            .await
+            .expect("the server answers the handshake");
+        match frame {
+            Some(Ok(Frame::Close(close))) => return close.map_or(1005, |c| u16::from(c.code)),
+            Some(Ok(Frame::Text(text))) => {
+                let event: Value = serde_json::from_str(text.as_str()).unwrap();
+                assert_eq!(event["event"], "pusher:error", "{event}");
+            }
+            Some(Ok(_)) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_blocked_address_is_refused_its_widget_socket_and_audited_a_few_times_a_minute() {
+    each_backend_with(
+        |_| {},
+        async |app| {
+            let s = shop(app, "sockets").await;
+            app.post(
+                &format!("/api/v1/orgs/{}/blocked-addresses", s.org),
+                &s.owner,
+                json!({ "network": "127.0.0.0/8" }),
+            )
+            .await
+            .expect(201);
+            // A client that reconnects in a loop.
+            for _ in 0..7 {
+                assert_eq!(handshake_closed_with(app, &s.bot_key).await, 4009);
+            }
+            let refused = audited(app, &s, "realtime.address_refused").await;
+            assert_eq!(refused.len(), 5, "{refused:?}");
+            for event in &refused {
+                assert_eq!(event["actor"], "anonymous", "{event}");
+                assert_eq!(event["ip"], "127.0.0.1", "{event}");
+                assert_eq!(event["target"], format!("bot:{}", s.bot_id), "{event}");
+                assert_eq!(event["details"], json!({ "reason": "blocked" }), "{event}");
+            }
+        },
+    )
     .await;
 }

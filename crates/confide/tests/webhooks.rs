@@ -14,7 +14,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use common::receiver::{Received, Receiver};
 use common::{Credential, TestApp, each_backend_with, email};
+use confide_security::webhook::{WebhookSecret, WebhookSecretCipher};
 use hmac::{KeyInit, Mac};
+use secrecy::SecretString;
 use serde_json::{Value, json};
 
 /// Webhook receivers in these tests listen on 127.0.0.1, which the SSRF-safe client refuses unless
@@ -456,10 +458,15 @@ async fn endpoints_are_validated_changed_and_removed_by_writers_and_read_by_read
     each_backend_with(quick_retries, async |app| {
         let s = setup(app).await;
         let hooks = s.hooks();
+        let too_long = format!("https://example.com/{}", "a".repeat(2048));
         for (body, code) in [
             (json!({ "url": "ftp://example.com/in", "events": ["message.created"] }), "invalid_webhook_url"),
+            (json!({ "url": "file:///etc/passwd", "events": ["message.created"] }), "invalid_webhook_url"),
             (json!({ "url": "https://user:pw@example.com/in", "events": ["message.created"] }), "invalid_webhook_url"),
             (json!({ "url": "not a url", "events": ["message.created"] }), "invalid_webhook_url"),
+            (json!({ "url": "/relative", "events": ["message.created"] }), "invalid_webhook_url"),
+            (json!({ "url": "https://", "events": ["message.created"] }), "invalid_webhook_url"),
+            (json!({ "url": too_long, "events": ["message.created"] }), "invalid_webhook_url"),
             (json!({ "url": "https://example.com/in", "events": [] }), "invalid_events"),
             (json!({ "url": "https://example.com/in", "events": ["message.created"], "max_concurrency": 0 }), "invalid_max_concurrency"),
             (json!({ "url": "https://example.com/in", "events": ["message.created"], "max_concurrency": 51 }), "invalid_max_concurrency"),
@@ -519,6 +526,16 @@ async fn endpoints_are_validated_changed_and_removed_by_writers_and_read_by_read
         )
         .await
         .expect_error(422, "invalid_webhook_url");
+        // A fragment is never sent, so it is not kept: the URL saved is the one posted to.
+        let moved = app
+            .patch(
+                &format!("{hooks}/{id}"),
+                &s.owner,
+                json!({ "url": "http://127.0.0.1:9/never#part" }),
+            )
+            .await;
+        moved.expect(200);
+        assert_eq!(moved.json()["url"], "http://127.0.0.1:9/never");
 
         // A member who may read the bot sees its endpoints but cannot change them.
         let reader = app
@@ -694,6 +711,214 @@ async fn a_delivery_is_reached_only_through_its_own_endpoint_and_organization() 
             .expect_error(404, "not_found");
         // And the owner does.
         s.delivery(app, &hook, &id).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn only_those_who_may_read_the_chats_aim_a_webhook_at_them() {
+    each_backend_with(quick_retries, async |app| {
+        let s = setup(app).await;
+        let (receiver, url) = Receiver::start().await;
+        let (hook, _) = s.create_webhook(app, &url).await;
+        s.chat(app, "Hello").await;
+        receiver
+            .wait_for("the deliveries", |all| all.len() >= 2)
+            .await;
+        let delivery = s.deliveries(app, &hook).await[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        s.wait_for_state(app, &hook, &delivery, "delivered").await;
+        let hook_path = format!("{}/{hook}", s.hooks());
+        let redeliver = format!("{hook_path}/deliveries/{delivery}/redeliver");
+        let elsewhere = format!("{url}/elsewhere");
+
+        // A writer on the bot, while its chats are shared with listed members only and they
+        // are not listed.
+        let writer = app
+            .member(&s.owner, &s.org, &email("writer"), "member")
+            .await;
+        app.grant(&s.owner, &s.org, &s.bot, &writer.user_id, "write")
+            .await;
+        let sharing = format!("/api/v1/orgs/{}/bots/{}/sharing", s.org, s.bot);
+        app.put(
+            &sharing,
+            &s.owner,
+            json!({ "policy": "listed_members", "members": [] }),
+        )
+        .await
+        .expect(200);
+        // An API key that may change the bot but not read its chats.
+        let bots_key = app
+            .create_api_key(&s.owner, &s.org, &["bots:write"], None)
+            .await;
+        for (caller, code) in [
+            (writer.bearer(), "conversations_not_shared"),
+            (bots_key.credential(), "insufficient_scope"),
+        ] {
+            app.post(
+                &s.hooks(),
+                &caller,
+                json!({ "url": elsewhere, "events": ["message.created"] }),
+            )
+            .await
+            .expect_error(403, code);
+            app.patch(&hook_path, &caller, json!({ "url": elsewhere }))
+                .await
+                .expect_error(403, code);
+            app.patch(&hook_path, &caller, json!({ "enabled": false }))
+                .await
+                .expect_error(403, code);
+            app.post(&redeliver, &caller, json!({}))
+                .await
+                .expect_error(403, code);
+        }
+        // Nothing changed, nothing was sent again.
+        let hooks = app.get(&s.hooks(), &s.owner).await.json()["webhooks"].clone();
+        assert_eq!(hooks.as_array().unwrap().len(), 1, "{hooks}");
+        assert_eq!(hooks[0]["url"], url.as_str());
+        assert_eq!(hooks[0]["enabled"], true);
+        let detail = s.delivery(app, &hook, &delivery).await;
+        assert_eq!(detail["delivery"]["state"], "delivered");
+        assert_eq!(detail["delivery"]["attempts"], 1);
+
+        // Listed, the writer may; so may a key that also holds chats:read.
+        app.put(
+            &sharing,
+            &s.owner,
+            json!({ "policy": "listed_members", "members": [writer.user_id] }),
+        )
+        .await
+        .expect(200);
+        let chats_key = app
+            .create_api_key(&s.owner, &s.org, &["bots:write", "chats:read"], None)
+            .await;
+        for caller in [writer.bearer(), chats_key.credential()] {
+            app.post(
+                &s.hooks(),
+                &caller,
+                json!({ "url": elsewhere, "events": ["message.created"], "enabled": false }),
+            )
+            .await
+            .expect(201);
+            app.patch(&hook_path, &caller, json!({ "max_concurrency": 3 }))
+                .await
+                .expect(200);
+        }
+        app.post(&redeliver, &writer.bearer(), json!({}))
+            .await
+            .expect(202);
+        let again = s.wait_for_state(app, &hook, &delivery, "delivered").await;
+        assert_eq!(again["delivery"]["attempts"], 2, "{again}");
+    })
+    .await;
+}
+
+/// Retries come quickly but, unlike `quick_retries`, go on for the default 24 hours: a delivery
+/// that is dead at once was not retried.
+fn retries_for_a_day(config: &mut confide::config::Config) {
+    config.webhooks.retry.first_delay_ms = 40;
+    config.webhooks.retry.max_delay_ms = 80;
+    config.webhooks.poll_ms = 20;
+    allow_loopback(config);
+}
+
+/// Replaces an endpoint's sealed secret behind the API's back.
+async fn reseal(app: &TestApp, hook: &str, sealed: &str) {
+    let db = app.database().await;
+    sqlx::query("UPDATE webhooks SET secret_sealed = $1 WHERE id = $2")
+        .bind(sealed)
+        .bind(hook)
+        .execute(&db)
+        .await
+        .unwrap();
+    db.close().await;
+}
+
+#[tokio::test]
+async fn a_webhook_whose_secret_the_server_cannot_unseal_is_dead_at_once() {
+    each_backend_with(retries_for_a_day, async |app| {
+        let s = setup(app).await;
+        let (receiver, url) = Receiver::start().await;
+        let (hook, _) = s.create_webhook(app, &url).await;
+        // Sealed under a key this server does not have: the sealing key was changed without
+        // keeping the old one among the previous keys.
+        let lost = WebhookSecretCipher::new(&[9; 32], &[])
+            .seal(&WebhookSecret::generate().unwrap(), &hook)
+            .unwrap();
+        reseal(app, &hook, &lost).await;
+        s.chat(app, "Hello").await;
+        let deliveries = s.deliveries(app, &hook).await;
+        assert!(!deliveries.is_empty());
+        for delivery in &deliveries {
+            let id = delivery["id"].as_str().unwrap();
+            let dead = s.wait_for_state(app, &hook, id, "dead").await;
+            assert_eq!(dead["delivery"]["attempts"], 1, "{dead}");
+            let error = dead["delivery"]["last_error"].as_str().unwrap();
+            assert!(error.contains("cannot unseal"), "{error}");
+            assert!(error.contains("rotate the secret"), "{error}");
+        }
+        assert!(receiver.all().is_empty());
+        assert!(
+            app.audit_actions(&s.owner, &s.org)
+                .await
+                .contains(&"webhook.delivery_dead".to_owned())
+        );
+
+        // A new secret, and the dead letter goes out signed with it.
+        let rotated = app
+            .post(
+                &format!("{}/{hook}/rotate-secret", s.hooks()),
+                &s.owner,
+                json!({ "overlap_seconds": 0 }),
+            )
+            .await;
+        rotated.expect(200);
+        let secret = rotated.json()["secret"].as_str().unwrap().to_owned();
+        let id = deliveries[0]["id"].as_str().unwrap();
+        app.post(
+            &format!("{}/{hook}/deliveries/{id}/redeliver", s.hooks()),
+            &s.owner,
+            json!({}),
+        )
+        .await
+        .expect(202);
+        let got = receiver
+            .wait_for("the redelivery", |all| !all.is_empty())
+            .await;
+        assert!(standard_ok(&secret, &got[0]) && kindly_ok(&secret, &got[0]));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn after_the_sealing_key_is_rotated_secrets_sealed_under_the_previous_key_still_sign() {
+    let (old_key, new_key) = ([21u8; 32], [22u8; 32]);
+    let rotated = move |config: &mut confide::config::Config| {
+        quick_retries(config);
+        config.keys.webhook_secret_key = Some(SecretString::from(STANDARD.encode(new_key)));
+        config.keys.webhook_secret_previous_keys =
+            Some(SecretString::from(STANDARD.encode(old_key)));
+    };
+    each_backend_with(rotated, async |app| {
+        let s = setup(app).await;
+        let (receiver, url) = Receiver::start().await;
+        let (hook, _) = s.create_webhook(app, &url).await;
+        // The endpoint's secret as the server sealed it before the rotation.
+        let secret = WebhookSecret::generate().unwrap();
+        let sealed = WebhookSecretCipher::new(&old_key, &[])
+            .seal(&secret, &hook)
+            .unwrap();
+        reseal(app, &hook, &sealed).await;
+        s.chat(app, "Hello").await;
+        let got = receiver
+            .wait_for("two messages", |all| all.len() >= 2)
+            .await;
+        assert!(
+            got.iter()
+                .all(|r| standard_ok(secret.expose(), r) && kindly_ok(secret.expose(), r))
+        );
     })
     .await;
 }

@@ -33,6 +33,7 @@ pub fn app(id: &str, key: &str, secret: &str) -> App {
         client_events: false,
         origins: OriginPolicy::Any,
         addresses: AddressPolicy::any(),
+        owner: None,
     }
 }
 

@@ -450,7 +450,7 @@ pub async fn put_inbox_backup(
                 Some(given) => {
                     let given = SecretString::from(given.clone());
                     backup.secret_sealed = Some(
-                        inbox_backup::seal_secret(&state.webhooks.cipher, org_id, &given)
+                        inbox_backup::seal_secret(&state.inbox_backup.sealing, org_id, &given)
                             .map_err(|e| ApiError::internal(e.message))?,
                     );
                     secret = Some(given);
@@ -468,7 +468,7 @@ pub async fn put_inbox_backup(
                         ));
                     };
                     secret = Some(
-                        inbox_backup::open_secret(&state.webhooks.cipher, org_id, &sealed)
+                        inbox_backup::open_secret(&state.inbox_backup.sealing, org_id, &sealed)
                             .map_err(|e| invalid(e.code, e.message))?,
                     );
                     backup.secret_sealed = Some(sealed);

@@ -1,10 +1,13 @@
 //! A bot's webhook endpoints (write permission to change, read to look), their signing secrets
 //! (shown once; rotation keeps the old one signing for an overlap window) and the delivery log.
+//! An endpoint receives the bot's chats, so aiming one (creating it, changing it, sending a
+//! delivery again) also needs the right to read them.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use confide_domain::{BotId, OrgId, WebhookDeliveryId, WebhookEvent, WebhookId};
+use confide_outbound::{OutboundError, Url};
 use confide_security::webhook::WebhookSecret;
 use confide_store::{DeliveryState, Webhook, WebhookAttempt, WebhookDelivery, WebhookUpdate};
 use serde::{Deserialize, Serialize};
@@ -18,7 +21,6 @@ use crate::authz::{self, BotNeed};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{PathParams, QueryParams, StrictJson, optional_whole_number};
 use crate::state::{AppState, now_ms};
-use crate::webhooks::check_webhook_target;
 
 /// Endpoints one bot may have.
 pub const MAX_WEBHOOKS_PER_BOT: usize = 10;
@@ -117,15 +119,15 @@ fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
 }
 
-/// The URL's shape, then the SSRF checks of the shared outbound client on its literal form
-/// (every spelling of a forbidden address); names are resolved and checked at each delivery, so
-/// saving needs no DNS. A refused target is audited: it is how one would probe the internal
-/// network.
-async fn checked_url(state: &AppState, auth: &Auth, org_id: OrgId, url: &str) -> ApiResult<String> {
-    check_webhook_target(url).map_err(|e| invalid("invalid_webhook_url", e.to_string()))?;
+/// The URL as the shared outbound client parses and checks it at every delivery: its shape (http
+/// or https, a host, no credentials, at most 2048 bytes; the fragment, never sent, dropped) and,
+/// for an address literal, the address in every spelling. Names are resolved and checked at each
+/// delivery, so saving needs no DNS. A refused address is audited: it is how one would probe the
+/// internal network.
+async fn checked_url(state: &AppState, auth: &Auth, org_id: OrgId, url: &str) -> ApiResult<Url> {
     match state.outbound.check_url(url) {
-        Ok(_) => Ok(url.to_owned()),
-        Err(err) if err.is_refused_target() => {
+        Ok(url) => Ok(url),
+        Err(err @ OutboundError::AddressNotAllowed { .. }) => {
             audit::record_refusal(
                 state,
                 org_chain(org_id),
@@ -161,11 +163,19 @@ fn checked_concurrency(value: Option<u32>) -> ApiResult<Option<i64>> {
     }
 }
 
-/// The host of a URL, for the audit log (a query string may carry the receiver's own token).
-fn audited_host(url: &str) -> Option<String> {
-    reqwest::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_owned))
+/// Whoever decides where the bot's chats are sent (creating or changing an endpoint, sending a
+/// delivery again) may change the bot and read its chats: the conversation sharing policy for
+/// people, `chats:read` for API keys. Otherwise `bots:write` alone would export what
+/// `chats:read` guards.
+async fn may_send_chats(
+    state: &AppState,
+    auth: &Auth,
+    org_id: OrgId,
+    bot_id: BotId,
+) -> ApiResult<()> {
+    authz::bot(state, auth, org_id, bot_id, BotNeed::Write).await?;
+    authz::chats(state, auth, org_id, bot_id, BotNeed::Read).await?;
+    Ok(())
 }
 
 async fn find(state: &AppState, org: OrgId, bot: BotId, id: WebhookId) -> ApiResult<Webhook> {
@@ -198,15 +208,15 @@ pub async fn list_webhooks(
     }))
 }
 
-/// Add a webhook endpoint (write permission). The answer carries its signing secret, the only
-/// time it is shown.
+/// Add a webhook endpoint (write permission, and read on the bot's chats). The answer carries its
+/// signing secret, the only time it is shown.
 #[utoipa::path(post, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/webhooks", tag = "webhooks",
     request_body = CreateWebhookRequest,
     params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id")),
     security(("bearer" = []), ("session" = []), ("api_key" = [])),
     responses(
         (status = 201, description = "Created; the secret is shown once", body = WebhookWithSecret),
-        (status = 403, description = "Read-only access", body = ErrorBody),
+        (status = 403, description = "Read-only access, or the bot's chats are not the caller's to read", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody),
         (status = 409, description = "The bot has the most endpoints it may have", body = ErrorBody),
         (status = 422, description = "A URL, event list or limit that is not accepted", body = ErrorBody),
@@ -217,8 +227,10 @@ pub async fn create_webhook(
     PathParams((org_id, bot_id)): PathParams<(OrgId, BotId)>,
     StrictJson(request): StrictJson<CreateWebhookRequest>,
 ) -> ApiResult<(StatusCode, Json<WebhookWithSecret>)> {
-    authz::bot(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
+    may_send_chats(&state, &auth, org_id, bot_id).await?;
     let url = checked_url(&state, &auth, org_id, &request.url).await?;
+    // Only the host goes to the audit log: a query string may carry the receiver's own token.
+    let host = url.host_str().map(str::to_owned);
     let events = checked_events(&request.events)?;
     let max_concurrency =
         checked_concurrency(request.max_concurrency)?.unwrap_or(i64::from(DEFAULT_CONCURRENCY));
@@ -240,7 +252,7 @@ pub async fn create_webhook(
         id,
         org_id,
         bot_id,
-        url,
+        url: url.into(),
         events,
         enabled: request.enabled.unwrap_or(true),
         max_concurrency,
@@ -259,7 +271,7 @@ pub async fn create_webhook(
         Some(format!("bot:{bot_id}")),
         json!({
             "webhook_id": id,
-            "host": audited_host(&webhook.url),
+            "host": host,
             "events": webhook.events,
             "enabled": webhook.enabled,
         }),
@@ -294,8 +306,8 @@ pub async fn get_webhook(
     Ok(Json(WebhookView::of(&webhook, now_ms())))
 }
 
-/// Change an endpoint's URL, events, state or concurrency (write permission). Deliveries already
-/// queued go to the new URL.
+/// Change an endpoint's URL, events, state or concurrency (write permission, and read on the
+/// bot's chats). Deliveries already queued go to the new URL.
 #[utoipa::path(patch, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/webhooks/{webhook_id}", tag = "webhooks",
     request_body = UpdateWebhookRequest,
     params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id"),
@@ -303,7 +315,7 @@ pub async fn get_webhook(
     security(("bearer" = []), ("session" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "Changed", body = WebhookView),
-        (status = 403, description = "Read-only access", body = ErrorBody),
+        (status = 403, description = "Read-only access, or the bot's chats are not the caller's to read", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody),
         (status = 422, description = "A URL, event list or limit that is not accepted", body = ErrorBody),
     ))]
@@ -313,12 +325,14 @@ pub async fn update_webhook(
     PathParams((org_id, bot_id, id)): PathParams<(OrgId, BotId, WebhookId)>,
     StrictJson(request): StrictJson<UpdateWebhookRequest>,
 ) -> ApiResult<Json<WebhookView>> {
-    authz::bot(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
+    may_send_chats(&state, &auth, org_id, bot_id).await?;
+    let url = match request.url.as_deref() {
+        Some(url) => Some(checked_url(&state, &auth, org_id, url).await?),
+        None => None,
+    };
+    let host = url.as_ref().and_then(|u| u.host_str().map(str::to_owned));
     let update = WebhookUpdate {
-        url: match request.url.as_deref() {
-            Some(url) => Some(checked_url(&state, &auth, org_id, url).await?),
-            None => None,
-        },
+        url: url.map(String::from),
         events: request.events.as_deref().map(checked_events).transpose()?,
         enabled: request.enabled,
         max_concurrency: checked_concurrency(request.max_concurrency)?,
@@ -337,7 +351,7 @@ pub async fn update_webhook(
         Some(format!("bot:{bot_id}")),
         json!({
             "webhook_id": id,
-            "host": update.url.as_deref().and_then(audited_host),
+            "host": host,
             "events": update.events,
             "enabled": update.enabled,
             "max_concurrency": update.max_concurrency,
@@ -622,8 +636,8 @@ pub async fn get_delivery(
     }))
 }
 
-/// Send a delivered or dead delivery again (write permission): same body, same `webhook-id`,
-/// a fresh 24-hour retry window.
+/// Send a delivered or dead delivery again (write permission, and read on the bot's chats): same
+/// body, same `webhook-id`, a fresh 24-hour retry window.
 #[utoipa::path(post, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", tag = "webhooks",
     params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id"),
         ("webhook_id" = WebhookId, Path, description = "Webhook id"),
@@ -631,7 +645,7 @@ pub async fn get_delivery(
     security(("bearer" = []), ("session" = []), ("api_key" = [])),
     responses(
         (status = 202, description = "Queued again", body = DeliveryView),
-        (status = 403, description = "Read-only access", body = ErrorBody),
+        (status = 403, description = "Read-only access, or the bot's chats are not the caller's to read", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody),
         (status = 409, description = "The delivery is still pending", body = ErrorBody),
     ))]
@@ -645,7 +659,7 @@ pub async fn redeliver(
         WebhookDeliveryId,
     )>,
 ) -> ApiResult<(StatusCode, Json<DeliveryView>)> {
-    authz::bot(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
+    may_send_chats(&state, &auth, org_id, bot_id).await?;
     find(&state, org_id, bot_id, id).await?;
     let now = now_ms();
     if !state.store.redeliver(id, delivery_id, now).await? {

@@ -17,12 +17,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use confide_domain::{OrgId, RetrySchedule};
 use confide_outbound::{OutboundClient, OutboundError};
-use confide_security::webhook::{SECRET_PREFIX, WebhookSecret, WebhookSecretCipher};
+use confide_security::sealing::SealingKeys;
 use confide_store::{
     BackupClaim, BackupDestination, BackupRunCause, BackupRunOutcome, InboxBackup, InboxBackupRun,
 };
@@ -44,7 +42,7 @@ pub use transport::GuardedConnector;
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 const DAY_FORMAT: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]");
 
-/// Longest secret access key the current sealing accepts (AWS's are 40 characters).
+/// Longest secret access key accepted (AWS's are 40 characters).
 pub const MAX_SECRET_LEN: usize = 64;
 
 /// How backups run on this node; the binary sets these from the configuration.
@@ -87,46 +85,46 @@ pub struct InboxBackupRuntime {
     pub settings: InboxBackupSettings,
     /// The outbound client for buckets: the platform's allowlist, longer request timeouts.
     pub outbound: OutboundClient,
+    /// Seals and opens buckets' secret access keys.
+    pub sealing: SealingKeys,
 }
 
 impl InboxBackupRuntime {
     pub fn new(
         settings: InboxBackupSettings,
         allow: confide_outbound::Allowlist,
+        sealing: SealingKeys,
     ) -> Result<InboxBackupRuntime, OutboundError> {
         let outbound = OutboundClient::new(confide_outbound::OutboundConfig {
             allow,
             timeout: settings.request_timeout,
             ..confide_outbound::OutboundConfig::default()
         })?;
-        Ok(InboxBackupRuntime { settings, outbound })
+        Ok(InboxBackupRuntime {
+            settings,
+            outbound,
+            sealing,
+        })
     }
 }
 
-/// Seals a bucket's secret access key for the database, bound to its organization.
-///
-/// This (with [`open_secret`]) is the one place that knows how: today the webhook secrets' cipher,
-/// which seals only secrets in the `whsec_` form, so the key's bytes are carried in that form
-/// (padded with NULs to its minimum length); the shared sealing type will take the text as is.
+/// Seals a bucket's secret access key for the database, bound to its organization, under the
+/// inbox-backup purpose of the server's sealing keys (the webhook secret key and its previous
+/// ones): a webhook secret's seal does not open as a backup key, nor one organization's as
+/// another's.
 pub fn seal_secret(
-    cipher: &WebhookSecretCipher,
+    sealing: &SealingKeys,
     org: OrgId,
     secret: &SecretString,
 ) -> Result<String, BackupError> {
-    let mut bytes = secret.expose_secret().as_bytes().to_vec();
-    if bytes.len() < 24 {
-        bytes.resize(24, 0);
-    }
-    let wrapped = WebhookSecret::parse(&format!("{SECRET_PREFIX}{}", STANDARD.encode(&bytes)))
-        .ok_or_else(|| BackupError::internal("the secret access key cannot be sealed"))?;
-    cipher
-        .seal(&wrapped, &secret_owner(org))
+    sealing
+        .seal(secret.expose_secret().as_bytes(), &secret_owner(org))
         .map_err(|_| BackupError::internal("the secret access key cannot be sealed"))
 }
 
 /// The secret access key [`seal_secret`] sealed for this organization.
 pub fn open_secret(
-    cipher: &WebhookSecretCipher,
+    sealing: &SealingKeys,
     org: OrgId,
     sealed: &str,
 ) -> Result<SecretString, BackupError> {
@@ -137,18 +135,10 @@ pub fn open_secret(
              backup configuration again",
         )
     };
-    let wrapped = cipher
-        .open(sealed, &secret_owner(org))
+    let bytes = sealing
+        .open(sealed, &secret_owner(org), "inbox backup secret")
         .map_err(|_| unreadable())?;
-    let encoded = wrapped
-        .expose()
-        .strip_prefix(SECRET_PREFIX)
-        .ok_or_else(unreadable)?;
-    let mut bytes = STANDARD.decode(encoded).map_err(|_| unreadable())?;
-    while bytes.last() == Some(&0) {
-        bytes.pop();
-    }
-    String::from_utf8(bytes)
+    String::from_utf8(bytes.to_vec())
         .map(SecretString::from)
         .map_err(|_| unreadable())
 }
@@ -563,9 +553,11 @@ async fn export_day(
 ) -> Result<(i64, i64, String), BackupError> {
     let runtime = &state.inbox_backup;
     let secret = match (&backup.destination, &backup.secret_sealed) {
-        (BackupDestination::S3, Some(sealed)) => {
-            Some(open_secret(&state.webhooks.cipher, backup.org_id, sealed)?)
-        }
+        (BackupDestination::S3, Some(sealed)) => Some(open_secret(
+            &state.inbox_backup.sealing,
+            backup.org_id,
+            sealed,
+        )?),
         _ => None,
     };
     let destination = open_destination(runtime, backup, secret.as_ref())?;

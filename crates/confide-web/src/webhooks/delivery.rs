@@ -37,8 +37,22 @@ pub enum SendError {
     /// cannot help, so the delivery is dead at once.
     #[error("refused: {0}")]
     Refused(String),
+    /// The endpoint's signing secret does not open: it was sealed under a key the server no
+    /// longer keeps. No attempt can be signed until the secret is rotated, so the delivery is
+    /// dead at once.
+    #[error(
+        "secret: the server cannot unseal this endpoint's signing secret (sealed under a key it no longer has); rotate the secret"
+    )]
+    SecretUnreadable,
     #[error("request: {0}")]
     Request(String),
+}
+
+impl SendError {
+    /// Retrying cannot help: the delivery is dead at once.
+    fn is_final(&self) -> bool {
+        matches!(self, SendError::Refused(_) | SendError::SecretUnreadable)
+    }
 }
 
 /// The webhook client: the shared SSRF-safe client (every resolved address checked, the
@@ -103,11 +117,10 @@ fn chat_of(payload: &str) -> Option<ConversationId> {
     body.get("chat_id")?.as_str()?.parse().ok()
 }
 
-/// A number in `[0, 1)` for the retry jitter, from the last 32 bits of a fresh UUID v7, which
-/// are random (the bits before them may hold a counter).
+/// A number in `[0, 1)` for the retry jitter, from the system's random source. Were that to
+/// fail, the middle of the range: the retry still comes, only unspread.
 fn jitter() -> f64 {
-    let random = uuid::Uuid::now_v7().as_u128() & 0xFFFF_FFFF;
-    f64::from(u32::try_from(random).unwrap_or(0)) / 4_294_967_296.0
+    getrandom::u32().map_or(0.5, |random| f64::from(random) / 4_294_967_296.0)
 }
 
 /// Delivers the outbox until `stop` turns true. Each node runs one; claims keep them apart.
@@ -208,10 +221,10 @@ impl Attempt {
             ),
             Err(err) => (None, Some(err.to_string())),
         };
-        let refused = matches!(result, Err(SendError::Refused(_)));
+        let hopeless = result.as_ref().is_err_and(SendError::is_final);
         let outcome = match &error {
             None => AttemptOutcome::Delivered,
-            Some(_) if refused => AttemptOutcome::Dead,
+            Some(_) if hopeless => AttemptOutcome::Dead,
             Some(_) => match self.settings.retry.after_failure(
                 delivery.attempts + 1,
                 delivery.retry_from,
@@ -335,9 +348,11 @@ impl Attempt {
             .cipher
             .open(&webhook.secret_sealed, &owner)
             .map_err(|_| {
-                SendError::Request(
-                    "secret: the server cannot read the endpoint's secret".to_owned(),
-                )
+                tracing::error!(
+                    webhook = %webhook.id,
+                    "a webhook's signing secret does not unseal: was CONFIDE_WEBHOOK_SECRET_KEY changed without keeping the old key in CONFIDE_WEBHOOK_SECRET_PREVIOUS_KEYS?"
+                );
+                SendError::SecretUnreadable
             })?;
         let previous: Option<WebhookSecret> = match (
             &webhook.previous_secret_sealed,

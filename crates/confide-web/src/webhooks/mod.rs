@@ -1,5 +1,6 @@
-//! Outbound webhooks: what an event's body looks like, which URLs an endpoint may have, and the
-//! worker that delivers the outbox (`delivery`).
+//! Outbound webhooks: what an event's body looks like, and the worker that delivers the outbox
+//! (`delivery`). Which URLs an endpoint may have is the SSRF-safe client's call
+//! (`confide-outbound`), on save and at every delivery.
 
 pub mod delivery;
 
@@ -14,9 +15,6 @@ use tokio::sync::Notify;
 use crate::api::timestamp;
 
 pub use confide_domain::RetrySchedule;
-
-/// Longest webhook URL accepted.
-pub const MAX_URL_LEN: usize = 2048;
 
 /// How deliveries are made; the binary sets these from the configuration.
 #[derive(Clone, Debug)]
@@ -68,9 +66,10 @@ pub struct WebhookRuntime {
 }
 
 impl WebhookRuntime {
-    pub fn new(key: &[u8; 32]) -> WebhookRuntime {
+    /// `previous`: the keys the sealing key was rotated from, which still open secrets.
+    pub fn new(key: &[u8; 32], previous: &[[u8; 32]]) -> WebhookRuntime {
         WebhookRuntime {
-            cipher: WebhookSecretCipher::new(key),
+            cipher: WebhookSecretCipher::new(key, previous),
             wake: Notify::new(),
         }
     }
@@ -81,40 +80,6 @@ impl WebhookRuntime {
             self.wake.notify_one();
         }
     }
-}
-
-/// Why a webhook URL is refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum WebhookUrlError {
-    #[error("the URL is not an absolute http(s) URL")]
-    Malformed,
-    #[error("only http and https URLs can receive webhooks")]
-    Scheme,
-    #[error("the URL may not carry a user name or password")]
-    Credentials,
-    #[error("the URL is longer than 2048 characters")]
-    TooLong,
-}
-
-/// The shape a webhook endpoint's URL must have, on save: absolute http or https with a host, no
-/// credentials, no fragment, at most 2048 characters. Where it may point is the SSRF-safe
-/// client's call (`confide-outbound`: on save for its literal forms, and at every delivery for
-/// every resolved address).
-pub fn check_webhook_target(url: &str) -> Result<reqwest::Url, WebhookUrlError> {
-    if url.len() > MAX_URL_LEN {
-        return Err(WebhookUrlError::TooLong);
-    }
-    let parsed = reqwest::Url::parse(url).map_err(|_| WebhookUrlError::Malformed)?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(WebhookUrlError::Scheme);
-    }
-    if parsed.host_str().is_none_or(str::is_empty) || parsed.fragment().is_some() {
-        return Err(WebhookUrlError::Malformed);
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(WebhookUrlError::Credentials);
-    }
-    Ok(parsed)
 }
 
 /// The host of a page origin (`https://shop.example.com:8443` -> `shop.example.com:8443`).
@@ -294,32 +259,6 @@ pub fn nudge_submitted(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn webhook_urls_are_absolute_http_or_https_without_credentials() {
-        for good in [
-            "https://hooks.example.com/confide",
-            "http://127.0.0.1:8080/in?token=abc",
-        ] {
-            assert!(check_webhook_target(good).is_ok(), "{good}");
-        }
-        let bad = [
-            ("ftp://example.com/", WebhookUrlError::Scheme),
-            ("file:///etc/passwd", WebhookUrlError::Scheme),
-            ("/relative", WebhookUrlError::Malformed),
-            ("https://", WebhookUrlError::Malformed),
-            ("https://example.com/#frag", WebhookUrlError::Malformed),
-            ("https://user:pw@example.com/", WebhookUrlError::Credentials),
-        ];
-        for (url, expected) in bad {
-            assert_eq!(check_webhook_target(url).err(), Some(expected), "{url}");
-        }
-        let long = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN));
-        assert_eq!(
-            check_webhook_target(&long).err(),
-            Some(WebhookUrlError::TooLong)
-        );
-    }
 
     #[test]
     fn the_web_host_is_the_origins_authority() {
