@@ -832,6 +832,71 @@ async fn the_sharing_policy_decides_who_reads_the_chat_log() {
     .await;
 }
 
+#[tokio::test]
+async fn the_sharing_policy_also_decides_who_changes_a_chat() {
+    each_backend(async |app| {
+        let shop = Shop::open(app).await;
+        let chat = talk(app, &shop, "Keep this between us").await;
+        let writer = app
+            .member(&shop.owner, &shop.org, &email("writer"), "member")
+            .await;
+        app.grant(
+            &shop.owner,
+            &shop.org,
+            &shop.bot.id,
+            &writer.user_id,
+            "write",
+        )
+        .await;
+        let sharing = format!("/api/v1/orgs/{}/bots/{}/sharing", shop.org, shop.bot.id);
+        let labels = format!("{}/labels", shop.chat(&chat.id));
+        let handover = format!(
+            "/api/v1/orgs/{}/bots/{}/handovers/{}",
+            shop.org, shop.bot.id, chat.id
+        );
+        app.put(
+            &sharing,
+            &shop.owner,
+            json!({ "policy": "listed_members", "members": [] }),
+        )
+        .await
+        .expect(200);
+
+        // Write permission on the bot is not enough when the chats are not shared with the writer.
+        app.put(&labels, &writer.bearer(), json!({ "labels": ["vip"] }))
+            .await
+            .expect_error(403, "conversations_not_shared");
+        let reply = app.get(&handover, &writer.bearer()).await;
+        reply.expect_error(403, "conversations_not_shared");
+        assert!(!reply.text.contains("Keep this between us"));
+        app.delete(&shop.chat(&chat.id), &writer.bearer())
+            .await
+            .expect_error(403, "conversations_not_shared");
+        // The chat is untouched.
+        let detail = app.get(&shop.chat(&chat.id), &shop.owner).await;
+        detail.expect(200);
+        assert_eq!(detail.json()["chat"]["labels"], json!([]));
+
+        // Once listed, the same writer may.
+        app.put(
+            &sharing,
+            &shop.owner,
+            json!({ "policy": "listed_members", "members": [writer.user_id] }),
+        )
+        .await
+        .expect(200);
+        app.put(&labels, &writer.bearer(), json!({ "labels": ["vip"] }))
+            .await
+            .expect(200);
+        app.delete(&shop.chat(&chat.id), &writer.bearer())
+            .await
+            .expect(204);
+        let actions = app.audit_actions(&shop.owner, &shop.org).await;
+        assert!(actions.contains(&"authz.denied".to_owned()), "{actions:?}");
+    })
+    .await;
+}
+
 /// Webhook receivers in this test would listen on 127.0.0.1; here the endpoint is a closed port
 /// there, so deliveries stay pending while they are retried.
 fn allow_loopback(config: &mut confide::config::Config) {
