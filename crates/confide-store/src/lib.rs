@@ -241,21 +241,8 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_dialogue(&self, bot: BotId, id: DialogueId) -> StoreResult<bool>;
     /// Gives the bot's dialogues the positions 0, 1, ... in this order, in one transaction.
     async fn reorder_dialogues(&self, bot: BotId, order: &[DialogueId]) -> StoreResult<()>;
-    async fn get_context(
-        &self,
-        conversation: ConversationId,
-        namespace: ContextNamespace,
-    ) -> StoreResult<std::collections::BTreeMap<String, String>>;
     /// Both namespaces of the conversation's context memory in one read.
     async fn get_memory(&self, conversation: ConversationId) -> StoreResult<ContextMemory>;
-    async fn set_context(
-        &self,
-        conversation: ConversationId,
-        namespace: ContextNamespace,
-        key: &str,
-        value: &str,
-        at: i64,
-    ) -> StoreResult<()>;
     /// Writes several entries at once, all or none: false (and nothing written) when the
     /// namespace would then hold more than `max_keys` keys.
     async fn merge_context(

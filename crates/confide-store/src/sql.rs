@@ -1780,26 +1780,6 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn get_context(
-        &self,
-        conversation: ConversationId,
-        namespace: ContextNamespace,
-    ) -> StoreResult<std::collections::BTreeMap<String, String>> {
-        let rows = sqlx::query(
-            "SELECT key, value FROM conversation_context \
-             WHERE conversation_id = $1 AND namespace = $2 LIMIT 1000",
-        )
-        .bind(conversation.to_string())
-        .bind(namespace.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        let pairs = all(rows, |row| {
-            let c = Cols(row);
-            Ok((c.text("key")?, c.text("value")?))
-        })?;
-        Ok(pairs.into_iter().collect())
-    }
-
     async fn get_memory(&self, conversation: ConversationId) -> StoreResult<ContextMemory> {
         let rows = sqlx::query(
             "SELECT namespace, key, value FROM conversation_context \
@@ -1819,29 +1799,6 @@ impl Store for SqlStore {
             into.insert(c.text("key")?, c.text("value")?);
         }
         Ok(memory)
-    }
-
-    async fn set_context(
-        &self,
-        conversation: ConversationId,
-        namespace: ContextNamespace,
-        key: &str,
-        value: &str,
-        at: i64,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO conversation_context (conversation_id, namespace, key, value, updated_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (conversation_id, namespace, key) \
-             DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        )
-        .bind(conversation.to_string())
-        .bind(namespace.as_str())
-        .bind(key)
-        .bind(value)
-        .bind(at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 
     async fn merge_context(

@@ -2107,31 +2107,43 @@ async fn dialogues_keep_their_order_and_context_memory_its_namespaces() {
         let chat = conversation(acme.id, helper.id);
         store.create_conversation(&chat).await.unwrap();
         store
-            .set_context(chat.id, ContextNamespace::Bot, "name", "Ada", T0)
+            .merge_context(
+                chat.id,
+                ContextNamespace::Bot,
+                &[("name".to_owned(), "Ada".to_owned())],
+                100,
+                T0,
+            )
             .await
             .unwrap();
         store
-            .set_context(chat.id, ContextNamespace::Bot, "name", "Grace", T0 + 1)
+            .merge_context(
+                chat.id,
+                ContextNamespace::Bot,
+                &[("name".to_owned(), "Grace".to_owned())],
+                100,
+                T0 + 1,
+            )
             .await
             .unwrap();
         store
-            .set_context(chat.id, ContextNamespace::Visitor, "name", "Mallory", T0)
+            .merge_context(
+                chat.id,
+                ContextNamespace::Visitor,
+                &[("name".to_owned(), "Mallory".to_owned())],
+                100,
+                T0,
+            )
             .await
             .unwrap();
-        let bot_side = store
-            .get_context(chat.id, ContextNamespace::Bot)
-            .await
-            .unwrap();
+        let bot_side = store.get_memory(chat.id).await.unwrap().bot;
         assert_eq!(
             bot_side.get("name").map(String::as_str),
             Some("Grace"),
             "{backend}"
         );
         assert_eq!(bot_side.len(), 1, "{backend}");
-        let visitor_side = store
-            .get_context(chat.id, ContextNamespace::Visitor)
-            .await
-            .unwrap();
+        let visitor_side = store.get_memory(chat.id).await.unwrap().visitor;
         assert_eq!(
             visitor_side.get("name").map(String::as_str),
             Some("Mallory"),
@@ -2208,7 +2220,7 @@ async fn an_api_user_has_one_conversation_per_bot_and_context_batches_fit_or_fai
                 .unwrap(),
             "{backend}"
         );
-        let held = store.get_context(first.id, bot_side).await.unwrap();
+        let held = store.get_memory(first.id).await.unwrap().bot;
         assert_eq!(held.len(), 3, "{backend}");
         assert_eq!(held["k1"], "1", "{backend}");
         // Updating known keys and adding one that fits goes through.
@@ -2222,7 +2234,7 @@ async fn an_api_user_has_one_conversation_per_bot_and_context_batches_fit_or_fai
                 .await
                 .unwrap()
         );
-        let held = store.get_context(first.id, bot_side).await.unwrap();
+        let held = store.get_memory(first.id).await.unwrap().bot;
         assert_eq!(held.len(), 4, "{backend}");
         assert_eq!(held["k1"], "one", "{backend}");
     }
