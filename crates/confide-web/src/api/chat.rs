@@ -1010,11 +1010,13 @@ pub async fn send_message(
     let requested = requested_language(request.language_code.as_deref())?;
     let context = chat_context(&state, ip, &headers, IdentityCheck::Enforce).await?;
     context.limit_messages(&state, ip).await?;
-    crate::spam::screen_message(&state, context.bot.org_id, ip, text).await?;
     let button = match &request.button {
         Some(button) => Some(pressed(&state, &context.conversation, button).await?),
         None => None,
     };
+    // What is stored and answered: a pressed button's label, else the text.
+    let text = button.as_ref().map_or(text, |(_, label)| label.as_str());
+    crate::spam::screen_message(&state, context.bot.org_id, ip, text).await?;
     // The message's language when the bot speaks it, else the one the chat started with.
     let requested = [requested, context.language.clone()]
         .into_iter()
@@ -1025,7 +1027,7 @@ pub async fn send_message(
         &context.bot,
         &context.conversation,
         &context.settings,
-        button.as_ref().map_or(text, |(_, label)| label.as_str()),
+        text,
         button.as_ref().map(|(dialogue, _)| dialogue),
         requested.as_deref(),
     )
