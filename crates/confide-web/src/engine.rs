@@ -292,9 +292,8 @@ pub async fn answer(
     }
     let language = message_language(settings, requested, text);
     let dialogues = state.store.list_dialogues(conversation.bot_id).await?;
-    let model = state
-        .dialogue_cache
-        .sample_model(conversation.bot_id, &dialogues);
+    // The bot's sample model, looked up only once a group with sample phrases is reached.
+    let mut model = None;
     // Awaited follow-ups first (those of the dialogue that answered last), then the top level.
     let follow_ups: Vec<&Dialogue> = match conversation.last_dialogue {
         Some(last) => dialogues
@@ -313,7 +312,15 @@ pub async fn answer(
         {
             return Ok(Some(answer));
         }
-        if let Some(answer) = sample_step(&model, context, settings, group, &language, text) {
+        if !group.iter().any(|d| !d.samples.is_empty()) {
+            continue;
+        }
+        let model = model.get_or_insert_with(|| {
+            state
+                .dialogue_cache
+                .sample_model(conversation.bot_id, &dialogues)
+        });
+        if let Some(answer) = sample_step(model, context, settings, group, &language, text) {
             return Ok(Some(answer));
         }
     }
