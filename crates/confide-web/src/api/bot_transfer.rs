@@ -217,18 +217,20 @@ async fn fill(
             dialogue.follow_up_of.take(),
         );
         let old = dialogue.id;
+        // Kept for the second save only when there is something to link.
+        let again = (!links.0.is_empty() || links.1.is_some()).then(|| dialogue.clone());
         let (_, Json(created)): (StatusCode, Json<DialogueView>) = create_dialogue(
             State(state.clone()),
             auth.clone(),
             path(),
-            StrictJson(dialogue.clone()),
+            StrictJson(dialogue),
         )
         .await
         .map_err(at(format!("dialogues[{i}]")))?;
         if let Some(old) = old {
             new_ids.insert(old, created.id);
         }
-        if !links.0.is_empty() || links.1.is_some() {
+        if let Some(dialogue) = again {
             linked.push((i, created.id, dialogue, links));
         }
     }
