@@ -732,6 +732,7 @@ async fn only_those_who_may_read_the_chats_aim_a_webhook_at_them() {
         s.wait_for_state(app, &hook, &delivery, "delivered").await;
         let hook_path = format!("{}/{hook}", s.hooks());
         let redeliver = format!("{hook_path}/deliveries/{delivery}/redeliver");
+        let rotate = format!("{hook_path}/rotate-secret");
         let elsewhere = format!("{url}/elsewhere");
 
         // A writer on the bot, while its chats are shared with listed members only and they
@@ -773,6 +774,9 @@ async fn only_those_who_may_read_the_chats_aim_a_webhook_at_them() {
             app.post(&redeliver, &caller, json!({}))
                 .await
                 .expect_error(403, code);
+            app.post(&rotate, &caller, json!({}))
+                .await
+                .expect_error(403, code);
         }
         // Nothing changed, nothing was sent again.
         let hooks = app.get(&s.hooks(), &s.owner).await.json()["webhooks"].clone();
@@ -811,6 +815,9 @@ async fn only_those_who_may_read_the_chats_aim_a_webhook_at_them() {
             .expect(202);
         let again = s.wait_for_state(app, &hook, &delivery, "delivered").await;
         assert_eq!(again["delivery"]["attempts"], 2, "{again}");
+        app.post(&rotate, &chats_key.credential(), json!({}))
+            .await
+            .expect(200);
     })
     .await;
 }

@@ -164,7 +164,8 @@ fn checked_concurrency(value: Option<u32>) -> ApiResult<Option<i64>> {
 }
 
 /// Whoever decides where the bot's chats are sent (creating or changing an endpoint, sending a
-/// delivery again) may change the bot and read its chats: the conversation sharing policy for
+/// delivery again) or holds what signs them (a rotated secret: with it, anyone can sign a
+/// "chat" the receiver trusts) may change the bot and read its chats: the conversation sharing policy for
 /// people, `chats:read` for API keys. Otherwise `bots:write` alone would export what
 /// `chats:read` guards.
 async fn may_send_chats(
@@ -413,7 +414,7 @@ pub struct RotatedSecret {
     security(("bearer" = []), ("session" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "Rotated; the new secret is shown once", body = RotatedSecret),
-        (status = 403, description = "Read-only access", body = ErrorBody),
+        (status = 403, description = "Read-only access, chats not shared with you, or an API key without chats:read", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody),
         (status = 422, description = "An overlap outside 0..=604800 seconds", body = ErrorBody),
     ))]
@@ -423,7 +424,7 @@ pub async fn rotate_secret(
     PathParams((org_id, bot_id, id)): PathParams<(OrgId, BotId, WebhookId)>,
     StrictJson(request): StrictJson<RotateSecretRequest>,
 ) -> ApiResult<Json<RotatedSecret>> {
-    authz::bot(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
+    may_send_chats(&state, &auth, org_id, bot_id).await?;
     let overlap = request.overlap_seconds.unwrap_or(DEFAULT_OVERLAP_SECONDS);
     if overlap > MAX_OVERLAP_SECONDS {
         return Err(invalid(
