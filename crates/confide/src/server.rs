@@ -248,12 +248,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     })
 }
 
-/// Reads and checks the operator's country database; a missing or damaged file stops the start,
-/// since bots' country rules would otherwise be refused at every chat.
 /// A sealing key's previous keys as the sealing types take them (wiped when dropped).
 fn previous_keys(keys: &[confide_security::SecretKey]) -> Zeroizing<Vec<[u8; 32]>> {
     Zeroizing::new(keys.iter().map(|key| *key.expose_secret()).collect())
 }
+
+/// Reads and checks the operator's country database; a missing or damaged file stops the start,
+/// since bots' country rules would otherwise be refused at every chat.
 
 async fn load_geoip(path: std::path::PathBuf) -> anyhow::Result<CountryDatabase> {
     let shown = path.display().to_string();
