@@ -359,7 +359,18 @@ impl Attempt {
             webhook.previous_secret_expires_at,
         ) {
             (Some(sealed), Some(expires)) if expires > started_at => {
-                self.runtime.cipher.open(sealed, &owner).ok()
+                match self.runtime.cipher.open(sealed, &owner) {
+                    Ok(secret) => Some(secret),
+                    Err(_) => {
+                        // Sent with the new secret only: receivers still on the old one would
+                        // refuse it with no clue why, so say it here.
+                        tracing::warn!(
+                            webhook = %webhook.id,
+                            "a webhook's previous signing secret does not unseal; deliveries carry only the new secret's signature"
+                        );
+                        None
+                    }
+                }
             }
             _ => None,
         };
