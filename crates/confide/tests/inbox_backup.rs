@@ -14,6 +14,7 @@ use std::time::Duration;
 use common::moto::{Moto, REGION};
 use common::{Credential, Reply, TestApp, each_backend_with, email, utc_date};
 use confide::config::Config;
+use confide_store::Store as _;
 use serde_json::{Value, json};
 
 const KEY_ID: &str = "AKIAWRITEONLYEXAMPLE";
@@ -525,6 +526,55 @@ async fn an_allowed_on_premises_endpoint_takes_plain_http_but_no_path() {
             app.get(&shop.backup(), &shop.owner).await.json()["endpoint"],
             "http://127.0.0.1:9000"
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_run_never_sends_plain_http_to_the_internet_whatever_the_store_holds() {
+    each_backend_with(with_loopback_allowed, async |app| {
+        let shop = Shop::open(app, "Lamp Shop").await;
+        let body = |endpoint: &str| {
+            json!({
+                "destination": "s3",
+                "bucket": "lamp-backups",
+                "region": REGION,
+                "endpoint": endpoint,
+                "access_key_id": KEY_ID,
+                "secret_access_key": SECRET,
+                "test_write": false,
+            })
+        };
+        // Saving refuses plain http to an address on the internet (not in the allowlist)...
+        shop.configure(app, body("http://1.2.3.4:9000"))
+            .await
+            .expect_error(422, "https_required");
+        shop.configure(app, body("http://127.0.0.1:9"))
+            .await
+            .expect(200);
+        // ...and a run checks again: here the stored endpoint changes behind the API's back, as a
+        // host name's DNS answer may change after it was saved.
+        let store = confide_store::SqlStore::connect(&app.database_url)
+            .await
+            .unwrap();
+        let mut backup = store
+            .get_inbox_backup(shop.org.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        backup.endpoint = Some("http://1.2.3.4:9000".to_owned());
+        store.put_inbox_backup(&backup).await.unwrap();
+
+        shop.chat(app, &["My address is 1 Lamp Street"]).await;
+        let today = utc_date(0);
+        shop.run(app, &today).await.expect(202);
+        let run = shop.finished(app, &today).await;
+        assert_eq!(run["status"], "failed", "{run}");
+        assert_eq!(run["error_code"], "https_required", "{run}");
+        // Nothing was written: refused before any request went out.
+        assert!(run["object_key"].is_null(), "{run}");
+        assert!(run["conversations"].is_null(), "{run}");
+        assert!(run["succeeded_at"].is_null(), "{run}");
     })
     .await;
 }

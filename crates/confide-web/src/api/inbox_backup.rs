@@ -323,16 +323,7 @@ async fn check_endpoint(state: &AppState, endpoint: &str) -> ApiResult<String> {
             "endpoint is the service's base URL, without a path or query",
         ));
     }
-    if url.scheme() == "http"
-        && addresses
-            .iter()
-            .any(|&ip| confide_outbound::classify(ip).is_none())
-    {
-        return Err(invalid(
-            "https_required",
-            "an endpoint on the internet must use https; plain http is for on-premises services",
-        ));
-    }
+    inbox_backup::check_plain_http(&url, &addresses).map_err(|e| invalid(e.code, e.message))?;
     let host = url.host_str().unwrap_or_default();
     Ok(match url.port() {
         Some(port) => format!("{}://{host}:{port}", url.scheme()),
@@ -342,7 +333,7 @@ async fn check_endpoint(state: &AppState, endpoint: &str) -> ApiResult<String> {
 
 fn write_failed(err: BackupError) -> ApiError {
     match err.code {
-        "address_not_allowed" | "scheme_not_allowed" | "invalid_url" => invalid(
+        "address_not_allowed" | "scheme_not_allowed" | "invalid_url" | "https_required" => invalid(
             err.code,
             format!("the test write was refused: {}", err.message),
         ),

@@ -13,13 +13,14 @@ mod export;
 pub mod schedule;
 mod transport;
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use confide_domain::{OrgId, RetrySchedule};
-use confide_outbound::{OutboundClient, OutboundError};
+use confide_outbound::{OutboundClient, OutboundError, Url};
 use confide_security::sealing::SealingKeys;
 use confide_store::{
     BackupClaim, BackupDestination, BackupRunCause, BackupRunOutcome, InboxBackup, InboxBackupRun,
@@ -220,7 +221,11 @@ impl BackupError {
             object_store::Error::PermissionDenied { .. }
             | object_store::Error::Unauthenticated { .. } => "access_denied",
             object_store::Error::NotFound { .. } => "bucket_not_found",
-            _ => outbound_cause(err).map_or("storage_error", OutboundError::code),
+            // The transport's own refusal (`https_required`), then the outbound client's.
+            _ => match cause::<BackupError>(err) {
+                Some(refused) => refused.code,
+                None => cause::<OutboundError>(err).map_or("storage_error", OutboundError::code),
+            },
         };
         let mut message = describe(err);
         for secret in hide.iter().filter(|s| s.len() >= 4) {
@@ -231,11 +236,21 @@ impl BackupError {
     }
 }
 
-/// The outbound client's refusal or failure somewhere in an error's causes.
-fn outbound_cause<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a OutboundError> {
+impl std::fmt::Display for BackupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for BackupError {}
+
+/// An error of type `T` somewhere in an error's causes.
+fn cause<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<OutboundError>() {
+        if let Some(found) = e.downcast_ref::<T>() {
             return Some(found);
         }
         current = e.source();
@@ -256,6 +271,27 @@ fn describe(err: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Plain `http://` reaches only on-premises services, never the internet: every address the
+/// endpoint resolves to must be non-public (which the outbound client allows only when the
+/// operator listed it in `outbound_allow`). `addresses` are what `url`'s host resolves to now.
+///
+/// Checked when a configuration is saved, and again before every request the transport sends
+/// over plain http: a DNS answer that changed since must not carry conversations unencrypted.
+pub fn check_plain_http(url: &Url, addresses: &[IpAddr]) -> Result<(), BackupError> {
+    if url.scheme() == "http"
+        && addresses
+            .iter()
+            .any(|&ip| confide_outbound::classify(ip).is_none())
+    {
+        return Err(BackupError::new(
+            "https_required",
+            "the endpoint resolves to an address on the internet, which must be reached with \
+             https; plain http is for on-premises services",
+        ));
+    }
+    Ok(())
 }
 
 /// Where one organization's objects go: the store and the key prefix inside it.

@@ -1,6 +1,8 @@
 //! object_store's HTTP transport, replaced by the SSRF-safe outbound client: every request the S3
 //! client makes (writes, and any credential lookup it might attempt) goes to a target checked like
 //! a webhook's, connects only to the addresses that were checked, and never follows a redirect.
+//! A request over plain http is sent only while its host resolves to on-premises addresses alone
+//! ([`check_plain_http`]), checked again before each request.
 
 use async_trait::async_trait;
 use confide_outbound::{OutboundClient, OutboundError};
@@ -10,6 +12,8 @@ use object_store::client::{
     HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest, HttpResponse,
     HttpResponseBody, HttpService,
 };
+
+use super::check_plain_http;
 
 /// Hands object_store our client, whatever options it asks for.
 #[derive(Debug)]
@@ -30,9 +34,20 @@ impl HttpService for GuardedService {
         let (parts, body) = request.into_parts();
         // A part of an upload is at most the writer's buffer (a few MiB): read it whole.
         let body = body.collect().await?.to_bytes();
+        let url = parts.uri.to_string();
+        if parts.uri.scheme_str() == Some("http") {
+            // The send resolves the name again, through the same resolver and its cache.
+            let (checked, addresses) = self
+                .0
+                .resolve_url(&url)
+                .await
+                .map_err(|err| HttpError::new(kind(&err), err))?;
+            check_plain_http(&checked, &addresses)
+                .map_err(|err| HttpError::new(HttpErrorKind::Unknown, err))?;
+        }
         let answer = self
             .0
-            .send(parts.method, &parts.uri.to_string(), parts.headers, body)
+            .send(parts.method, &url, parts.headers, body)
             .await
             .map_err(|err| HttpError::new(kind(&err), err))?;
         let mut response = HttpResponse::new(HttpResponseBody::from(answer.body));
