@@ -409,8 +409,13 @@ mod tests {
 
     #[test]
     fn jitter_stays_between_zero_and_one() {
-        for _ in 0..1000 {
-            assert!((0.0..=1.0).contains(&jitter()));
+        let drawn: Vec<f64> = (0..1000).map(|_| jitter()).collect();
+        for value in &drawn {
+            assert!((0.0..=1.0).contains(value));
         }
+        // Random, not a constant: a thousand draws of 2^32 values are all but surely spread.
+        let distinct: std::collections::BTreeSet<u64> = drawn.iter().map(|v| v.to_bits()).collect();
+        assert!(distinct.len() > 990, "{} distinct", distinct.len());
+        assert!(drawn.iter().any(|v| *v < 0.25) && drawn.iter().any(|v| *v > 0.75));
     }
 }
