@@ -23,6 +23,9 @@ use crate::state::{AppState, now_ms};
 /// Runs listed with the configuration, newest day first.
 const RECENT_RUNS: i64 = 14;
 
+/// How long a requested run waits for one of this node's export permits before `backup_busy`.
+const PERMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Where the backups go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -544,6 +547,7 @@ pub async fn delete_inbox_backup(
         (status = 404, description = "Not found, or no inbox backup (`inbox_backup_not_configured`)", body = ErrorBody),
         (status = 409, description = "That day is being backed up right now (`backup_running`)", body = ErrorBody),
         (status = 422, description = "Not a day, or one that has not begun (`invalid_day`)", body = ErrorBody),
+        (status = 503, description = "This server is running as many backups as it may (`backup_busy`); try again shortly", body = ErrorBody),
     ))]
 pub async fn run_inbox_backup(
     State(state): State<AppState>,
@@ -569,6 +573,20 @@ pub async fn run_inbox_backup(
                 )
             })?,
     };
+    let busy = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backup_busy",
+            "this server is running as many backups as it may; try again in a few minutes",
+        )
+    };
+    let permit = tokio::time::timeout(
+        PERMIT_WAIT,
+        state.inbox_backup.exports.clone().acquire_owned(),
+    )
+    .await
+    .map_err(|_| busy())?
+    .map_err(|_| busy())?;
     audit::record(
         &state,
         org_chain(org_id),
@@ -584,6 +602,7 @@ pub async fn run_inbox_backup(
         day,
         BackupRunCause::Manual,
         Some(auth.actor()),
+        permit,
     )
     .await?
     .ok_or_else(|| {

@@ -34,6 +34,7 @@ use serde_json::json;
 use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
 use time::{Date, OffsetDateTime};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::audit::{self, Actor, org_chain};
 use crate::state::{AppState, now_ms};
@@ -62,6 +63,9 @@ pub struct InboxBackupSettings {
     pub retry: RetrySchedule,
     /// One request to a bucket, answer included (an upload part is a few MiB).
     pub request_timeout: Duration,
+    /// Exports this node runs at once (at least one), scheduled and requested together; the
+    /// schedule leaves the rest of its pass to the next one when all are busy.
+    pub max_concurrent_exports: usize,
 }
 
 impl Default for InboxBackupSettings {
@@ -77,6 +81,7 @@ impl Default for InboxBackupSettings {
                 horizon_ms: 7 * DAY_MS,
             },
             request_timeout: Duration::from_secs(120),
+            max_concurrent_exports: 2,
         }
     }
 }
@@ -88,6 +93,8 @@ pub struct InboxBackupRuntime {
     pub outbound: OutboundClient,
     /// Seals and opens buckets' secret access keys.
     pub sealing: SealingKeys,
+    /// One permit per export running on this node (`settings.max_concurrent_exports`).
+    pub exports: Arc<Semaphore>,
 }
 
 impl InboxBackupRuntime {
@@ -101,10 +108,12 @@ impl InboxBackupRuntime {
             timeout: settings.request_timeout,
             ..confide_outbound::OutboundConfig::default()
         })?;
+        let exports = Arc::new(Semaphore::new(settings.max_concurrent_exports.max(1)));
         Ok(InboxBackupRuntime {
             settings,
             outbound,
             sealing,
+            exports,
         })
     }
 }
@@ -454,14 +463,17 @@ pub struct RunReport {
     pub result: Result<(i64, i64, String), BackupError>,
 }
 
-/// Claims the organization's day and, when granted, starts exporting it in the background.
-/// `None` when another attempt holds the day (or, for the schedule, when it needs no run).
+/// Claims the organization's day and, when granted, starts exporting it in the background,
+/// holding `permit` (one of [`InboxBackupRuntime::exports`]) until the export ends. `None` when
+/// another attempt holds the day (or, for the schedule, when it needs no run); the permit is
+/// given back then.
 pub async fn start_run(
     state: &AppState,
     backup: &InboxBackup,
     day: Day,
     cause: BackupRunCause,
     actor: Option<Actor>,
+    permit: OwnedSemaphorePermit,
 ) -> Result<Option<InboxBackupRun>, confide_store::StoreError> {
     let runtime = state.inbox_backup.clone();
     let now = now_ms();
@@ -482,6 +494,7 @@ pub async fn start_run(
     let claimed = run.clone();
     let actor = actor.unwrap_or_else(schedule_actor);
     tokio::spawn(async move {
+        let _permit = permit;
         run_claimed(&state, &backup, day, &claimed, &owner, &actor).await;
     });
     Ok(Some(run))

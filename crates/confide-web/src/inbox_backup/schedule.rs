@@ -31,19 +31,21 @@ pub async fn run_scheduler(state: AppState, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// One pass over every configuration: starts the runs that are due now.
+/// One pass over every configuration: starts the runs that are due now, as many as this node
+/// has free export permits for; the rest wait for a later pass. One organization's failure is
+/// logged and the pass goes on with the next.
 pub async fn pass(state: &AppState, now: i64) -> StoreResult<usize> {
     let mut started = 0;
     let mut after: Option<OrgId> = None;
     loop {
         let page = state.store.list_inbox_backups(after, PAGE).await?;
         for backup in page.iter().filter(|b| b.enabled) {
-            for day in due_days(state, backup, now).await? {
-                if start_run(state, backup, day, BackupRunCause::Schedule, None)
-                    .await?
-                    .is_some()
-                {
-                    started += 1;
+            match start_due(state, backup, now, &mut started).await {
+                Ok(Permits::Left) => {}
+                Ok(Permits::None) => return Ok(started),
+                Err(err) => {
+                    let org = backup.org_id;
+                    tracing::warn!(%org, error = %err, "scheduling an inbox backup failed");
                 }
             }
         }
@@ -55,6 +57,39 @@ pub async fn pass(state: &AppState, now: i64) -> StoreResult<usize> {
         }
     }
     Ok(started)
+}
+
+/// Whether export permits were left after an organization's due days.
+enum Permits {
+    Left,
+    None,
+}
+
+/// Starts the organization's due days while export permits are free, counting them in `started`.
+async fn start_due(
+    state: &AppState,
+    backup: &InboxBackup,
+    now: i64,
+    started: &mut usize,
+) -> StoreResult<Permits> {
+    let exports = &state.inbox_backup.exports;
+    if exports.available_permits() == 0 {
+        return Ok(Permits::None);
+    }
+    for day in due_days(state, backup, now).await? {
+        // Taken before the claim, so that a claimed day always has its export running.
+        let Ok(permit) = exports.clone().try_acquire_owned() else {
+            return Ok(Permits::None);
+        };
+        let cause = BackupRunCause::Schedule;
+        if start_run(state, backup, day, cause, None, permit)
+            .await?
+            .is_some()
+        {
+            *started += 1;
+        }
+    }
+    Ok(Permits::Left)
 }
 
 /// The finished days of the catch-up window that still need the schedule: never backed up whole,
