@@ -531,6 +531,55 @@ async fn an_allowed_on_premises_endpoint_takes_plain_http_but_no_path() {
 }
 
 #[tokio::test]
+async fn the_stored_secret_goes_only_to_the_endpoint_bucket_and_region_it_was_given_for() {
+    each_backend_with(with_loopback_allowed, async |app| {
+        let shop = Shop::open(app, "Lamp Shop").await;
+        let s3 = json!({
+            "destination": "s3",
+            "bucket": "lamp-backups",
+            "region": REGION,
+            "endpoint": "http://127.0.0.1:9000",
+            "access_key_id": KEY_ID,
+            "secret_access_key": SECRET,
+            "test_write": false,
+        });
+        shop.configure(app, s3.clone()).await.expect(200);
+        let mut kept = s3.clone();
+        kept.as_object_mut().unwrap().remove("secret_access_key");
+        kept["prefix"] = json!("nightly/");
+        let saved = shop.configure(app, kept.clone()).await;
+        saved.expect(200);
+        assert_eq!(saved.json()["has_secret"], true);
+        // Elsewhere, the secret must be given again: an admin cannot send the stored one to a
+        // server of their own.
+        for (field, value) in [
+            ("endpoint", json!("http://127.0.0.2:9000")),
+            ("bucket", json!("someone-elses-bucket")),
+            ("region", json!("eu-north-1")),
+        ] {
+            let mut moved = kept.clone();
+            moved[field] = value.clone();
+            shop.configure(app, moved.clone())
+                .await
+                .expect_error(422, "secret_required");
+            moved["secret_access_key"] = json!(SECRET);
+            shop.configure(app, moved).await.expect(200);
+            shop.configure(app, s3.clone()).await.expect(200);
+        }
+        // Leaving the endpoint out (AWS) is moving too.
+        let mut to_aws = kept.clone();
+        to_aws.as_object_mut().unwrap().remove("endpoint");
+        shop.configure(app, to_aws)
+            .await
+            .expect_error(422, "secret_required");
+        let view = app.get(&shop.backup(), &shop.owner).await.json();
+        assert_eq!(view["endpoint"], "http://127.0.0.1:9000");
+        assert_eq!(view["bucket"], "lamp-backups");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_run_never_sends_plain_http_to_the_internet_whatever_the_store_holds() {
     each_backend_with(with_loopback_allowed, async |app| {
         let shop = Shop::open(app, "Lamp Shop").await;

@@ -71,8 +71,8 @@ pub struct InboxBackupRequest {
     /// S3: the access key id of credentials that may only write (`s3:PutObject`).
     #[schema(min_length = 1, max_length = 128, pattern = r"^[!-~]+$")]
     pub access_key_id: Option<String>,
-    /// S3: the secret access key. Required with a new access key id; omit to keep the stored
-    /// one. Never shown again.
+    /// S3: the secret access key. Required with a new access key id, endpoint, bucket or region;
+    /// omit to keep the stored one. Never shown again.
     #[schema(min_length = 1, max_length = 64, pattern = r"^[!-~]+$")]
     pub secret_access_key: Option<String>,
     /// Write a small test object (`.confide-write-test`) before saving, so that a destination
@@ -450,15 +450,21 @@ pub async fn put_inbox_backup(
                     secret = Some(given);
                 }
                 None => {
-                    // The stored secret goes on only with the key id it belongs to.
+                    // The stored secret goes on only with the key id it belongs to, to the same
+                    // bucket at the same service: otherwise an admin could send an owner's
+                    // credentials to a server of their own.
                     let kept = existing.as_ref().filter(|old| {
                         old.destination == BackupDestination::S3
                             && old.access_key_id.as_deref() == Some(key_id.as_str())
+                            && old.endpoint == backup.endpoint
+                            && old.bucket == backup.bucket
+                            && old.region == backup.region
                     });
                     let Some(sealed) = kept.and_then(|old| old.secret_sealed.clone()) else {
                         return Err(invalid(
                             "secret_required",
-                            "secret_access_key is required with a new access key id",
+                            "secret_access_key is required with a new access key id, endpoint, \
+                             bucket or region",
                         ));
                     };
                     secret = Some(
