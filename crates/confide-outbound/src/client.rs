@@ -476,7 +476,7 @@ fn from_reqwest(err: reqwest::Error) -> OutboundError {
 }
 
 /// An error and its causes on one line.
-fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -21,7 +21,7 @@ pub mod target;
 
 pub use address::{Embedding, NonPublic, Range, classify};
 pub use client::{
-    FetchOptions, OutboundClient, OutboundConfig, OutboundResponse, StreamingResponse,
+    FetchOptions, OutboundClient, OutboundConfig, OutboundResponse, StreamingResponse, describe,
 };
 pub use error::OutboundError;
 pub use policy::{AllowEntry, Allowlist};

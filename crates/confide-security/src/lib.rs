@@ -21,4 +21,5 @@ pub use error::{Error, Result};
 pub use jwt::{AccessClaims, JwtKeys};
 pub use keys::{KeyMaterial, KeyOverrides, SecretKey};
 pub use password::{PolicyViolation, Verification};
+pub use private_fs::ensure_private_dir;
 pub use tokens::NewApiKey;

@@ -13,7 +13,7 @@ use crate::{Error, Result};
 const GROUP_OR_OTHER: u32 = 0o077;
 
 /// Creates `path` (and parents) as 0700, and tightens an existing directory to 0700.
-pub(crate) fn ensure_private_dir(path: &Path) -> Result<()> {
+pub fn ensure_private_dir(path: &Path) -> Result<()> {
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)

@@ -206,8 +206,7 @@ async fn view(state: &AppState, backup: &InboxBackup) -> ApiResult<InboxBackupVi
         prefix: backup.prefix.clone(),
         access_key_id: backup.access_key_id.as_deref().map(masked),
         has_secret: backup.secret_sealed.is_some(),
-        object_key_pattern: inbox_backup::object_key(backup, Day::of(0))
-            .replace("1970-01-01", "YYYY-MM-DD"),
+        object_key_pattern: format!("{}YYYY-MM-DD.jsonl", inbox_backup::key_base(backup)),
         created_at: timestamp(backup.created_at),
         updated_at: timestamp(backup.updated_at),
         last_success: success.as_ref().map(InboxBackupRunView::from),

@@ -236,7 +236,7 @@ impl BackupError {
                 None => cause::<OutboundError>(err).map_or("storage_error", OutboundError::code),
             },
         };
-        let mut message = describe(err);
+        let mut message = confide_outbound::describe(err);
         for secret in hide.iter().filter(|s| s.len() >= 4) {
             message = message.replace(secret, "[redacted]");
         }
@@ -265,21 +265,6 @@ fn cause<'a, T: std::error::Error + 'static>(
         current = e.source();
     }
     None
-}
-
-/// An error and its causes on one line.
-fn describe(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// Plain `http://` reaches only on-premises services, never the internet: every address the
@@ -324,12 +309,9 @@ impl Destination {
     }
 }
 
-/// The key, relative to the bucket (or to the operator's backup directory), of a day's export.
-pub fn object_key(backup: &InboxBackup, day: Day) -> String {
-    format!("{}{day}.jsonl", key_base(backup))
-}
-
-fn key_base(backup: &InboxBackup) -> String {
+/// Where the organization's keys start, relative to the bucket (or to the operator's backup
+/// directory): a day's export is this and `YYYY-MM-DD.jsonl`.
+pub fn key_base(backup: &InboxBackup) -> String {
     match backup.destination {
         BackupDestination::S3 => format!("{}confide/inbox/{}/", backup.prefix, backup.org_id),
         BackupDestination::Local => format!("{}/", backup.org_id),
@@ -354,10 +336,17 @@ fn open_destination(
                 ));
             };
             let directory = root.join(backup.org_id.to_string());
-            create_private_dir(&directory).map_err(|e| {
+            // Only the server's user may go in: backups hold personal data.
+            confide_security::ensure_private_dir(&directory).map_err(|e| {
+                tracing::warn!(error = %e, "preparing an inbox backup directory failed");
+                // The kind only: the organization does not see the server's paths.
+                let reason = match &e {
+                    confide_security::Error::Io { source, .. } => source.kind().to_string(),
+                    other => other.code().to_owned(),
+                };
                 BackupError::new(
                     "local_write_failed",
-                    format!("the backup directory cannot be prepared: {}", e.kind()),
+                    format!("the backup directory cannot be prepared: {reason}"),
                 )
             })?;
             let store = LocalFileSystem::new_with_prefix(root).map_err(|e| {
@@ -413,17 +402,6 @@ fn open_destination(
     }
 }
 
-/// The directory (and its parents) with only the server's user allowed in: backups hold
-/// personal data.
-fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-}
-
 /// Writes the small test object, as a configuration is saved: proof that the destination takes
 /// writes with these credentials (nothing is read back; write-only credentials cannot).
 pub async fn test_write(
@@ -448,19 +426,17 @@ pub async fn test_write(
     Ok(key.to_string())
 }
 
+/// A random number in `[0, 1)`, for spreading retries and the nodes' schedules apart.
+pub(crate) fn jitter() -> f64 {
+    getrandom::u32().map_or(0.5, |random| f64::from(random) / 4_294_967_296.0)
+}
+
 /// The actor the audit log names for runs the schedule started.
 fn schedule_actor() -> Actor {
     Actor {
         label: Some("system:inbox_backup".to_owned()),
         ip: None,
     }
-}
-
-/// What a claimed day's run did.
-#[derive(Clone, Debug)]
-pub struct RunReport {
-    pub day: Day,
-    pub result: Result<(i64, i64, String), BackupError>,
 }
 
 /// Claims the organization's day and, when granted, starts exporting it in the background,
@@ -538,9 +514,8 @@ async fn run_claimed(
         }
         Err(err) => {
             let failures = run.attempts.saturating_add(1);
-            let jitter = f64::from(uuid::Uuid::now_v7().as_bytes()[15]) / 255.0;
             let retry = &state.inbox_backup.settings.retry;
-            let next = match retry.after_failure(failures, day.end_ms(), at, jitter) {
+            let next = match retry.after_failure(failures, day.end_ms(), at, jitter()) {
                 confide_domain::RetryDecision::RetryAt(next) => next,
                 // Past the horizon the schedule stops trying; a person may still run the day.
                 confide_domain::RetryDecision::DeadLetter => i64::MAX,

@@ -5,7 +5,7 @@ use confide_domain::OrgId;
 use confide_store::{BackupRunCause, BackupRunStatus, InboxBackup, InboxBackupRun, StoreResult};
 use tokio::sync::watch;
 
-use super::{Day, start_run};
+use super::{Day, jitter, start_run};
 use crate::state::{AppState, now_ms};
 
 /// Configurations read per page.
@@ -15,7 +15,7 @@ const PAGE: i64 = 200;
 pub async fn run_scheduler(state: AppState, mut stop: watch::Receiver<bool>) {
     let poll = state.inbox_backup.settings.poll;
     // Nodes that start together do not all look at once.
-    let mut wait = poll.mul_f64(0.5 + f64::from(uuid::Uuid::now_v7().as_bytes()[15]) / 510.0);
+    let mut wait = poll.mul_f64(0.5 + jitter() / 2.0);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
