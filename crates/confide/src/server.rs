@@ -255,7 +255,6 @@ fn previous_keys(keys: &[confide_security::SecretKey]) -> Zeroizing<Vec<[u8; 32]
 
 /// Reads and checks the operator's country database; a missing or damaged file stops the start,
 /// since bots' country rules would otherwise be refused at every chat.
-
 async fn load_geoip(path: std::path::PathBuf) -> anyhow::Result<CountryDatabase> {
     let shown = path.display().to_string();
     let database = tokio::task::spawn_blocking(move || CountryDatabase::open(&path))
