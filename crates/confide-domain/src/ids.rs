@@ -88,6 +88,10 @@ typed_id!(
     NudgeId
 );
 typed_id!(
+    /// A ticket: a conversation humans still owe an answer.
+    TicketId
+);
+typed_id!(
     /// A blocked address or network of an organization (temporary, or the persistent blacklist).
     AddressBlockId
 );

@@ -14,19 +14,21 @@ pub mod origins;
 pub mod restrictions;
 pub mod samples;
 pub mod spam;
+pub mod ticket;
 pub mod traffic;
 pub mod webhooks;
 
 pub use access::{ApiScope, BotAccess, BotPermission, OrgRole, Principal, SharingPolicy};
 pub use ids::{
     AddressBlockId, ApiKeyId, AuditEventId, BotId, ConversationId, DialogueId, IdentityKeyId,
-    InvitationId, MessageId, NudgeId, OrgId, SessionId, TrustedAddressId, UserId,
+    InvitationId, MessageId, NudgeId, OrgId, SessionId, TicketId, TrustedAddressId, UserId,
     WebhookDeliveryId, WebhookId,
 };
 pub use input::{Email, InputError, Name};
 pub use labels::{ChatLabel, LabelError, MAX_LABELS, parse_labels};
 pub use origins::{AllowedDomain, origin_allowed};
 pub use restrictions::{ActiveWindow, Restrictions, Weekday};
+pub use ticket::{TicketReason, TicketStatus};
 pub use webhooks::{RetryDecision, RetrySchedule, WebhookEvent};
 
 /// The client's address as the web layer resolved it (the peer, or the forwarded address when the

@@ -13,8 +13,8 @@ pub mod testing;
 use async_trait::async_trait;
 use confide_domain::{
     AddressBlockId, ApiKeyId, BotId, BotPermission, ConversationId, DialogueId, IdentityKeyId,
-    InvitationId, MessageId, NudgeId, OrgId, OrgRole, SessionId, SharingPolicy, TrustedAddressId,
-    UserId, WebhookDeliveryId, WebhookId,
+    InvitationId, MessageId, NudgeId, OrgId, OrgRole, SessionId, SharingPolicy, TicketId,
+    TicketStatus, TrustedAddressId, UserId, WebhookDeliveryId, WebhookId,
 };
 
 pub use audit::{GENESIS_HASH, audit_event_hash};
@@ -332,6 +332,39 @@ pub trait Store: Send + Sync + 'static {
         states: &[HandoverState],
         limit: i64,
     ) -> StoreResult<Vec<Conversation>>;
+
+    // Tickets. Every write carries its `ticket.updated` event, queued in the same transaction.
+    /// Creates the ticket (version 1) or saves a change to it (its version one more than the
+    /// stored one's). `None` when it does not apply: the conversation already has a ticket, or the
+    /// ticket changed since it was read.
+    async fn write_ticket(&self, ticket: &Ticket, event: &OutboxEvent) -> StoreResult<Option<u64>>;
+    async fn get_ticket(&self, bot: BotId, id: TicketId) -> StoreResult<Option<Ticket>>;
+    /// The conversation's ticket, if it has one.
+    async fn conversation_ticket(
+        &self,
+        conversation: ConversationId,
+    ) -> StoreResult<Option<Ticket>>;
+    /// The bot's tickets (in `status`, or all), oldest first, starting after `after`; at most
+    /// `limit` (1..=1000).
+    async fn list_tickets(
+        &self,
+        bot: BotId,
+        status: Option<TicketStatus>,
+        after: Option<TicketPosition>,
+        limit: i64,
+    ) -> StoreResult<Vec<Ticket>>;
+    /// Handover requests (any bot) that have waited their bot's `ticket_after_seconds` by `now`
+    /// and were not turned into a ticket yet, longest waiting first.
+    async fn unanswered_handovers(&self, now: i64, limit: i64) -> StoreResult<Vec<Conversation>>;
+    /// Marks the conversation's handover request as turned into a ticket, if it is still the same
+    /// waiting request and no other node did so; with `change`, writes the ticket as
+    /// [`Store::write_ticket`] does in the same transaction. `None` when it does not apply.
+    async fn escalate_handover(
+        &self,
+        conversation: &Conversation,
+        at: i64,
+        change: Option<(&Ticket, &OutboxEvent)>,
+    ) -> StoreResult<Option<u64>>;
 
     // Nudges.
     async fn create_nudge(&self, nudge: &Nudge) -> StoreResult<()>;

@@ -207,6 +207,8 @@ pub struct ChatSettings {
     pub restrictions: Restrictions,
     /// Only visitors verified by the owner's identity token may chat.
     pub require_identity: bool,
+    /// Seconds a handover request may wait for an agent before it becomes a ticket; 0: never.
+    pub ticket_after_seconds: u32,
 }
 
 impl Default for ChatSettings {
@@ -220,6 +222,7 @@ impl Default for ChatSettings {
             greetings: BTreeMap::new(),
             fallback_replies: BTreeMap::new(),
             sample_threshold: confide_domain::samples::DEFAULT_THRESHOLD,
+            ticket_after_seconds: 300,
             allowed_domains: Vec::new(),
             restrictions: Restrictions::default(),
             require_identity: false,
@@ -707,6 +710,36 @@ pub struct Nudge {
     pub enabled: bool,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// A ticket: a conversation people still owe an answer (one per conversation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ticket {
+    pub id: confide_domain::TicketId,
+    pub org_id: OrgId,
+    pub bot_id: BotId,
+    pub conversation_id: ConversationId,
+    pub status: confide_domain::TicketStatus,
+    /// Plain text.
+    pub subject: String,
+    pub reason: confide_domain::TicketReason,
+    /// `user:{id}` of the member it is assigned to.
+    pub assignee: Option<String>,
+    /// `user:{id}`, `api_key:{id}` or `system`.
+    pub created_by: String,
+    /// 1 when created, one more with every change.
+    pub version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// When it was last solved; cleared when it opens again.
+    pub solved_at: Option<i64>,
+}
+
+/// Where a page of tickets ended: the next page starts after this ticket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TicketPosition {
+    pub created_at: i64,
+    pub id: confide_domain::TicketId,
 }
 
 /// Where an organization's inbox backups are written.

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use confide_domain::{
     AddressBlockId, ApiKeyId, ApiScope, BotId, BotPermission, ConversationId, DialogueId,
     IdentityKeyId, InvitationId, MessageId, NudgeId, OrgId, OrgRole, SessionId, SharingPolicy,
-    TrustedAddressId, UserId, WebhookDeliveryId, WebhookId,
+    TicketId, TicketStatus, TrustedAddressId, UserId, WebhookDeliveryId, WebhookId,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Row, Transaction};
@@ -32,6 +32,7 @@ macro_rules! conversation_columns {
 mod chat_log;
 mod inbox_backup;
 mod nudges;
+mod tickets;
 mod webhooks;
 
 use crate::audit::AuditLog;
@@ -1336,8 +1337,8 @@ impl Store for SqlStore {
     async fn get_chat_settings(&self, bot: BotId) -> StoreResult<ChatSettings> {
         let row = sqlx::query(
             "SELECT greeting, fallback_reply, allowed_domains, restrictions, require_identity, \
-             languages, detect_language, greetings, fallback_replies, sample_threshold \
-             FROM bot_chat_settings WHERE bot_id = $1",
+             languages, detect_language, greetings, fallback_replies, sample_threshold, \
+             ticket_after_seconds FROM bot_chat_settings WHERE bot_id = $1",
         )
         .bind(bot.to_string())
         .fetch_optional(&self.pool)
@@ -1358,6 +1359,8 @@ impl Store for SqlStore {
             greetings: c.json("greetings")?,
             fallback_replies: c.json("fallback_replies")?,
             sample_threshold: c.float("sample_threshold")?,
+            ticket_after_seconds: u32::try_from(c.int("ticket_after_seconds")?)
+                .map_err(|_| StoreError::Corrupt("column ticket_after_seconds".into()))?,
             allowed_domains: c.json("allowed_domains")?,
             restrictions: c.json("restrictions")?,
             require_identity: c.int("require_identity")? != 0,
@@ -1373,15 +1376,16 @@ impl Store for SqlStore {
         sqlx::query(
             "INSERT INTO bot_chat_settings (bot_id, greeting, fallback_reply, allowed_domains, \
              updated_at, restrictions, require_identity, languages, detect_language, greetings, \
-             fallback_replies, sample_threshold) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             fallback_replies, sample_threshold, ticket_after_seconds) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (bot_id) DO UPDATE SET greeting = excluded.greeting, \
              fallback_reply = excluded.fallback_reply, \
              allowed_domains = excluded.allowed_domains, updated_at = excluded.updated_at, \
              restrictions = excluded.restrictions, require_identity = excluded.require_identity, \
              languages = excluded.languages, detect_language = excluded.detect_language, \
              greetings = excluded.greetings, fallback_replies = excluded.fallback_replies, \
-             sample_threshold = excluded.sample_threshold",
+             sample_threshold = excluded.sample_threshold, \
+             ticket_after_seconds = excluded.ticket_after_seconds",
         )
         .bind(bot.to_string())
         .bind(&settings.greeting)
@@ -1398,6 +1402,7 @@ impl Store for SqlStore {
         .bind(json_document(&settings.greetings)?)
         .bind(json_document(&settings.fallback_replies)?)
         .bind(settings.sample_threshold)
+        .bind(i64::from(settings.ticket_after_seconds))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -1534,7 +1539,8 @@ impl Store for SqlStore {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE conversations SET handover_state = 'requested', handover_requested_at = $1, \
-             handover_agent = NULL, handover_started_at = NULL, handover_ended_at = NULL \
+             handover_agent = NULL, handover_started_at = NULL, handover_ended_at = NULL, \
+             handover_escalated_at = NULL \
              WHERE id = $2 AND bot_id = $3 AND handover_state IN ('bot', 'ended')",
         )
         .bind(at)
@@ -2236,6 +2242,44 @@ impl Store for SqlStore {
             .await
     }
 
+    async fn write_ticket(&self, ticket: &Ticket, event: &OutboxEvent) -> StoreResult<Option<u64>> {
+        self.ticket_write(ticket, event).await
+    }
+
+    async fn get_ticket(&self, bot: BotId, id: TicketId) -> StoreResult<Option<Ticket>> {
+        self.ticket_get(bot, id).await
+    }
+
+    async fn conversation_ticket(
+        &self,
+        conversation: ConversationId,
+    ) -> StoreResult<Option<Ticket>> {
+        self.ticket_of(conversation).await
+    }
+
+    async fn list_tickets(
+        &self,
+        bot: BotId,
+        status: Option<TicketStatus>,
+        after: Option<TicketPosition>,
+        limit: i64,
+    ) -> StoreResult<Vec<Ticket>> {
+        self.ticket_list(bot, status, after, limit).await
+    }
+
+    async fn unanswered_handovers(&self, now: i64, limit: i64) -> StoreResult<Vec<Conversation>> {
+        self.handovers_unanswered(now, limit).await
+    }
+
+    async fn escalate_handover(
+        &self,
+        conversation: &Conversation,
+        at: i64,
+        change: Option<(&Ticket, &OutboxEvent)>,
+    ) -> StoreResult<Option<u64>> {
+        self.handover_escalate(conversation, at, change).await
+    }
+
     async fn create_nudge(&self, nudge: &Nudge) -> StoreResult<()> {
         self.nudge_create(nudge).await
     }
@@ -2431,7 +2475,7 @@ fn message_from(row: &AnyRow) -> StoreResult<Message> {
 }
 
 /// Finishes a state change: with its event queued when it applied, else with nothing written.
-async fn transition_with_event(
+pub(super) async fn transition_with_event(
     mut tx: Transaction<'static, Any>,
     applied: bool,
     event: &OutboxEvent,

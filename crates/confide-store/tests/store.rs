@@ -1703,6 +1703,7 @@ async fn a_bot_has_default_chat_settings_until_they_are_saved() {
             greetings: [("en".to_owned(), "Welcome!".to_owned())].into(),
             fallback_replies: [("en".to_owned(), "Say that again?".to_owned())].into(),
             sample_threshold: 0.65,
+            ticket_after_seconds: 45,
         };
         store
             .put_chat_settings(helper.id, &custom, T0)

@@ -333,3 +333,31 @@ async fn bot_data(
         }
     }
 }
+
+/// Whether the member `user_id` could answer the bot's conversations as an agent: write
+/// permission on the bot and, under `listed_members` sharing, listed (owners and admins always).
+/// What a ticket may be assigned to.
+pub async fn may_answer_chats(
+    state: &AppState,
+    bot: &Chatbot,
+    user_id: confide_domain::UserId,
+) -> Result<bool, ApiError> {
+    let Some(membership) = state.store.get_membership(bot.org_id, user_id).await? else {
+        return Ok(false);
+    };
+    if membership.role.manages_org() {
+        return Ok(true);
+    }
+    let grant = state.store.get_bot_grant(bot.id, user_id).await?;
+    if !BotAccess::for_member(membership.role, grant).can_write() {
+        return Ok(false);
+    }
+    Ok(
+        bot.sharing_policy != confide_domain::SharingPolicy::ListedMembers
+            || state
+                .store
+                .list_conversation_viewers(bot.id)
+                .await?
+                .contains(&user_id),
+    )
+}

@@ -32,7 +32,8 @@ pub use state::{AppState, LockoutPolicy, RateLimits, WebSettings};
 use crate::api::{
     application, audit_log, auth as auth_api, bot_transfer, bots, chat, chat_log, dialogues,
     handover, identity_keys, inbox_backup as inbox_backup_api, keys, me, nudges, orgs,
-    spam as spam_api, statistics as statistics_api, system, webhooks as webhooks_api, widget,
+    spam as spam_api, statistics as statistics_api, system, tickets, webhooks as webhooks_api,
+    widget,
 };
 
 /// The whole application with every layer.
@@ -139,6 +140,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/orgs/{org_id}/bots/{bot_id}/handovers/{chat_id}/end",
             post(handover::end_handover),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/tickets",
+            get(tickets::list_tickets).post(tickets::create_ticket),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/tickets/{ticket_id}",
+            get(tickets::get_ticket).patch(tickets::update_ticket),
         )
         .route(
             "/orgs/{org_id}/bots/{bot_id}/dialogues",

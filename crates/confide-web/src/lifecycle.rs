@@ -1,6 +1,10 @@
 //! Conversations end after a quiet spell. Every node runs the sweeper; each conversation is ended
 //! once (a conditional update that also checks nothing was written since), with its
 //! `conversation.ended` event queued in the same transaction. A new message opens it again.
+//!
+//! Handover requests nobody takes within their bot's `ticket_after_seconds` become tickets, by
+//! the same kind of sweeper: once per request (a conditional mark on the conversation, in the
+//! same transaction as the ticket and its `ticket.updated` event).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -50,24 +54,35 @@ async fn sweep(state: &AppState, idle_ms: i64) -> confide_store::StoreResult<usi
         .store
         .idle_conversations(now.saturating_sub(idle_ms), BATCH)
         .await?;
-    let mut bots: HashMap<BotId, Option<Chatbot>> = HashMap::new();
+    let mut bots = Bots::default();
     for conversation in &quiet {
-        let bot = match bots.get(&conversation.bot_id) {
-            Some(bot) => bot.clone(),
-            None => {
-                let bot = state
-                    .store
-                    .get_bot(conversation.org_id, conversation.bot_id)
-                    .await?;
-                bots.insert(conversation.bot_id, bot.clone());
-                bot
-            }
-        };
-        if let Some(bot) = bot {
+        if let Some(bot) = bots.get(state, conversation).await? {
             end(state, &bot, conversation, now).await?;
         }
     }
     Ok(quiet.len())
+}
+
+/// The bots of one pass's conversations, each read once.
+#[derive(Default)]
+struct Bots(HashMap<BotId, Option<Chatbot>>);
+
+impl Bots {
+    async fn get(
+        &mut self,
+        state: &AppState,
+        conversation: &Conversation,
+    ) -> confide_store::StoreResult<Option<Chatbot>> {
+        if let Some(bot) = self.0.get(&conversation.bot_id) {
+            return Ok(bot.clone());
+        }
+        let bot = state
+            .store
+            .get_bot(conversation.org_id, conversation.bot_id)
+            .await?;
+        self.0.insert(conversation.bot_id, bot.clone());
+        Ok(bot)
+    }
 }
 
 async fn end(
@@ -86,4 +101,41 @@ async fn end(
         state.webhooks.wake_if(queued);
     }
     Ok(())
+}
+
+/// How often the escalation sweeper looks for handover requests that waited too long.
+const ESCALATION_EVERY: Duration = Duration::from_secs(2);
+
+/// Turns handover requests that waited past their bot's `ticket_after_seconds` into tickets,
+/// until `stop` turns true.
+pub async fn run_handover_escalation(state: AppState, mut stop: watch::Receiver<bool>) {
+    loop {
+        let wait = match escalate_due(&state).await {
+            Ok(n) if n >= BATCH as usize => Duration::ZERO,
+            Ok(_) => ESCALATION_EVERY,
+            Err(err) => {
+                tracing::warn!(error = %err, "turning unanswered handovers into tickets failed; retrying");
+                ESCALATION_EVERY
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            break;
+        }
+    }
+}
+
+/// One pass: answers how many waiting requests it looked at.
+async fn escalate_due(state: &AppState) -> confide_store::StoreResult<usize> {
+    let due = state.store.unanswered_handovers(now_ms(), BATCH).await?;
+    let mut bots = Bots::default();
+    for conversation in &due {
+        if let Some(bot) = bots.get(state, conversation).await? {
+            crate::api::tickets::escalate(state, &bot, conversation).await?;
+        }
+    }
+    Ok(due.len())
 }

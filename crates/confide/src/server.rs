@@ -184,6 +184,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     )
     .context("building the webhook HTTP client")?;
     let sweeper_state = state.clone();
+    let escalation_state = state.clone();
     let backup_state = state.clone();
     let app = confide_web::router(state);
 
@@ -197,6 +198,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     tokio::spawn(confide_web::lifecycle::run_conversation_sweeper(
         sweeper_state,
         std::time::Duration::from_secs(config.conversation_idle_seconds),
+        shutdown.subscribe(),
+    ));
+    tokio::spawn(confide_web::lifecycle::run_handover_escalation(
+        escalation_state,
         shutdown.subscribe(),
     ));
     tokio::spawn(confide_web::inbox_backup::schedule::run_scheduler(

@@ -89,6 +89,16 @@ const ROUTES: &[(&str, &str)] = &[
         "POST",
         "/api/v1/orgs/{org_id}/bots/{bot_id}/handovers/{chat_id}/end",
     ),
+    ("GET", "/api/v1/orgs/{org_id}/bots/{bot_id}/tickets"),
+    ("POST", "/api/v1/orgs/{org_id}/bots/{bot_id}/tickets"),
+    (
+        "GET",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/tickets/{ticket_id}",
+    ),
+    (
+        "PATCH",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/tickets/{ticket_id}",
+    ),
     ("GET", "/api/v1/orgs/{org_id}/bots/{bot_id}/nudges"),
     ("POST", "/api/v1/orgs/{org_id}/bots/{bot_id}/nudges"),
     (

@@ -12,10 +12,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use common::receiver::{Received, Receiver};
+use common::receiver::{Received, Receiver, kindly_ok, standard_ok};
 use common::{Credential, TestApp, each_backend_with, email};
 use confide_security::webhook::{WebhookSecret, WebhookSecretCipher};
-use hmac::{KeyInit, Mac};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
@@ -25,48 +24,7 @@ fn allow_loopback(config: &mut confide::config::Config) {
     config.outbound_allow = confide_outbound::Allowlist::parse(&["127.0.0.0/8"]).unwrap();
 }
 
-type HmacSha256 = hmac::Hmac<sha2::Sha256>;
-
 const PAGE: &str = "https://shop.example.com";
-
-fn hmac_base64(key: &[u8], parts: &[&[u8]]) -> String {
-    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).unwrap();
-    for part in parts {
-        mac.update(part);
-    }
-    STANDARD.encode(mac.finalize().into_bytes())
-}
-
-/// Kindly's scheme as seed 002 describes it: base64 HMAC-SHA256 of the raw body, keyed with the
-/// secret as shown.
-fn kindly_ok(secret: &str, got: &Received) -> bool {
-    got.header("kindly-hmac-algorithm") == "HMAC-SHA-256 (base64 encoded)"
-        && got.header("kindly-hmac") == hmac_base64(secret.as_bytes(), &[&got.body])
-}
-
-/// Standard Webhooks: one of the space-separated `v1,` signatures is HMAC-SHA256 over
-/// `id.timestamp.body` keyed with the base64-decoded part of `whsec_...`.
-fn standard_ok(secret: &str, got: &Received) -> bool {
-    let key = STANDARD
-        .decode(secret.strip_prefix("whsec_").unwrap())
-        .unwrap();
-    let expected = format!(
-        "v1,{}",
-        hmac_base64(
-            &key,
-            &[
-                got.header("webhook-id").as_bytes(),
-                b".",
-                got.header("webhook-timestamp").as_bytes(),
-                b".",
-                &got.body,
-            ]
-        )
-    );
-    got.header("webhook-signature")
-        .split(' ')
-        .any(|s| s == expected)
-}
 
 struct Setup {
     org: String,

@@ -183,6 +183,7 @@ impl SqlStore {
             "DELETE FROM conversation_labels WHERE conversation_id = $1",
             "DELETE FROM conversation_context WHERE conversation_id = $1",
             "DELETE FROM messages WHERE conversation_id = $1",
+            "DELETE FROM tickets WHERE conversation_id = $1",
             "DELETE FROM conversations WHERE id = $1",
         ] {
             sqlx::query(statement)

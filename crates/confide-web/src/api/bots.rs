@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use confide_domain::language::MAX_LANGUAGES;
 use confide_domain::samples::{MAX_THRESHOLD, MIN_THRESHOLD};
+use confide_domain::ticket::MAX_TICKET_AFTER_SECONDS;
 use confide_domain::{
     BotId, BotPermission, Name, OrgId, OrgRole, Principal, SharingPolicy, UserId,
 };
@@ -531,6 +532,11 @@ pub struct ChatSettingsView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0.1, maximum = 1.0)]
     pub sample_threshold: Option<f64>,
+    /// Seconds a handover request may wait for an agent before it becomes a ticket
+    /// (`ticket.updated`); 0: never. 300 unless set. Omitted: unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 86400)]
+    pub ticket_after_seconds: Option<u32>,
     /// Pages that may embed the widget: `example.com`, `*.example.com`. Empty: any page.
     #[schema(max_items = 100)]
     pub allowed_domains: Vec<DomainPattern>,
@@ -585,6 +591,7 @@ impl From<confide_store::ChatSettings> for ChatSettingsView {
             greetings: Some(settings.greetings),
             fallback_replies: Some(settings.fallback_replies),
             sample_threshold: Some(settings.sample_threshold),
+            ticket_after_seconds: Some(settings.ticket_after_seconds),
             allowed_domains: settings
                 .allowed_domains
                 .into_iter()
@@ -711,6 +718,15 @@ pub async fn put_chat_settings(
             format!("sample_threshold is {MIN_THRESHOLD} to {MAX_THRESHOLD}"),
         ));
     }
+    let ticket_after_seconds = request
+        .ticket_after_seconds
+        .unwrap_or(current.ticket_after_seconds);
+    if ticket_after_seconds > MAX_TICKET_AFTER_SECONDS {
+        return Err(invalid(
+            "invalid_ticket_after",
+            format!("ticket_after_seconds is 0 (never) to {MAX_TICKET_AFTER_SECONDS}"),
+        ));
+    }
     // Well-formed settings the server's or the bot's current state cannot honour: 409.
     // A rule nobody enforces is worse than none: the owner would believe it holds.
     if restrictions.has_country_rules() && state.geoip.is_none() {
@@ -755,6 +771,7 @@ pub async fn put_chat_settings(
         greetings,
         fallback_replies,
         sample_threshold,
+        ticket_after_seconds,
         allowed_domains: domains,
         restrictions,
         require_identity,
@@ -776,6 +793,7 @@ pub async fn put_chat_settings(
             "languages": settings.languages,
             "detect_language": settings.detect_language,
             "sample_threshold": settings.sample_threshold,
+            "ticket_after_seconds": settings.ticket_after_seconds,
         }),
     )
     .await?;

@@ -792,6 +792,8 @@ pub(crate) async fn converse(
         &memory,
     )
     .await?;
+    // The visitor writing is the visitor's turn taken: a pending or solved ticket opens again.
+    crate::api::tickets::visitor_wrote(state, bot, conversation).await?;
     let answer = match dialogue {
         Some(dialogue) => crate::engine::answer_with(
             conversation,

@@ -199,7 +199,7 @@ pub struct SetLabels {
     pub labels: Vec<String>,
 }
 
-fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
+pub(crate) fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
 }
 
@@ -230,7 +230,7 @@ fn is_language_code(code: &str) -> bool {
         && parts.all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
-fn page_size(limit: Option<u32>, default: u32, max: u32) -> ApiResult<i64> {
+pub(crate) fn page_size(limit: Option<u32>, default: u32, max: u32) -> ApiResult<i64> {
     match limit.unwrap_or(default) {
         n if (1..=max).contains(&n) => Ok(i64::from(n)),
         _ => Err(invalid("invalid_limit", format!("limit is 1 to {max}"))),
@@ -263,18 +263,18 @@ fn messages_scope(chat: ConversationId) -> String {
     format!("messages:{chat}")
 }
 
-fn cursor_key(state: &AppState) -> &[u8; 32] {
+pub(crate) fn cursor_key(state: &AppState) -> &[u8; 32] {
     state.keys.presign_hmac_key.expose_secret()
 }
 
 /// `<time>.<id>`: where a page ended.
-fn position_text(at: i64, id: impl std::fmt::Display) -> String {
+pub(crate) fn position_text(at: i64, id: impl std::fmt::Display) -> String {
     format!("{at}.{id}")
 }
 
 /// The position a cursor holds, or 422 `invalid_cursor` (audited: only a cursor someone altered or
 /// made up, or took from another listing, fails).
-async fn read_cursor<T>(
+pub(crate) async fn read_cursor<T>(
     state: &AppState,
     auth: &Auth,
     org_id: OrgId,

@@ -107,7 +107,8 @@ pub(crate) async fn announce(
     publish(state, bot, conversation, HANDOVER_EVENT, &data).await
 }
 
-async fn conversation(
+/// The bot's conversation, or 404.
+pub(crate) async fn conversation(
     state: &AppState,
     bot: BotId,
     chat: ConversationId,

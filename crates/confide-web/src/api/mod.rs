@@ -20,6 +20,7 @@ pub mod orgs;
 pub mod spam;
 pub mod statistics;
 pub mod system;
+pub mod tickets;
 pub mod webhooks;
 pub mod widget;
 

@@ -256,6 +256,51 @@ pub fn nudge_submitted(
     }
 }
 
+/// `ticket.updated`: a ticket was created or changed. Carries the ticket as it now is, what it was
+/// before (`previous`: null when created) and who changed it (`user:{id}`, `api_key:{id}`,
+/// `visitor` or `system`). One event per version of the ticket.
+pub fn ticket_updated(
+    public_url: &str,
+    bot: &Chatbot,
+    conversation: &Conversation,
+    ticket: &confide_store::Ticket,
+    previous: Option<&confide_store::Ticket>,
+    by: &str,
+) -> OutboxEvent {
+    let event = WebhookEvent::TicketUpdated;
+    let mut body = chat_event(public_url, bot, conversation, event, ticket.updated_at);
+    body.insert(
+        "ticket".into(),
+        json!(crate::api::tickets::TicketView::from(ticket)),
+    );
+    body.insert(
+        "previous".into(),
+        previous.map_or(
+            serde_json::Value::Null,
+            |p| json!({ "status": p.status, "subject": p.subject, "assignee": p.assignee }),
+        ),
+    );
+    body.insert("changed_by".into(), by.into());
+    if let Some(links) = body.get_mut("_links").and_then(|l| l.as_object_mut()) {
+        links.insert(
+            "ticket".into(),
+            format!(
+                "{public_url}/api/v1/orgs/{}/bots/{}/tickets/{}",
+                bot.org_id, bot.id, ticket.id
+            )
+            .into(),
+        );
+    }
+    OutboxEvent {
+        bot_id: bot.id,
+        conversation_id: Some(conversation.id),
+        event,
+        event_id: format!("{}:{}", ticket.id, ticket.version),
+        payload: serde_json::Value::Object(body).to_string(),
+        at: ticket.updated_at,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{KeyInit, Mac};
 use serde_json::Value;
 
 /// One request the receiver got.
@@ -115,4 +118,45 @@ impl Receiver {
         }
         panic!("the receiver never saw {what}: {:?}", self.all().len());
     }
+}
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+pub fn hmac_base64(key: &[u8], parts: &[&[u8]]) -> String {
+    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).unwrap();
+    for part in parts {
+        mac.update(part);
+    }
+    STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// Kindly's scheme as seed 002 describes it: base64 HMAC-SHA256 of the raw body, keyed with the
+/// secret as shown.
+pub fn kindly_ok(secret: &str, got: &Received) -> bool {
+    got.header("kindly-hmac-algorithm") == "HMAC-SHA-256 (base64 encoded)"
+        && got.header("kindly-hmac") == hmac_base64(secret.as_bytes(), &[&got.body])
+}
+
+/// Standard Webhooks: one of the space-separated `v1,` signatures is HMAC-SHA256 over
+/// `id.timestamp.body` keyed with the base64-decoded part of `whsec_...`.
+pub fn standard_ok(secret: &str, got: &Received) -> bool {
+    let key = STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let expected = format!(
+        "v1,{}",
+        hmac_base64(
+            &key,
+            &[
+                got.header("webhook-id").as_bytes(),
+                b".",
+                got.header("webhook-timestamp").as_bytes(),
+                b".",
+                &got.body,
+            ]
+        )
+    );
+    got.header("webhook-signature")
+        .split(' ')
+        .any(|s| s == expected)
 }
