@@ -9,11 +9,14 @@
 //! words seen once that is the idf-weighted Dice coefficient of the two sets of words: 1 for the
 //! same words, lower both for words of the sample the message lacks and for words of the message
 //! the sample lacks, so neither a one-word message nor a long message that happens to contain a
-//! short sample answers with confidence. A word no sample has weighs as if one sample had it (as
-//! if the message were one of the samples), so filler the samples never use does not swamp a
-//! paraphrase.
+//! short sample answers with confidence.
+//!
+//! BM25's idf counts the dialogues that have a term rather than the samples: a word is worth what
+//! it tells dialogues apart, so phrasings of one dialogue that all repeat its key word do not make
+//! that word count less. A word no sample has weighs as if one dialogue had it (as if the message
+//! were one of the samples), so filler the samples never use does not swamp a paraphrase.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rust_stemmers::Stemmer;
 use unicode_normalization::UnicodeNormalization;
@@ -126,16 +129,24 @@ struct LanguageIndex {
     stemmer: Option<Stemmer>,
     samples: Vec<Sample>,
     postings: HashMap<String, Vec<(usize, u32)>>,
+    /// Each term's idf, over the dialogues (not the samples) that have it.
+    idfs: HashMap<String, f64>,
+    /// The idf of a term no sample has: as if one dialogue had it.
+    unseen_idf: f64,
     average_length: f64,
 }
 
 impl LanguageIndex {
+    fn idf(&self, term: &str) -> f64 {
+        self.idfs.get(term).copied().unwrap_or(self.unseen_idf)
+    }
+
     fn saturation(&self, frequency: u32, length: f64) -> f64 {
         saturation(frequency, length, self.average_length)
     }
 }
 
-/// BM25's inverse document frequency of a term found in `df` of `n` samples.
+/// BM25's inverse document frequency of a term found in `df` of `n` dialogues.
 fn idf(n: usize, df: usize) -> f64 {
     let (n, df) = (n as f64, df as f64);
     (1.0 + (n - df + 0.5) / (df + 0.5)).ln()
@@ -201,11 +212,24 @@ impl<K: Copy> SampleModel<K> {
                     .push((sample, frequency));
             }
         }
+        let dialogues: HashSet<usize> = phrases.iter().map(|(dialogue, _)| *dialogue).collect();
+        let idfs = postings
+            .iter()
+            .map(|(term, samples)| {
+                let with_term: HashSet<usize> = samples
+                    .iter()
+                    .map(|(sample, _)| phrases[*sample].0)
+                    .collect();
+                (term.clone(), idf(dialogues.len(), with_term.len()))
+            })
+            .collect();
         let total: usize = all_terms.iter().map(Vec::len).sum();
         let mut index = LanguageIndex {
             stemmer,
             samples: Vec::with_capacity(phrases.len()),
             postings,
+            idfs,
+            unseen_idf: idf(dialogues.len(), 1),
             average_length: (total as f64 / phrases.len().max(1) as f64).max(1.0),
         };
         let samples: Vec<Sample> = phrases
@@ -219,8 +243,7 @@ impl<K: Copy> SampleModel<K> {
                     perfect: frequencies(terms)
                         .into_iter()
                         .map(|(term, frequency)| {
-                            idf(phrases.len(), index.postings.get(term).map_or(0, Vec::len))
-                                * index.saturation(frequency, length)
+                            index.idf(term) * index.saturation(frequency, length)
                         })
                         .sum(),
                 }
@@ -243,17 +266,14 @@ impl<K: Copy> SampleModel<K> {
         let query = frequencies(&terms);
         let weights: Vec<(f64, u32)> = query
             .iter()
-            .map(|(term, frequency)| {
-                let df = index.postings.get(*term).map_or(0, Vec::len);
-                (idf(index.samples.len(), df.max(1)), *frequency)
-            })
+            .map(|(term, frequency)| (index.idf(term), *frequency))
             .collect();
         let mut scores: HashMap<usize, f64> = HashMap::new();
         for term in query.keys() {
             let Some(postings) = index.postings.get(*term) else {
                 continue;
             };
-            let weight = idf(index.samples.len(), postings.len());
+            let weight = index.idf(term);
             for (sample, frequency) in postings {
                 let length = index.samples[*sample].length;
                 *scores.entry(*sample).or_default() +=
@@ -445,6 +465,23 @@ mod tests {
             .map(|m| m.dialogue)
             .collect();
         assert_eq!(found, ["third", "first", "second"]);
+    }
+
+    #[test]
+    fn phrasings_that_repeat_a_dialogues_words_do_not_weaken_them() {
+        let delivery = samples("en", &["delivery times"]);
+        let one = samples("en", &["opening hours"]);
+        let three = samples("en", &["opening hours", "hours on saturday", "hours today"]);
+        let with_one = SampleModel::build([("hours", &one), ("delivery", &delivery)]);
+        let with_three = SampleModel::build([("hours", &three), ("delivery", &delivery)]);
+        let text = "opening hours please";
+        let (_, confidence) = best(&with_one, "en", text).unwrap();
+        let (dialogue, repeated) = best(&with_three, "en", text).unwrap();
+        assert_eq!(dialogue, "hours");
+        assert!(
+            (confidence - repeated).abs() < 1e-9,
+            "{confidence} {repeated}"
+        );
     }
 
     #[test]
