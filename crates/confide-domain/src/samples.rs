@@ -1,24 +1,39 @@
 //! Sample-phrase dialogues: a lexical similarity model over a bot's sample phrases, one index per
 //! language (languages never mix).
 //!
-//! Text is normalized (Unicode NFKC, lowercase, punctuation out, apostrophes dropped), split into
-//! words and stemmed with the language's Snowball stemmer where one exists. A message is scored
-//! against each sample with BM25 (k1 = 1.2, b = 0.75). The score becomes a confidence by dividing
-//! it by the mean of two perfect scores under the same sample's length normalization: the
-//! sample's against itself and the message's against itself, `2·s / (s_sample + s_message)`. For
-//! words seen once that is the idf-weighted Dice coefficient of the two sets of words: 1 for the
-//! same words, lower both for words of the sample the message lacks and for words of the message
-//! the sample lacks, so neither a one-word message nor a long message that happens to contain a
-//! short sample answers with confidence.
+//! Text is normalized (Unicode NFKC, lowercase, punctuation out, apostrophes dropped) and split
+//! into words at spaces. Runs of Chinese, Japanese and Korean letters (Han, Hiragana, Katakana,
+//! Hangul) become overlapping two-letter terms, as Lucene's CJK analyzer makes them ("营业时间" is
+//! "营业", "业时", "时间"; a run of one letter stays one term): Chinese and Japanese put no spaces
+//! between words, and Korean glues particles to them. Other words are stemmed with the language's
+//! Snowball stemmer where one exists.
 //!
-//! BM25's idf counts the dialogues that have a term rather than the samples: a word is worth what
-//! it tells dialogues apart, so phrasings of one dialogue that all repeat its key word do not make
-//! that word count less. A word no sample has weighs as if one dialogue had it (as if the message
-//! were one of the samples), so filler the samples never use does not swamp a paraphrase.
+//! Stopwords are the words a language's texts are full of that say little about what a message
+//! asks ("what", "is", "the", "my"): for each language with a Snowball stemmer, NLTK's list as the
+//! `stop-words` crate ships it (the Snowball project's list for most of them), less the particles
+//! that tell "sign in" from "sign up" (see `stopword_list`); no list for other languages, and CJK
+//! terms are never stopwords. A word is a stopword when its normalized, unstemmed form is on
+//! the list. Stopwords are not terms: a sample is indexed by its other words, and a message is
+//! compared with it by its other words only, so a message of stopwords alone shares nothing with
+//! such a sample. A sample made only of stopwords ("who are you") is indexed by all its words
+//! instead, and a message is compared with it by all of its words, stopwords included: that is the
+//! only place stopwords count.
+//!
+//! A message is scored against each sample with BM25 (k1 = 1.2, b = 0.75), whose idf counts the
+//! dialogues that have a term rather than the samples: a word is worth what it tells dialogues
+//! apart, so phrasings of one dialogue that all repeat its key word do not make that word count
+//! less. The score becomes a confidence by dividing it by the mean of two perfect scores under the
+//! same sample's length normalization: the sample's against itself and the message's against
+//! itself, `2·s / (s_sample + s_message)`. For words seen once that is the idf-weighted Dice
+//! coefficient of the two sets of words: 1 for the same words, lower both for words of the sample
+//! the message lacks and for words of the message the sample lacks, so neither a one-word message
+//! nor a long message that happens to contain a short sample answers with confidence. A word no
+//! sample has weighs as if one dialogue had it (as if the message were one of the samples), so
+//! filler the samples never use does not swamp a paraphrase.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use rust_stemmers::Stemmer;
+use rust_stemmers::{Algorithm, Stemmer};
 use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
 
@@ -44,29 +59,194 @@ const B: f64 = 0.75;
 /// A dialogue's sample phrases, by language code.
 pub type Samples = BTreeMap<String, Vec<String>>;
 
-/// The words of a text as the model compares them: normalized, and stemmed when a stemmer is
-/// given.
-pub fn terms(text: &str, stemmer: Option<&Stemmer>) -> Vec<String> {
-    let normalized: String = text
-        .nfkc()
+/// NFKC, lowercase, apostrophes dropped, every character that is not a letter, digit or
+/// combining mark a space.
+fn normalize(text: &str) -> String {
+    text.nfkc()
         .flat_map(char::to_lowercase)
         .filter(|c| !matches!(c, '\'' | '\u{2019}' | '\u{02BC}'))
-        .map(|c| {
-            if c.is_alphanumeric() || is_combining_mark(c) {
-                c
-            } else {
-                ' '
-            }
+        .map(|c| match c {
+            // Romanian's ș and ț as its Snowball stemmer and stopword list write them (ş, ţ).
+            'ș' => 'ş',
+            'ț' => 'ţ',
+            c if c.is_alphanumeric() || is_combining_mark(c) => c,
+            _ => ' ',
         })
-        .collect();
-    normalized
-        .split_whitespace()
-        .map(|word| match stemmer {
-            Some(stemmer) => stemmer.stem(word).into_owned(),
-            None => word.to_owned(),
-        })
-        .filter(|term| !term.is_empty())
         .collect()
+}
+
+/// Letters of the scripts written without spaces between words (Han, Hiragana, Katakana), and
+/// Hangul, whose words carry their particles: all are compared two letters at a time.
+fn is_cjk(c: char) -> bool {
+    matches!(c,
+        '\u{1100}'..='\u{11FF}'       // Hangul Jamo
+        | '\u{2E80}'..='\u{2FDF}'     // CJK and Kangxi radicals
+        | '\u{3005}'..='\u{3007}'     // 々 〆 〇
+        | '\u{3021}'..='\u{3029}'     // Hangzhou numerals
+        | '\u{3038}'..='\u{303C}'
+        | '\u{3041}'..='\u{30FF}'     // Hiragana, Katakana (with ー)
+        | '\u{3130}'..='\u{318F}'     // Hangul compatibility Jamo
+        | '\u{31F0}'..='\u{31FF}'     // Katakana phonetic extensions
+        | '\u{3400}'..='\u{4DBF}'     // CJK extension A
+        | '\u{4E00}'..='\u{9FFF}'     // CJK unified ideographs
+        | '\u{A960}'..='\u{A97F}'     // Hangul Jamo extended A
+        | '\u{AC00}'..='\u{D7FF}'     // Hangul syllables, Jamo extended B
+        | '\u{F900}'..='\u{FAFF}'     // CJK compatibility ideographs
+        | '\u{FF66}'..='\u{FFDC}'     // halfwidth Katakana and Hangul
+        | '\u{1B000}'..='\u{1B16F}'   // Kana supplement and extensions
+        | '\u{20000}'..='\u{323AF}' // CJK extensions B to H, compatibility supplement
+    )
+}
+
+/// One word of a normalized text.
+enum Word<'a> {
+    /// Letters between spaces: stemmed, and maybe a stopword.
+    Plain(&'a str),
+    /// Two CJK letters of a run (one when the run is one letter long): compared as they are.
+    Cjk(&'a str),
+}
+
+/// Splits a normalized text into words: at spaces, and each run of CJK letters into overlapping
+/// pairs of letters (a letter with the combining marks that follow it).
+fn words(normalized: &str) -> Vec<Word<'_>> {
+    let mut words = Vec::new();
+    for token in normalized.split_whitespace() {
+        // Each letter with the combining marks after it: where it starts and ends, and if CJK.
+        let mut letters: Vec<(usize, usize, bool)> = Vec::new();
+        for (start, c) in token.char_indices() {
+            let end = start + c.len_utf8();
+            match letters.last_mut() {
+                Some(letter) if is_combining_mark(c) => letter.1 = end,
+                _ => letters.push((start, end, is_cjk(c))),
+            }
+        }
+        for run in letters.chunk_by(|a, b| a.2 == b.2) {
+            let (Some(&(start, _, cjk)), Some(&(_, end, _))) = (run.first(), run.last()) else {
+                continue;
+            };
+            if !cjk {
+                words.push(Word::Plain(&token[start..end]));
+            } else if run.len() == 1 {
+                words.push(Word::Cjk(&token[start..end]));
+            } else {
+                let pairs = run.windows(2).filter_map(|pair| match pair {
+                    [(start, _, _), (_, end, _)] => Some(Word::Cjk(&token[*start..*end])),
+                    _ => None,
+                });
+                words.extend(pairs);
+            }
+        }
+    }
+    words
+}
+
+/// A text's terms: normalized, CJK runs in pairs of letters, other words stemmed when a stemmer
+/// is given and marked when they are one of `stopwords`.
+fn analyze(text: &str, stemmer: Option<&Stemmer>, stopwords: &HashSet<String>) -> Vec<Term> {
+    let normalized = normalize(text);
+    words(&normalized)
+        .into_iter()
+        .map(|word| match word {
+            Word::Plain(word) => Term {
+                text: match stemmer {
+                    Some(stemmer) => stemmer.stem(word).into_owned(),
+                    None => word.to_owned(),
+                },
+                stopword: stopwords.contains(word),
+            },
+            Word::Cjk(pair) => Term {
+                text: pair.to_owned(),
+                stopword: false,
+            },
+        })
+        .filter(|term| !term.text.is_empty())
+        .collect()
+}
+
+/// The terms of a text as the model compares them: normalized, CJK runs in pairs of letters, other
+/// words stemmed when a stemmer is given. Stopwords are kept: which words are stopwords depends on
+/// the language.
+pub fn terms(text: &str, stemmer: Option<&Stemmer>) -> Vec<String> {
+    analyze(text, stemmer, &HashSet::new())
+        .into_iter()
+        .map(|term| term.text)
+        .collect()
+}
+
+/// The stopword list for a Snowball stemmer's language in the `stop-words` crate, and the words of
+/// that list kept as words anyway. The crate's NLTK lists are the Snowball project's (by way of
+/// PostgreSQL) for Danish, Dutch, English, Finnish, French, German, Hungarian, Italian, Norwegian,
+/// Portuguese, Russian, Spanish, Swedish and Turkish; NLTK's contributors wrote the others.
+///
+/// The kept words are the particles of phrasal verbs in the languages that separate them: they
+/// are what tells "sign in" from "sign up" and "logge inn" from "logge ut", the commonest pair of
+/// dialogues a support bot has.
+fn stopword_list(algorithm: Algorithm) -> (&'static str, &'static [&'static str]) {
+    match algorithm {
+        Algorithm::Arabic => ("ar", &[]),
+        Algorithm::Danish => ("da", &["ind", "ud", "op", "ned"]),
+        Algorithm::Dutch => ("nl", &["in", "uit", "op"]),
+        Algorithm::English => ("en", &["in", "out", "up", "down"]),
+        Algorithm::Finnish => ("fi", &[]),
+        Algorithm::French => ("fr", &[]),
+        Algorithm::German => ("de", &["an", "aus"]),
+        Algorithm::Greek => ("el", &[]),
+        Algorithm::Hungarian => ("hu", &[]),
+        Algorithm::Italian => ("it", &[]),
+        Algorithm::Norwegian => ("no", &["inn", "ut", "opp", "ned"]),
+        Algorithm::Portuguese => ("pt", &[]),
+        Algorithm::Romanian => ("ro", &[]),
+        Algorithm::Russian => ("ru", &[]),
+        Algorithm::Spanish => ("es", &[]),
+        Algorithm::Swedish => ("sv", &["in", "ut", "upp"]),
+        Algorithm::Tamil => ("ta", &[]),
+        Algorithm::Turkish => ("tr", &[]),
+    }
+}
+
+/// A language's stopwords, normalized as texts are: the list of the language's Snowball stemmer
+/// (none for a language without one) less the particles [`stopword_list`] keeps.
+fn stopwords(code: &str) -> HashSet<String> {
+    let Some((list, kept)) = language::stemmer(code).map(stopword_list) else {
+        return HashSet::new();
+    };
+    stop_words::lookup(list)
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|word| {
+            normalize(word)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|word| !kept.contains(&word.as_str()))
+        .collect()
+}
+
+/// One term of a text.
+struct Term {
+    text: String,
+    /// Made from a stopword.
+    stopword: bool,
+}
+
+/// How one language's texts become terms.
+struct Analyzer {
+    stemmer: Option<Stemmer>,
+    stopwords: HashSet<String>,
+}
+
+impl Analyzer {
+    fn new(code: &str) -> Self {
+        Analyzer {
+            stemmer: language::stemmer(code).map(Stemmer::create),
+            stopwords: stopwords(code),
+        }
+    }
+
+    fn terms(&self, text: &str) -> Vec<Term> {
+        analyze(text, self.stemmer.as_ref(), &self.stopwords)
+    }
 }
 
 /// Checks a dialogue's samples as the API saves them (the languages are checked against the
@@ -122,11 +302,13 @@ struct Sample {
     length: f64,
     /// The sample's BM25 score against itself.
     perfect: f64,
+    /// Made only of stopwords, so indexed by them and compared with all of a message's terms.
+    only_stopwords: bool,
 }
 
 /// One language's samples: an inverted index from term to (sample, term frequency).
 struct LanguageIndex {
-    stemmer: Option<Stemmer>,
+    analyzer: Analyzer,
     samples: Vec<Sample>,
     postings: HashMap<String, Vec<(usize, u32)>>,
     /// Each term's idf, over the dialogues (not the samples) that have it.
@@ -160,12 +342,44 @@ fn saturation(frequency: u32, length: f64, average_length: f64) -> f64 {
 }
 
 /// Counts each term of a text.
-fn frequencies(terms: &[String]) -> HashMap<&str, u32> {
+fn frequencies<'a>(terms: impl IntoIterator<Item = &'a str>) -> HashMap<&'a str, u32> {
     let mut counts: HashMap<&str, u32> = HashMap::new();
     for term in terms {
-        *counts.entry(term.as_str()).or_default() += 1;
+        *counts.entry(term).or_default() += 1;
     }
     counts
+}
+
+/// The terms a sample is indexed by: its words other than stopwords, or all of them when it has
+/// no other; and whether it was the latter.
+fn indexed_terms(terms: Vec<Term>) -> (Vec<String>, bool) {
+    let only_stopwords = terms.iter().all(|term| term.stopword);
+    let indexed = terms
+        .into_iter()
+        .filter(|term| only_stopwords || !term.stopword)
+        .map(|term| term.text)
+        .collect();
+    (indexed, only_stopwords)
+}
+
+/// A message's terms as one kind of sample sees them: their frequencies and idf weights.
+struct Query<'a> {
+    frequencies: HashMap<&'a str, u32>,
+    weights: Vec<(f64, u32)>,
+}
+
+impl<'a> Query<'a> {
+    fn new(index: &LanguageIndex, terms: impl IntoIterator<Item = &'a str>) -> Self {
+        let frequencies = frequencies(terms);
+        let weights = frequencies
+            .iter()
+            .map(|(term, frequency)| (index.idf(term), *frequency))
+            .collect();
+        Query {
+            frequencies,
+            weights,
+        }
+    }
 }
 
 /// A bot's sample phrases, indexed per language; built once per version of its dialogues.
@@ -198,14 +412,14 @@ impl<K: Copy> SampleModel<K> {
     }
 
     fn index(code: &str, phrases: &[(usize, &str)]) -> LanguageIndex {
-        let stemmer = language::stemmer(code).map(Stemmer::create);
-        let all_terms: Vec<Vec<String>> = phrases
+        let analyzer = Analyzer::new(code);
+        let all_terms: Vec<(Vec<String>, bool)> = phrases
             .iter()
-            .map(|(_, phrase)| terms(phrase, stemmer.as_ref()))
+            .map(|(_, phrase)| indexed_terms(analyzer.terms(phrase)))
             .collect();
         let mut postings: HashMap<String, Vec<(usize, u32)>> = HashMap::new();
-        for (sample, terms) in all_terms.iter().enumerate() {
-            for (term, frequency) in frequencies(terms) {
+        for (sample, (terms, _)) in all_terms.iter().enumerate() {
+            for (term, frequency) in frequencies(terms.iter().map(String::as_str)) {
                 postings
                     .entry(term.to_owned())
                     .or_default()
@@ -223,9 +437,9 @@ impl<K: Copy> SampleModel<K> {
                 (term.clone(), idf(dialogues.len(), with_term.len()))
             })
             .collect();
-        let total: usize = all_terms.iter().map(Vec::len).sum();
+        let total: usize = all_terms.iter().map(|(terms, _)| terms.len()).sum();
         let mut index = LanguageIndex {
-            stemmer,
+            analyzer,
             samples: Vec::with_capacity(phrases.len()),
             postings,
             idfs,
@@ -235,17 +449,18 @@ impl<K: Copy> SampleModel<K> {
         let samples: Vec<Sample> = phrases
             .iter()
             .zip(&all_terms)
-            .map(|((dialogue, _), terms)| {
+            .map(|((dialogue, _), (terms, only_stopwords))| {
                 let length = terms.len() as f64;
                 Sample {
                     dialogue: *dialogue,
                     length,
-                    perfect: frequencies(terms)
+                    perfect: frequencies(terms.iter().map(String::as_str))
                         .into_iter()
                         .map(|(term, frequency)| {
                             index.idf(term) * index.saturation(frequency, length)
                         })
                         .sum(),
+                    only_stopwords: *only_stopwords,
                 }
             })
             .collect();
@@ -259,36 +474,57 @@ impl<K: Copy> SampleModel<K> {
         let Some(index) = self.languages.get(language) else {
             return Vec::new();
         };
-        let terms = terms(text, index.stemmer.as_ref());
+        let terms = index.analyzer.terms(text);
         if terms.is_empty() {
             return Vec::new();
         }
-        let query = frequencies(&terms);
-        let weights: Vec<(f64, u32)> = query
-            .iter()
-            .map(|(term, frequency)| (index.idf(term), *frequency))
-            .collect();
+        // A sample made only of stopwords sees all the message's terms; any other, its words
+        // other than stopwords (none when the message is only stopwords).
+        let all = Query::new(index, terms.iter().map(|term| term.text.as_str()));
+        let content = Query::new(
+            index,
+            terms
+                .iter()
+                .filter(|term| !term.stopword)
+                .map(|term| term.text.as_str()),
+        );
+        let query = |sample: &Sample| {
+            if sample.only_stopwords {
+                &all
+            } else {
+                &content
+            }
+        };
         let mut scores: HashMap<usize, f64> = HashMap::new();
-        for term in query.keys() {
-            let Some(postings) = index.postings.get(*term) else {
-                continue;
-            };
-            let weight = index.idf(term);
-            for (sample, frequency) in postings {
-                let length = index.samples[*sample].length;
-                *scores.entry(*sample).or_default() +=
-                    weight * index.saturation(*frequency, length);
+        for (terms, only_stopwords) in [(&content, false), (&all, true)] {
+            for term in terms.frequencies.keys() {
+                let Some(postings) = index.postings.get(*term) else {
+                    continue;
+                };
+                let weight = index.idf(term);
+                for (sample, frequency) in postings {
+                    let Sample {
+                        length,
+                        only_stopwords: sample_only_stopwords,
+                        ..
+                    } = index.samples[*sample];
+                    if sample_only_stopwords == only_stopwords {
+                        *scores.entry(*sample).or_default() +=
+                            weight * index.saturation(*frequency, length);
+                    }
+                }
             }
         }
-        // The message's perfect score depends only on the sample's length: once per length.
-        let mut message_perfect: HashMap<u64, f64> = HashMap::new();
+        // The message's perfect score depends only on the sample's kind and length: once each.
+        let mut message_perfect: HashMap<(bool, u64), f64> = HashMap::new();
         let mut best: BTreeMap<usize, f64> = BTreeMap::new();
         for (sample, score) in scores {
             let sample = &index.samples[sample];
             let perfect = *message_perfect
-                .entry(sample.length.to_bits())
+                .entry((sample.only_stopwords, sample.length.to_bits()))
                 .or_insert_with(|| {
-                    weights
+                    query(sample)
+                        .weights
                         .iter()
                         .map(|(weight, frequency)| {
                             weight * index.saturation(*frequency, sample.length)
@@ -467,6 +703,14 @@ mod tests {
         assert_eq!(found, ["third", "first", "second"]);
     }
 
+    /// Hours and delivery dialogues whose samples share function words with other questions.
+    fn hours_bot() -> SampleModel<&'static str> {
+        let hours = samples("en", &["what are your opening hours"]);
+        let delivery = samples("en", &["how long is delivery"]);
+        let who = samples("en", &["who are you"]);
+        SampleModel::build([("hours", &hours), ("delivery", &delivery), ("who", &who)])
+    }
+
     #[test]
     fn phrasings_that_repeat_a_dialogues_words_do_not_weaken_them() {
         let delivery = samples("en", &["delivery times"]);
@@ -482,6 +726,179 @@ mod tests {
             (confidence - repeated).abs() < 1e-9,
             "{confidence} {repeated}"
         );
+    }
+
+    #[test]
+    fn a_message_of_function_words_alone_does_not_match_a_sample_with_content() {
+        let model = hours_bot();
+        for text in ["what are", "What are your...", "how is it", "is it?"] {
+            let found = model.matches("en", text, 0.0);
+            assert!(
+                found.iter().all(|m| m.dialogue == "who"),
+                "{text:?}: {found:?}"
+            );
+            let found = model.matches("en", text, DEFAULT_THRESHOLD);
+            assert!(
+                !found.iter().any(|m| m.dialogue == "hours"),
+                "{text:?}: {found:?}"
+            );
+        }
+        // The words that say what is asked still match, whatever function words come with them.
+        assert_eq!(best(&model, "en", "opening hours?"), Some(("hours", 1.0)));
+        assert_eq!(
+            best(&model, "en", "What are the opening hours?"),
+            Some(("hours", 1.0))
+        );
+    }
+
+    #[test]
+    fn function_words_do_not_decide_which_dialogue_answers() {
+        let model = hours_bot();
+        // "what are your" is three words of the hours sample; "delivery" is the one that matters.
+        let found = model.matches("en", "what are your delivery times", DEFAULT_THRESHOLD);
+        assert_eq!(
+            found.first().map(|m| m.dialogue),
+            Some("delivery"),
+            "{found:?}"
+        );
+        assert!(found.iter().all(|m| m.dialogue != "hours"), "{found:?}");
+    }
+
+    #[test]
+    fn a_sample_made_only_of_function_words_still_answers_its_words() {
+        let model = hours_bot();
+        assert_eq!(best(&model, "en", "Who are you?"), Some(("who", 1.0)));
+        assert_eq!(best(&model, "en", "WHO ARE YOU"), Some(("who", 1.0)));
+        // Near the same words: stopwords count against such a sample, and so do other words.
+        let (dialogue, confidence) = best(&model, "en", "who are you guys").unwrap();
+        assert_eq!(dialogue, "who");
+        assert!(confidence >= DEFAULT_THRESHOLD, "{confidence}");
+        // A content sample is not reached through its function words alone.
+        assert!(
+            model
+                .matches("en", "what are you", 0.0)
+                .iter()
+                .all(|m| m.dialogue == "who")
+        );
+    }
+
+    #[test]
+    fn the_particles_of_phrasal_verbs_are_words() {
+        let sign_in = samples("en", &["I cannot sign in"]);
+        let sign_up = samples("en", &["how do I sign up"]);
+        let model = SampleModel::build([("sign in", &sign_in), ("sign up", &sign_up)]);
+        assert_eq!(best(&model, "en", "sign up").unwrap().0, "sign up");
+        assert_eq!(best(&model, "en", "Can't sign in!").unwrap().0, "sign in");
+        let logg_inn = samples("nb", &["jeg får ikke logget inn"]);
+        let logg_ut = samples("nb", &["hvordan logger jeg ut"]);
+        let model = SampleModel::build([("inn", &logg_inn), ("ut", &logg_ut)]);
+        assert_eq!(best(&model, "nb", "logge ut").unwrap().0, "ut");
+        assert_eq!(best(&model, "nb", "kan ikke logge inn").unwrap().0, "inn");
+    }
+
+    #[test]
+    fn each_snowball_language_has_stopwords() {
+        for (code, word) in [
+            ("en", "the"),
+            ("de", "und"),
+            ("fr", "le"),
+            ("es", "el"),
+            ("it", "il"),
+            ("nl", "het"),
+            ("pt", "que"),
+            ("sv", "och"),
+            ("no", "og"),
+            ("nb", "og"),
+            ("nn", "eg"),
+            ("da", "og"),
+            ("fi", "ja"),
+            ("ru", "и"),
+            ("hu", "az"),
+            ("ro", "şi"),
+            ("tr", "ve"),
+            ("deu", "und"),
+        ] {
+            assert!(stopwords(code).contains(word), "{code}: {word}");
+        }
+        // Normalized as texts are: "don't" is written "dont", Romanian "și" is "şi".
+        assert_eq!(terms("Și ț", None), ["şi", "ţ"]);
+        let english = stopwords("en");
+        assert!(english.contains("dont") && !english.contains("don't"));
+        assert!(!english.contains("in") && !english.contains("password"));
+        // No list without a Snowball stemmer: such languages compare every word.
+        assert!(stopwords("ja").is_empty() && stopwords("zh").is_empty());
+        assert!(stopwords("xx").is_empty());
+    }
+
+    #[test]
+    fn chinese_japanese_and_korean_are_compared_two_letters_at_a_time() {
+        assert_eq!(
+            terms("营业时间是什么？", None),
+            ["营业", "业时", "时间", "间是", "是什", "什么"]
+        );
+        // A lone letter is one term; other scripts in the same run of text are words as usual.
+        assert_eq!(terms("我", None), ["我"]);
+        assert_eq!(
+            terms("iPhone充电器 3個", None),
+            ["iphone", "充电", "电器", "3", "個"]
+        );
+        // Kana and Kanji together; halfwidth Katakana is made fullwidth first (NFKC).
+        assert_eq!(terms("ﾊﾟｽﾜｰﾄﾞ", None), ["パス", "スワ", "ワー", "ード"]);
+        assert_eq!(terms("忘れた", None), ["忘れ", "れた"]);
+        // A combining mark stays with its letter (か with a handakuten has no composed form).
+        assert_eq!(terms("か\u{309A}き", None), ["か\u{309A}き"]);
+        // Korean keeps its spaces: pairs never cross them.
+        assert_eq!(
+            terms("비밀번호를 잊음", None),
+            ["비밀", "밀번", "번호", "호를", "잊음"]
+        );
+    }
+
+    #[test]
+    fn a_chinese_sample_is_matched_by_part_of_its_sentence() {
+        let hours = samples("zh", &["营业时间是什么"]);
+        let password = samples("zh", &["我忘记了密码"]);
+        let model = SampleModel::build([("hours", &hours), ("password", &password)]);
+        let found = model.matches("zh", "营业时间", DEFAULT_THRESHOLD);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].dialogue, "hours");
+        assert_eq!(
+            model.matches("zh", "忘记密码了", DEFAULT_THRESHOLD)[0].dialogue,
+            "password"
+        );
+        for unrelated in ["今天天气怎么样", "你们卖自行车吗"] {
+            let found = model.matches("zh", unrelated, DEFAULT_THRESHOLD);
+            assert!(found.is_empty(), "{unrelated}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn a_japanese_or_korean_sample_is_matched_by_another_form_of_the_sentence() {
+        let password = samples("ja", &["パスワードを忘れました"]);
+        let hours = samples("ja", &["営業時間を教えてください"]);
+        let model = SampleModel::build([("password", &password), ("hours", &hours)]);
+        let found = model.matches("ja", "パスワード忘れた", DEFAULT_THRESHOLD);
+        assert_eq!(
+            found.first().map(|m| m.dialogue),
+            Some("password"),
+            "{found:?}"
+        );
+        assert_eq!(
+            model.matches("ja", "営業時間は？", DEFAULT_THRESHOLD)[0].dialogue,
+            "hours"
+        );
+        assert!(
+            model
+                .matches("ja", "今日はいい天気ですね", DEFAULT_THRESHOLD)
+                .is_empty()
+        );
+
+        // Korean writes particles and endings onto its words.
+        let reset = samples("ko", &["비밀번호 재설정"]);
+        let model = SampleModel::build([("reset", &reset)]);
+        let (_, confidence) = best(&model, "ko", "비밀번호를 재설정하고 싶어요").unwrap();
+        assert!(confidence >= DEFAULT_THRESHOLD, "{confidence}");
+        assert!(model.matches("ko", "배송은 얼마나 걸려요", 0.0).is_empty());
     }
 
     #[test]
