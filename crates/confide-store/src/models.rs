@@ -279,6 +279,8 @@ pub struct Conversation {
     pub source: ConversationSource,
     /// The dialogue that answered the latest exchange (`None`: the fallback, or none yet).
     pub last_dialogue: Option<DialogueId>,
+    /// Its ticket's status, if it has one (kept with every ticket change).
+    pub ticket_status: Option<confide_domain::TicketStatus>,
 }
 
 /// A conversation as the chat log lists it: with its labels (normalized, sorted).

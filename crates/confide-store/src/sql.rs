@@ -25,7 +25,7 @@ macro_rules! conversation_columns {
         "id, org_id, bot_id, visitor_id, origin, ip, user_agent, created_at, last_message_at, \
          automated, interacted_at, verified_user_id, verified_at, handover_state, handover_agent, \
          handover_requested_at, handover_started_at, handover_ended_at, language_code, ended_at, \
-         source, last_dialogue_id"
+         source, last_dialogue_id, ticket_status"
     };
 }
 
@@ -2453,6 +2453,13 @@ fn conversation_from(row: &AnyRow) -> StoreResult<Conversation> {
             .map(|id| {
                 id.parse()
                     .map_err(|_| StoreError::Corrupt("last_dialogue_id is not an id".into()))
+            })
+            .transpose()?,
+        ticket_status: c
+            .opt_text("ticket_status")?
+            .map(|s| {
+                TicketStatus::parse(&s)
+                    .ok_or_else(|| StoreError::Corrupt("ticket_status is not a status".into()))
             })
             .transpose()?,
     })

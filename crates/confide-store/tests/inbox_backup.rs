@@ -83,6 +83,7 @@ async fn conversation(store: &dyn Store, org: OrgId, bot: BotId, at: i64) -> Con
         language_code: None,
         source: Default::default(),
         last_dialogue: None,
+        ticket_status: None,
     };
     store.create_conversation(&chat).await.unwrap();
     chat.id

@@ -65,6 +65,7 @@ async fn world(store: &dyn Store) -> World {
         language_code: None,
         source: Default::default(),
         last_dialogue: None,
+        ticket_status: None,
     };
     store.create_conversation(&chat).await.unwrap();
     World {

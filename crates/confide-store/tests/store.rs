@@ -1555,6 +1555,7 @@ fn conversation(org: OrgId, bot: BotId) -> Conversation {
         language_code: None,
         source: Default::default(),
         last_dialogue: None,
+        ticket_status: None,
     }
 }
 

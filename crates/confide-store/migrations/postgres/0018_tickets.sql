@@ -27,5 +27,8 @@ CREATE INDEX tickets_bot ON tickets (bot_id, status, created_at, id);
 ALTER TABLE conversations ADD COLUMN handover_escalated_at BIGINT;
 CREATE INDEX conversations_waiting ON conversations (handover_requested_at)
     WHERE handover_state = 'requested' AND handover_escalated_at IS NULL;
+-- The conversation's ticket's status (NULL: none), written with every ticket change: a visitor's
+-- message reads it with the conversation instead of looking the ticket up.
+ALTER TABLE conversations ADD COLUMN ticket_status TEXT;
 -- Seconds a handover request may wait before it becomes a ticket; 0: never.
 ALTER TABLE bot_chat_settings ADD COLUMN ticket_after_seconds BIGINT NOT NULL DEFAULT 300;

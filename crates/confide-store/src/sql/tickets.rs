@@ -84,13 +84,22 @@ async fn save(tx: &mut Transaction<'static, Any>, t: &Ticket) -> StoreResult<boo
     Ok(done.rows_affected() == 1)
 }
 
-/// A new ticket (version 1) is inserted, a changed one saved under its version guard.
+/// A new ticket (version 1) is inserted, a changed one saved under its version guard; its
+/// conversation keeps the status.
 async fn write(tx: &mut Transaction<'static, Any>, t: &Ticket) -> StoreResult<bool> {
-    if t.version == 1 {
-        insert(tx, t).await
+    let written = if t.version == 1 {
+        insert(tx, t).await?
     } else {
-        save(tx, t).await
+        save(tx, t).await?
+    };
+    if written {
+        sqlx::query("UPDATE conversations SET ticket_status = $1 WHERE id = $2")
+            .bind(t.status.as_str())
+            .bind(t.conversation_id.to_string())
+            .execute(&mut **tx)
+            .await?;
     }
+    Ok(written)
 }
 
 impl SqlStore {

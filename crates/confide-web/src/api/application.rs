@@ -210,6 +210,7 @@ async fn user_chat(
             language_code: None,
             source: ConversationSource::Api,
             last_dialogue: None,
+            ticket_status: None,
         })
         .await?;
     let per_minute = state.settings.rate_limits.messages_per_chat_per_minute;

@@ -359,6 +359,7 @@ pub async fn start_chat(
         handover: Default::default(),
         ended_at: None,
         last_dialogue: None,
+        ticket_status: None,
         source: confide_store::ConversationSource::Web,
         automated: confide_domain::traffic::automated_by_user_agent(
             headers

@@ -205,6 +205,15 @@ pub(crate) async fn visitor_wrote(
     bot: &Chatbot,
     conversation: &Conversation,
 ) -> ApiResult<()> {
+    // The conversation as read for this message says whether it has a ticket waiting for the
+    // visitor; most chats have none, and then nothing more is read.
+    if conversation
+        .ticket_status
+        .and_then(TicketStatus::after_visitor_message)
+        .is_none()
+    {
+        return Ok(());
+    }
     // Twice at most: a change that lost a race is read again once (the winner may have opened
     // it already).
     for _ in 0..2 {
