@@ -78,6 +78,9 @@ pub struct Chatbot {
     pub sharing_policy: SharingPolicy,
     pub created_at: i64,
     pub updated_at: i64,
+    /// One more with every write to the bot's dialogues (same transaction): what a cache of them
+    /// is checked against. New bots start at 0.
+    pub dialogues_version: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -39,6 +39,13 @@ use crate::audit::AuditLog;
 use crate::models::*;
 use crate::{Store, StoreError, StoreResult};
 
+/// Every column [`chatbot`] reads.
+macro_rules! bot_columns {
+    () => {
+        "id, org_id, name, widget_key, sharing_policy, created_at, updated_at, dialogues_version"
+    };
+}
+
 /// `SELECT` with every column [`conversation_from`] reads, then the rest of the statement.
 macro_rules! select_conversations {
     ($($rest:literal),+) => {
@@ -332,6 +339,7 @@ fn chatbot(row: &AnyRow) -> StoreResult<Chatbot> {
         sharing_policy: c.enumerated("sharing_policy", SharingPolicy::parse)?,
         created_at: c.int("created_at")?,
         updated_at: c.int("updated_at")?,
+        dialogues_version: c.int("dialogues_version")?,
     })
 }
 
@@ -865,10 +873,11 @@ impl Store for SqlStore {
     }
 
     async fn get_bot(&self, org: OrgId, bot: BotId) -> StoreResult<Option<Chatbot>> {
-        sqlx::query(
-            "SELECT id, org_id, name, widget_key, sharing_policy, created_at, updated_at \
-             FROM chatbots WHERE id = $1 AND org_id = $2",
-        )
+        sqlx::query(concat!(
+            "SELECT ",
+            bot_columns!(),
+            " FROM chatbots WHERE id = $1 AND org_id = $2"
+        ))
         .bind(bot.to_string())
         .bind(org.to_string())
         .fetch_optional(&self.pool)
@@ -879,10 +888,11 @@ impl Store for SqlStore {
     }
 
     async fn get_bot_by_widget_key(&self, key: &str) -> StoreResult<Option<Chatbot>> {
-        sqlx::query(
-            "SELECT id, org_id, name, widget_key, sharing_policy, created_at, updated_at \
-             FROM chatbots WHERE widget_key = $1",
-        )
+        sqlx::query(concat!(
+            "SELECT ",
+            bot_columns!(),
+            " FROM chatbots WHERE widget_key = $1"
+        ))
         .bind(key)
         .fetch_optional(&self.pool)
         .await?
@@ -892,10 +902,11 @@ impl Store for SqlStore {
     }
 
     async fn list_bots(&self, org: OrgId) -> StoreResult<Vec<Chatbot>> {
-        let rows = sqlx::query(
-            "SELECT id, org_id, name, widget_key, sharing_policy, created_at, updated_at \
-             FROM chatbots WHERE org_id = $1 ORDER BY created_at, id",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            bot_columns!(),
+            " FROM chatbots WHERE org_id = $1 ORDER BY created_at, id"
+        ))
         .bind(org.to_string())
         .fetch_all(&self.pool)
         .await?;
@@ -910,12 +921,13 @@ impl Store for SqlStore {
         sharing_policy: Option<SharingPolicy>,
         at: i64,
     ) -> StoreResult<Option<Chatbot>> {
-        sqlx::query(
+        sqlx::query(concat!(
             "UPDATE chatbots SET name = COALESCE($1, name), \
              sharing_policy = COALESCE($2, sharing_policy), updated_at = $3 \
              WHERE id = $4 AND org_id = $5 \
-             RETURNING id, org_id, name, widget_key, sharing_policy, created_at, updated_at",
-        )
+             RETURNING ",
+            bot_columns!()
+        ))
         .bind(name)
         .bind(sharing_policy.map(SharingPolicy::as_str))
         .bind(at)
@@ -1692,6 +1704,7 @@ impl Store for SqlStore {
     }
 
     async fn create_dialogue(&self, dialogue: &Dialogue) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO dialogues (id, bot_id, name, kind, position, patterns, context_key, \
              replies, created_at, updated_at, samples, replies_by_language, buttons, follow_up_of) \
@@ -1710,8 +1723,10 @@ impl Store for SqlStore {
         .bind(json_document(&dialogue.replies_by_language)?)
         .bind(json_document(&dialogue.buttons)?)
         .bind(dialogue.follow_up_of.map(|d| d.to_string()))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        bump_dialogues(&mut tx, dialogue.bot_id).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1741,6 +1756,7 @@ impl Store for SqlStore {
     }
 
     async fn update_dialogue(&self, dialogue: &Dialogue) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE dialogues SET name = $1, position = $2, patterns = $3, context_key = $4, \
              replies = $5, updated_at = $6, samples = $7, replies_by_language = $8, \
@@ -1758,17 +1774,22 @@ impl Store for SqlStore {
         .bind(dialogue.follow_up_of.map(|d| d.to_string()))
         .bind(dialogue.id.to_string())
         .bind(dialogue.bot_id.to_string())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        bump_dialogues(&mut tx, dialogue.bot_id).await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn delete_dialogue(&self, bot: BotId, id: DialogueId) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
         let done = sqlx::query("DELETE FROM dialogues WHERE id = $1 AND bot_id = $2")
             .bind(id.to_string())
             .bind(bot.to_string())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        bump_dialogues(&mut tx, bot).await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -1782,6 +1803,7 @@ impl Store for SqlStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        bump_dialogues(&mut tx, bot).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -2482,6 +2504,15 @@ fn message_from(row: &AnyRow) -> StoreResult<Message> {
 }
 
 /// Finishes a state change: with its event queued when it applied, else with nothing written.
+/// Marks the bot's dialogues as changed, inside the transaction that changes them.
+async fn bump_dialogues(tx: &mut Transaction<'static, Any>, bot: BotId) -> StoreResult<()> {
+    sqlx::query("UPDATE chatbots SET dialogues_version = dialogues_version + 1 WHERE id = $1")
+        .bind(bot.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 pub(super) async fn transition_with_event(
     mut tx: Transaction<'static, Any>,
     applied: bool,

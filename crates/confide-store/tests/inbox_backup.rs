@@ -42,6 +42,7 @@ async fn organization(store: &dyn Store, name: &str) -> (OrgId, BotId) {
         sharing_policy: SharingPolicy::AllReaders,
         created_at: D0 - 10 * DAY,
         updated_at: D0 - 10 * DAY,
+        dialogues_version: 0,
     };
     store.create_bot(&bot).await.unwrap();
     (org.id, bot.id)

@@ -44,6 +44,7 @@ async fn world(store: &dyn Store) -> World {
         sharing_policy: SharingPolicy::AllReaders,
         created_at: T0,
         updated_at: T0,
+        dialogues_version: 0,
     };
     store.create_bot(&bot).await.unwrap();
     let chat = Conversation {

@@ -52,6 +52,7 @@ fn bot(org: OrgId, name: &str) -> Chatbot {
         sharing_policy: SharingPolicy::AllReaders,
         created_at: T0,
         updated_at: T0,
+        dialogues_version: 0,
     }
 }
 

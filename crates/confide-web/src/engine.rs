@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use confide_domain::dialogue::{self, MAX_CONTEXT_KEYS};
 use confide_domain::samples::SampleModel;
 use confide_domain::{BotId, DialogueId, language};
-use confide_store::{Button, ChatSettings, ContextNamespace, Conversation, Dialogue};
+use confide_store::{Button, ChatSettings, Chatbot, ContextNamespace, Conversation, Dialogue};
 use regex::Regex;
 
 use crate::error::ApiResult;
@@ -83,21 +83,54 @@ type SampleVersion = Vec<(DialogueId, i64)>;
 /// A bot's sample model and the version of its dialogues it was built from.
 type CachedSamples = (SampleVersion, Arc<SampleModel<DialogueId>>);
 
-/// Compiled patterns per dialogue version and sample models per bot version, so a message does
-/// not recompile a bot's patterns or re-index its sample phrases.
+/// A bot's dialogues (position order) and the bot's `dialogues_version` they were read at.
+type CachedDialogues = (i64, Arc<Vec<Dialogue>>);
+
+/// A bot's dialogues per `dialogues_version`, compiled patterns per dialogue version and sample
+/// models per bot version, so a message neither reads the bot's dialogues again nor recompiles
+/// its patterns nor re-indexes its sample phrases.
 #[derive(Default)]
 pub struct DialogueCache {
+    lists: Mutex<HashMap<BotId, CachedDialogues>>,
     compiled: Mutex<HashMap<DialogueId, CompiledDialogue>>,
     samples: Mutex<HashMap<BotId, CachedSamples>>,
 }
 
-/// Enough for every dialogue of a few hundred busy bots; past it the cache starts over.
+/// Enough for every dialogue of a few hundred busy bots; past it the cache starts over (the
+/// lists and the compiled patterns each hold at most this many).
 const MAX_CACHED_DIALOGUES: usize = 20_000;
 /// Sample models kept (each at most `samples::MAX_SAMPLES_PER_BOT` phrases); past it the cache
 /// starts over.
 const MAX_CACHED_SAMPLE_MODELS: usize = 256;
 
 impl DialogueCache {
+    /// The bot's dialogues as of `version` (the bot's `dialogues_version`, read before this):
+    /// from the cache when this node read them at that version, else from the store. Every write
+    /// to them bumps the version in its own transaction, so a list read after the bot carries at
+    /// least that version's dialogues; one cached under an older version is never used again.
+    async fn dialogues(
+        &self,
+        state: &AppState,
+        bot: BotId,
+        version: i64,
+    ) -> ApiResult<Arc<Vec<Dialogue>>> {
+        if let Ok(cache) = self.lists.lock()
+            && let Some((cached_at, dialogues)) = cache.get(&bot)
+            && *cached_at == version
+        {
+            return Ok(dialogues.clone());
+        }
+        let dialogues = Arc::new(state.store.list_dialogues(bot).await?);
+        if let Ok(mut cache) = self.lists.lock() {
+            let held: usize = cache.values().map(|(_, list)| list.len()).sum();
+            if held + dialogues.len() > MAX_CACHED_DIALOGUES {
+                cache.clear();
+            }
+            cache.insert(bot, (version, dialogues.clone()));
+        }
+        Ok(dialogues)
+    }
+
     fn patterns(&self, dialogue: &Dialogue) -> Arc<Vec<Regex>> {
         if let Ok(cache) = self.compiled.lock()
             && let Some((version, compiled)) = cache.get(&dialogue.id)
@@ -150,7 +183,7 @@ impl DialogueCache {
         model
     }
 
-    /// Forgets a deleted dialogue's patterns.
+    /// Forgets a deleted dialogue's patterns (its bot's list goes stale by its version).
     pub fn forget(&self, dialogue: DialogueId) {
         if let Ok(mut cache) = self.compiled.lock() {
             cache.remove(&dialogue);
@@ -281,6 +314,7 @@ pub fn greeting(settings: &ChatSettings, requested: Option<&str>) -> String {
 /// are written to the store and into it, so the reply's event carries them.
 pub async fn answer(
     state: &AppState,
+    bot: &Chatbot,
     conversation: &Conversation,
     settings: &ChatSettings,
     context: &mut BTreeMap<String, String>,
@@ -291,7 +325,10 @@ pub async fn answer(
         return Ok(None);
     }
     let language = message_language(settings, requested, text);
-    let dialogues = state.store.list_dialogues(conversation.bot_id).await?;
+    let dialogues = state
+        .dialogue_cache
+        .dialogues(state, bot.id, bot.dialogues_version)
+        .await?;
     // The bot's sample model, looked up only once a group with sample phrases is reached.
     let mut model = None;
     // Awaited follow-ups first (those of the dialogue that answered last), then the top level.

@@ -70,6 +70,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Demo> {
                 sharing_policy: SharingPolicy::AllReaders,
                 created_at: now,
                 updated_at: now,
+                dialogues_version: 0,
             };
             store.create_bot(&bot).await?;
             bot

@@ -433,7 +433,10 @@ async fn a_node_without_the_geoip_database_keeps_country_rules_closed() {
 
         // A second node on the same database, started without `geoip_database`.
         let data = tempfile::tempdir().unwrap();
-        let node = start_node(&app.database_url, &data.path().join("data")).await;
+        let node = common::start_node(&app.database_url, &data.path().join("data"), &|config| {
+            config.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        })
+        .await;
         let node_app = NodeClient {
             base: format!("http://{}", node.addr),
             client: common::http_client(),
@@ -472,21 +475,6 @@ impl NodeClient {
                 .expect("request"),
         )
         .await
-    }
-}
-
-async fn start_node(database_url: &str, data_dir: &Path) -> confide::server::RunningServer {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let mut config = common::test_config(common::free_port(), data_dir, database_url);
-        config.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
-        match confide::server::start(config).await {
-            Ok(server) => return server,
-            // Someone took the port between our look and the bind: pick another.
-            Err(err) if attempt < 5 => eprintln!("node did not start ({err:#}); retrying"),
-            Err(err) => panic!("the second node did not start: {err:#}"),
-        }
     }
 }
 

@@ -190,6 +190,73 @@ async fn dialogues_are_tried_in_position_order_and_belong_to_their_bot() {
     .await;
 }
 
+/// Each node keeps the bot's dialogues it read; a change made through another node reaches its
+/// very next answer (the bot's dialogue version moves with every change, in the same transaction).
+#[tokio::test]
+async fn a_dialogue_changed_through_one_node_answers_on_another_at_once() {
+    each_backend(async |app| {
+        let s = shop(app, "Shop").await;
+        let hours = s
+            .add(
+                app,
+                json!({ "name": "Hours", "patterns": ["hours"], "replies": ["9 to 5."] }),
+            )
+            .await;
+        let data = tempfile::tempdir().unwrap();
+        let node = common::start_node(&app.database_url, &data.path().join("data"), &|_| {}).await;
+        let client = common::http_client();
+        let base = format!("http://{}", node.addr);
+        common::wait_for_health(&client, &base).await;
+        let session = common::read(
+            client
+                .post(format!("{base}/chat/v1/{}/sessions", s.bot_key))
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        session.expect(201);
+        let token = session.json()["token"].as_str().unwrap().to_owned();
+        let ask_node = async |text: &str| {
+            let reply = common::read(
+                client
+                    .post(format!("{base}/chat/v1/messages"))
+                    .header("x-chat-token", &token)
+                    .json(&json!({ "text": text }))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            reply.expect(202);
+            reply.json()["reply"]["text"].as_str().unwrap().to_owned()
+        };
+        assert_eq!(ask_node("your hours?").await, "9 to 5.");
+
+        // Changed, added and deleted through the first node: the second answers with each at once.
+        let path = format!("{}/{}", s.dialogues(), hours["id"].as_str().unwrap());
+        app.put(
+            &path,
+            &s.owner,
+            json!({ "name": "Hours", "patterns": ["hours"], "replies": ["8 to 4."] }),
+        )
+        .await
+        .expect(200);
+        assert_eq!(ask_node("your hours?").await, "8 to 4.");
+        s.add(
+            app,
+            json!({ "name": "Shipping", "patterns": ["ship"], "replies": ["Tomorrow."] }),
+        )
+        .await;
+        assert_eq!(ask_node("when do you ship?").await, "Tomorrow.");
+        app.delete(&path, &s.owner).await.expect(204);
+        assert_eq!(ask_node("your hours?").await, "Sorry, I did not get that.");
+        node.stop().await.unwrap();
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn patterns_are_checked_on_save_and_none_can_stall_a_reply() {
     each_backend(async |app| {

@@ -95,6 +95,7 @@ pub async fn create_bot(
         sharing_policy: SharingPolicy::AllReaders,
         created_at: now,
         updated_at: now,
+        dialogues_version: 0,
     };
     state.store.create_bot(&bot).await?;
     audit::record(

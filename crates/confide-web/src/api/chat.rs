@@ -807,6 +807,7 @@ pub(crate) async fn converse(
         None => {
             crate::engine::answer(
                 state,
+                bot,
                 conversation,
                 settings,
                 &mut memory.bot,

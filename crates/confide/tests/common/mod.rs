@@ -269,6 +269,27 @@ pub fn test_config(port: u16, data_dir: &Path, database_url: &str) -> Config {
     }
 }
 
+/// A server on `database_url` with its own data directory (and so its own keys), configured by
+/// the test: the first node of a test, or another node of the same deployment.
+pub async fn start_node(
+    database_url: &str,
+    data_dir: &Path,
+    configure: &impl Fn(&mut Config),
+) -> server::RunningServer {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut config = test_config(free_port(), data_dir, database_url);
+        configure(&mut config);
+        match server::start(config).await {
+            Ok(server) => return server,
+            // Someone took the port between our look and the bind: pick another.
+            Err(err) if attempt < 5 => eprintln!("server did not start ({err:#}); retrying"),
+            Err(err) => panic!("the server did not start: {err:#}"),
+        }
+    }
+}
+
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -286,18 +307,7 @@ impl TestApp {
         let data = tempfile::tempdir().expect("create the data directory");
         let data_dir = data.path().join("data");
         let database_url = db.url();
-        let mut attempt = 0;
-        let server = loop {
-            attempt += 1;
-            let mut config = test_config(free_port(), &data_dir, &database_url);
-            configure(&mut config);
-            match server::start(config).await {
-                Ok(server) => break server,
-                // Someone took the port between our look and the bind: pick another.
-                Err(err) if attempt < 5 => eprintln!("server did not start ({err:#}); retrying"),
-                Err(err) => panic!("the server did not start: {err:#}"),
-            }
-        };
+        let server = start_node(&database_url, &data_dir, configure).await;
         let addr = server.addr;
         let app = TestApp {
             backend,
