@@ -1,7 +1,8 @@
 //! Inbox backup through HTTP: an organization's owners and admins send a daily export of its
 //! conversations (JSON lines) to the server's backup directory or to an S3-compatible bucket
 //! (moto, speaking S3's wire protocol), never see the secret again, and cannot point the server at
-//! the inside of the network; each day is written once however many nodes run the schedule.
+//! the inside of the network; each day is written once however many nodes run the schedule. A key
+//! that may only write is enough (moto checking keys and policies as AWS does).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -11,7 +12,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::moto::{Moto, REGION};
+use common::moto::{AccessKey, Moto, REGION};
 use common::{Credential, Reply, TestApp, each_backend_with, email, utc_date};
 use confide::config::Config;
 use confide_store::Store as _;
@@ -693,4 +694,149 @@ async fn the_schedule_backs_up_yesterday_once_however_many_nodes_run_it() {
         other.stop().await.unwrap();
     })
     .await;
+}
+
+/// The policy docs/inbox-backup.md gives for a write-only key: objects under the exports' prefix
+/// may be written (one PUT, or a multipart upload) and a failed multipart upload aborted; nothing
+/// may be read, listed or deleted.
+fn write_only_policy(bucket: &str, prefix: &str) -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ConfideInboxBackupWriteOnly",
+                "Effect": "Allow",
+                "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
+                "Resource": format!("arn:aws:s3:::{bucket}/{prefix}confide/inbox/*"),
+            }
+        ]
+    })
+}
+
+/// An S3 destination in moto, written with `key`.
+fn s3_destination(moto: &Moto, bucket: &str, prefix: &str, key: &AccessKey) -> Value {
+    json!({
+        "destination": "s3",
+        "bucket": bucket,
+        "region": REGION,
+        "endpoint": moto.endpoint(),
+        "prefix": prefix,
+        "access_key_id": key.id,
+        "secret_access_key": key.secret,
+    })
+}
+
+#[tokio::test]
+async fn a_backup_needs_nothing_but_a_key_that_may_only_write() {
+    let Some(moto) = Moto::start_with_iam().await else {
+        return;
+    };
+    moto.create_bucket("lamp-backups").await;
+    each_backend_with(with_loopback_allowed, async |app| {
+        let shop = Shop::open(app, "Lamp Shop").await;
+        let prefix = format!("{}/chat/", app.backend);
+        let policy = write_only_policy("lamp-backups", &prefix);
+        let writer = moto
+            .create_user(&format!("backup-writer-{}", app.backend), &policy)
+            .await;
+
+        // moto checks keys here as AWS does: one it does not know is refused.
+        let stranger = AccessKey {
+            id: KEY_ID.to_owned(),
+            secret: SECRET.to_owned(),
+        };
+        let refused = shop
+            .configure(
+                app,
+                s3_destination(&moto, "lamp-backups", &prefix, &stranger),
+            )
+            .await;
+        refused.expect_error(422, "destination_write_failed");
+        assert!(refused.text.contains("access_denied"), "{}", refused.text);
+        // And signatures are checked: the right key id with another secret is refused too.
+        let forged = AccessKey {
+            id: writer.id.clone(),
+            secret: SECRET.to_owned(),
+        };
+        let refused = shop
+            .configure(app, s3_destination(&moto, "lamp-backups", &prefix, &forged))
+            .await;
+        refused.expect_error(422, "destination_write_failed");
+        assert!(refused.text.contains("access_denied"), "{}", refused.text);
+
+        // The write-only key takes the test write, and the run writes the day.
+        shop.configure(app, s3_destination(&moto, "lamp-backups", &prefix, &writer))
+            .await
+            .expect(200);
+        let base = format!("{prefix}confide/inbox/{}/", shop.org);
+        assert!(
+            moto.object("lamp-backups", &format!("{base}.confide-write-test"))
+                .await
+                .is_some(),
+            "the test write"
+        );
+        let chat = shop.chat(app, &["Is the brass lamp in stock?"]).await;
+        let today = utc_date(0);
+        shop.run(app, &today).await.expect(202);
+        let run = shop.finished(app, &today).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        let key = format!("{base}{today}.jsonl");
+        let written = moto
+            .object("lamp-backups", &key)
+            .await
+            .expect("the day's export in the bucket");
+        let found = lines(&written);
+        assert_eq!(found.len(), 1, "{written}");
+        assert_eq!(found[0]["id"], chat.as_str());
+        assert_eq!(texts(&found[0])[0], "Is the brass lamp in stock?");
+
+        // The key really may do nothing else: moto refuses it every read, list and delete, and
+        // writes outside the exports' prefix. It may abort a multipart upload it started (what
+        // a failed large upload does) but not list its parts (which Confide never asks for).
+        let tried = moto
+            .boto3_as(
+                &writer,
+                &format!(
+                    "bucket, key = 'lamp-backups', '{key}'\n\
+                     def attempt(name, call):\n    \
+                         try:\n        call()\n        print(name, 'allowed')\n    \
+                         except ClientError as e:\n        \
+                             status = e.response['ResponseMetadata']['HTTPStatusCode']\n        \
+                             print(name, 'refused' if status == 403 else status)\n\
+                     attempt('GetObject', lambda: s3.get_object(Bucket=bucket, Key=key))\n\
+                     attempt('HeadObject', lambda: s3.head_object(Bucket=bucket, Key=key))\n\
+                     attempt('ListBucket', lambda: s3.list_objects_v2(Bucket=bucket))\n\
+                     attempt('ListMultipartUploads', \
+                         lambda: s3.list_multipart_uploads(Bucket=bucket))\n\
+                     attempt('DeleteObject', lambda: s3.delete_object(Bucket=bucket, Key=key))\n\
+                     attempt('PutObject elsewhere', \
+                         lambda: s3.put_object(Bucket=bucket, Key='elsewhere.txt', Body=b'x'))\n\
+                     upload = s3.create_multipart_upload(Bucket=bucket, Key=key)['UploadId']\n\
+                     s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, \
+                         Body=b'x')\n\
+                     attempt('ListParts', \
+                         lambda: s3.list_parts(Bucket=bucket, Key=key, UploadId=upload))\n\
+                     attempt('AbortMultipartUpload', lambda: s3.abort_multipart_upload(\
+                         Bucket=bucket, Key=key, UploadId=upload))\n"
+                ),
+            )
+            .await;
+        assert_eq!(
+            tried.lines().collect::<Vec<_>>(),
+            [
+                "GetObject refused",
+                "HeadObject refused",
+                "ListBucket refused",
+                "ListMultipartUploads refused",
+                "DeleteObject refused",
+                "PutObject elsewhere refused",
+                "ListParts refused",
+                "AbortMultipartUpload allowed",
+            ],
+        );
+        // Nothing was deleted on the way.
+        assert_eq!(moto.object("lamp-backups", &key).await, Some(written));
+    })
+    .await;
+    moto.stop().await;
 }

@@ -4,6 +4,10 @@
 //! The Python that has moto is `CONFIDE_TEST_PYTHON`, else the repository's `.venv` (where
 //! `.ci/run` installs it), else `python3`. Without moto a test skips loudly, unless
 //! `CONFIDE_REQUIRE_MOTO=1` (set by CI) turns that into a failure.
+//!
+//! [`Moto::start_with_iam`] also checks every request against moto's IAM, as AWS does: the
+//! signature with the key's secret, then the user's policies, so a key allowed only to write is
+//! refused anything else.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -11,13 +15,21 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-/// The credentials the tests give moto (it accepts any).
 pub const REGION: &str = "us-east-1";
+
+/// An access key: any pair while moto does not check them, an IAM user's once it does.
+#[derive(Clone, Debug)]
+pub struct AccessKey {
+    pub id: String,
+    pub secret: String,
+}
 
 pub struct Moto {
     python: PathBuf,
     pub port: u16,
     child: Child,
+    /// What the helpers below sign with: allowed everything.
+    admin: AccessKey,
 }
 
 fn python() -> PathBuf {
@@ -79,12 +91,38 @@ impl Moto {
                 python: python.clone(),
                 port,
                 child,
+                admin: AccessKey {
+                    id: "test-admin".to_owned(),
+                    secret: "test-admin-secret".to_owned(),
+                },
             };
             if moto.wait_until_ready().await {
                 return Some(moto);
             }
         }
         panic!("moto did not start");
+    }
+
+    /// A fresh moto server that authorizes every request against its IAM: an admin user allowed
+    /// everything is made first, and the helpers below use its key.
+    pub async fn start_with_iam() -> Option<Moto> {
+        let mut moto = Moto::start().await?;
+        let everything = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{ "Effect": "Allow", "Action": "*", "Resource": "*" }],
+        });
+        moto.admin = moto.create_user("confide-test-admin", &everything).await;
+        // moto's INITIAL_NO_AUTH_ACTION_COUNT (requests let through unchecked) set to 0 now, with
+        // the admin in place, through the endpoint moto's own `set_initial_no_auth_action_count`
+        // uses in server mode: from here on every request is checked.
+        let answer = reqwest::Client::new()
+            .post(format!("{}/moto-api/reset-auth", moto.endpoint()))
+            .body("0")
+            .send()
+            .await
+            .expect("reach moto");
+        assert!(answer.status().is_success(), "moto did not turn on IAM");
+        Some(moto)
     }
 
     async fn wait_until_ready(&self) -> bool {
@@ -107,13 +145,24 @@ impl Moto {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Runs a boto3 script with `s3`, a client of this server, in scope; answers its stdout.
+    /// Runs a boto3 script with `s3` and `iam`, clients of this server, in scope; answers its
+    /// stdout.
     pub async fn boto3(&self, script: &str) -> String {
+        self.boto3_as(&self.admin, script).await
+    }
+
+    /// Like [`Moto::boto3`], signing with `key`.
+    pub async fn boto3_as(&self, key: &AccessKey, script: &str) -> String {
         let program = format!(
             "import boto3, sys\n\
-             s3 = boto3.client('s3', endpoint_url='{}', region_name='{REGION}', \
-             aws_access_key_id='test-admin', aws_secret_access_key='test-admin-secret')\n{script}",
-            self.endpoint()
+             from botocore.exceptions import ClientError\n\
+             def client(service):\n    \
+             return boto3.client(service, endpoint_url='{}', region_name='{REGION}', \
+             aws_access_key_id='{}', aws_secret_access_key='{}')\n\
+             s3, iam = client('s3'), client('iam')\n{script}",
+            self.endpoint(),
+            key.id,
+            key.secret,
         );
         let output = Command::new(&self.python)
             .args(["-c", &program])
@@ -126,6 +175,26 @@ impl Moto {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8(output.stdout).expect("UTF-8 output")
+    }
+
+    /// An IAM user allowed what `policy` (an IAM policy document) allows, and its access key.
+    pub async fn create_user(&self, name: &str, policy: &serde_json::Value) -> AccessKey {
+        // The policy's JSON, quoted by `{:?}`, is a Python string literal.
+        let out = self
+            .boto3(&format!(
+                "iam.create_user(UserName='{name}')\n\
+                 iam.put_user_policy(UserName='{name}', PolicyName='{name}', \
+                 PolicyDocument={policy:?})\n\
+                 key = iam.create_access_key(UserName='{name}')['AccessKey']\n\
+                 print(key['AccessKeyId'])\nprint(key['SecretAccessKey'])",
+                policy = policy.to_string(),
+            ))
+            .await;
+        let mut lines = out.lines().map(str::to_owned);
+        AccessKey {
+            id: lines.next().expect("the key id"),
+            secret: lines.next().expect("the secret"),
+        }
     }
 
     pub async fn create_bucket(&self, bucket: &str) {
