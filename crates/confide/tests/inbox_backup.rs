@@ -25,6 +25,7 @@ const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYWRITEONLY";
 struct Shop {
     org: String,
     owner: Credential,
+    bot_id: String,
     bot_key: String,
 }
 
@@ -45,6 +46,7 @@ impl Shop {
         Shop {
             org: owner.org_id,
             owner: session.bearer(),
+            bot_id: bot.id,
             bot_key: bot.key,
         }
     }
@@ -836,6 +838,117 @@ async fn a_backup_needs_nothing_but_a_key_that_may_only_write() {
         );
         // Nothing was deleted on the way.
         assert_eq!(moto.object("lamp-backups", &key).await, Some(written));
+    })
+    .await;
+    moto.stop().await;
+}
+
+/// What one upload holds before the export turns to a multipart upload (`UPLOAD_BUFFER`).
+const SINGLE_UPLOAD_BYTES: u64 = 8 * 1024 * 1024;
+
+#[tokio::test]
+async fn a_day_larger_than_one_upload_goes_up_in_parts_and_arrives_whole() {
+    let Some(moto) = Moto::start_with_iam().await else {
+        return;
+    };
+    moto.create_bucket("lamp-backups").await;
+    each_backend_with(with_loopback_allowed, async |app| {
+        let shop = Shop::open(app, "Lamp Shop").await;
+        let prefix = format!("{}/chat/", app.backend);
+        let writer = moto
+            .create_user(
+                &format!("backup-writer-{}", app.backend),
+                &write_only_policy("lamp-backups", &prefix),
+            )
+            .await;
+        shop.configure(app, s3_destination(&moto, "lamp-backups", &prefix, &writer))
+            .await
+            .expect(200);
+
+        // A busy day, sent the quickest way the product offers: a customer's backend sends its
+        // users' longest messages through the Application API, and a dialogue answers each with
+        // its longest reply. Four-byte characters fill each message's 2000 characters with 8000
+        // bytes, so a few hundred exchanges make more than one upload holds.
+        let bot = format!("/api/v1/orgs/{}/bots/{}", shop.org, shop.bot_id);
+        let answer = app
+            .post(
+                &format!("{bot}/dialogues"),
+                &shop.owner,
+                json!({
+                    "name": "Lamp light",
+                    "patterns": ["(?i)^lamp light$"],
+                    "replies": ["💡".repeat(2000)],
+                }),
+            )
+            .await;
+        answer.expect(201);
+        let exchange = answer.json()["id"].as_str().unwrap().to_owned();
+        let key = app
+            .create_api_key(&shop.owner, &shop.org, &["chats:write"], Some(&shop.bot_id))
+            .await
+            .credential();
+        const USERS: usize = 4;
+        const EXCHANGES_PER_USER: usize = 150;
+        let said = |user: usize, n: usize| {
+            let head = format!("{user}:{n:03} ");
+            let fill = "🪔".repeat(2000 - head.chars().count());
+            format!("{head}{fill}")
+        };
+        futures_util::future::join_all((0..USERS).map(|user| {
+            let (key, exchange) = (&key, &exchange);
+            async move {
+                for n in 0..EXCHANGES_PER_USER {
+                    app.post(
+                        "/api/v1/send",
+                        key,
+                        json!({
+                            "user_id": format!("customer-{user}"),
+                            "message": said(user, n),
+                            "exchange_id": exchange,
+                        }),
+                    )
+                    .await
+                    .expect(202);
+                }
+            }
+        }))
+        .await;
+
+        let today = utc_date(0);
+        shop.run(app, &today).await.expect(202);
+        let run = shop.finished(app, &today).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert_eq!(run["conversations"], USERS);
+        let bytes = run["bytes"].as_u64().unwrap();
+        assert!(bytes > SINGLE_UPLOAD_BYTES, "{run}");
+
+        // Uploaded in parts (S3 gives such an object the ETag `"…-<parts>"`), and whole.
+        let object_key = format!("{prefix}confide/inbox/{}/{today}.jsonl", shop.org);
+        let (size, etag) = moto.head("lamp-backups", &object_key).await;
+        assert_eq!(size, bytes);
+        let parts = etag.trim_matches('"').rsplit_once('-').map(|(_, n)| n);
+        assert_eq!(
+            parts,
+            Some(bytes.div_ceil(SINGLE_UPLOAD_BYTES).to_string().as_str()),
+            "{etag}"
+        );
+        let written = moto
+            .object("lamp-backups", &object_key)
+            .await
+            .expect("the day's export in the bucket");
+        assert_eq!(written.len() as u64, bytes);
+        let found = lines(&written);
+        assert_eq!(found.len(), USERS);
+        for user in 0..USERS {
+            let line = found
+                .iter()
+                .find(|l| l["messages"][0]["text"] == said(user, 0).as_str())
+                .unwrap();
+            let expected: Vec<String> = (0..EXCHANGES_PER_USER)
+                .flat_map(|n| [said(user, n), "💡".repeat(2000)])
+                .collect();
+            assert!(texts(line) == expected, "customer-{user}'s messages differ");
+        }
     })
     .await;
     moto.stop().await;

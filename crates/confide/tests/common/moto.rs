@@ -197,6 +197,19 @@ impl Moto {
         }
     }
 
+    /// The object's size and ETag (`"…-N"` for an object uploaded in N parts).
+    pub async fn head(&self, bucket: &str, key: &str) -> (u64, String) {
+        let out = self
+            .boto3(&format!(
+                "head = s3.head_object(Bucket='{bucket}', Key='{key}')\n\
+                 print(head['ContentLength'])\nprint(head['ETag'])"
+            ))
+            .await;
+        let mut lines = out.lines();
+        let size = lines.next().and_then(|l| l.parse().ok()).expect("a size");
+        (size, lines.next().expect("an ETag").to_owned())
+    }
+
     pub async fn create_bucket(&self, bucket: &str) {
         self.boto3(&format!("s3.create_bucket(Bucket='{bucket}')"))
             .await;
