@@ -280,6 +280,59 @@ async fn a_local_backup_holds_one_line_per_conversation_active_that_day() {
     .await;
 }
 
+/// The permission bits of a file or directory, in octal.
+fn mode(path: &Path) -> String {
+    let mode = std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode();
+    format!("{:o}", mode & 0o777)
+}
+
+#[tokio::test]
+async fn only_the_servers_user_may_read_a_local_backup() {
+    each_backend_with(with_backup_dir, async |app| {
+        let shop = Shop::open(app, "Lamp Shop").await;
+        let dir = the_backup_dir(app);
+        shop.configure(app, json!({ "destination": "local" }))
+            .await
+            .expect(200);
+        shop.chat(app, &["My address is 1 Lamp Street"]).await;
+        let today = utc_date(0);
+        shop.run(app, &today).await.expect(202);
+        assert_eq!(shop.finished(app, &today).await["status"], "succeeded");
+
+        let org_dir = dir.join(&shop.org);
+        let export = org_dir.join(format!("{today}.jsonl"));
+        assert!(
+            std::fs::read_to_string(&export)
+                .unwrap()
+                .contains("1 Lamp Street")
+        );
+        assert_eq!(mode(&dir), "700");
+        assert_eq!(mode(&org_dir), "700");
+        assert_eq!(mode(&org_dir.join(".confide-write-test")), "600");
+        assert_eq!(mode(&export), "600");
+
+        // A day written again (here over a file someone opened up) is private again, and no
+        // half-written file stays beside it.
+        std::fs::set_permissions(&export, std::fs::Permissions::from_mode(0o644)).unwrap();
+        shop.run(app, &today).await.expect(202);
+        assert_eq!(shop.finished(app, &today).await["status"], "succeeded");
+        assert_eq!(mode(&export), "600");
+        let mut names: Vec<String> = std::fs::read_dir(&org_dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [".confide-write-test".to_owned(), format!("{today}.jsonl")]
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_backup_reaches_an_s3_compatible_bucket_and_never_shows_its_secret() {
     let Some(moto) = Moto::start().await else {

@@ -1,16 +1,17 @@
 //! One day's export: JSON lines written through a buffered upload (one PUT for a small day, a
-//! multipart upload for a large one), reading conversations and messages page by page so that
-//! memory holds at most one page and one conversation's line.
+//! multipart upload for a large one) or to a private file in the backup directory, reading
+//! conversations and messages page by page so that memory holds at most one page and one
+//! conversation's line besides what the upload buffers.
 
 use bytes::Bytes;
 use confide_domain::{ConversationId, OrgId};
 use confide_store::{ChatLogEntry, MessagePosition};
 use object_store::buffered::BufWriter;
-use object_store::path::Path as ObjectPath;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt as _;
 
-use super::{BackupError, Day, Destination, Lease};
+use super::directory::PrivateFile;
+use super::{BackupError, Day, Destination, Lease, Target};
 use crate::api::chat::MessageView;
 use crate::api::chat_log::ChatView;
 use crate::api::timestamp;
@@ -51,30 +52,87 @@ fn time(ms: Option<i64>) -> Option<String> {
     ms.map(timestamp)
 }
 
-/// Writes the organization's day to `key`; answers the conversations and bytes written.
+/// Where the lines go as they are made.
+enum Upload<'a> {
+    Bucket {
+        writer: BufWriter,
+        destination: &'a Destination,
+    },
+    File(PrivateFile),
+}
+
+impl<'a> Upload<'a> {
+    async fn start(destination: &'a Destination, name: &str) -> Result<Upload<'a>, BackupError> {
+        Ok(match &destination.target {
+            Target::Bucket(store) => Upload::Bucket {
+                writer: BufWriter::with_capacity(
+                    store.clone(),
+                    destination.key(name)?,
+                    UPLOAD_BUFFER,
+                ),
+                destination,
+            },
+            Target::Directory(directory) => {
+                Upload::File(PrivateFile::create(directory, name).await?)
+            }
+        })
+    }
+
+    async fn put(&mut self, line: Bytes) -> Result<(), BackupError> {
+        match self {
+            Upload::Bucket {
+                writer,
+                destination,
+            } => writer.put(line).await.map_err(|e| destination.error(&e)),
+            Upload::File(file) => file.write(&line).await,
+        }
+    }
+
+    async fn finish(self) -> Result<(), BackupError> {
+        match self {
+            Upload::Bucket {
+                mut writer,
+                destination,
+            } => writer
+                .shutdown()
+                .await
+                .map_err(|e| io_error(destination, &e)),
+            Upload::File(file) => file.finish().await,
+        }
+    }
+
+    /// Nothing half-written stays behind: a started multipart upload is aborted, a partial file
+    /// removed.
+    async fn abort(self) {
+        match self {
+            Upload::Bucket { mut writer, .. } => {
+                if let Err(abort) = writer.abort().await {
+                    tracing::warn!(error = %abort, "aborting an inbox backup upload failed");
+                }
+            }
+            Upload::File(file) => file.abort().await,
+        }
+    }
+}
+
+/// Writes the organization's day as `name` (`YYYY-MM-DD.jsonl`); answers the conversations and
+/// bytes written.
 pub(super) async fn write_day(
     state: &AppState,
     org: OrgId,
     day: Day,
     destination: &Destination,
-    key: &ObjectPath,
+    name: &str,
     lease: &Lease<'_>,
 ) -> Result<(i64, i64), BackupError> {
-    let mut writer =
-        BufWriter::with_capacity(destination.store.clone(), key.clone(), UPLOAD_BUFFER);
-    match write_lines(state, org, day, destination, &mut writer, lease).await {
+    let mut upload = Upload::start(destination, name).await?;
+    match write_lines(state, org, day, &mut upload, lease).await {
         Ok(written) => {
-            writer
-                .shutdown()
-                .await
-                .map_err(|e| io_error(destination, &e))?;
+            upload.finish().await?;
             Ok(written)
         }
         Err(err) => {
-            // Nothing half-written stays behind: a started multipart upload is aborted.
-            if let Err(abort) = writer.abort().await {
-                tracing::warn!(error = %abort, "aborting an inbox backup upload failed");
-            }
+            upload.abort().await;
             Err(err)
         }
     }
@@ -84,8 +142,7 @@ async fn write_lines(
     state: &AppState,
     org: OrgId,
     day: Day,
-    destination: &Destination,
-    writer: &mut BufWriter,
+    upload: &mut Upload<'_>,
     lease: &Lease<'_>,
 ) -> Result<(i64, i64), BackupError> {
     let (from, to) = (day.start_ms(), day.end_ms());
@@ -102,7 +159,7 @@ async fn write_lines(
             let line = line(state, entry, &day_text, from, to).await?;
             bytes = bytes.saturating_add(i64::try_from(line.len()).unwrap_or(i64::MAX));
             conversations += 1;
-            writer.put(line).await.map_err(|e| destination.error(&e))?;
+            upload.put(line).await?;
         }
         let Some(last) = page.last() else { break };
         after = Some(last.conversation.id);

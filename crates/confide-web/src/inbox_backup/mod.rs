@@ -9,6 +9,7 @@
 //! - Requests to a bucket go through the SSRF-safe outbound client (`transport`); nothing is ever
 //!   read, listed or deleted, so write-only credentials are enough.
 
+mod directory;
 mod export;
 pub mod schedule;
 mod transport;
@@ -26,7 +27,6 @@ use confide_store::{
     BackupClaim, BackupDestination, BackupRunCause, BackupRunOutcome, InboxBackup, InboxBackupRun,
 };
 use object_store::aws::AmazonS3Builder;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt as _, PutPayload, RetryConfig};
 use secrecy::{ExposeSecret, SecretString};
@@ -288,13 +288,20 @@ pub fn check_plain_http(url: &Url, addresses: &[IpAddr]) -> Result<(), BackupErr
     Ok(())
 }
 
-/// Where one organization's objects go: the store and the key prefix inside it.
+/// Where one organization's objects go: the bucket or directory, and the key prefix there.
 struct Destination {
-    store: Arc<dyn ObjectStore>,
+    target: Target,
     /// Put before `YYYY-MM-DD.jsonl` (and the test object's name).
     base: String,
     /// Strings never to show in an error.
     hide: Vec<String>,
+}
+
+enum Target {
+    /// An S3-compatible bucket, through the SSRF-safe transport.
+    Bucket(Arc<dyn ObjectStore>),
+    /// The organization's own directory in the operator's backup directory (`base` names it).
+    Directory(PathBuf),
 }
 
 impl Destination {
@@ -349,14 +356,8 @@ fn open_destination(
                     format!("the backup directory cannot be prepared: {reason}"),
                 )
             })?;
-            let store = LocalFileSystem::new_with_prefix(root).map_err(|e| {
-                BackupError::new(
-                    "local_write_failed",
-                    format!("the backup directory cannot be used: {e}"),
-                )
-            })?;
             Ok(Destination {
-                store: Arc::new(store),
+                target: Target::Directory(directory),
                 base,
                 hide: Vec::new(),
             })
@@ -394,7 +395,7 @@ fn open_destination(
                 )
             })?;
             Ok(Destination {
-                store: Arc::new(store),
+                target: Target::Bucket(Arc::new(store)),
                 base,
                 hide: vec![key_id.to_owned(), secret.expose_secret().to_owned()],
             })
@@ -417,12 +418,20 @@ pub async fn test_write(
         "organization": backup.org_id,
         "written_at": crate::api::timestamp(now),
     });
-    let payload = PutPayload::from(Bytes::from(body.to_string()));
-    destination
-        .store
-        .put(&key, payload)
-        .await
-        .map_err(|e| destination.error(&e))?;
+    let body = Bytes::from(body.to_string());
+    match &destination.target {
+        Target::Bucket(store) => {
+            store
+                .put(&key, PutPayload::from(body))
+                .await
+                .map_err(|e| destination.error(&e))?;
+        }
+        Target::Directory(directory) => {
+            let mut file = directory::PrivateFile::create(directory, TEST_OBJECT).await?;
+            file.write(&body).await?;
+            file.finish().await?;
+        }
+    }
     Ok(key.to_string())
 }
 
@@ -585,7 +594,8 @@ async fn export_day(
         _ => None,
     };
     let destination = open_destination(runtime, backup, secret.as_ref())?;
-    let key = destination.key(&format!("{day}.jsonl"))?;
+    let name = format!("{day}.jsonl");
+    let key = destination.key(&name)?;
     let lease = Lease {
         state,
         org: backup.org_id,
@@ -593,7 +603,7 @@ async fn export_day(
         owner,
     };
     let (conversations, bytes) =
-        export::write_day(state, backup.org_id, day, &destination, &key, &lease).await?;
+        export::write_day(state, backup.org_id, day, &destination, &name, &lease).await?;
     Ok((conversations, bytes, key.to_string()))
 }
 
