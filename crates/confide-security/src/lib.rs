@@ -1,5 +1,6 @@
 //! Confide's security primitives: password hashing and policy, key material, access tokens,
-//! opaque tokens (sessions, API keys, CSRF, password reset, invitations) and rate limits.
+//! opaque tokens (sessions, API keys, CSRF, password reset, invitations), rate limits and upload
+//! checks.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod chat_token;
@@ -15,6 +16,7 @@ pub mod sealing;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tokens;
+pub mod upload;
 pub mod webhook;
 
 pub use error::{Error, Result};
