@@ -922,8 +922,9 @@
     else showError(errorText(r));
   };
 
-  // A bot message's buttons: one leading to a dialogue sends its label as the visitor's answer
-  // (once: the group is disabled after a press); one with an http(s) url is a link.
+  // A bot message's buttons: one leading to a dialogue or asking for a human sends its label as
+  // the visitor's answer (once: the group is disabled after a press); one with an http(s) url is
+  // a link.
   const choices = (m) => {
     const group = h('div', 'choices');
     (Array.isArray(m.buttons) ? m.buttons : []).forEach((b, index) => {
@@ -931,7 +932,7 @@
       const target = typeof b.url === 'string' ? linkTarget(b.url) : null;
       if (target) {
         group.append(h('a', 'choice', { href: target, target: '_blank', rel: 'noopener noreferrer nofollow' }, b.label));
-      } else if (typeof b.dialogue_id === 'string') {
+      } else if (typeof b.dialogue_id === 'string' || b.handover === true) {
         const press = h('button', 'choice', { type: 'button' }, b.label);
         press.addEventListener('click', () => {
           if (!session) return;

@@ -198,8 +198,9 @@ pub const MAX_BUTTON_LABEL_CHARS: usize = 40;
 /// Characters of a link button's URL.
 pub const MAX_BUTTON_URL_CHARS: usize = 2000;
 
-/// A button under a dialogue's reply: pressing it answers with another dialogue of the bot
-/// (`dialogue_id`), or it opens a link (`url`, http or https). Exactly one of the two.
+/// A button under a reply: pressing it answers with another dialogue of the bot (`dialogue_id`),
+/// asks for a human (`handover: true`, as the fallback offers), or it opens a link (`url`, http
+/// or https). Exactly one of the three.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Button {
@@ -213,6 +214,26 @@ pub struct Button {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 2000)]
     pub url: Option<String>,
+    /// Pressing asks for a human, as `POST /chat/v1/handover` does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handover: bool,
+}
+
+/// A button's label as stored: plain text of 1 to 40 characters.
+pub fn button_label(raw: &str) -> Result<String, String> {
+    let label = crate::markup::plain(raw.trim())
+        .map_err(|err| err.to_string())?
+        .trim()
+        .to_owned();
+    if label.is_empty()
+        || label.chars().count() > MAX_BUTTON_LABEL_CHARS
+        || label.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "a label is 1 to {MAX_BUTTON_LABEL_CHARS} characters of text"
+        ));
+    }
+    Ok(label)
 }
 
 /// The buttons as stored: labels plain text, each either a dialogue or an http(s) link. Whether a
@@ -228,33 +249,27 @@ pub fn checked_buttons(buttons: &[Button]) -> Result<Vec<Button>, DialogueError>
         .enumerate()
         .map(|(index, button)| {
             let bad = |reason: &str| DialogueError::Shape(format!("button {index}: {reason}"));
-            let label = crate::markup::plain(button.label.trim())
-                .map_err(|err| bad(&err.to_string()))?
-                .trim()
-                .to_owned();
-            if label.is_empty()
-                || label.chars().count() > MAX_BUTTON_LABEL_CHARS
-                || label.chars().any(char::is_control)
-            {
-                return Err(bad(&format!(
-                    "a label is 1 to {MAX_BUTTON_LABEL_CHARS} characters of text"
-                )));
-            }
-            let url = match (&button.dialogue_id, &button.url) {
-                (Some(_), None) => None,
-                (None, Some(url)) if link_url(url) => Some(url.clone()),
-                (None, Some(_)) => {
+            let label = button_label(&button.label).map_err(|reason| bad(&reason))?;
+            let url = match (&button.dialogue_id, &button.url, button.handover) {
+                (Some(_), None, false) | (None, None, true) => None,
+                (None, Some(url), false) if link_url(url) => Some(url.clone()),
+                (None, Some(_), false) => {
                     return Err(bad(&format!(
                         "a url is an absolute http or https link of at most \
                          {MAX_BUTTON_URL_CHARS} characters"
                     )));
                 }
-                _ => return Err(bad("a button has a dialogue_id or a url, not both")),
+                _ => {
+                    return Err(bad(
+                        "a button has exactly one of a dialogue_id, a url or handover: true",
+                    ));
+                }
             };
             Ok(Button {
                 label,
                 dialogue_id: button.dialogue_id,
                 url,
+                handover: button.handover,
             })
         })
         .collect()
@@ -397,13 +412,22 @@ mod tests {
     }
 
     #[test]
-    fn buttons_lead_to_a_dialogue_or_an_http_link() {
+    fn buttons_lead_to_a_dialogue_a_human_or_an_http_link() {
         let to = DialogueId::new();
         let button = |label: &str, dialogue_id: Option<DialogueId>, url: Option<&str>| Button {
             label: label.to_owned(),
             dialogue_id,
             url: url.map(str::to_owned),
+            handover: false,
         };
+        let human = |label: &str, dialogue_id: Option<DialogueId>, url: Option<&str>| Button {
+            handover: true,
+            ..button(label, dialogue_id, url)
+        };
+        assert_eq!(
+            checked_buttons(&[human(" Talk to <i>us</i>", None, None)]).unwrap(),
+            vec![human("Talk to us", None, None)]
+        );
         assert_eq!(
             checked_buttons(&[
                 button(" <b>Track</b> order ", Some(to), None),
@@ -426,6 +450,8 @@ mod tests {
             vec![button("Proto", None, Some("https:///x"))],
             vec![button("Quote", None, Some("https://x.example/\"onclick"))],
             vec![button("Many", Some(to), None); MAX_BUTTONS + 1],
+            vec![human("Human and dialogue", Some(to), None)],
+            vec![human("Human and link", None, Some("https://x.example"))],
         ] {
             assert!(checked_buttons(&bad).is_err(), "{bad:?}");
         }

@@ -202,6 +202,11 @@ pub struct ChatSettings {
     pub greetings: BTreeMap<String, String>,
     /// Fallback replies in the bot's other languages (the default's is `fallback_reply`).
     pub fallback_replies: BTreeMap<String, String>,
+    /// The label of the button with which the fallback offers a human, in the default language;
+    /// `None`: the fallback offers none.
+    pub fallback_human_button: Option<String>,
+    /// That label in the bot's other languages.
+    pub fallback_human_buttons: BTreeMap<String, String>,
     /// The confidence (0..=1) a sample-phrase dialogue needs to answer.
     pub sample_threshold: f64,
     /// Domain patterns (`example.com`, `*.example.com`) that may embed the widget; empty = any.
@@ -224,6 +229,8 @@ impl Default for ChatSettings {
             detect_language: false,
             greetings: BTreeMap::new(),
             fallback_replies: BTreeMap::new(),
+            fallback_human_button: None,
+            fallback_human_buttons: BTreeMap::new(),
             sample_threshold: confide_domain::samples::DEFAULT_THRESHOLD,
             ticket_after_seconds: 300,
             allowed_domains: Vec::new(),
@@ -251,6 +258,21 @@ impl ChatSettings {
         self.fallback_replies
             .get(language)
             .unwrap_or(&self.fallback_reply)
+    }
+
+    /// The button with which the fallback offers a human in `language`, if it offers one.
+    pub fn fallback_human_button_in(&self, language: &str) -> Option<Button> {
+        let default = self.fallback_human_button.as_ref()?;
+        Some(Button {
+            label: self
+                .fallback_human_buttons
+                .get(language)
+                .unwrap_or(default)
+                .clone(),
+            dialogue_id: None,
+            url: None,
+            handover: true,
+        })
     }
 }
 

@@ -1350,7 +1350,8 @@ impl Store for SqlStore {
         let row = sqlx::query(
             "SELECT greeting, fallback_reply, allowed_domains, restrictions, require_identity, \
              languages, detect_language, greetings, fallback_replies, sample_threshold, \
-             ticket_after_seconds FROM bot_chat_settings WHERE bot_id = $1",
+             ticket_after_seconds, fallback_human_button, fallback_human_buttons \
+             FROM bot_chat_settings WHERE bot_id = $1",
         )
         .bind(bot.to_string())
         .fetch_optional(&self.pool)
@@ -1370,6 +1371,8 @@ impl Store for SqlStore {
             detect_language: c.int("detect_language")? != 0,
             greetings: c.json("greetings")?,
             fallback_replies: c.json("fallback_replies")?,
+            fallback_human_button: c.opt_text("fallback_human_button")?,
+            fallback_human_buttons: c.json("fallback_human_buttons")?,
             sample_threshold: c.float("sample_threshold")?,
             ticket_after_seconds: u32::try_from(c.int("ticket_after_seconds")?)
                 .map_err(|_| StoreError::Corrupt("column ticket_after_seconds".into()))?,
@@ -1388,8 +1391,9 @@ impl Store for SqlStore {
         sqlx::query(
             "INSERT INTO bot_chat_settings (bot_id, greeting, fallback_reply, allowed_domains, \
              updated_at, restrictions, require_identity, languages, detect_language, greetings, \
-             fallback_replies, sample_threshold, ticket_after_seconds) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             fallback_replies, sample_threshold, ticket_after_seconds, fallback_human_button, \
+             fallback_human_buttons) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
              ON CONFLICT (bot_id) DO UPDATE SET greeting = excluded.greeting, \
              fallback_reply = excluded.fallback_reply, \
              allowed_domains = excluded.allowed_domains, updated_at = excluded.updated_at, \
@@ -1397,7 +1401,9 @@ impl Store for SqlStore {
              languages = excluded.languages, detect_language = excluded.detect_language, \
              greetings = excluded.greetings, fallback_replies = excluded.fallback_replies, \
              sample_threshold = excluded.sample_threshold, \
-             ticket_after_seconds = excluded.ticket_after_seconds",
+             ticket_after_seconds = excluded.ticket_after_seconds, \
+             fallback_human_button = excluded.fallback_human_button, \
+             fallback_human_buttons = excluded.fallback_human_buttons",
         )
         .bind(bot.to_string())
         .bind(&settings.greeting)
@@ -1415,6 +1421,8 @@ impl Store for SqlStore {
         .bind(json_document(&settings.fallback_replies)?)
         .bind(settings.sample_threshold)
         .bind(i64::from(settings.ticket_after_seconds))
+        .bind(settings.fallback_human_button.as_deref())
+        .bind(json_document(&settings.fallback_human_buttons)?)
         .execute(&self.pool)
         .await?;
         Ok(())

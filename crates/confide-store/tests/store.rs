@@ -1706,6 +1706,8 @@ async fn a_bot_has_default_chat_settings_until_they_are_saved() {
             fallback_replies: [("en".to_owned(), "Say that again?".to_owned())].into(),
             sample_threshold: 0.65,
             ticket_after_seconds: 45,
+            fallback_human_button: Some("Talk to a person".to_owned()),
+            fallback_human_buttons: [("en".to_owned(), "A person, please".to_owned())].into(),
         };
         store
             .put_chat_settings(helper.id, &custom, T0)
@@ -1778,6 +1780,7 @@ async fn a_conversation_belongs_to_its_bot_and_keeps_its_messages_in_order() {
                             label: "Help".to_owned(),
                             dialogue_id: None,
                             url: Some("https://help.example".to_owned()),
+                            handover: false,
                         }]
                     } else {
                         Vec::new()
@@ -2049,6 +2052,7 @@ async fn dialogues_keep_their_order_and_context_memory_its_namespaces() {
                 label: "Track".to_owned(),
                 dialogue_id: None,
                 url: Some("https://shop.example/track".to_owned()),
+                handover: false,
             }],
             follow_up_of: None,
             created_at: T0,
@@ -2062,6 +2066,7 @@ async fn dialogues_keep_their_order_and_context_memory_its_namespaces() {
                 label: "Back".to_owned(),
                 dialogue_id: Some(first.id),
                 url: None,
+                handover: false,
             }],
             ..dialogue("Second", 1)
         };

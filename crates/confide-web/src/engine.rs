@@ -68,8 +68,11 @@ impl BotAnswer {
         BotAnswer {
             text: settings.fallback_reply_in(&language).to_owned(),
             answered_by: AnsweredBy::Fallback,
+            buttons: settings
+                .fallback_human_button_in(&language)
+                .into_iter()
+                .collect(),
             language,
-            buttons: Vec::new(),
         }
     }
 }

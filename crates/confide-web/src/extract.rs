@@ -192,6 +192,14 @@ where
     }
 }
 
+/// For `#[serde(default, deserialize_with = "present")]` on an `Option<Option<T>>` field: present
+/// (even as null) is `Some`, only absent is `None`, so a request can clear a value or leave it.
+pub fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -232,3 +232,122 @@ async fn only_agents_the_bot_and_its_sharing_policy_allow_see_the_queue() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_fallback_can_offer_a_human_and_pressing_that_button_asks_for_one() {
+    each_backend(async |app| {
+        let s = shop(app).await;
+        let settings = format!("/api/v1/orgs/{}/bots/{}/chat-settings", s.org, s.bot_id);
+        // Off by default: the fallback offers nothing.
+        let fresh = app.get(&settings, &s.owner).await;
+        fresh.expect(200);
+        assert_eq!(fresh.json()["fallback_human_button"], Value::Null);
+        let mut visitor = Visitor::start(app, &s.bot_key).await;
+        let plain = visitor
+            .post(app, "/chat/v1/messages", json!({ "text": "qwerty" }))
+            .await;
+        plain.expect(202);
+        assert_eq!(plain.json()["reply"]["text"], "I am only a bot.");
+        assert!(
+            plain.json()["reply"]["buttons"]
+                .as_array()
+                .is_none_or(Vec::is_empty)
+        );
+
+        let base = json!({ "greeting": "Hi!", "fallback_reply": "I am only a bot.",
+                           "allowed_domains": [], "languages": ["en", "nb"] });
+        for (field, value, code) in [
+            ("fallback_human_button", json!("<i></i>"), "invalid_text"),
+            (
+                "fallback_human_button",
+                json!("x".repeat(41)),
+                "invalid_text",
+            ),
+            (
+                "fallback_human_buttons",
+                json!({ "de": "Mensch" }),
+                "unknown_language",
+            ),
+            (
+                "fallback_human_buttons",
+                json!({ "en": "Human" }),
+                "invalid_language",
+            ),
+        ] {
+            let mut body = base.clone();
+            body[field] = value;
+            app.put(&settings, &s.owner, body)
+                .await
+                .expect_error(422, code);
+        }
+        let mut body = base.clone();
+        body["fallback_human_button"] = json!(" Talk to a <b>person</b> ");
+        body["fallback_human_buttons"] = json!({ "nb": "Snakk med et menneske" });
+        let saved = app.put(&settings, &s.owner, body).await;
+        saved.expect(200);
+        assert_eq!(saved.json()["fallback_human_button"], "Talk to a person");
+        // Omitted: unchanged.
+        let kept = app.put(&settings, &s.owner, base.clone()).await;
+        kept.expect(200);
+        assert_eq!(kept.json()["fallback_human_button"], "Talk to a person");
+
+        let unsure = visitor
+            .post(app, "/chat/v1/messages", json!({ "text": "asdfgh" }))
+            .await;
+        unsure.expect(202);
+        let reply = unsure.json()["reply"].clone();
+        assert_eq!(reply["text"], "I am only a bot.");
+        assert_eq!(
+            reply["buttons"],
+            json!([{ "label": "Talk to a person", "handover": true }])
+        );
+        // In the visitor's language when the bot has the label in it.
+        let norsk = visitor
+            .post(
+                app,
+                "/chat/v1/messages",
+                json!({ "text": "hmm", "language_code": "nb" }),
+            )
+            .await;
+        norsk.expect(202);
+        assert_eq!(
+            norsk.json()["reply"]["buttons"][0]["label"],
+            "Snakk med et menneske"
+        );
+
+        // Pressing it: the label is the visitor's message, nobody answers it, the chat waits for
+        // a human and the agents' queue has it.
+        let pressed = visitor
+            .post(
+                app,
+                "/chat/v1/messages",
+                json!({ "text": "ignored", "button": { "message_id": reply["id"], "index": 0 } }),
+            )
+            .await;
+        pressed.expect(202);
+        assert_eq!(pressed.json()["message"]["text"], "Talk to a person");
+        assert_eq!(pressed.json()["reply"], Value::Null);
+        loop {
+            let (event, data) = visitor.next().await;
+            if event == "handover" {
+                assert_eq!(data, json!({ "state": "requested" }));
+                break;
+            }
+        }
+        let queue = app.get(&s.handovers(), &s.owner).await;
+        queue.expect(200);
+        assert_eq!(
+            queue.json()["handovers"][0]["chat_id"],
+            visitor.chat_id.as_str()
+        );
+        assert_eq!(queue.json()["handovers"][0]["state"], "requested");
+
+        // Turned off again (null): the fallback offers nothing.
+        let mut off = base.clone();
+        off["fallback_human_button"] = Value::Null;
+        let off = app.put(&settings, &s.owner, off).await;
+        off.expect(200);
+        assert_eq!(off.json()["fallback_human_button"], Value::Null);
+    })
+    .await;
+}

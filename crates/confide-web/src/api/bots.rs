@@ -529,6 +529,20 @@ pub struct ChatSettingsView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = texts_schema)]
     pub fallback_replies: Option<BTreeMap<String, String>>,
+    /// The label (plain text, 1 to 40 characters) of a button under the fallback reply that asks
+    /// for a human; null: the fallback offers none (the default). Omitted: unchanged.
+    #[serde(
+        default,
+        deserialize_with = "crate::extract::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 40)]
+    pub fallback_human_button: Option<Option<String>>,
+    /// That label in the bot's other languages (a language without one gets
+    /// `fallback_human_button`). Omitted: unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = labels_schema)]
+    pub fallback_human_buttons: Option<BTreeMap<String, String>>,
     /// The confidence (0.1 to 1) a sample-phrase dialogue needs to answer. Omitted: unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0.1, maximum = 1.0)]
@@ -573,6 +587,14 @@ fn languages_schema() -> utoipa::openapi::schema::Array {
     language::codes_schema(true)
 }
 
+fn labels_schema() -> utoipa::openapi::schema::Object {
+    let label = utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .min_length(Some(1))
+        .max_length(Some(confide_domain::dialogue::MAX_BUTTON_LABEL_CHARS));
+    language::by_language_schema(label, MAX_LANGUAGES - 1, true)
+}
+
 fn texts_schema() -> utoipa::openapi::schema::Object {
     let text = utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
@@ -591,6 +613,8 @@ impl From<confide_store::ChatSettings> for ChatSettingsView {
             detect_language: Some(settings.detect_language),
             greetings: Some(settings.greetings),
             fallback_replies: Some(settings.fallback_replies),
+            fallback_human_button: Some(settings.fallback_human_button),
+            fallback_human_buttons: Some(settings.fallback_human_buttons),
             sample_threshold: Some(settings.sample_threshold),
             ticket_after_seconds: Some(settings.ticket_after_seconds),
             allowed_domains: settings
@@ -688,9 +712,15 @@ pub async fn put_chat_settings(
         Some(list) => checked_languages(list)?,
         None => current.languages.clone(),
     };
+    // A button label as stored, or 422.
+    let label = |field: &str, raw: &str| -> ApiResult<String> {
+        confide_domain::dialogue::button_label(raw)
+            .map_err(|reason| invalid("invalid_text", format!("{field}: {reason}")))
+    };
     let translated = |field: &str,
                       given: &Option<BTreeMap<String, String>>,
-                      kept: &BTreeMap<String, String>| {
+                      kept: &BTreeMap<String, String>,
+                      check: &dyn Fn(&str, &str) -> ApiResult<String>| {
         let mut texts = BTreeMap::new();
         for (code, value) in given.as_ref().unwrap_or(kept) {
             if languages.first() == Some(code) {
@@ -702,15 +732,27 @@ pub async fn put_chat_settings(
                 ));
             }
             language::spoken(&languages, field, code)?;
-            texts.insert(code.clone(), text(&format!("{field}.{code}"), value)?);
+            texts.insert(code.clone(), check(&format!("{field}.{code}"), value)?);
         }
         Ok(texts)
     };
-    let greetings = translated("greetings", &request.greetings, &current.greetings)?;
+    let greetings = translated("greetings", &request.greetings, &current.greetings, &text)?;
     let fallback_replies = translated(
         "fallback_replies",
         &request.fallback_replies,
         &current.fallback_replies,
+        &text,
+    )?;
+    let fallback_human_button = match &request.fallback_human_button {
+        Some(Some(raw)) => Some(label("fallback_human_button", raw)?),
+        Some(None) => None,
+        None => current.fallback_human_button.clone(),
+    };
+    let fallback_human_buttons = translated(
+        "fallback_human_buttons",
+        &request.fallback_human_buttons,
+        &current.fallback_human_buttons,
+        &label,
     )?;
     let sample_threshold = request.sample_threshold.unwrap_or(current.sample_threshold);
     if !(MIN_THRESHOLD..=MAX_THRESHOLD).contains(&sample_threshold) {
@@ -771,6 +813,8 @@ pub async fn put_chat_settings(
         languages,
         greetings,
         fallback_replies,
+        fallback_human_button,
+        fallback_human_buttons,
         sample_threshold,
         ticket_after_seconds,
         allowed_domains: domains,

@@ -964,11 +964,20 @@ pub struct PressedButton {
 
 /// The dialogue a pressed button leads to, and its label: only a button a bot message of this
 /// chat offered, that leads to a dialogue the bot still has.
+/// What a pressed button does.
+enum Pressed {
+    /// Answers with this dialogue.
+    Dialogue(Box<Dialogue>),
+    /// Asks for a human.
+    Handover,
+}
+
+/// The button the chat was offered, what it does, and its label (what the visitor said).
 async fn pressed(
     state: &AppState,
     conversation: &Conversation,
     button: &PressedButton,
-) -> ApiResult<(Dialogue, String)> {
+) -> ApiResult<(Pressed, String)> {
     let unavailable = || {
         ApiError::conflict(
             "button_unavailable",
@@ -985,13 +994,16 @@ async fn pressed(
         .buttons
         .get(usize::from(button.index))
         .ok_or_else(unavailable)?;
+    if offered.handover {
+        return Ok((Pressed::Handover, offered.label.clone()));
+    }
     let target = offered.dialogue_id.ok_or_else(unavailable)?;
     let dialogue = state
         .store
         .get_dialogue(conversation.bot_id, target)
         .await?
         .ok_or_else(unavailable)?;
-    Ok((dialogue, offered.label.clone()))
+    Ok((Pressed::Dialogue(Box::new(dialogue)), offered.label.clone()))
 }
 
 /// Send a visitor's message (seed 000, steps 10-11): stored as plain text, then answered by the
@@ -1021,18 +1033,47 @@ pub async fn send_message(
     // What is stored and answered: a pressed button's label, else the text.
     let text = button.as_ref().map_or(text, |(_, label)| label.as_str());
     crate::spam::screen_message(&state, context.bot.org_id, ip, text).await?;
+    if let Some((Pressed::Handover, _)) = &button {
+        // The visitor's words are the button's; no bot answers them: the humans will.
+        let (bot, conversation) = (&context.bot, &context.conversation);
+        let message =
+            post_to_chat(&state, bot, conversation, Sender::Visitor, text.to_owned()).await?;
+        crate::api::tickets::visitor_wrote(&state, bot, conversation).await?;
+        crate::statistics::count(
+            &state,
+            conversation,
+            confide_store::HourlyStatistics {
+                sessions: i64::from(conversation.interacted_at.is_none()),
+                visitor_messages: 1,
+                ..Default::default()
+            },
+        )
+        .await;
+        ask_for_human(&state, bot, conversation).await?;
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(Posted {
+                message: (&message).into(),
+                reply: None,
+            }),
+        ));
+    }
     // The message's language when the bot speaks it, else the one the chat started with.
     let requested = [requested, context.language.clone()]
         .into_iter()
         .flatten()
         .find(|code| context.settings.languages.contains(code));
+    let dialogue = match &button {
+        Some((Pressed::Dialogue(dialogue), _)) => Some(dialogue.as_ref()),
+        _ => None,
+    };
     let exchanged = converse(
         &state,
         &context.bot,
         &context.conversation,
         &context.settings,
         text,
-        button.as_ref().map(|(dialogue, _)| dialogue),
+        dialogue,
         requested.as_deref(),
     )
     .await?;
@@ -1234,7 +1275,22 @@ pub async fn request_handover(
 ) -> ApiResult<(StatusCode, Json<HandoverStatus>)> {
     let context = chat_context(&state, ip, &headers, IdentityCheck::Enforce).await?;
     context.limit_messages(&state, ip).await?;
-    let (bot, conversation) = (&context.bot, &context.conversation);
+    let current = ask_for_human(&state, &context.bot, &context.conversation).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(HandoverStatus {
+            state: current.as_str().to_owned(),
+        }),
+    ))
+}
+
+/// The visitor asks for a human (the widget's button, or a button offering one): the chat moves
+/// to `requested` unless it is with humans already. Answers where the chat now stands.
+async fn ask_for_human(
+    state: &AppState,
+    bot: &Chatbot,
+    conversation: &Conversation,
+) -> ApiResult<confide_store::HandoverState> {
     let at = now_ms();
     let event = crate::webhooks::handover_event(
         &state.settings.public_url,
@@ -1256,9 +1312,9 @@ pub async fn request_handover(
         conversation.handover.state
     };
     if requested {
-        crate::api::handover::announce(&state, bot, conversation, current).await?;
+        crate::api::handover::announce(state, bot, conversation, current).await?;
         crate::statistics::count(
-            &state,
+            state,
             conversation,
             confide_store::HourlyStatistics {
                 handovers: 1,
@@ -1267,10 +1323,5 @@ pub async fn request_handover(
         )
         .await;
     }
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(HandoverStatus {
-            state: current.as_str().to_owned(),
-        }),
-    ))
+    Ok(current)
 }

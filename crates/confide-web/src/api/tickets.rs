@@ -14,7 +14,7 @@ use confide_domain::{
     BotId, ConversationId, Name, OrgId, TicketId, TicketReason, TicketStatus, UserId,
 };
 use confide_store::{Chatbot, Conversation, Sender, Ticket, TicketPosition};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
@@ -117,19 +117,12 @@ pub struct TicketChange {
     #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub subject: Option<String>,
     /// A member who may answer the bot's chats; null unassigns; omitted: unchanged.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<UserId>)]
     pub assignee_id: Option<Option<UserId>>,
     /// The version the change was made from: refused with 409 `ticket_changed` when the ticket
     /// has changed since.
     pub version: Option<i64>,
-}
-
-/// A field that is present (even as null) is `Some`; only an absent one is `None`.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    deserializer: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// A ticket's subject when none is given: the visitor's latest words in the chat.
