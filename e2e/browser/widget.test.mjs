@@ -253,12 +253,14 @@ for (const backend of backends()) describe(`widget served by confide (${backend}
     assert.deepEqual(t.problems.filter((p) => !/status of 422/.test(p)), []);
   });
 
-  check('buttons: a dialogue button answers with its dialogue, once; a link button opens a new tab', async () => {
+  check('buttons: a dialogue button answers with its dialogue, once; a link button opens a new tab; the fallback offers a human', async () => {
     const buttons = await confide.createBot(owner, 'Buttons');
     const api = (method, path, body) => confide.api(method, `/api/v1/orgs/${owner.orgId}/bots/${buttons.id}${path}`, {
       token: owner.accessToken, body,
     });
-    await confide.chatSettings(owner, buttons.id, { greeting: GREETING, fallback_reply: FALLBACK, allowed_domains: ['localhost'] });
+    await confide.chatSettings(owner, buttons.id, {
+      greeting: GREETING, fallback_reply: FALLBACK, allowed_domains: ['localhost'], fallback_human_button: 'Talk to a person',
+    });
     const track = await api('POST', '/dialogues', { name: 'Track', patterns: ['^track$'], replies: ['Your parcel is <b>on its way</b>.'] });
     assert.equal(track.status, 201, track.text);
     const order = await api('POST', '/dialogues', {
@@ -289,6 +291,19 @@ for (const backend of backends()) describe(`widget served by confide (${backend}
     assert.equal(await w.messages.last().locator('b').textContent(), 'on its way');
     assert.ok((await w.messages.allTextContents()).includes('You: Track it'));
     assert.equal(await offered.getByRole('button', { name: 'Track it' }).isDisabled(), true, 'pressed once');
+
+    // Nothing answers: the fallback offers a human, and pressing asks for one.
+    await w.input.fill('qwertyuiop');
+    await t.page.keyboard.press('Enter');
+    const human = w.root.locator('.msg.bot .choices').last().getByRole('button', { name: 'Talk to a person' });
+    await human.waitFor({ state: 'visible' });
+    await human.click();
+    await waitFor(async () => (await w.root.locator('.note').allTextContents()).includes('Waiting for a person to join\u2026'),
+      { what: 'the handover requested note' });
+    assert.ok((await w.messages.allTextContents()).includes('You: Talk to a person'));
+    const queue = await api('GET', '/handovers');
+    assert.equal(queue.status, 200, queue.text);
+    assert.equal(queue.json.handovers.length, 1);
     assert.deepEqual(await t.violations(), []);
   });
 
