@@ -1,8 +1,9 @@
 //! Confide's security primitives: password hashing and policy, key material, access tokens,
-//! opaque tokens (sessions, API keys, CSRF, password reset, invitations), rate limits and upload
-//! checks.
+//! opaque tokens (sessions, API keys, CSRF, password reset, invitations), rate limits, upload
+//! checks and the clamd client.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod antivirus;
 pub mod chat_token;
 mod error;
 pub mod identity;
