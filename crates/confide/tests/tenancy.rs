@@ -51,6 +51,8 @@ struct World {
     a1_nudge: String,
     /// Another chat of bot A1, labelled, for the chat log.
     a1_chat: String,
+    /// The ticket of that chat.
+    a1_ticket: String,
     /// A webhook endpoint of bot A1 (pointing at a closed loopback port) and one of its
     /// deliveries, which stays pending while it is retried.
     a1_webhook: String,
@@ -190,6 +192,15 @@ impl World {
         )
         .await
         .expect(200);
+        let ticket = app
+            .post(
+                &format!("/api/v1/orgs/{}/bots/{}/tickets", a.org_id, a1.id),
+                &owner,
+                json!({ "chat_id": a1_chat, "subject": "Late anvil order" }),
+            )
+            .await;
+        ticket.expect(201);
+        let a1_ticket = ticket.json()["id"].as_str().unwrap().to_owned();
         let a_member_email = email("member-a");
         let a_member = app
             .member(&owner, &a.org_id, &a_member_email, "member")
@@ -277,6 +288,7 @@ impl World {
             a1_handover,
             a1_nudge,
             a1_chat,
+            a1_ticket,
             a1_webhook,
             a1_delivery,
             a2,
@@ -320,6 +332,8 @@ impl World {
             "Anvils half price".to_owned(),
             self.a1_chat.clone(),
             "anvil vip".to_owned(),
+            self.a1_ticket.clone(),
+            "Late anvil order".to_owned(),
             "Anvil order {order} is on its way.".to_owned(),
             self.a1_webhook.clone(),
             self.a_stats_key.prefix.clone(),
@@ -367,6 +381,7 @@ impl World {
                     "nudges": read(format!("/api/v1/orgs/{org}/bots/{id}/nudges")).await,
                     "handovers": read(format!("/api/v1/orgs/{org}/bots/{id}/handovers")).await,
                     "chats": read(format!("/api/v1/orgs/{org}/bots/{id}/chats?limit=100")).await,
+                    "tickets": read(format!("/api/v1/orgs/{org}/bots/{id}/tickets?limit=100")).await,
                     "webhooks": read(format!("/api/v1/orgs/{org}/bots/{id}/webhooks")).await,
                 }),
             );
@@ -741,6 +756,34 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
         ),
         e(
             Method::GET,
+            format!("/api/v1/orgs/{org}/bots/{a1}/tickets"),
+            None,
+            ChatsA1,
+            200,
+        ),
+        e(
+            Method::GET,
+            format!("/api/v1/orgs/{org}/bots/{a1}/tickets/{}", w.a1_ticket),
+            None,
+            ChatsA1,
+            200,
+        ),
+        e(
+            Method::POST,
+            format!("/api/v1/orgs/{org}/bots/{a1}/tickets"),
+            Some(json!({ "chat_id": w.a1_handover, "subject": "Planted" })),
+            WriteA1,
+            201,
+        ),
+        e(
+            Method::PATCH,
+            format!("/api/v1/orgs/{org}/bots/{a1}/tickets/{}", w.a1_ticket),
+            Some(json!({ "status": "solved", "subject": "Defaced" })),
+            WriteA1,
+            200,
+        ),
+        e(
+            Method::GET,
             format!("/api/v1/orgs/{org}/bots/{a1}/nudges"),
             None,
             ReadA1,
@@ -1067,6 +1110,7 @@ fn template(path: &str) -> String {
         "{webhook_id}",
         "{delivery_id}",
         "{nudge_id}",
+        "{ticket_id}",
     ];
     let path = path.split('?').next().unwrap_or(path);
     let segments: Vec<&str> = path.split('/').collect();
@@ -1088,6 +1132,7 @@ fn template(path: &str) -> String {
             "webhooks" => names[9],
             "deliveries" => names[10],
             "nudges" => names[11],
+            "tickets" => names[12],
             _ => segment,
         };
         out.push(replaced);
