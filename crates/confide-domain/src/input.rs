@@ -137,6 +137,40 @@ impl fmt::Display for Email {
     }
 }
 
+/// JSON Schema counts `1250.0` as an integer; serde's integer types do not. Integer body fields
+/// use this so both spellings of a whole number are accepted and anything else is refused.
+pub fn optional_whole_number<'de, D>(deserializer: D) -> Result<Option<u32>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize;
+    use serde::de::Error;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(n) = number.as_u64() {
+        return u32::try_from(n).map(Some).map_err(D::Error::custom);
+    }
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f) =>
+        {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            Ok(Some(f as u32))
+        }
+        _ => Err(D::Error::custom("expected a whole number")),
+    }
+}
+
+/// [`optional_whole_number`] for a field that must be there when it is read (with `#[serde(default)]`
+/// an absent one keeps its default).
+pub fn whole_number<'de, D>(deserializer: D) -> Result<u32, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    optional_whole_number(deserializer)?
+        .ok_or_else(|| <D::Error as serde::de::Error>::custom("expected a whole number"))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -53,7 +53,7 @@ pub struct NudgeRules {
     #[serde(default)]
     #[schema(schema_with = paths_schema)]
     pub paths: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::input::whole_number")]
     #[schema(minimum = 0, maximum = 3600)]
     pub seconds_on_page: u32,
 }
@@ -199,6 +199,25 @@ pub fn answer(form: &NudgeForm, raw: &str) -> Result<String, NudgeError> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+
+    #[test]
+    fn seconds_on_page_is_a_whole_number_however_json_spells_it() {
+        let read = |text: &str| serde_json::from_str::<NudgeRules>(text);
+        assert_eq!(
+            read(r#"{"seconds_on_page": 30.0}"#)
+                .unwrap()
+                .seconds_on_page,
+            30
+        );
+        assert_eq!(
+            read(r#"{"seconds_on_page": 30}"#).unwrap().seconds_on_page,
+            30
+        );
+        assert_eq!(read("{}").unwrap().seconds_on_page, 0);
+        assert!(read(r#"{"seconds_on_page": 30.5}"#).is_err());
+        assert!(read(r#"{"seconds_on_page": -1}"#).is_err());
+    }
+
     use super::*;
 
     fn rules_of(paths: &[&str]) -> NudgeRules {

@@ -168,29 +168,7 @@ where
     }
 }
 
-/// JSON Schema counts `1250.0` as an integer; serde's integer types do not. Integer body fields
-/// use this so both spellings of a whole number are accepted and anything else is refused.
-pub fn optional_whole_number<'de, D>(deserializer: D) -> Result<Option<u32>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    use serde::Deserialize;
-    use serde::de::Error;
-    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
-        return Ok(None);
-    };
-    if let Some(n) = number.as_u64() {
-        return u32::try_from(n).map(Some).map_err(D::Error::custom);
-    }
-    match number.as_f64() {
-        Some(f) if f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f) =>
-        {
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            Ok(Some(f as u32))
-        }
-        _ => Err(D::Error::custom("expected a whole number")),
-    }
-}
+pub use confide_domain::input::optional_whole_number;
 
 /// For `#[serde(default, deserialize_with = "present")]` on an `Option<Option<T>>` field: present
 /// (even as null) is `Some`, only absent is `None`, so a request can clear a value or leave it.

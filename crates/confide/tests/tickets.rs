@@ -607,9 +607,20 @@ async fn ticket_after_seconds_is_a_checked_chat_setting() {
             .await
             .expect_error(422, "invalid_ticket_after");
         // Omitted: unchanged.
-        let kept = app.put(&s.settings(), &s.owner, base).await;
+        let kept = app.put(&s.settings(), &s.owner, base.clone()).await;
         kept.expect(200);
         assert_eq!(kept.json()["ticket_after_seconds"], 0);
+        // A whole number written as JSON Schema allows (`45.0`) is one; a fraction is not.
+        let mut whole = base.clone();
+        whole["ticket_after_seconds"] = json!(45.0);
+        let saved = app.put(&s.settings(), &s.owner, whole).await;
+        saved.expect(200);
+        assert_eq!(saved.json()["ticket_after_seconds"], 45);
+        let mut fraction = base;
+        fraction["ticket_after_seconds"] = json!(45.5);
+        app.put(&s.settings(), &s.owner, fraction)
+            .await
+            .expect_error(422, "invalid_body");
     })
     .await;
 }

@@ -549,7 +549,11 @@ pub struct ChatSettingsView {
     pub sample_threshold: Option<f64>,
     /// Seconds a handover request may wait for an agent before it becomes a ticket
     /// (`ticket.updated`); 0: never. 300 unless set. Omitted: unchanged.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::extract::optional_whole_number",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(minimum = 0, maximum = 86400)]
     pub ticket_after_seconds: Option<u32>,
     /// Pages that may embed the widget: `example.com`, `*.example.com`. Empty: any page.

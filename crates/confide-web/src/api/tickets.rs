@@ -90,6 +90,7 @@ pub struct TicketQuery {
     /// Only tickets in this status.
     pub status: Option<TicketStatus>,
     /// The previous page's `next_cursor`.
+    #[param(min_length = 1, max_length = 512)]
     pub cursor: Option<String>,
     /// Tickets per page, 1 to 100 (25 by default).
     #[param(minimum = 1, maximum = 100)]
@@ -122,7 +123,9 @@ pub struct TicketChange {
     pub assignee_id: Option<Option<UserId>>,
     /// The version the change was made from: refused with 409 `ticket_changed` when the ticket
     /// has changed since.
-    pub version: Option<i64>,
+    #[serde(default, deserialize_with = "crate::extract::optional_whole_number")]
+    #[schema(minimum = 1)]
+    pub version: Option<u32>,
 }
 
 /// A ticket's subject when none is given: the visitor's latest words in the chat.
@@ -462,7 +465,10 @@ pub async fn update_ticket(
             "the ticket changed since you read it; read it again",
         )
     };
-    if request.version.is_some_and(|v| v != current.version) {
+    if request
+        .version
+        .is_some_and(|v| i64::from(v) != current.version)
+    {
         return Err(stale());
     }
     let mut next = current.clone();
