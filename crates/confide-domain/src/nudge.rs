@@ -140,7 +140,8 @@ pub fn rules(rules: &NudgeRules) -> Result<NudgeRules, NudgeError> {
         let ok = path.starts_with('/')
             && path.chars().count() <= MAX_PATH_CHARS
             && !path.chars().any(|c| c.is_control() || c.is_whitespace())
-            && !path[..path.len().saturating_sub(1)].contains('*');
+            // A `*` only as the last character (cut by character: a path may end in any letter).
+            && !path.strip_suffix('*').unwrap_or(path).contains('*');
         if !ok {
             return Err(NudgeError::Rules(format!(
                 "a path starts with /, has no spaces, is at most {MAX_PATH_CHARS} characters \
@@ -199,6 +200,17 @@ pub fn answer(form: &NudgeForm, raw: &str) -> Result<String, NudgeError> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+
+    #[test]
+    fn a_path_may_end_in_any_letter() {
+        let rules = |paths: &[&str]| NudgeRules {
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            seconds_on_page: 0,
+        };
+        // Its last letter is four bytes long: cutting a byte off it must not panic.
+        assert!(super::rules(&rules(&["/\u{b5}\u{6e5e3}", "/\u{6e5e3}*"])).is_ok());
+        assert!(super::rules(&rules(&["/\u{6e5e3}*\u{6e5e3}"])).is_err());
+    }
 
     #[test]
     fn seconds_on_page_is_a_whole_number_however_json_spells_it() {
