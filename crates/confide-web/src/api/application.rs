@@ -21,7 +21,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
 
-use crate::api::chat::{converse, message_text, post_message};
+use crate::api::chat::{Answerer, converse, message_text, post_message};
 use crate::auth::Auth;
 use crate::authz;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -283,7 +283,9 @@ pub async fn send(
         &conversation,
         &settings,
         text,
-        exchange.as_ref(),
+        exchange
+            .as_ref()
+            .map_or(Answerer::Engine, Answerer::Dialogue),
         language_code,
     )
     .await?;

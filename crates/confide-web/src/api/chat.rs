@@ -765,16 +765,26 @@ pub(crate) struct Exchanged {
     pub reply: Option<Message>,
 }
 
+/// Who answers a user's message.
+pub(crate) enum Answerer<'a> {
+    /// The engine's steps.
+    Engine,
+    /// The dialogue the caller named: a pressed button's, or the Application API's `exchange_id`.
+    Dialogue(&'a Dialogue),
+    /// No bot: the message asked for a human (a pressed handover button).
+    Nobody,
+}
+
 /// The one path every user message takes, from the widget or the Application API: stored with
-/// its event, answered by the engine (or by the dialogue the caller named), the reply stored with
-/// its own event naming the message it answers, and both counted for the statistics.
+/// its event, answered as `answerer` says, the reply stored with its own event naming the message
+/// it answers, and both counted for the statistics.
 pub(crate) async fn converse(
     state: &AppState,
     bot: &Chatbot,
     conversation: &Conversation,
     settings: &ChatSettings,
     text: &str,
-    dialogue: Option<&Dialogue>,
+    answerer: Answerer<'_>,
     language_code: Option<&str>,
 ) -> ApiResult<Exchanged> {
     let origin = MessageOrigin {
@@ -795,8 +805,9 @@ pub(crate) async fn converse(
     .await?;
     // The visitor writing is the visitor's turn taken: a pending or solved ticket opens again.
     crate::api::tickets::visitor_wrote(state, bot, conversation).await?;
-    let answer = match dialogue {
-        Some(dialogue) => crate::engine::answer_with(
+    let answer = match answerer {
+        Answerer::Nobody => None,
+        Answerer::Dialogue(dialogue) => crate::engine::answer_with(
             conversation,
             settings,
             &memory.bot,
@@ -804,7 +815,7 @@ pub(crate) async fn converse(
             language_code,
             text,
         )?,
-        None => {
+        Answerer::Engine => {
             crate::engine::answer(
                 state,
                 bot,
@@ -1033,50 +1044,31 @@ pub async fn send_message(
     // What is stored and answered: a pressed button's label, else the text.
     let text = button.as_ref().map_or(text, |(_, label)| label.as_str());
     crate::spam::screen_message(&state, context.bot.org_id, ip, text).await?;
-    if let Some((Pressed::Handover, _)) = &button {
-        // The visitor's words are the button's; no bot answers them: the humans will.
-        let (bot, conversation) = (&context.bot, &context.conversation);
-        let message =
-            post_to_chat(&state, bot, conversation, Sender::Visitor, text.to_owned()).await?;
-        crate::api::tickets::visitor_wrote(&state, bot, conversation).await?;
-        crate::statistics::count(
-            &state,
-            conversation,
-            confide_store::HourlyStatistics {
-                sessions: i64::from(conversation.interacted_at.is_none()),
-                visitor_messages: 1,
-                ..Default::default()
-            },
-        )
-        .await;
-        ask_for_human(&state, bot, conversation).await?;
-        return Ok((
-            StatusCode::ACCEPTED,
-            Json(Posted {
-                message: (&message).into(),
-                reply: None,
-            }),
-        ));
-    }
     // The message's language when the bot speaks it, else the one the chat started with.
     let requested = [requested, context.language.clone()]
         .into_iter()
         .flatten()
         .find(|code| context.settings.languages.contains(code));
-    let dialogue = match &button {
-        Some((Pressed::Dialogue(dialogue), _)) => Some(dialogue.as_ref()),
-        _ => None,
+    let answerer = match &button {
+        None => Answerer::Engine,
+        Some((Pressed::Dialogue(dialogue), _)) => Answerer::Dialogue(dialogue),
+        // The visitor's words are the button's; no bot answers them: the humans will.
+        Some((Pressed::Handover, _)) => Answerer::Nobody,
     };
+    let asks_for_human = matches!(answerer, Answerer::Nobody);
     let exchanged = converse(
         &state,
         &context.bot,
         &context.conversation,
         &context.settings,
         text,
-        dialogue,
+        answerer,
         requested.as_deref(),
     )
     .await?;
+    if asks_for_human {
+        ask_for_human(&state, &context.bot, &context.conversation).await?;
+    }
     Ok((
         StatusCode::ACCEPTED,
         Json(Posted {
