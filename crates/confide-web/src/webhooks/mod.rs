@@ -6,7 +6,7 @@ pub mod delivery;
 
 use std::collections::BTreeMap;
 
-use confide_domain::{DialogueId, MessageId, WebhookEvent};
+use confide_domain::{BotId, ConversationId, DialogueId, MessageId, WebhookEvent};
 use confide_security::webhook::WebhookSecretCipher;
 use confide_store::{Chatbot, Conversation, Message, OutboxEvent};
 use serde_json::json;
@@ -150,31 +150,72 @@ pub fn message_created(
     }
 }
 
-/// What every chat lifecycle event carries: which chat of which bot, and its visitor.
-fn chat_event(
-    public_url: &str,
-    bot: &Chatbot,
-    conversation: &Conversation,
+/// A chat lifecycle event being built: what every one carries (which chat of which bot, and its
+/// visitor), then its own fields, then the outbox row.
+struct ChatEvent {
+    bot: BotId,
+    chat: ConversationId,
     event: WebhookEvent,
     at: i64,
-) -> serde_json::Map<String, serde_json::Value> {
-    let mut body = serde_json::Map::new();
-    body.insert("type".into(), event.as_str().into());
-    body.insert("timestamp".into(), timestamp(at).into());
-    body.insert("organization_id".into(), json!(bot.org_id));
-    body.insert("bot_id".into(), json!(bot.id));
-    body.insert("chat_id".into(), json!(conversation.id));
-    body.insert("user_id".into(), conversation.visitor_id.clone().into());
-    body.insert("source".into(), conversation.source.as_str().into());
-    body.insert(
-        "verified_user_id".into(),
-        json!(conversation.verified_user_id),
-    );
-    body.insert(
-        "_links".into(),
-        json!({ "chat": format!("{public_url}/api/v1/chats/{}", conversation.id) }),
-    );
-    body
+    body: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ChatEvent {
+    fn new(
+        public_url: &str,
+        bot: &Chatbot,
+        conversation: &Conversation,
+        event: WebhookEvent,
+        at: i64,
+    ) -> ChatEvent {
+        let mut body = serde_json::Map::new();
+        body.insert("type".into(), event.as_str().into());
+        body.insert("timestamp".into(), timestamp(at).into());
+        body.insert("organization_id".into(), json!(bot.org_id));
+        body.insert("bot_id".into(), json!(bot.id));
+        body.insert("chat_id".into(), json!(conversation.id));
+        body.insert("user_id".into(), conversation.visitor_id.clone().into());
+        body.insert("source".into(), conversation.source.as_str().into());
+        body.insert(
+            "verified_user_id".into(),
+            json!(conversation.verified_user_id),
+        );
+        body.insert(
+            "_links".into(),
+            json!({ "chat": format!("{public_url}/api/v1/chats/{}", conversation.id) }),
+        );
+        ChatEvent {
+            bot: bot.id,
+            chat: conversation.id,
+            event,
+            at,
+            body,
+        }
+    }
+
+    fn with(mut self, key: &str, value: serde_json::Value) -> ChatEvent {
+        self.body.insert(key.to_owned(), value);
+        self
+    }
+
+    fn link(mut self, name: &str, url: String) -> ChatEvent {
+        if let Some(links) = self.body.get_mut("_links").and_then(|l| l.as_object_mut()) {
+            links.insert(name.to_owned(), url.into());
+        }
+        self
+    }
+
+    /// The outbox row; `event_id` is the same for every retry of this one event.
+    fn outbox(self, event_id: String) -> OutboxEvent {
+        OutboxEvent {
+            bot_id: self.bot,
+            conversation_id: Some(self.chat),
+            event: self.event,
+            event_id,
+            payload: serde_json::Value::Object(self.body).to_string(),
+            at: self.at,
+        }
+    }
 }
 
 /// `handover.requested`, `handover.started` (with the agent) or `handover.ended`, at `at`.
@@ -186,17 +227,10 @@ pub fn handover_event(
     agent: Option<&str>,
     at: i64,
 ) -> OutboxEvent {
-    let mut body = chat_event(public_url, bot, conversation, event, at);
-    body.insert("agent".into(), json!(agent));
-    OutboxEvent {
-        bot_id: bot.id,
-        conversation_id: Some(conversation.id),
-        event,
+    ChatEvent::new(public_url, bot, conversation, event, at)
+        .with("agent", json!(agent))
         // One event per transition: a chat may be handed over more than once.
-        event_id: format!("{}:{}:{at}", conversation.id, event.as_str()),
-        payload: serde_json::Value::Object(body).to_string(),
-        at,
-    }
+        .outbox(format!("{}:{}:{at}", conversation.id, event.as_str()))
 }
 
 /// `conversation.ended`: the chat went quiet; `last_message_at` tells since when.
@@ -206,28 +240,23 @@ pub fn conversation_ended(
     conversation: &Conversation,
     at: i64,
 ) -> OutboxEvent {
-    let event = WebhookEvent::ConversationEnded;
-    let mut body = chat_event(public_url, bot, conversation, event, at);
-    body.insert(
-        "started_at".into(),
-        timestamp(conversation.created_at).into(),
-    );
-    body.insert(
-        "last_message_at".into(),
-        timestamp(conversation.last_message_at).into(),
-    );
-    body.insert(
-        "web_host".into(),
-        json!(web_host(conversation.origin.as_deref())),
-    );
-    OutboxEvent {
-        bot_id: bot.id,
-        conversation_id: Some(conversation.id),
-        event,
-        event_id: format!("{}:ended:{}", conversation.id, conversation.last_message_at),
-        payload: serde_json::Value::Object(body).to_string(),
+    ChatEvent::new(
+        public_url,
+        bot,
+        conversation,
+        WebhookEvent::ConversationEnded,
         at,
-    }
+    )
+    .with("started_at", timestamp(conversation.created_at).into())
+    .with(
+        "last_message_at",
+        timestamp(conversation.last_message_at).into(),
+    )
+    .with("web_host", json!(web_host(conversation.origin.as_deref())))
+    .outbox(format!(
+        "{}:ended:{}",
+        conversation.id, conversation.last_message_at
+    ))
 }
 
 /// `nudge.submitted`: what a visitor entered in a nudge's form.
@@ -239,21 +268,19 @@ pub fn nudge_submitted(
     value: &str,
     at: i64,
 ) -> OutboxEvent {
-    let event = WebhookEvent::NudgeSubmitted;
-    let mut body = chat_event(public_url, bot, conversation, event, at);
-    body.insert(
-        "nudge".into(),
-        json!({ "id": nudge.id, "name": nudge.name, "title": nudge.title }),
-    );
-    body.insert("value".into(), value.into());
-    OutboxEvent {
-        bot_id: bot.id,
-        conversation_id: Some(conversation.id),
-        event,
-        event_id: format!("{}:nudge:{}:{at}", conversation.id, nudge.id),
-        payload: serde_json::Value::Object(body).to_string(),
+    ChatEvent::new(
+        public_url,
+        bot,
+        conversation,
+        WebhookEvent::NudgeSubmitted,
         at,
-    }
+    )
+    .with(
+        "nudge",
+        json!({ "id": nudge.id, "name": nudge.name, "title": nudge.title }),
+    )
+    .with("value", value.into())
+    .outbox(format!("{}:nudge:{}:{at}", conversation.id, nudge.id))
 }
 
 /// `ticket.updated`: a ticket was created or changed. Carries the ticket as it now is, what it was
@@ -267,38 +294,29 @@ pub fn ticket_updated(
     previous: Option<&confide_store::Ticket>,
     by: &str,
 ) -> OutboxEvent {
-    let event = WebhookEvent::TicketUpdated;
-    let mut body = chat_event(public_url, bot, conversation, event, ticket.updated_at);
-    body.insert(
-        "ticket".into(),
+    let previous = previous
+        .map(|p| json!({ "status": p.status, "subject": p.subject, "assignee": p.assignee }));
+    ChatEvent::new(
+        public_url,
+        bot,
+        conversation,
+        WebhookEvent::TicketUpdated,
+        ticket.updated_at,
+    )
+    .with(
+        "ticket",
         json!(crate::api::tickets::TicketView::from(ticket)),
-    );
-    body.insert(
-        "previous".into(),
-        previous.map_or(
-            serde_json::Value::Null,
-            |p| json!({ "status": p.status, "subject": p.subject, "assignee": p.assignee }),
+    )
+    .with("previous", json!(previous))
+    .with("changed_by", by.into())
+    .link(
+        "ticket",
+        format!(
+            "{public_url}/api/v1/orgs/{}/bots/{}/tickets/{}",
+            bot.org_id, bot.id, ticket.id
         ),
-    );
-    body.insert("changed_by".into(), by.into());
-    if let Some(links) = body.get_mut("_links").and_then(|l| l.as_object_mut()) {
-        links.insert(
-            "ticket".into(),
-            format!(
-                "{public_url}/api/v1/orgs/{}/bots/{}/tickets/{}",
-                bot.org_id, bot.id, ticket.id
-            )
-            .into(),
-        );
-    }
-    OutboxEvent {
-        bot_id: bot.id,
-        conversation_id: Some(conversation.id),
-        event,
-        event_id: format!("{}:{}", ticket.id, ticket.version),
-        payload: serde_json::Value::Object(body).to_string(),
-        at: ticket.updated_at,
-    }
+    )
+    .outbox(format!("{}:{}", ticket.id, ticket.version))
 }
 
 #[cfg(test)]
