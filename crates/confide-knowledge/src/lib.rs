@@ -1,0 +1,7 @@
+//! Knowledge: what bot owners teach their bots.
+//!
+//! - `extract`: text out of PDF, DOCX, HTML, Markdown, CSV and plain text; hostile files are
+//!   parsed only in a child process with time and memory limits (`sandbox`).
+//! - `normalize`: the child's output is untrusted too; it is normalized and sanitized here.
+//! - `chunk`: passages with overlap, each with its page, for the index and for citations.
+//! - `index`: one tantivy index directory per bot, a cache of the chunks the database holds.
