@@ -5,3 +5,9 @@
 //! - `normalize`: the child's output is untrusted too; it is normalized and sanitized here.
 //! - `chunk`: passages with overlap, each with its page, for the index and for citations.
 //! - `index`: one tantivy index directory per bot, a cache of the chunks the database holds.
+
+pub mod chunk;
+pub mod extract;
+pub mod index;
+pub mod normalize;
+pub mod sandbox;
