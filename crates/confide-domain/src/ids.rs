@@ -131,6 +131,14 @@ typed_id!(
     /// One event for one webhook endpoint; also its `webhook-id` header, the same on every retry.
     WebhookDeliveryId
 );
+typed_id!(
+    /// A knowledge source of a bot: an uploaded file, an imported URL, or a text or Q&A entry.
+    SourceId
+);
+typed_id!(
+    /// One passage of a knowledge source, as indexed and cited.
+    ChunkId
+);
 
 #[cfg(test)]
 mod tests {

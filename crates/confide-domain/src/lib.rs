@@ -5,6 +5,7 @@ pub mod access;
 pub mod dialogue;
 pub mod ids;
 pub mod input;
+pub mod knowledge;
 pub mod labels;
 pub mod language;
 pub mod markup;
@@ -20,11 +21,12 @@ pub mod webhooks;
 
 pub use access::{ApiScope, BotAccess, BotPermission, OrgRole, Principal, SharingPolicy};
 pub use ids::{
-    AddressBlockId, ApiKeyId, AuditEventId, BotId, ConversationId, DialogueId, IdentityKeyId,
-    InvitationId, MessageId, NudgeId, OrgId, SessionId, TicketId, TrustedAddressId, UserId,
-    WebhookDeliveryId, WebhookId,
+    AddressBlockId, ApiKeyId, AuditEventId, BotId, ChunkId, ConversationId, DialogueId,
+    IdentityKeyId, InvitationId, MessageId, NudgeId, OrgId, SessionId, SourceId, TicketId,
+    TrustedAddressId, UserId, WebhookDeliveryId, WebhookId,
 };
 pub use input::{Email, InputError, Name};
+pub use knowledge::{ScanState, SourceKind, SourceStatus};
 pub use labels::{ChatLabel, LabelError, MAX_LABELS, parse_labels};
 pub use origins::{AllowedDomain, origin_allowed};
 pub use restrictions::{ActiveWindow, Restrictions, Weekday};

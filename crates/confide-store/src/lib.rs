@@ -13,7 +13,7 @@ pub mod testing;
 use async_trait::async_trait;
 use confide_domain::{
     AddressBlockId, ApiKeyId, BotId, BotPermission, ConversationId, DialogueId, IdentityKeyId,
-    InvitationId, MessageId, NudgeId, OrgId, OrgRole, SessionId, SharingPolicy, TicketId,
+    InvitationId, MessageId, NudgeId, OrgId, OrgRole, SessionId, SharingPolicy, SourceId, TicketId,
     TicketStatus, TrustedAddressId, UserId, WebhookDeliveryId, WebhookId,
 };
 
@@ -337,6 +337,61 @@ pub trait Store: Send + Sync + 'static {
     /// Creates the ticket (version 1) or saves a change to it (its version one more than the
     /// stored one's). `None` when it does not apply: the conversation already has a ticket, or the
     /// ticket changed since it was read.
+    // Knowledge.
+    /// Adds a source unless the bot has `max_per_bot` already; false then.
+    async fn create_knowledge_source(
+        &self,
+        source: &KnowledgeSource,
+        max_per_bot: i64,
+    ) -> StoreResult<bool>;
+    async fn get_knowledge_source(
+        &self,
+        bot: BotId,
+        id: SourceId,
+    ) -> StoreResult<Option<KnowledgeSource>>;
+    /// Oldest first.
+    async fn list_knowledge_sources(&self, bot: BotId) -> StoreResult<Vec<KnowledgeSource>>;
+    /// Claims one source due for work at `now` (its previous claim, if any, expired) until
+    /// `until`, under `token`.
+    async fn claim_knowledge_source(
+        &self,
+        now: i64,
+        token: &str,
+        until: i64,
+    ) -> StoreResult<Option<KnowledgeSource>>;
+    /// Records a worker's step, if `token` still holds the claim (which is extended to
+    /// `lease_until` unless the step releases it); false when it does not.
+    async fn step_knowledge_source(
+        &self,
+        id: SourceId,
+        token: &str,
+        step: &SourceStep,
+        lease_until: i64,
+    ) -> StoreResult<bool>;
+    /// Replaces the source's chunks, makes it ready and bumps its bot's `knowledge_version`, in
+    /// one transaction, if `token` still holds the claim.
+    async fn finish_knowledge_source(
+        &self,
+        id: SourceId,
+        token: &str,
+        chunks: &[KnowledgeChunk],
+        language: Option<&str>,
+        at: i64,
+    ) -> StoreResult<bool>;
+    /// Deletes the source with its chunks (bumping the bot's `knowledge_version` when it had
+    /// any); answers what was deleted, so its stored content can be removed too.
+    async fn delete_knowledge_source(
+        &self,
+        bot: BotId,
+        id: SourceId,
+    ) -> StoreResult<Option<KnowledgeSource>>;
+    /// A source's chunks in order.
+    async fn knowledge_chunks(
+        &self,
+        bot: BotId,
+        source: SourceId,
+    ) -> StoreResult<Vec<KnowledgeChunk>>;
+
     async fn write_ticket(&self, ticket: &Ticket, event: &OutboxEvent) -> StoreResult<Option<u64>>;
     async fn get_ticket(&self, bot: BotId, id: TicketId) -> StoreResult<Option<Ticket>>;
     /// The conversation's ticket, if it has one.

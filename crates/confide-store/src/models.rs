@@ -81,6 +81,9 @@ pub struct Chatbot {
     /// One more with every write to the bot's dialogues (same transaction): what a cache of them
     /// is checked against. New bots start at 0.
     pub dialogues_version: i64,
+    /// One more with every change to the bot's ready knowledge chunks (same transaction): what
+    /// a node's knowledge index is checked against.
+    pub knowledge_version: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -950,4 +953,63 @@ pub enum BackupRunOutcome {
         code: String,
         message: String,
     },
+}
+
+/// A knowledge source of a bot: an uploaded file, an imported page, or a text or Q&A entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KnowledgeSource {
+    pub id: confide_domain::SourceId,
+    pub org_id: OrgId,
+    pub bot_id: BotId,
+    pub kind: confide_domain::SourceKind,
+    /// Plain text: the file's display name, the page's title, the entry's title or question.
+    pub title: String,
+    /// What the content is (`pdf`, `docx`, `txt`, `markdown`, `html`, `csv`), once known.
+    pub file_kind: Option<String>,
+    pub size: Option<i64>,
+    /// The random key the content is stored under; never derived from its name.
+    pub object_key: Option<String>,
+    pub url: Option<String>,
+    /// A text entry's text, or a Q&A entry's `{"question", "answer"}`.
+    pub body: Option<String>,
+    pub status: confide_domain::SourceStatus,
+    /// A stable code when rejected (or why it is waiting).
+    pub reason: Option<String>,
+    pub detail: Option<String>,
+    pub scan: confide_domain::ScanState,
+    pub language: Option<String>,
+    pub chunk_count: i64,
+    pub revision: i64,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    /// `user:{id}` or `api_key:{id}`.
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One passage of a ready source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KnowledgeChunk {
+    pub id: confide_domain::ChunkId,
+    pub source_id: confide_domain::SourceId,
+    pub bot_id: BotId,
+    pub position: i64,
+    /// 1-based; pages of a PDF, else 1.
+    pub page: i64,
+    pub text: String,
+}
+
+/// A worker's change to a source it holds the claim on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceStep {
+    pub status: confide_domain::SourceStatus,
+    pub scan: confide_domain::ScanState,
+    pub reason: Option<String>,
+    pub detail: Option<String>,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    /// Gives the claim up (the source waits, or is done); otherwise the worker keeps it.
+    pub release: bool,
+    pub at: i64,
 }

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use confide_domain::{
     AddressBlockId, ApiKeyId, ApiScope, BotId, BotPermission, ConversationId, DialogueId,
     IdentityKeyId, InvitationId, MessageId, NudgeId, OrgId, OrgRole, SessionId, SharingPolicy,
-    TicketId, TicketStatus, TrustedAddressId, UserId, WebhookDeliveryId, WebhookId,
+    SourceId, TicketId, TicketStatus, TrustedAddressId, UserId, WebhookDeliveryId, WebhookId,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Row, Transaction};
@@ -31,6 +31,7 @@ macro_rules! conversation_columns {
 
 mod chat_log;
 mod inbox_backup;
+mod knowledge;
 mod nudges;
 mod tickets;
 mod webhooks;
@@ -42,7 +43,8 @@ use crate::{Store, StoreError, StoreResult};
 /// Every column [`chatbot`] reads.
 macro_rules! bot_columns {
     () => {
-        "id, org_id, name, widget_key, sharing_policy, created_at, updated_at, dialogues_version"
+        "id, org_id, name, widget_key, sharing_policy, created_at, updated_at, dialogues_version, \
+         knowledge_version"
     };
 }
 
@@ -340,6 +342,7 @@ fn chatbot(row: &AnyRow) -> StoreResult<Chatbot> {
         created_at: c.int("created_at")?,
         updated_at: c.int("updated_at")?,
         dialogues_version: c.int("dialogues_version")?,
+        knowledge_version: c.int("knowledge_version")?,
     })
 }
 
@@ -2270,6 +2273,72 @@ impl Store for SqlStore {
     ) -> StoreResult<Vec<Message>> {
         self.backup_messages(conversation, from, to, after, limit)
             .await
+    }
+
+    async fn create_knowledge_source(
+        &self,
+        source: &KnowledgeSource,
+        max_per_bot: i64,
+    ) -> StoreResult<bool> {
+        self.knowledge_create(source, max_per_bot).await
+    }
+
+    async fn get_knowledge_source(
+        &self,
+        bot: BotId,
+        id: SourceId,
+    ) -> StoreResult<Option<KnowledgeSource>> {
+        self.knowledge_get(bot, id).await
+    }
+
+    async fn list_knowledge_sources(&self, bot: BotId) -> StoreResult<Vec<KnowledgeSource>> {
+        self.knowledge_list(bot).await
+    }
+
+    async fn claim_knowledge_source(
+        &self,
+        now: i64,
+        token: &str,
+        until: i64,
+    ) -> StoreResult<Option<KnowledgeSource>> {
+        self.knowledge_claim(now, token, until).await
+    }
+
+    async fn step_knowledge_source(
+        &self,
+        id: SourceId,
+        token: &str,
+        step: &SourceStep,
+        lease_until: i64,
+    ) -> StoreResult<bool> {
+        self.knowledge_step(id, token, step, lease_until).await
+    }
+
+    async fn finish_knowledge_source(
+        &self,
+        id: SourceId,
+        token: &str,
+        chunks: &[KnowledgeChunk],
+        language: Option<&str>,
+        at: i64,
+    ) -> StoreResult<bool> {
+        self.knowledge_finish(id, token, chunks, language, at).await
+    }
+
+    async fn delete_knowledge_source(
+        &self,
+        bot: BotId,
+        id: SourceId,
+    ) -> StoreResult<Option<KnowledgeSource>> {
+        self.knowledge_delete(bot, id).await
+    }
+
+    async fn knowledge_chunks(
+        &self,
+        bot: BotId,
+        source: SourceId,
+    ) -> StoreResult<Vec<KnowledgeChunk>> {
+        self.knowledge_chunks_of(bot, source).await
     }
 
     async fn write_ticket(&self, ticket: &Ticket, event: &OutboxEvent) -> StoreResult<Option<u64>> {

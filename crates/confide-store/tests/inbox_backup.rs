@@ -43,6 +43,7 @@ async fn organization(store: &dyn Store, name: &str) -> (OrgId, BotId) {
         created_at: D0 - 10 * DAY,
         updated_at: D0 - 10 * DAY,
         dialogues_version: 0,
+        knowledge_version: 0,
     };
     store.create_bot(&bot).await.unwrap();
     (org.id, bot.id)

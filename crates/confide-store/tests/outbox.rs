@@ -45,6 +45,7 @@ async fn world(store: &dyn Store) -> World {
         created_at: T0,
         updated_at: T0,
         dialogues_version: 0,
+        knowledge_version: 0,
     };
     store.create_bot(&bot).await.unwrap();
     let chat = Conversation {

@@ -53,6 +53,7 @@ fn bot(org: OrgId, name: &str) -> Chatbot {
         created_at: T0,
         updated_at: T0,
         dialogues_version: 0,
+        knowledge_version: 0,
     }
 }
 

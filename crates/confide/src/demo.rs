@@ -71,6 +71,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Demo> {
                 created_at: now,
                 updated_at: now,
                 dialogues_version: 0,
+                knowledge_version: 0,
             };
             store.create_bot(&bot).await?;
             bot

@@ -96,6 +96,7 @@ pub async fn create_bot(
         created_at: now,
         updated_at: now,
         dialogues_version: 0,
+        knowledge_version: 0,
     };
     state.store.create_bot(&bot).await?;
     audit::record(

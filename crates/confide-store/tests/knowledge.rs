@@ -1,0 +1,399 @@
+//! Knowledge sources on every configured backend: claims and their leases, a worker that lost
+//! its claim writing nothing, chunks replaced with the bot's version bumped in one transaction,
+//! deletes, and the per-bot cap.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use confide_domain::{
+    BotId, ChunkId, OrgId, ScanState, SharingPolicy, SourceId, SourceKind, SourceStatus,
+};
+use confide_store::testing::each_backend;
+use confide_store::{
+    Chatbot, KnowledgeChunk, KnowledgeSource, Organization, SourceStep, Store, User,
+};
+
+const T0: i64 = 1_700_000_000_000;
+const LEASE: i64 = 60_000;
+
+async fn bot(store: &dyn Store) -> (OrgId, BotId) {
+    let org = Organization {
+        id: OrgId::new(),
+        name: "Acme".to_owned(),
+        created_at: T0,
+    };
+    let owner = User {
+        id: confide_domain::UserId::new(),
+        email: format!("owner-{}@example.com", uuid::Uuid::now_v7().simple()),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
+        created_at: T0,
+        password_changed_at: T0,
+        last_login_at: None,
+    };
+    store.create_org_with_owner(&org, &owner).await.unwrap();
+    let bot = Chatbot {
+        id: BotId::new(),
+        org_id: org.id,
+        name: "Helper".to_owned(),
+        widget_key: format!("wk_{}", uuid::Uuid::now_v7().simple()),
+        sharing_policy: SharingPolicy::AllReaders,
+        created_at: T0,
+        updated_at: T0,
+        dialogues_version: 0,
+        knowledge_version: 0,
+    };
+    store.create_bot(&bot).await.unwrap();
+    (org.id, bot.id)
+}
+
+fn source(org: OrgId, bot: BotId, title: &str, due: i64) -> KnowledgeSource {
+    KnowledgeSource {
+        id: SourceId::new(),
+        org_id: org,
+        bot_id: bot,
+        kind: SourceKind::File,
+        title: title.to_owned(),
+        file_kind: Some("txt".to_owned()),
+        size: Some(12),
+        object_key: Some(format!("key-{}", uuid::Uuid::now_v7().simple())),
+        url: None,
+        body: None,
+        status: SourceStatus::Queued,
+        reason: None,
+        detail: None,
+        scan: ScanState::Pending,
+        language: None,
+        chunk_count: 0,
+        revision: 0,
+        attempts: 0,
+        next_attempt_at: due,
+        created_by: "user:x".to_owned(),
+        created_at: T0,
+        updated_at: T0,
+    }
+}
+
+fn chunks(s: &KnowledgeSource, texts: &[&str]) -> Vec<KnowledgeChunk> {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| KnowledgeChunk {
+            id: ChunkId::new(),
+            source_id: s.id,
+            bot_id: s.bot_id,
+            position: i as i64,
+            page: 1,
+            text: (*t).to_owned(),
+        })
+        .collect()
+}
+
+fn step(status: SourceStatus, release: bool, next_attempt_at: i64) -> SourceStep {
+    SourceStep {
+        status,
+        scan: ScanState::Pending,
+        reason: None,
+        detail: None,
+        attempts: 1,
+        next_attempt_at,
+        release,
+        at: T0 + 1,
+    }
+}
+
+async fn version(store: &dyn Store, org: OrgId, bot: BotId) -> i64 {
+    store
+        .get_bot(org, bot)
+        .await
+        .unwrap()
+        .unwrap()
+        .knowledge_version
+}
+
+#[tokio::test]
+async fn a_claim_is_held_until_its_lease_runs_out_and_a_lost_claim_writes_nothing() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (org, bot) = bot(store).await;
+        let due = source(org, bot, "due.txt", T0);
+        let later = source(org, bot, "later.txt", T0 + 10 * LEASE);
+        assert!(store.create_knowledge_source(&due, 10).await.unwrap());
+        assert!(store.create_knowledge_source(&later, 10).await.unwrap());
+
+        // Only the due one is claimed, and only once while the lease holds.
+        let claimed = store
+            .claim_knowledge_source(T0, "worker-a", T0 + LEASE)
+            .await
+            .unwrap()
+            .expect("the due source is claimed");
+        assert_eq!(claimed.id, due.id, "{backend}");
+        assert!(
+            store
+                .claim_knowledge_source(T0 + 1, "worker-b", T0 + 1 + LEASE)
+                .await
+                .unwrap()
+                .is_none(),
+            "{backend}: a held claim is not taken again and the other source is not due"
+        );
+
+        // The holder's steps apply and extend the lease.
+        assert!(
+            store
+                .step_knowledge_source(
+                    due.id,
+                    "worker-a",
+                    &step(SourceStatus::Extracting, false, T0),
+                    T0 + 2 * LEASE
+                )
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .claim_knowledge_source(T0 + LEASE + 1, "worker-b", T0 + 3 * LEASE)
+                .await
+                .unwrap()
+                .is_none(),
+            "{backend}: the extended lease still holds"
+        );
+
+        // Once the lease ran out another worker takes it; the first one's writes are refused.
+        let taken = store
+            .claim_knowledge_source(T0 + 2 * LEASE + 1, "worker-b", T0 + 3 * LEASE)
+            .await
+            .unwrap()
+            .expect("an expired claim is taken over");
+        assert_eq!(taken.id, due.id);
+        assert_eq!(taken.status, SourceStatus::Extracting, "{backend}");
+        assert!(
+            !store
+                .step_knowledge_source(
+                    due.id,
+                    "worker-a",
+                    &step(SourceStatus::Rejected, true, T0),
+                    T0
+                )
+                .await
+                .unwrap(),
+            "{backend}: a lost claim's step is refused"
+        );
+        assert!(
+            !store
+                .finish_knowledge_source(due.id, "worker-a", &chunks(&due, &["x"]), None, T0)
+                .await
+                .unwrap(),
+            "{backend}: a lost claim cannot finish"
+        );
+        assert_eq!(version(store, org, bot).await, 0, "{backend}");
+        assert!(
+            store
+                .knowledge_chunks(bot, due.id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        // A released source waiting for its next attempt is not due before it.
+        assert!(
+            store
+                .step_knowledge_source(
+                    due.id,
+                    "worker-b",
+                    &step(SourceStatus::PendingScan, true, T0 + 20 * LEASE),
+                    T0
+                )
+                .await
+                .unwrap()
+        );
+        let waiting = store
+            .get_knowledge_source(bot, due.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(waiting.status, SourceStatus::PendingScan);
+        assert_eq!(waiting.attempts, 1);
+        let next = store
+            .claim_knowledge_source(T0 + 10 * LEASE, "worker-c", T0 + 11 * LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            next.id, later.id,
+            "{backend}: the earlier-due source goes first"
+        );
+        assert!(
+            store
+                .claim_knowledge_source(T0 + 10 * LEASE, "worker-c", T0 + 11 * LEASE)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .finish_knowledge_source(later.id, "worker-c", &chunks(&later, &["x"]), None, T0)
+                .await
+                .unwrap()
+        );
+        let retried = store
+            .claim_knowledge_source(T0 + 20 * LEASE, "worker-c", T0 + 21 * LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(retried.id, due.id, "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn finishing_replaces_the_chunks_and_bumps_the_version_and_deleting_removes_them() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (org, bot) = bot(store).await;
+        let s = source(org, bot, "guide.txt", T0);
+        assert!(store.create_knowledge_source(&s, 10).await.unwrap());
+
+        store
+            .claim_knowledge_source(T0, "w", T0 + LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            store
+                .finish_knowledge_source(
+                    s.id,
+                    "w",
+                    &chunks(&s, &["one", "two"]),
+                    Some("en"),
+                    T0 + 5
+                )
+                .await
+                .unwrap()
+        );
+        let ready = store
+            .get_knowledge_source(bot, s.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ready.status, SourceStatus::Ready, "{backend}");
+        assert_eq!((ready.revision, ready.chunk_count), (1, 2));
+        assert_eq!(ready.language.as_deref(), Some("en"));
+        assert_eq!(version(store, org, bot).await, 1);
+        assert!(
+            store
+                .claim_knowledge_source(T0 + 10 * LEASE, "w", T0 + 11 * LEASE)
+                .await
+                .unwrap()
+                .is_none(),
+            "{backend}: a ready source is never claimed"
+        );
+
+        // Nobody holds a claim on a ready source: a step without one is refused.
+        assert!(
+            !store
+                .step_knowledge_source(s.id, "nobody", &step(SourceStatus::Queued, true, T0), T0)
+                .await
+                .unwrap(),
+            "{backend}"
+        );
+        assert_eq!(
+            store
+                .get_knowledge_source(bot, s.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
+            SourceStatus::Ready
+        );
+
+        // 250 chunks cross the batch size of one insert statement.
+        let many: Vec<String> = (0..250).map(|i| format!("passage {i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let again = source(org, bot, "again.txt", T0);
+        assert!(store.create_knowledge_source(&again, 10).await.unwrap());
+        store
+            .claim_knowledge_source(T0, "w2", T0 + LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            store
+                .finish_knowledge_source(again.id, "w2", &chunks(&again, &many), None, T0)
+                .await
+                .unwrap()
+        );
+        let stored = store.knowledge_chunks(bot, again.id).await.unwrap();
+        assert_eq!(stored.len(), 250, "{backend}");
+        assert_eq!(stored[249].text, "passage 249");
+        assert!(stored.windows(2).all(|w| w[0].position < w[1].position));
+        assert_eq!(version(store, org, bot).await, 2);
+
+        // Another bot's id finds nothing, deletes nothing.
+        let (_, other_bot) = self::bot(store).await;
+        assert!(
+            store
+                .knowledge_chunks(other_bot, s.id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .get_knowledge_source(other_bot, s.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .delete_knowledge_source(other_bot, s.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        let deleted = store
+            .delete_knowledge_source(bot, s.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(deleted.object_key, s.object_key, "{backend}");
+        assert!(store.knowledge_chunks(bot, s.id).await.unwrap().is_empty());
+        assert_eq!(
+            version(store, org, bot).await,
+            3,
+            "{backend}: deleting a ready source bumps"
+        );
+        assert_eq!(store.list_knowledge_sources(bot).await.unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_bot_has_at_most_its_cap_of_sources() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (org, bot) = bot(store).await;
+        for i in 0..3 {
+            assert!(
+                store
+                    .create_knowledge_source(&source(org, bot, &format!("{i}.txt"), T0), 3)
+                    .await
+                    .unwrap(),
+                "{backend}"
+            );
+        }
+        assert!(
+            !store
+                .create_knowledge_source(&source(org, bot, "4.txt", T0), 3)
+                .await
+                .unwrap(),
+            "{backend}: the fourth is refused"
+        );
+        let (other_org, other_bot) = self::bot(store).await;
+        assert!(
+            store
+                .create_knowledge_source(&source(other_org, other_bot, "1.txt", T0), 3)
+                .await
+                .unwrap(),
+            "{backend}: the cap is per bot"
+        );
+        assert_eq!(store.list_knowledge_sources(bot).await.unwrap().len(), 3);
+    }
+}
