@@ -1,10 +1,13 @@
-//! Command line: `serve`, `migrate`, and `admin` tasks.
+//! Command line: `serve`, `migrate`, and `admin` tasks; `extract` is the server's own extraction
+//! child (hidden).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use confide_knowledge::extract::Kind;
+use confide_knowledge::sandbox::{ExtractArgs, SelfTest, child_main};
 
 use crate::admin;
 use crate::config::{Config, Overrides};
@@ -53,6 +56,60 @@ pub enum Command {
     /// Operator tasks.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// The extraction child the server runs for each knowledge file: limits itself, reads the
+    /// file from standard input, writes its text as one JSON frame. `--self-test` checks that
+    /// each limit is enforced on this machine.
+    #[command(hide = true)]
+    Extract(ExtractCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ExtractCommand {
+    /// pdf, docx, html, markdown, csv or text.
+    #[arg(
+        long,
+        value_parser = parse_kind,
+        required_unless_present = "self_test",
+        conflicts_with = "self_test"
+    )]
+    pub kind: Option<Kind>,
+    /// memory, cpu or panic: must end by hitting that limit.
+    #[arg(long, value_parser = parse_self_test)]
+    pub self_test: Option<SelfTest>,
+    /// Address space, binary included (RLIMIT_AS).
+    #[arg(long, default_value_t = 1024)]
+    pub memory_mib: u64,
+    /// CPU time (RLIMIT_CPU).
+    #[arg(long, default_value_t = 30)]
+    pub cpu_seconds: u64,
+    /// Larger input is refused as too_large.
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    pub max_input_bytes: u64,
+    /// Text kept after normalizing; the rest is cut.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub max_text_bytes: u64,
+}
+
+impl ExtractCommand {
+    /// Runs the child; `main` calls this before any runtime exists.
+    pub fn run(&self) -> ExitCode {
+        child_main(&ExtractArgs {
+            kind: self.kind,
+            self_test: self.self_test,
+            memory_mib: self.memory_mib,
+            cpu_seconds: self.cpu_seconds,
+            max_input_bytes: self.max_input_bytes,
+            max_text_bytes: self.max_text_bytes,
+        })
+    }
+}
+
+fn parse_kind(name: &str) -> Result<Kind, String> {
+    Kind::parse(name).ok_or_else(|| "expected pdf, docx, html, markdown, csv or text".to_owned())
+}
+
+fn parse_self_test(name: &str) -> Result<SelfTest, String> {
+    SelfTest::parse(name).ok_or_else(|| "expected memory, cpu or panic".to_owned())
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,5 +221,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Admin(command) => admin::run(&config, command).await,
+        // `main` runs the child before building a runtime; this is for other callers of `run`.
+        Command::Extract(command) => Ok(command.run()),
     }
 }
