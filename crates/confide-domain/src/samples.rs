@@ -204,6 +204,21 @@ fn stopword_list(algorithm: Algorithm) -> (&'static str, &'static [&'static str]
     }
 }
 
+/// The terms of a question that carry its meaning: [`terms`] less the stopwords of the language
+/// `code` (a bot language code), unless the question is nothing but stopwords (then all of its
+/// terms). What a question asks is in its other words; "when does the library close" is asking
+/// about `library` and `close`.
+pub fn terms_without_stopwords(text: &str, stemmer: Option<&Stemmer>, code: &str) -> Vec<String> {
+    let all = analyze(text, stemmer, &stopwords(code));
+    if all.iter().all(|term| term.stopword) {
+        return all.into_iter().map(|term| term.text).collect();
+    }
+    all.into_iter()
+        .filter(|term| !term.stopword)
+        .map(|term| term.text)
+        .collect()
+}
+
 /// A language's stopwords, normalized as texts are: the list of the language's Snowball stemmer
 /// (none for a language without one) less the particles [`stopword_list`] keeps.
 fn stopwords(code: &str) -> HashSet<String> {
@@ -931,5 +946,31 @@ mod tests {
             .map(|l| ((*l).to_owned(), full.clone()))
             .collect();
         assert!(validate(&over_all).is_err());
+    }
+
+    #[test]
+    fn a_question_loses_its_stopwords_unless_it_has_nothing_else() {
+        let english = Stemmer::create(Algorithm::English);
+        assert_eq!(
+            terms_without_stopwords(
+                "When does the library close on Saturdays?",
+                Some(&english),
+                "en"
+            ),
+            ["librari", "close", "saturday"]
+        );
+        assert_eq!(
+            terms_without_stopwords("Who are you?", None, "en"),
+            ["who", "are", "you"]
+        );
+        // Particles that tell phrasal verbs apart stay; a language without a list keeps all.
+        assert_eq!(
+            terms_without_stopwords("sign in", None, "en"),
+            ["sign", "in"]
+        );
+        assert_eq!(
+            terms_without_stopwords("the library", None, "zz"),
+            ["the", "library"]
+        );
     }
 }

@@ -458,7 +458,7 @@ impl KnowledgeIndexes {
         let question: Vec<QuestionField> = analyzers
             .into_iter()
             .map(|analyzer| {
-                let words = question_terms(question, ANALYZERS[analyzer].algorithm);
+                let words = question_terms(question, ANALYZERS[analyzer].algorithm, language);
                 let field = fields.body[analyzer];
                 let terms = words
                     .iter()
@@ -782,7 +782,9 @@ fn coverage(
             analyze(passage, analyzer.algorithm).into_iter().collect();
         let (mut total, mut matched) = (0.0, 0.0);
         for (term, word) in field.terms.iter().zip(&field.words) {
-            let weight = idf(searcher.doc_freq(term)?, docs);
+            // A word in no passage weighs as one in a single passage: rare, not infinitely
+            // telling (in a small index its idf would otherwise drown every word that matched).
+            let weight = idf(searcher.doc_freq(term)?.max(1), docs);
             total += weight;
             if passage_terms.contains(word) {
                 matched += weight;

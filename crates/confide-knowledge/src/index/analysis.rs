@@ -69,12 +69,22 @@ pub(super) fn analyze(text: &str, algorithm: Option<Algorithm>) -> Vec<String> {
     terms
 }
 
-/// A question's terms: analyzed like a passage, each once, at most [`MAX_QUERY_TERMS`].
-pub(super) fn question_terms(text: &str, algorithm: Option<Algorithm>) -> Vec<String> {
+/// A question's terms: analyzed like a passage less the stopwords of its language (see
+/// `samples::terms_without_stopwords`), each once, at most [`MAX_QUERY_TERMS`].
+pub(super) fn question_terms(
+    text: &str,
+    algorithm: Option<Algorithm>,
+    language: Option<&str>,
+) -> Vec<String> {
+    let stemmer = algorithm.map(Stemmer::create);
+    // The question's own language decides its stopwords, in every field it is searched in.
+    let code = language
+        .and_then(language::requested_code)
+        .unwrap_or_default();
     let mut seen = HashSet::new();
-    analyze(text, algorithm)
+    samples::terms_without_stopwords(text, stemmer.as_ref(), &code)
         .into_iter()
-        .filter(|term| seen.insert(term.clone()))
+        .filter(|term| term.len() <= MAX_TERM_BYTES && seen.insert(term.clone()))
         .take(MAX_QUERY_TERMS)
         .collect()
 }
@@ -207,7 +217,7 @@ mod tests {
     fn a_question_contributes_each_term_once_and_at_most_the_cap() {
         let words: Vec<String> = (0..MAX_QUERY_TERMS + 10).map(|i| format!("w{i}")).collect();
         let question = format!("w0 w0 W0 {}", words.join(" "));
-        let terms = question_terms(&question, None);
+        let terms = question_terms(&question, None, None);
         assert_eq!(terms.len(), MAX_QUERY_TERMS);
         assert_eq!(terms[..3], ["w0", "w1", "w2"]);
     }
