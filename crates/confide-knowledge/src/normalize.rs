@@ -6,8 +6,9 @@
 //!   U+2028, U+2029), which would otherwise glue words together when dropped;
 //! - dropped: the other C0 and C1 controls (`\t` stays, as a space), the bidi embeddings,
 //!   overrides and isolates U+202A–U+202E and U+2066–U+2069 (the "Trojan Source" characters
-//!   that make text read differently than it is stored), and the zero-width characters
-//!   U+200B–U+200D and U+FEFF;
+//!   that make text read differently than it is stored), the zero-width space U+200B and
+//!   U+FEFF (a byte order mark); the zero-width non-joiner and joiner (U+200C, U+200D) stay,
+//!   since Persian words and emoji sequences are spelled with them;
 //! - spaces (any Unicode space, tabs too) collapse to one, lines are trimmed, and there is at
 //!   most one blank line in a row;
 //! - capped at a byte budget, on a character boundary.
@@ -72,7 +73,7 @@ fn is_kept(c: char) -> bool {
 fn is_dropped(c: char) -> bool {
     matches!(
         c,
-        '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200B}'..='\u{200D}' | '\u{FEFF}'
+        '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200B}' | '\u{FEFF}'
     ) || (c.is_control() && !is_line_break(c) && c != '\t')
 }
 
@@ -158,9 +159,11 @@ mod tests {
 
     #[test]
     fn zero_width_characters_and_controls_are_removed() {
+        assert_eq!(normalize("in\u{200B}visible\u{FEFF}", 100), "invisible");
+        // The joiners spell words and emoji: "می‌خواهم" (Persian) and a family.
         assert_eq!(
-            normalize("in\u{200B}vis\u{200C}i\u{200D}ble\u{FEFF}", 100),
-            "invisible"
+            normalize("می\u{200C}خواهم 👨\u{200D}👩\u{200D}👧", 100),
+            "می\u{200C}خواهم 👨\u{200D}👩\u{200D}👧"
         );
         assert_eq!(
             normalize("bell\u{07}\u{00}\u{1B}[31m\u{7F}\u{9B}x", 100),
