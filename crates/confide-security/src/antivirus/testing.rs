@@ -64,7 +64,7 @@ impl TempClamd {
     }
 
     fn try_start(stream_max_bytes: u64) -> Result<TempClamd, String> {
-        let clamd_program = find_program("clamd").ok_or("clamd is not installed")?;
+        find_program("clamd").ok_or("clamd is not installed")?;
         let sigtool = find_program("sigtool").ok_or("sigtool is not installed")?;
         let dir = unique_dir()?;
         let mut clamd = TempClamd {
@@ -110,17 +110,30 @@ impl TempClamd {
         );
         std::fs::write(&config, text).map_err(|e| e.to_string())?;
 
+        clamd.spawn()?;
+        Ok(clamd)
+    }
+
+    /// Runs clamd on this instance's configuration and waits until it answers.
+    fn spawn(&mut self) -> Result<(), String> {
+        let clamd_program = find_program("clamd").ok_or("clamd is not installed")?;
         let child = Command::new(clamd_program)
             .arg("-c")
-            .arg(&config)
+            .arg(self.dir.join("clamd.conf"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("starting clamd: {e}"))?;
-        clamd.child = Some(child);
-        clamd.wait_until_ready()?;
-        Ok(clamd)
+        self.child = Some(child);
+        self.wait_until_ready()
+    }
+
+    /// Starts clamd again after [`TempClamd::stop`], on the same socket and port.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.stop();
+        let _ = std::fs::remove_file(&self.socket);
+        self.spawn()
     }
 
     /// Waits until clamd answers PING on its socket (it does once its database is loaded).
