@@ -1,15 +1,15 @@
 //! The conversation engine: every visitor message goes through the same ordered steps, and the
 //! first step that answers wins (the order is documented in docs/message-processing.md). Built so
 //! far: human handover, pattern dialogues (with context memory), sample-phrase dialogues and the
-//! fallback, each answering in the message's language, with buttons and follow-ups. The knowledge
-//! step still to come slots in where the document places it.
+//! knowledge (the bot's best passage, with its source), and the fallback, each answering in the
+//! message's language, with buttons and follow-ups.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use confide_domain::dialogue::{self, MAX_CONTEXT_KEYS};
 use confide_domain::samples::SampleModel;
-use confide_domain::{BotId, DialogueId, language};
+use confide_domain::{BotId, DialogueId, SourceId, SourceKind, language, markup};
 use confide_store::{Button, ChatSettings, Chatbot, ContextNamespace, Conversation, Dialogue};
 use regex::Regex;
 
@@ -23,6 +23,11 @@ pub enum AnsweredBy {
     Sample(DialogueId),
     /// The dialogue the caller named: a pressed button's, or the Application API's `exchange_id`.
     Triggered(DialogueId),
+    /// A passage of the bot's knowledge.
+    Knowledge {
+        source: SourceId,
+        chunk: String,
+    },
     Fallback,
 }
 
@@ -33,7 +38,7 @@ impl AnsweredBy {
             AnsweredBy::Pattern(id) | AnsweredBy::Sample(id) | AnsweredBy::Triggered(id) => {
                 Some(*id)
             }
-            AnsweredBy::Fallback => None,
+            AnsweredBy::Knowledge { .. } | AnsweredBy::Fallback => None,
         }
     }
 }
@@ -364,7 +369,81 @@ pub async fn answer(
             return Ok(Some(answer));
         }
     }
+    if let Some(answer) = knowledge_step(state, bot, &language, text).await? {
+        return Ok(Some(answer));
+    }
     Ok(Some(BotAnswer::fallback(settings, language)))
+}
+
+/// Step: knowledge. The bot's index (this node's copy, kept at the bot's `knowledge_version`)
+/// is searched in the message's language; when the best passage covers enough of the question
+/// (`min_coverage` of its words' weight) it answers, as text, with its source's title (and link,
+/// for an imported page). An index that is behind is brought up to date in the background
+/// while the copy at hand answers; a failing index never fails the message, the fallback answers.
+async fn knowledge_step(
+    state: &AppState,
+    bot: &Chatbot,
+    language: &str,
+    text: &str,
+) -> ApiResult<Option<BotAnswer>> {
+    if bot.knowledge_version == 0 {
+        return Ok(None);
+    }
+    let knowledge = state.knowledge.clone();
+    let (bot_id, question, code) = (bot.id, text.to_owned(), language.to_owned());
+    let found = tokio::task::spawn_blocking(move || {
+        let held = knowledge.indexes.state(bot_id)?;
+        let result = knowledge
+            .indexes
+            .search(bot_id, &question, Some(&code), 3)?;
+        Ok::<_, confide_knowledge::index::IndexError>((held, result))
+    })
+    .await;
+    let (held, result) = match found {
+        Ok(Ok(found)) => found,
+        Ok(Err(err)) => {
+            tracing::error!(bot = %bot.id, error = %err, "searching the knowledge index failed");
+            return Ok(None);
+        }
+        Err(err) => {
+            tracing::error!(bot = %bot.id, error = %err, "searching the knowledge index panicked");
+            return Ok(None);
+        }
+    };
+    if held.is_none_or(|h| h.version != bot.knowledge_version) {
+        crate::knowledge::worker::sync_in_background(state, bot.org_id, bot.id);
+    }
+    let Some(top) = result.hits.first() else {
+        return Ok(None);
+    };
+    if result.coverage < state.knowledge.settings.min_coverage {
+        return Ok(None);
+    }
+    let Ok(source_id) = top.source_id.parse::<SourceId>() else {
+        return Ok(None);
+    };
+    // Deleted since this node's index was synced: not an answer any more.
+    let Some(source) = state.store.get_knowledge_source(bot.id, source_id).await? else {
+        return Ok(None);
+    };
+    let cited = match (&source.kind, &source.url) {
+        (SourceKind::Url, Some(url)) => format!(
+            "<a href=\"{}\">{}</a>",
+            markup::escape(url),
+            markup::escape(&source.title)
+        ),
+        _ => format!("<em>{}</em>", markup::escape(&source.title)),
+    };
+    let passage = markup::escape(&top.text).replace('\n', "<br>");
+    Ok(Some(BotAnswer {
+        text: markup::formatted(&format!("<p>{passage}</p><p>{cited}</p>")),
+        answered_by: AnsweredBy::Knowledge {
+            source: source_id,
+            chunk: top.chunk_id.clone(),
+        },
+        language: language.to_owned(),
+        buttons: Vec::new(),
+    }))
 }
 
 /// Answers with a dialogue the caller named instead of running the steps: its first reply whose

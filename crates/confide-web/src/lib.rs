@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod geo;
 pub mod inbox_backup;
+pub mod knowledge;
 pub mod lifecycle;
 pub mod mail;
 pub mod middleware;
@@ -31,9 +32,9 @@ pub use state::{AppState, LockoutPolicy, RateLimits, WebSettings};
 
 use crate::api::{
     application, audit_log, auth as auth_api, bot_transfer, bots, chat, chat_log, dialogues,
-    handover, identity_keys, inbox_backup as inbox_backup_api, keys, me, nudges, orgs,
-    spam as spam_api, statistics as statistics_api, system, tickets, webhooks as webhooks_api,
-    widget,
+    handover, identity_keys, inbox_backup as inbox_backup_api, keys, knowledge as knowledge_api,
+    me, nudges, orgs, spam as spam_api, statistics as statistics_api, system, tickets,
+    webhooks as webhooks_api, widget,
 };
 
 /// The whole application with every layer.
@@ -51,6 +52,18 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/invitations/accept", post(orgs::accept_invitation))
         .layer(DefaultBodyLimit::max(extract::MAX_CREDENTIAL_BODY_BYTES));
+    // An upload's body is the file and its multipart framing; an entry's is JSON text (each
+    // character up to 4 bytes, and escaped ones 6).
+    let upload_body_limit =
+        usize::try_from(state.knowledge.settings.upload_limits.training_max_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_add(knowledge_api::MULTIPART_OVERHEAD_BYTES);
+    let entry_body_limit = state
+        .knowledge
+        .settings
+        .max_entry_chars
+        .saturating_mul(6)
+        .saturating_add(64 * 1024);
     let v1 = Router::new()
         .merge(credentials)
         .route("/me", get(me::me))
@@ -140,6 +153,22 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/orgs/{org_id}/bots/{bot_id}/handovers/{chat_id}/end",
             post(handover::end_handover),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/knowledge/files",
+            post(knowledge_api::upload_file).layer(DefaultBodyLimit::max(upload_body_limit)),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/knowledge/entries",
+            post(knowledge_api::add_entry).layer(DefaultBodyLimit::max(entry_body_limit)),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/knowledge/sources",
+            get(knowledge_api::list_sources),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/knowledge/sources/{source_id}",
+            get(knowledge_api::get_source).delete(knowledge_api::delete_source),
         )
         .route(
             "/orgs/{org_id}/bots/{bot_id}/tickets",

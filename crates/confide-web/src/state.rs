@@ -148,6 +148,8 @@ pub struct AppState {
     pub webhooks: Arc<crate::webhooks::WebhookRuntime>,
     /// Inbox backups' settings and the outbound client for buckets.
     pub inbox_backup: Arc<crate::inbox_backup::InboxBackupRuntime>,
+    /// Knowledge sources' storage, scanner, extraction sandbox and indexes.
+    pub knowledge: Arc<crate::knowledge::KnowledgeRuntime>,
 }
 
 /// Unix milliseconds now.

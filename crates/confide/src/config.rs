@@ -47,6 +47,26 @@ pub struct FileConfig {
     pub webhook_poll_ms: Option<u64>,
     pub backup_dir: Option<PathBuf>,
     pub smtp: Option<SmtpConfig>,
+    pub knowledge: Option<KnowledgeConfig>,
+}
+
+/// `[knowledge]`: files bots learn from.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnowledgeConfig {
+    /// clamd's socket: `unix:/run/clamav/clamd.ctl` or `tcp://127.0.0.1:3310`. Without it,
+    /// uploads are not scanned for viruses (said at start and on every source).
+    pub clamd: Option<String>,
+    /// Where files are stored (`{data_dir}/knowledge/files` by default).
+    pub files_dir: Option<PathBuf>,
+    /// Largest training file in bytes (20 MiB by default).
+    pub max_file_bytes: Option<u64>,
+    /// The extraction child's limits.
+    pub extract_memory_mib: Option<u64>,
+    pub extract_cpu_seconds: Option<u64>,
+    pub extract_wall_seconds: Option<u64>,
+    /// The program run as the extraction child (this binary by default).
+    pub extractor: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -117,6 +137,73 @@ pub struct Config {
     pub webhooks: confide_web::webhooks::WebhookSettings,
     /// Inbox backups: the operator's backup directory (`backup_dir`), and the schedule.
     pub inbox_backup: confide_web::inbox_backup::InboxBackupSettings,
+    /// Knowledge sources: storage, virus scanner, upload bounds and the extraction sandbox.
+    pub knowledge: confide_web::knowledge::KnowledgeSettings,
+}
+
+/// `[knowledge]` (file) or `CONFIDE_KNOWLEDGE_*` / `CONFIDE_CLAMD` (environment), within ranges.
+fn knowledge_settings(
+    file: Option<KnowledgeConfig>,
+) -> anyhow::Result<confide_web::knowledge::KnowledgeSettings> {
+    let file = file.unwrap_or_default();
+    let mut settings = confide_web::knowledge::KnowledgeSettings::default();
+    if let Some(address) = env_value("CLAMD")?.or(file.clamd) {
+        settings.clamd = Some(
+            address
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("clamd: {e}"))?,
+        );
+    }
+    settings.files_dir = env_value("KNOWLEDGE_FILES_DIR")?
+        .map(PathBuf::from)
+        .or(file.files_dir);
+    if let Some(bytes) = env_parse::<u64>("KNOWLEDGE_MAX_FILE_BYTES")?.or(file.max_file_bytes) {
+        if !(1024..=1024 * 1024 * 1024).contains(&bytes) {
+            bail!("knowledge max_file_bytes must be 1024 to 1073741824 (1 GiB)");
+        }
+        settings.upload_limits.training_max_bytes = bytes;
+    }
+    let sandbox = &mut settings.sandbox;
+    let limits: [(&str, Option<u64>, &mut u64, std::ops::RangeInclusive<u64>); 3] = [
+        (
+            "KNOWLEDGE_EXTRACT_MEMORY_MIB",
+            file.extract_memory_mib,
+            &mut sandbox.memory_mib,
+            64..=64 * 1024,
+        ),
+        (
+            "KNOWLEDGE_EXTRACT_CPU_SECONDS",
+            file.extract_cpu_seconds,
+            &mut sandbox.cpu_seconds,
+            1..=3600,
+        ),
+        (
+            "KNOWLEDGE_EXTRACT_WALL_SECONDS",
+            file.extract_wall_seconds,
+            &mut sandbox.wall_seconds,
+            1..=3600,
+        ),
+    ];
+    for (name, from_file, value, range) in limits {
+        if let Some(n) = env_parse::<u64>(name)?.or(from_file) {
+            if !range.contains(&n) {
+                bail!(
+                    "CONFIDE_{name} must be {} to {}",
+                    range.start(),
+                    range.end()
+                );
+            }
+            *value = n;
+        }
+    }
+    if let Some(program) = env_value("KNOWLEDGE_EXTRACTOR")?
+        .map(PathBuf::from)
+        .or(file.extractor)
+    {
+        sandbox.program = program;
+    }
+    sandbox.max_input_bytes = settings.upload_limits.training_max_bytes;
+    Ok(settings)
 }
 
 /// Webhook delivery settings from `webhook_*` (file) or `CONFIDE_WEBHOOK_*` (environment), each
@@ -229,6 +316,7 @@ impl Config {
             None => FileConfig::default(),
         };
         let webhooks = webhook_settings(&file)?;
+        let knowledge = knowledge_settings(file.knowledge.clone())?;
 
         let listen = overrides
             .listen
@@ -377,6 +465,7 @@ impl Config {
             smtp,
             demo_bot_key: None,
             webhooks,
+            knowledge,
             inbox_backup: confide_web::inbox_backup::InboxBackupSettings {
                 local_dir: env_value("BACKUP_DIR")?
                     .map(PathBuf::from)

@@ -160,6 +160,24 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         )
         .context("building the inbox backup HTTP client")?,
     );
+    let knowledge = Arc::new(
+        confide_web::knowledge::KnowledgeRuntime::new(config.knowledge.clone(), &config.data_dir)
+            .context("preparing knowledge storage")?,
+    );
+    match knowledge.scanner() {
+        Some(scanner) => {
+            let address = &scanner.config().address;
+            match scanner.ping().await {
+                Ok(()) => tracing::info!(%address, "knowledge files are scanned by clamd"),
+                Err(err) => {
+                    tracing::warn!(%address, error = %err, "clamd does not answer: uploaded files wait (pending_scan) until it does")
+                }
+            }
+        }
+        None => tracing::warn!(
+            "no virus scanner is configured (knowledge.clamd): uploaded files are processed unscanned and say scan: not_configured"
+        ),
+    }
     let state = AppState {
         store,
         settings: Arc::new(settings),
@@ -175,6 +193,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         outbound,
         webhooks: webhooks.clone(),
         inbox_backup,
+        knowledge,
     };
     let worker_store = state.store.clone();
     let worker_settings = config.webhooks.clone();
@@ -186,6 +205,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let sweeper_state = state.clone();
     let escalation_state = state.clone();
     let backup_state = state.clone();
+    let knowledge_state = state.clone();
     let app = confide_web::router(state);
 
     let listener = TcpListener::bind(config.listen)
@@ -202,6 +222,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     ));
     tokio::spawn(confide_web::lifecycle::run_handover_escalation(
         escalation_state,
+        shutdown.subscribe(),
+    ));
+    tokio::spawn(confide_web::knowledge::worker::run_worker(
+        knowledge_state,
         shutdown.subscribe(),
     ));
     tokio::spawn(confide_web::inbox_backup::schedule::run_scheduler(

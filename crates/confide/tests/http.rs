@@ -99,6 +99,26 @@ const ROUTES: &[(&str, &str)] = &[
         "PATCH",
         "/api/v1/orgs/{org_id}/bots/{bot_id}/tickets/{ticket_id}",
     ),
+    (
+        "POST",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/knowledge/files",
+    ),
+    (
+        "POST",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/knowledge/entries",
+    ),
+    (
+        "GET",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/knowledge/sources",
+    ),
+    (
+        "GET",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/knowledge/sources/{source_id}",
+    ),
+    (
+        "DELETE",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/knowledge/sources/{source_id}",
+    ),
     ("GET", "/api/v1/orgs/{org_id}/bots/{bot_id}/nudges"),
     ("POST", "/api/v1/orgs/{org_id}/bots/{bot_id}/nudges"),
     (

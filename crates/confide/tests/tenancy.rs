@@ -53,6 +53,8 @@ struct World {
     a1_chat: String,
     /// The ticket of that chat.
     a1_ticket: String,
+    /// A knowledge entry of bot A1 (ready).
+    a1_source: String,
     /// A webhook endpoint of bot A1 (pointing at a closed loopback port) and one of its
     /// deliveries, which stays pending while it is retried.
     a1_webhook: String,
@@ -201,6 +203,30 @@ impl World {
             .await;
         ticket.expect(201);
         let a1_ticket = ticket.json()["id"].as_str().unwrap().to_owned();
+        let entry = app
+            .post(
+                &format!("/api/v1/orgs/{}/bots/{}/knowledge/entries", a.org_id, a1.id),
+                &owner,
+                json!({ "kind": "text", "title": "Anvil care guide", "text": "Oil your anvil yearly." }),
+            )
+            .await;
+        entry.expect(202);
+        let a1_source = entry.json()["id"].as_str().unwrap().to_owned();
+        // Settled before the sweep, so the snapshot does not change under it.
+        let source_path = format!(
+            "/api/v1/orgs/{}/bots/{}/knowledge/sources/{a1_source}",
+            a.org_id, a1.id
+        );
+        for _ in 0..300 {
+            if app.get(&source_path, &owner).await.json()["status"] == "ready" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            app.get(&source_path, &owner).await.json()["status"],
+            "ready"
+        );
         let a_member_email = email("member-a");
         let a_member = app
             .member(&owner, &a.org_id, &a_member_email, "member")
@@ -289,6 +315,7 @@ impl World {
             a1_nudge,
             a1_chat,
             a1_ticket,
+            a1_source,
             a1_webhook,
             a1_delivery,
             a2,
@@ -334,6 +361,8 @@ impl World {
             "anvil vip".to_owned(),
             self.a1_ticket.clone(),
             "Late anvil order".to_owned(),
+            self.a1_source.clone(),
+            "Anvil care guide".to_owned(),
             "Anvil order {order} is on its way.".to_owned(),
             self.a1_webhook.clone(),
             self.a_stats_key.prefix.clone(),
@@ -382,6 +411,7 @@ impl World {
                     "handovers": read(format!("/api/v1/orgs/{org}/bots/{id}/handovers")).await,
                     "chats": read(format!("/api/v1/orgs/{org}/bots/{id}/chats?limit=100")).await,
                     "tickets": read(format!("/api/v1/orgs/{org}/bots/{id}/tickets?limit=100")).await,
+                    "knowledge": read(format!("/api/v1/orgs/{org}/bots/{id}/knowledge/sources")).await,
                     "webhooks": read(format!("/api/v1/orgs/{org}/bots/{id}/webhooks")).await,
                 }),
             );
@@ -784,6 +814,39 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
         ),
         e(
             Method::GET,
+            format!("/api/v1/orgs/{org}/bots/{a1}/knowledge/sources"),
+            None,
+            ReadA1,
+            200,
+        ),
+        e(
+            Method::GET,
+            format!(
+                "/api/v1/orgs/{org}/bots/{a1}/knowledge/sources/{}",
+                w.a1_source
+            ),
+            None,
+            ReadA1,
+            200,
+        ),
+        e(
+            Method::POST,
+            format!("/api/v1/orgs/{org}/bots/{a1}/knowledge/entries"),
+            Some(json!({ "kind": "qa", "question": "Planted?", "answer": "Planted." })),
+            WriteA1,
+            202,
+        ),
+        // Sent as JSON: every caller but the owner is refused before the form is looked at;
+        // the owner gets as far as being told it is not a form.
+        e(
+            Method::POST,
+            format!("/api/v1/orgs/{org}/bots/{a1}/knowledge/files"),
+            Some(json!({ "file": "planted" })),
+            WriteA1,
+            400,
+        ),
+        e(
+            Method::GET,
             format!("/api/v1/orgs/{org}/bots/{a1}/nudges"),
             None,
             ReadA1,
@@ -1087,6 +1150,16 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
         ),
         e(
             Method::DELETE,
+            format!(
+                "/api/v1/orgs/{org}/bots/{a1}/knowledge/sources/{}",
+                w.a1_source
+            ),
+            None,
+            WriteA1,
+            204,
+        ),
+        e(
+            Method::DELETE,
             format!("/api/v1/orgs/{org}/bots/{a1}"),
             None,
             WriteA1,
@@ -1111,6 +1184,7 @@ fn template(path: &str) -> String {
         "{delivery_id}",
         "{nudge_id}",
         "{ticket_id}",
+        "{source_id}",
     ];
     let path = path.split('?').next().unwrap_or(path);
     let segments: Vec<&str> = path.split('/').collect();
@@ -1133,6 +1207,7 @@ fn template(path: &str) -> String {
             "deliveries" => names[10],
             "nudges" => names[11],
             "tickets" => names[12],
+            "sources" => names[13],
             _ => segment,
         };
         out.push(replaced);

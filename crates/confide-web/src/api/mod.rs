@@ -13,6 +13,7 @@ pub mod handover;
 pub mod identity_keys;
 pub mod inbox_backup;
 pub mod keys;
+pub mod knowledge;
 pub mod language;
 pub mod me;
 pub mod nudges;

@@ -258,6 +258,7 @@ pub fn test_config(port: u16, data_dir: &Path, database_url: &str) -> Config {
         outbound_allow: confide_outbound::Allowlist::default(),
         webhooks: confide_web::webhooks::WebhookSettings::default(),
         inbox_backup: confide_web::inbox_backup::InboxBackupSettings::default(),
+        knowledge: knowledge_settings(),
         // Suites make many requests from one address; the limiter has tests of its own.
         rate_limits: confide_web::RateLimits {
             api_per_minute: 1_000_000,
@@ -267,6 +268,17 @@ pub fn test_config(port: u16, data_dir: &Path, database_url: &str) -> Config {
             messages_per_chat_per_minute: 1_000_000,
         },
     }
+}
+
+/// Knowledge as in production, except that the extraction child is the `confide` binary cargo
+/// built (the tests' own executable is not it), and retries and polls come quickly.
+pub fn knowledge_settings() -> confide_web::knowledge::KnowledgeSettings {
+    let mut settings = confide_web::knowledge::KnowledgeSettings::default();
+    settings.sandbox.program = PathBuf::from(env!("CARGO_BIN_EXE_confide"));
+    settings.poll_ms = 100;
+    settings.retry_first_ms = 200;
+    settings.retry_max_ms = 1000;
+    settings
 }
 
 /// A server on `database_url` with its own data directory (and so its own keys), configured by

@@ -1,0 +1,525 @@
+//! Knowledge sources: files uploaded (multipart, streamed to a private temporary file under the
+//! size bound, then checked: name, type from magic bytes, size, archive bounds), text and Q&A
+//! entries, their state as the worker takes them to ready, and deleting them with their chunks
+//! and stored file. Every refused upload is audited with its reason.
+//!
+//! Reading needs read permission on the bot; adding and deleting need write permission (API
+//! keys: `bots:read` / `bots:write`).
+
+use std::io::Write as _;
+
+use axum::Json;
+use axum::extract::{FromRequest as _, Multipart, Request, State};
+use axum::http::StatusCode;
+use confide_domain::{BotId, Name, OrgId, ScanState, SourceId, SourceKind, SourceStatus};
+use confide_security::upload::{Purpose, Rejection, UploadError, check_upload};
+use confide_store::KnowledgeSource;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use crate::api::timestamp;
+use crate::audit::{self, org_chain, principal_label};
+use crate::auth::Auth;
+use crate::authz::{self, BotNeed};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{PathParams, StrictJson};
+use crate::knowledge::{Area, KnowledgeRuntime};
+use crate::state::{AppState, now_ms};
+
+/// Room for the multipart framing around the file itself.
+pub const MULTIPART_OVERHEAD_BYTES: usize = 64 * 1024;
+
+#[derive(Serialize, ToSchema)]
+pub struct SourceView {
+    pub id: SourceId,
+    pub kind: SourceKind,
+    /// Plain text: the file's display name, the page's title, the entry's title or question.
+    pub title: String,
+    pub status: SourceStatus,
+    /// Why it was rejected (or why it waits): `infected`, `unreadable`, `encrypted`,
+    /// `parser_crashed`, `memory_limit`, `time_limit`, `no_text`, `too_many_chunks`,
+    /// `scanner_unavailable`, ...
+    pub reason: Option<String>,
+    pub detail: Option<String>,
+    /// `not_configured` when this server has no virus scanner.
+    pub scan: ScanState,
+    /// What the file is: `pdf`, `docx`, `txt`, `markdown`, `html` or `csv`.
+    pub file_kind: Option<String>,
+    pub size: Option<i64>,
+    pub url: Option<String>,
+    pub language: Option<String>,
+    /// Passages it answers from, once ready.
+    pub chunks: i64,
+    pub created_by: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&KnowledgeSource> for SourceView {
+    fn from(s: &KnowledgeSource) -> Self {
+        SourceView {
+            id: s.id,
+            kind: s.kind,
+            title: s.title.clone(),
+            status: s.status,
+            reason: s.reason.clone(),
+            detail: s.detail.clone(),
+            scan: s.scan,
+            file_kind: s.file_kind.clone(),
+            size: s.size,
+            url: s.url.clone(),
+            language: s.language.clone(),
+            chunks: s.chunk_count,
+            created_by: s.created_by.clone(),
+            created_at: timestamp(s.created_at),
+            updated_at: timestamp(s.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SourceList {
+    /// Oldest first.
+    pub sources: Vec<SourceView>,
+}
+
+/// A text entry, or a question with its answer.
+#[derive(Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum NewEntry {
+    Text {
+        /// Plain text, 1 to 200 characters.
+        #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+        title: String,
+        /// Plain text, 1 to 100,000 characters.
+        #[schema(min_length = 1, max_length = 100000, pattern = "\\S")]
+        text: String,
+    },
+    Qa {
+        #[schema(min_length = 1, max_length = 1000, pattern = "\\S")]
+        question: String,
+        #[schema(min_length = 1, max_length = 100000, pattern = "\\S")]
+        answer: String,
+    },
+}
+
+/// The multipart form of an upload: one part named `file`, with a file name.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct FileUpload {
+    /// The file: PDF, DOCX, TXT, Markdown, HTML or CSV, at most the training size bound
+    /// (20 MiB by default).
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+}
+
+async fn refuse_upload(
+    state: &AppState,
+    auth: &Auth,
+    org_id: OrgId,
+    bot_id: BotId,
+    filename: Option<&str>,
+    err: ApiError,
+) -> ApiError {
+    audit::record_refusal(
+        state,
+        org_chain(org_id),
+        &auth.actor(),
+        "knowledge.upload_rejected",
+        Some(format!("bot:{bot_id}")),
+        json!({
+            "reason": err.code,
+            "message": err.message,
+            // The name as sent, cut short: the audit log shows what was tried.
+            "filename": filename.map(|n| n.chars().take(300).collect::<String>()),
+        }),
+    )
+    .await;
+    err
+}
+
+fn rejection_error(rejection: &Rejection) -> ApiError {
+    let status = match rejection {
+        Rejection::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    ApiError::new(status, rejection.code(), rejection.to_string())
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("the file is larger than {limit} bytes, the most accepted for training"),
+    )
+}
+
+fn multipart_error(err: &axum::extract::multipart::MultipartError, limit: u64) -> ApiError {
+    if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return too_large(limit);
+    }
+    ApiError::bad_request(
+        "invalid_multipart",
+        "the body is not a multipart form with one part named file",
+    )
+}
+
+/// The uploaded file, written to a private temporary file as it arrives, under the bound.
+struct Received {
+    file: tempfile::NamedTempFile,
+    filename: String,
+}
+
+async fn receive(
+    knowledge: &KnowledgeRuntime,
+    multipart: &mut Multipart,
+) -> Result<Received, (Option<String>, ApiError)> {
+    let limit = knowledge.settings.upload_limits.training_max_bytes;
+    let mut received: Option<Received> = None;
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(err) => {
+                let name = received.map(|r| r.filename);
+                return Err((name, multipart_error(&err, limit)));
+            }
+        };
+        if field.name() != Some("file") || received.is_some() {
+            return Err((
+                None,
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unexpected_field",
+                    "the form takes exactly one part, named file",
+                ),
+            ));
+        }
+        let Some(filename) = field.file_name().map(str::to_owned) else {
+            return Err((
+                None,
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_filename",
+                    "the file part has no file name",
+                ),
+            ));
+        };
+        let mut field = field;
+        let mut file = knowledge
+            .scratch_file()
+            .map_err(|e| (Some(filename.clone()), ApiError::internal(e)))?;
+        let mut size: u64 = 0;
+        loop {
+            let chunk = match field.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(err) => return Err((Some(filename), multipart_error(&err, limit))),
+            };
+            size = size.saturating_add(chunk.len() as u64);
+            if size > limit {
+                return Err((Some(filename), too_large(limit)));
+            }
+            file.write_all(&chunk)
+                .map_err(|e| (Some(filename.clone()), ApiError::internal(e)))?;
+        }
+        file.flush()
+            .map_err(|e| (Some(filename.clone()), ApiError::internal(e)))?;
+        received = Some(Received { file, filename });
+    }
+    received.ok_or_else(|| {
+        (
+            None,
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "missing_file",
+                "the form has no part named file",
+            ),
+        )
+    })
+}
+
+fn new_source(org_id: OrgId, bot_id: BotId, kind: SourceKind, auth: &Auth) -> KnowledgeSource {
+    let at = now_ms();
+    KnowledgeSource {
+        id: SourceId::new(),
+        org_id,
+        bot_id,
+        kind,
+        title: String::new(),
+        file_kind: None,
+        size: None,
+        object_key: None,
+        url: None,
+        body: None,
+        status: SourceStatus::Queued,
+        reason: None,
+        detail: None,
+        scan: ScanState::NotApplicable,
+        language: None,
+        chunk_count: 0,
+        revision: 0,
+        attempts: 0,
+        next_attempt_at: at,
+        created_by: principal_label(&auth.principal),
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+fn too_many_sources(max: i64) -> ApiError {
+    ApiError::conflict(
+        "too_many_sources",
+        format!("a bot has at most {max} knowledge sources; delete some first"),
+    )
+}
+
+/// Upload a file to learn from.
+#[utoipa::path(post, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/knowledge/files", tag = "knowledge",
+    request_body(content = FileUpload, content_type = "multipart/form-data"),
+    params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id")),
+    security(("bearer" = []), ("session" = []), ("api_key" = [])),
+    responses(
+        (status = 202, description = "Stored; scanned and processed in the background (see its status)", body = SourceView),
+        (status = 400, description = "Not a multipart form", body = ErrorBody),
+        (status = 403, description = "No write permission on the bot", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+        (status = 409, description = "The bot has too many sources", body = ErrorBody),
+        (status = 413, description = "Larger than the training size bound", body = ErrorBody),
+        (status = 422, description = "A refused name, type, content or archive (`path_traversal`, `invalid_filename`, `unsupported_type`, `type_mismatch`, `empty`, `archive_*`)", body = ErrorBody),
+    ))]
+pub async fn upload_file(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathParams((org_id, bot_id)): PathParams<(OrgId, BotId)>,
+    request: Request,
+) -> ApiResult<(StatusCode, Json<SourceView>)> {
+    authz::bot(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
+    // The form is looked at only once the caller may write the bot.
+    let mut multipart = match Multipart::from_request(request, &state).await {
+        Ok(multipart) => multipart,
+        Err(_) => {
+            let err = ApiError::bad_request(
+                "invalid_multipart",
+                "the body is not a multipart form with one part named file",
+            );
+            return Err(refuse_upload(&state, &auth, org_id, bot_id, None, err).await);
+        }
+    };
+    let knowledge = &state.knowledge;
+    let received = match receive(knowledge, &mut multipart).await {
+        Ok(received) => received,
+        Err((filename, err)) => {
+            return Err(
+                refuse_upload(&state, &auth, org_id, bot_id, filename.as_deref(), err).await,
+            );
+        }
+    };
+    let Received { file, filename } = received;
+    let limits = knowledge.settings.upload_limits;
+    let name = filename.clone();
+    let (file, checked) = tokio::task::spawn_blocking(move || {
+        let mut handle = file.reopen()?;
+        let checked = check_upload(Purpose::Training, &name, &mut handle, &limits);
+        Ok::<_, std::io::Error>((file, checked))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    let checked = match checked {
+        Ok(checked) => checked,
+        Err(UploadError::Rejected(rejection)) => {
+            let err = rejection_error(&rejection);
+            return Err(refuse_upload(&state, &auth, org_id, bot_id, Some(&filename), err).await);
+        }
+        Err(UploadError::Io(err)) => return Err(ApiError::internal(err)),
+    };
+    let key = KnowledgeRuntime::new_object_key();
+    knowledge
+        .store_file(Area::Incoming, &key, file.path())
+        .await
+        .map_err(ApiError::internal)?;
+    drop(file);
+    let mut source = new_source(org_id, bot_id, SourceKind::File, &auth);
+    source.title = checked.display_name.as_str().to_owned();
+    source.file_kind = Some(checked.kind.as_str().to_owned());
+    source.size = Some(i64::try_from(checked.size).unwrap_or(i64::MAX));
+    source.object_key = Some(key.clone());
+    source.scan = ScanState::Pending;
+    let max = knowledge.settings.max_sources_per_bot;
+    if !state.store.create_knowledge_source(&source, max).await? {
+        knowledge
+            .remove_file(&key)
+            .await
+            .map_err(ApiError::internal)?;
+        return Err(too_many_sources(max));
+    }
+    knowledge.wake();
+    audit::record(
+        &state,
+        org_chain(org_id),
+        &auth.actor(),
+        "knowledge.source_added",
+        Some(format!("source:{}", source.id)),
+        json!({ "bot_id": bot_id, "kind": "file", "file_kind": checked.kind, "size": checked.size }),
+    )
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json((&source).into())))
+}
+
+/// Add a text entry or a question with its answer.
+#[utoipa::path(post, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/knowledge/entries", tag = "knowledge",
+    request_body = NewEntry,
+    params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id")),
+    security(("bearer" = []), ("session" = []), ("api_key" = [])),
+    responses(
+        (status = 202, description = "Added; indexed in the background", body = SourceView),
+        (status = 403, description = "No write permission on the bot", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+        (status = 409, description = "The bot has too many sources", body = ErrorBody),
+        (status = 422, description = "A missing or too long title, text, question or answer", body = ErrorBody),
+    ))]
+pub async fn add_entry(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathParams((org_id, bot_id)): PathParams<(OrgId, BotId)>,
+    StrictJson(entry): StrictJson<NewEntry>,
+) -> ApiResult<(StatusCode, Json<SourceView>)> {
+    authz::bot(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
+    let max_chars = state.knowledge.settings.max_entry_chars;
+    let long_text = |field: &'static str, text: &str, max: usize| -> ApiResult<String> {
+        let count = text.chars().count();
+        if text.trim().is_empty() || count > max {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_entry",
+                format!("{field} must be 1 to {max} characters and not only spaces"),
+            ));
+        }
+        Ok(text.to_owned())
+    };
+    let (kind, title, body) = match &entry {
+        NewEntry::Text { title, text } => (
+            SourceKind::Text,
+            Name::parse("title", title)?.into_inner(),
+            long_text("text", text, max_chars)?,
+        ),
+        NewEntry::Qa { question, answer } => {
+            let question = long_text("question", question, 1000)?;
+            let answer = long_text("answer", answer, max_chars)?;
+            let title: String = question.chars().take(200).collect();
+            (
+                SourceKind::Qa,
+                title,
+                json!({ "question": question, "answer": answer }).to_string(),
+            )
+        }
+    };
+    let mut source = new_source(org_id, bot_id, kind, &auth);
+    source.title = title;
+    source.body = Some(body);
+    let max = state.knowledge.settings.max_sources_per_bot;
+    if !state.store.create_knowledge_source(&source, max).await? {
+        return Err(too_many_sources(max));
+    }
+    state.knowledge.wake();
+    audit::record(
+        &state,
+        org_chain(org_id),
+        &auth.actor(),
+        "knowledge.source_added",
+        Some(format!("source:{}", source.id)),
+        json!({ "bot_id": bot_id, "kind": kind }),
+    )
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json((&source).into())))
+}
+
+/// The bot's knowledge sources and where each one stands.
+#[utoipa::path(get, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/knowledge/sources", tag = "knowledge",
+    params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id")),
+    security(("bearer" = []), ("session" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Every source, oldest first", body = SourceList),
+        (status = 404, description = "Not found", body = ErrorBody),
+    ))]
+pub async fn list_sources(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathParams((org_id, bot_id)): PathParams<(OrgId, BotId)>,
+) -> ApiResult<Json<SourceList>> {
+    authz::bot(&state, &auth, org_id, bot_id, BotNeed::Read).await?;
+    let sources = state.store.list_knowledge_sources(bot_id).await?;
+    Ok(Json(SourceList {
+        sources: sources.iter().map(SourceView::from).collect(),
+    }))
+}
+
+async fn source(state: &AppState, bot: BotId, id: SourceId) -> ApiResult<KnowledgeSource> {
+    state
+        .store
+        .get_knowledge_source(bot, id)
+        .await?
+        .ok_or_else(ApiError::not_found)
+}
+
+/// One source.
+#[utoipa::path(get, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/knowledge/sources/{source_id}", tag = "knowledge",
+    params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id"),
+        ("source_id" = SourceId, Path, description = "Source id")),
+    security(("bearer" = []), ("session" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The source", body = SourceView),
+        (status = 404, description = "Not found", body = ErrorBody),
+    ))]
+pub async fn get_source(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathParams((org_id, bot_id, source_id)): PathParams<(OrgId, BotId, SourceId)>,
+) -> ApiResult<Json<SourceView>> {
+    authz::bot(&state, &auth, org_id, bot_id, BotNeed::Read).await?;
+    Ok(Json((&source(&state, bot_id, source_id).await?).into()))
+}
+
+/// Delete a source: its passages leave the bot's answers at once, its stored file is removed.
+#[utoipa::path(delete, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/knowledge/sources/{source_id}", tag = "knowledge",
+    params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id"),
+        ("source_id" = SourceId, Path, description = "Source id")),
+    security(("bearer" = []), ("session" = []), ("api_key" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "No write permission on the bot", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+    ))]
+pub async fn delete_source(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathParams((org_id, bot_id, source_id)): PathParams<(OrgId, BotId, SourceId)>,
+) -> ApiResult<StatusCode> {
+    authz::bot(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
+    let Some(deleted) = state
+        .store
+        .delete_knowledge_source(bot_id, source_id)
+        .await?
+    else {
+        return Err(ApiError::not_found());
+    };
+    audit::record(
+        &state,
+        org_chain(org_id),
+        &auth.actor(),
+        "knowledge.source_deleted",
+        Some(format!("source:{source_id}")),
+        json!({ "bot_id": bot_id, "kind": deleted.kind, "title": deleted.title }),
+    )
+    .await?;
+    if let Some(key) = &deleted.object_key
+        && let Err(err) = state.knowledge.remove_file(key).await
+    {
+        // The row is gone, so nothing refers to the file any more; say where it lies.
+        tracing::error!(source = %source_id, key = %key, error = %err, "removing a deleted source's file failed");
+    }
+    crate::knowledge::worker::sync_index(&state, org_id, bot_id).await;
+    Ok(StatusCode::NO_CONTENT)
+}

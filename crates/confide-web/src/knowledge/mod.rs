@@ -1,0 +1,287 @@
+//! Knowledge: sources a bot learns from, their files, the virus scanner, the extraction
+//! sandbox and the per-bot index, and the worker that takes each source from upload to answers.
+//!
+//! - Files are stored through `object_store` under random keys (never their names): under
+//!   `incoming/` until the scanner calls them clean, then `files/`; infected ones go to
+//!   `quarantine/`, where they stay for the organization's admins until the source is deleted.
+//! - Nothing is processed unscanned: when clamd is configured but does not answer, a source
+//!   waits in `pending_scan` and is tried again. With no scanner configured at all, the server
+//!   says so at start and every source says `scan: not_configured`.
+//! - Text comes out of a file in a child process with memory, CPU and time limits
+//!   (`confide_knowledge::sandbox`); its output is normalized here, then chunked.
+
+pub mod worker;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use confide_knowledge::chunk::ChunkOptions;
+use confide_knowledge::sandbox::SandboxConfig;
+use confide_security::antivirus::{ClamdAddress, ClamdClient, ClamdConfig};
+use confide_security::tokens::random_token;
+use confide_security::upload::UploadLimits;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt as _};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+
+/// How knowledge works on this node; the binary sets these from the configuration.
+#[derive(Clone, Debug)]
+pub struct KnowledgeSettings {
+    /// Where files are stored; `{data_dir}/knowledge/files` when unset.
+    pub files_dir: Option<PathBuf>,
+    /// The virus scanner; `None` means none is configured (said at start and on every source).
+    pub clamd: Option<ClamdAddress>,
+    pub upload_limits: UploadLimits,
+    /// The extraction child's program and limits; the program defaults to this binary.
+    pub sandbox: SandboxConfig,
+    pub chunks: ChunkOptions,
+    /// Sources one bot may have.
+    pub max_sources_per_bot: i64,
+    /// Passages one source may make; a larger one is rejected (`too_many_chunks`).
+    pub max_chunks_per_source: usize,
+    /// Text kept from one source after normalizing, in bytes.
+    pub max_extracted_bytes: usize,
+    /// Characters of a text entry, or of a question and its answer together.
+    pub max_entry_chars: usize,
+    /// How long a worker's claim on a source lasts without renewal.
+    pub lease_ms: i64,
+    /// How often an idle worker looks for due sources (it is also woken by new ones).
+    pub poll_ms: u64,
+    /// The least share of a question's word weight (IDF) the best passage must match for the
+    /// knowledge step to answer; below it the fallback answers.
+    pub min_coverage: f32,
+    /// The first wait before a source the scanner could not take is tried again; doubled each
+    /// time up to `retry_max_ms`.
+    pub retry_first_ms: i64,
+    pub retry_max_ms: i64,
+}
+
+impl Default for KnowledgeSettings {
+    fn default() -> Self {
+        KnowledgeSettings {
+            files_dir: None,
+            clamd: None,
+            upload_limits: UploadLimits::default(),
+            sandbox: SandboxConfig::default(),
+            chunks: ChunkOptions::default(),
+            max_sources_per_bot: 1000,
+            max_chunks_per_source: 20_000,
+            max_extracted_bytes: 16 * 1024 * 1024,
+            max_entry_chars: 100_000,
+            lease_ms: 5 * 60 * 1000,
+            poll_ms: 1000,
+            min_coverage: 0.5,
+            retry_first_ms: 2000,
+            retry_max_ms: 5 * 60 * 1000,
+        }
+    }
+}
+
+impl KnowledgeSettings {
+    /// The wait before the attempt after `attempts` failed ones.
+    pub fn retry_delay_ms(&self, attempts: i64) -> i64 {
+        let doublings = u32::try_from(attempts.clamp(0, 30)).unwrap_or(30);
+        self.retry_first_ms
+            .saturating_mul(1_i64 << doublings.min(20))
+            .min(self.retry_max_ms)
+    }
+}
+
+/// Where a stored file lies, which follows its scan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Area {
+    /// Not scanned yet: never processed nor served.
+    Incoming,
+    /// Clean (or stored while no scanner is configured).
+    Files,
+    /// Infected: kept for admins, never processed nor served.
+    Quarantine,
+}
+
+impl Area {
+    fn prefix(self) -> &'static str {
+        match self {
+            Area::Incoming => "incoming",
+            Area::Files => "files",
+            Area::Quarantine => "quarantine",
+        }
+    }
+}
+
+/// The node's knowledge machinery.
+pub struct KnowledgeRuntime {
+    pub settings: KnowledgeSettings,
+    files: Arc<dyn ObjectStore>,
+    scanner: Option<ClamdClient>,
+    /// Where uploads and files being processed are held for a moment (0700).
+    scratch: PathBuf,
+    pub indexes: confide_knowledge::index::KnowledgeIndexes,
+    /// Rings when a source is added, so the worker need not wait for its next poll.
+    wake: Notify,
+    /// Bots whose index this node is bringing up to date in the background.
+    syncing: std::sync::Mutex<std::collections::HashSet<confide_domain::BotId>>,
+}
+
+impl KnowledgeRuntime {
+    /// Opens the file storage, the index root and the scratch directory under `data_dir`.
+    pub fn new(settings: KnowledgeSettings, data_dir: &Path) -> anyhow::Result<Self> {
+        let root = data_dir.join("knowledge");
+        let files_dir = settings
+            .files_dir
+            .clone()
+            .unwrap_or_else(|| root.join("files"));
+        let scratch = root.join("scratch");
+        let index_root = root.join("index");
+        for dir in [&files_dir, &scratch, &index_root] {
+            confide_security::ensure_private_dir(dir)
+                .map_err(|e| anyhow::anyhow!("preparing {}: {e}", dir.display()))?;
+        }
+        let files = LocalFileSystem::new_with_prefix(&files_dir)
+            .map_err(|e| anyhow::anyhow!("opening {}: {e}", files_dir.display()))?;
+        let indexes = confide_knowledge::index::KnowledgeIndexes::open(index_root)
+            .map_err(|e| anyhow::anyhow!("opening the knowledge indexes: {e}"))?;
+        Ok(KnowledgeRuntime {
+            scanner: settings
+                .clamd
+                .clone()
+                .map(|address| ClamdClient::new(ClamdConfig::new(address))),
+            settings,
+            files: Arc::new(files),
+            scratch,
+            indexes,
+            wake: Notify::new(),
+            syncing: std::sync::Mutex::default(),
+        })
+    }
+
+    /// Marks the bot's index as being brought up to date; false when it already is.
+    pub(crate) fn begin_sync(&self, bot: confide_domain::BotId) -> bool {
+        self.syncing
+            .lock()
+            .map(|mut s| s.insert(bot))
+            .unwrap_or(false)
+    }
+
+    pub(crate) fn end_sync(&self, bot: confide_domain::BotId) {
+        if let Ok(mut syncing) = self.syncing.lock() {
+            syncing.remove(&bot);
+        }
+    }
+
+    pub fn scanner(&self) -> Option<&ClamdClient> {
+        self.scanner.as_ref()
+    }
+
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub(crate) async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// A fresh file in the scratch directory (0600, removed when dropped).
+    pub fn scratch_file(&self) -> std::io::Result<tempfile::NamedTempFile> {
+        tempfile::Builder::new()
+            .prefix("k-")
+            .tempfile_in(&self.scratch)
+    }
+
+    /// A new random storage key: 32 URL-safe characters, nothing from the file.
+    pub fn new_object_key() -> String {
+        random_token(24)
+    }
+
+    fn location(area: Area, key: &str) -> ObjectPath {
+        ObjectPath::from(format!("{}/{key}", area.prefix()))
+    }
+
+    /// Stores the file at `path` under `key` in `area`, streaming it.
+    pub async fn store_file(&self, area: Area, key: &str, path: &Path) -> anyhow::Result<()> {
+        let mut writer =
+            object_store::buffered::BufWriter::new(self.files.clone(), Self::location(area, key));
+        let mut file = tokio::fs::File::open(path).await?;
+        tokio::io::copy(&mut file, &mut writer).await?;
+        writer.shutdown().await?;
+        Ok(())
+    }
+
+    /// Stores `bytes` under `key` in `area`.
+    pub async fn store_bytes(&self, area: Area, key: &str, bytes: Bytes) -> anyhow::Result<()> {
+        self.files
+            .put(&Self::location(area, key), bytes.into())
+            .await?;
+        Ok(())
+    }
+
+    /// Copies the stored file into `to`, streaming it.
+    pub async fn fetch_file(&self, area: Area, key: &str, to: &Path) -> anyhow::Result<()> {
+        use futures_util::StreamExt as _;
+        let mut stream = self
+            .files
+            .get(&Self::location(area, key))
+            .await?
+            .into_stream();
+        let mut file = tokio::fs::File::create(to).await?;
+        while let Some(chunk) = stream.next().await {
+            file.write_all(&chunk?).await?;
+        }
+        file.flush().await?;
+        Ok(())
+    }
+
+    /// The stored file's bytes (for downloads).
+    pub async fn stream_file(
+        &self,
+        area: Area,
+        key: &str,
+    ) -> anyhow::Result<futures_util::stream::BoxStream<'static, object_store::Result<Bytes>>> {
+        Ok(self
+            .files
+            .get(&Self::location(area, key))
+            .await?
+            .into_stream())
+    }
+
+    /// Moves a stored file between areas.
+    pub async fn move_file(&self, key: &str, from: Area, to: Area) -> anyhow::Result<()> {
+        self.files
+            .rename(&Self::location(from, key), &Self::location(to, key))
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a deleted bot's files (`keys`) and this node's index of it; failures are logged
+    /// (nothing refers to them any more).
+    pub async fn forget_bot(&self, bot: confide_domain::BotId, keys: &[String]) {
+        for key in keys {
+            if let Err(err) = self.remove_file(key).await {
+                tracing::error!(%bot, key = %key, error = %err, "removing a deleted bot's knowledge file failed");
+            }
+        }
+        let indexes = self.indexes.clone();
+        match tokio::task::spawn_blocking(move || indexes.forget(bot)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::error!(%bot, error = %err, "removing a deleted bot's knowledge index failed")
+            }
+            Err(err) => {
+                tracing::error!(%bot, error = %err, "removing a deleted bot's knowledge index panicked")
+            }
+        }
+    }
+
+    /// Removes a stored file from every area it might be in; a missing one is fine.
+    pub async fn remove_file(&self, key: &str) -> anyhow::Result<()> {
+        for area in [Area::Incoming, Area::Files, Area::Quarantine] {
+            match self.files.delete(&Self::location(area, key)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,497 @@
+//! The worker every node runs: it claims due sources and takes each one step by step to ready
+//! (or rejected), recording every step so the source's state is visible through the API.
+//!
+//! Every write is conditional on still holding the claim: a worker that stalls past its lease
+//! and lost the source to another node changes nothing when it wakes.
+
+use std::time::Duration;
+
+use confide_domain::{BotId, ChunkId, ScanState, SourceKind, SourceStatus};
+use confide_knowledge::chunk::{Chunk, chunk_entry, chunk_pages};
+use confide_knowledge::extract::{Extracted, Kind};
+use confide_knowledge::index::{IndexedChunk, SourceChunks};
+use confide_knowledge::normalize::{normalize, normalize_extracted};
+use confide_knowledge::sandbox::run_extraction;
+use confide_security::antivirus::Verdict;
+use confide_security::tokens::random_token;
+use confide_store::{KnowledgeChunk, KnowledgeSource, SourceStep};
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::Area;
+use crate::audit::{self, Actor, org_chain};
+use crate::state::{AppState, now_ms};
+
+/// Who the audit log names for what the worker does.
+const WORKER: &str = "system:knowledge";
+
+/// Takes due sources until `stop` turns true.
+pub async fn run_worker(state: AppState, mut stop: watch::Receiver<bool>) {
+    let token = random_token(16);
+    let poll = Duration::from_millis(state.knowledge.settings.poll_ms);
+    loop {
+        let now = now_ms();
+        let until = now.saturating_add(state.knowledge.settings.lease_ms);
+        let worked = match state.store.claim_knowledge_source(now, &token, until).await {
+            Ok(Some(source)) => {
+                let mut job = Job {
+                    state: &state,
+                    token: &token,
+                    source,
+                };
+                if let Err(err) = job.run().await {
+                    tracing::error!(source = %job.source.id, error = %err, "processing a knowledge source failed; it is retried after its lease");
+                }
+                true
+            }
+            Ok(None) => false,
+            Err(err) => {
+                tracing::warn!(error = %err, "looking for knowledge sources to process failed; retrying");
+                false
+            }
+        };
+        if !worked {
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = state.knowledge.woken() => {}
+                _ = stop.changed() => {}
+            }
+        }
+        if *stop.borrow() {
+            break;
+        }
+    }
+}
+
+/// One claimed source.
+struct Job<'a> {
+    state: &'a AppState,
+    token: &'a str,
+    source: KnowledgeSource,
+}
+
+/// What a step ends in when the source cannot go on now.
+enum Stop {
+    /// Refused for good, with a stable code and what to tell the owner.
+    Rejected {
+        reason: &'static str,
+        detail: String,
+        scan: Option<ScanState>,
+    },
+    /// Try again later (the scanner did not answer, or the sandbox could not start).
+    Retry {
+        status: SourceStatus,
+        reason: &'static str,
+        detail: String,
+    },
+}
+
+impl<'a> Job<'a> {
+    async fn run(&mut self) -> anyhow::Result<()> {
+        let outcome = match self.source.kind {
+            SourceKind::File | SourceKind::Url => self.file_text().await?,
+            SourceKind::Text | SourceKind::Qa => self.entry_text(),
+        };
+        let chunks = match outcome {
+            Ok(chunks) => chunks,
+            Err(stop) => return self.stop(stop).await,
+        };
+        if !self.step(SourceStatus::Indexing, None).await? {
+            return Ok(());
+        }
+        self.finish(chunks).await
+    }
+
+    /// Scans (once), extracts in the sandbox, normalizes and chunks a stored file.
+    async fn file_text(&mut self) -> anyhow::Result<Result<(Vec<Chunk>, Option<String>), Stop>> {
+        let runtime = &self.state.knowledge;
+        let Some(key) = self.source.object_key.clone() else {
+            return Ok(Err(rejected(
+                "no_content",
+                "the source has no stored content",
+            )));
+        };
+        let Some(kind) = self.source.file_kind.as_deref().and_then(extraction_kind) else {
+            return Ok(Err(rejected(
+                "unsupported_type",
+                "the stored content has no known type",
+            )));
+        };
+        let scratch = runtime.scratch_file()?;
+        if self.source.scan == ScanState::Pending {
+            if !self.step(SourceStatus::Scanning, None).await? {
+                return Ok(Err(lost()));
+            }
+            runtime
+                .fetch_file(Area::Incoming, &key, scratch.path())
+                .await?;
+            match self.scan(&key, scratch.path()).await? {
+                Ok(scan) => self.source.scan = scan,
+                Err(stop) => return Ok(Err(stop)),
+            }
+        } else {
+            runtime
+                .fetch_file(Area::Files, &key, scratch.path())
+                .await?;
+        }
+        if !self.step(SourceStatus::Extracting, None).await? {
+            return Ok(Err(lost()));
+        }
+        let extracted = match run_extraction(&runtime.settings.sandbox, kind, scratch.path()).await
+        {
+            Ok(extracted) => extracted,
+            Err(failure) if failure.is_server_fault() => {
+                tracing::error!(source = %self.source.id, error = %failure, "the extraction sandbox failed; the source is retried");
+                return Ok(Err(Stop::Retry {
+                    status: SourceStatus::Queued,
+                    reason: failure.code(),
+                    detail: "text could not be extracted on this server; retrying".to_owned(),
+                }));
+            }
+            Err(failure) => {
+                return Ok(Err(rejected(failure.code(), failure.to_string())));
+            }
+        };
+        drop(scratch);
+        let extracted = normalize_extracted(extracted, runtime.settings.max_extracted_bytes);
+        Ok(self.chunked(extracted))
+    }
+
+    /// Scans the file at `path` (stored under `key` in `incoming/`): clean files move to
+    /// `files/`, infected ones to `quarantine/`.
+    async fn scan(
+        &mut self,
+        key: &str,
+        path: &std::path::Path,
+    ) -> anyhow::Result<Result<ScanState, Stop>> {
+        let runtime = &self.state.knowledge;
+        let Some(scanner) = runtime.scanner() else {
+            runtime.move_file(key, Area::Incoming, Area::Files).await?;
+            return Ok(Ok(ScanState::NotConfigured));
+        };
+        let file = tokio::fs::File::open(path).await?;
+        match scanner.scan(file).await {
+            Ok(Verdict::Clean) => {
+                runtime.move_file(key, Area::Incoming, Area::Files).await?;
+                Ok(Ok(ScanState::Clean))
+            }
+            Ok(Verdict::Infected { signature }) => {
+                runtime
+                    .move_file(key, Area::Incoming, Area::Quarantine)
+                    .await?;
+                Ok(Err(Stop::Rejected {
+                    reason: "infected",
+                    detail: format!("the virus scanner found {signature}; the file is quarantined"),
+                    scan: Some(ScanState::Infected),
+                }))
+            }
+            Err(err) if err.is_unavailable() => {
+                tracing::warn!(source = %self.source.id, error = %err, "the virus scanner is unavailable; the source waits");
+                Ok(Err(Stop::Retry {
+                    status: SourceStatus::PendingScan,
+                    reason: err.code(),
+                    detail: "waiting for the virus scanner".to_owned(),
+                }))
+            }
+            Err(err) => Ok(Err(rejected(err.code(), err.to_string()))),
+        }
+    }
+
+    /// A text or Q&A entry: the owner's own words, nothing to scan or extract.
+    fn entry_text(&self) -> Result<(Vec<Chunk>, Option<String>), Stop> {
+        let max = self.state.knowledge.settings.max_extracted_bytes;
+        let body = self.source.body.as_deref().unwrap_or_default();
+        if self.source.kind == SourceKind::Qa {
+            let qa: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+            let question = normalize(qa["question"].as_str().unwrap_or_default(), max);
+            let answer = normalize(qa["answer"].as_str().unwrap_or_default(), max);
+            if question.trim().is_empty() || answer.trim().is_empty() {
+                return Err(rejected("no_text", "the entry has no text"));
+            }
+            let language = format!("{question}\n{answer}");
+            return Ok((vec![chunk_entry(&question, &answer)], Some(language)));
+        }
+        self.chunked(Extracted {
+            title: None,
+            pages: vec![normalize(body, max)],
+            truncated: false,
+        })
+    }
+
+    /// Chunks extracted text; also answers a sample of it for language detection.
+    fn chunked(&self, extracted: Extracted) -> Result<(Vec<Chunk>, Option<String>), Stop> {
+        let chunks = chunk_pages(&extracted.pages, &self.state.knowledge.settings.chunks);
+        if chunks.is_empty() {
+            return Err(rejected("no_text", "no text could be found in it"));
+        }
+        let max = self.state.knowledge.settings.max_chunks_per_source;
+        if chunks.len() > max {
+            return Err(rejected(
+                "too_many_chunks",
+                format!("it makes {} passages; at most {max} are kept", chunks.len()),
+            ));
+        }
+        let sample: String = extracted
+            .pages
+            .iter()
+            .flat_map(|p| p.chars())
+            .take(2000)
+            .collect();
+        Ok((chunks, Some(sample)))
+    }
+
+    /// Records the source's new status, keeping the claim; false when the claim was lost.
+    async fn step(&mut self, status: SourceStatus, reason: Option<&str>) -> anyhow::Result<bool> {
+        let now = now_ms();
+        let step = SourceStep {
+            status,
+            scan: self.source.scan,
+            reason: reason.map(str::to_owned),
+            detail: None,
+            attempts: self.source.attempts,
+            next_attempt_at: self.source.next_attempt_at,
+            release: false,
+            at: now,
+        };
+        let lease = now.saturating_add(self.state.knowledge.settings.lease_ms);
+        let held = self
+            .state
+            .store
+            .step_knowledge_source(self.source.id, self.token, &step, lease)
+            .await?;
+        if held {
+            self.source.status = status;
+        }
+        Ok(held)
+    }
+
+    async fn stop(&mut self, stop: Stop) -> anyhow::Result<()> {
+        let now = now_ms();
+        let step = match &stop {
+            Stop::Rejected {
+                reason,
+                detail,
+                scan,
+            } => SourceStep {
+                status: SourceStatus::Rejected,
+                scan: scan.unwrap_or(self.source.scan),
+                reason: Some((*reason).to_owned()),
+                detail: Some(detail.clone()),
+                attempts: self.source.attempts + 1,
+                next_attempt_at: self.source.next_attempt_at,
+                release: true,
+                at: now,
+            },
+            Stop::Retry {
+                status,
+                reason,
+                detail,
+            } => SourceStep {
+                status: *status,
+                scan: self.source.scan,
+                reason: Some((*reason).to_owned()),
+                detail: Some(detail.clone()),
+                attempts: self.source.attempts + 1,
+                next_attempt_at: now.saturating_add(
+                    self.state
+                        .knowledge
+                        .settings
+                        .retry_delay_ms(self.source.attempts),
+                ),
+                release: true,
+                at: now,
+            },
+        };
+        if reason_is_lost(&stop) {
+            return Ok(());
+        }
+        let held = self
+            .state
+            .store
+            .step_knowledge_source(self.source.id, self.token, &step, now)
+            .await?;
+        if held && let Stop::Rejected { reason, detail, .. } = &stop {
+            audit::record_refusal(
+                self.state,
+                org_chain(self.source.org_id),
+                &Actor {
+                    label: Some(WORKER.to_owned()),
+                    ip: None,
+                },
+                if *reason == "infected" {
+                    "knowledge.infected"
+                } else {
+                    "knowledge.rejected"
+                },
+                Some(format!("source:{}", self.source.id)),
+                json!({
+                    "bot_id": self.source.bot_id,
+                    "reason": reason,
+                    "detail": detail,
+                    "title": self.source.title,
+                }),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Stores the chunks (making the source ready), then brings this node's index up to date.
+    async fn finish(
+        &mut self,
+        (chunks, sample): (Vec<Chunk>, Option<String>),
+    ) -> anyhow::Result<()> {
+        let language = match sample {
+            Some(sample) => self.language(&sample).await?,
+            None => None,
+        };
+        let rows: Vec<KnowledgeChunk> = chunks
+            .into_iter()
+            .map(|c| KnowledgeChunk {
+                id: ChunkId::new(),
+                source_id: self.source.id,
+                bot_id: self.source.bot_id,
+                position: i64::from(c.position),
+                page: i64::from(c.page),
+                text: c.text,
+            })
+            .collect();
+        let finished = self
+            .state
+            .store
+            .finish_knowledge_source(
+                self.source.id,
+                self.token,
+                &rows,
+                language.as_deref(),
+                now_ms(),
+            )
+            .await?;
+        if finished {
+            sync_index(self.state, self.source.org_id, self.source.bot_id).await;
+        }
+        Ok(())
+    }
+
+    /// The bot language the text is in (among the bot's; its default when unsure).
+    async fn language(&self, sample: &str) -> anyhow::Result<Option<String>> {
+        let settings = self
+            .state
+            .store
+            .get_chat_settings(self.source.bot_id)
+            .await?;
+        Ok(Some(
+            confide_domain::language::resolve(&settings.languages, true, None, sample).to_owned(),
+        ))
+    }
+}
+
+/// What the extractor is told a stored file is (the upload checks name it by its extension).
+fn extraction_kind(file_kind: &str) -> Option<Kind> {
+    match file_kind {
+        "txt" => Some(Kind::Text),
+        other => Kind::parse(other),
+    }
+}
+
+fn rejected(reason: &'static str, detail: impl Into<String>) -> Stop {
+    Stop::Rejected {
+        reason,
+        detail: detail.into(),
+        scan: None,
+    }
+}
+
+/// The claim was lost mid-way: another worker has the source now; write nothing.
+fn lost() -> Stop {
+    Stop::Retry {
+        status: SourceStatus::Queued,
+        reason: LOST,
+        detail: String::new(),
+    }
+}
+
+const LOST: &str = "claim_lost";
+
+fn reason_is_lost(stop: &Stop) -> bool {
+    matches!(stop, Stop::Retry { reason, .. } if *reason == LOST)
+}
+
+/// Brings this node's index of the bot up to its `knowledge_version`: sources whose revision
+/// changed are re-read from the database, removed ones dropped. Failures are logged; the index
+/// is a cache and the next message or source retries.
+pub async fn sync_index(state: &AppState, org: confide_domain::OrgId, bot: BotId) {
+    if let Err(err) = try_sync_index(state, org, bot).await {
+        tracing::error!(%bot, error = %err, "updating the knowledge index failed");
+    }
+}
+
+/// [`sync_index`] in a task of its own, once per bot at a time: a message that found the index
+/// behind does not wait for it.
+pub fn sync_in_background(state: &AppState, org: confide_domain::OrgId, bot: BotId) {
+    if !state.knowledge.begin_sync(bot) {
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        sync_index(&state, org, bot).await;
+        state.knowledge.end_sync(bot);
+    });
+}
+
+async fn try_sync_index(
+    state: &AppState,
+    org: confide_domain::OrgId,
+    bot: BotId,
+) -> anyhow::Result<()> {
+    let Some(chatbot) = state.store.get_bot(org, bot).await? else {
+        return Ok(());
+    };
+    let indexes = state.knowledge.indexes.clone();
+    let held = {
+        let indexes = indexes.clone();
+        tokio::task::spawn_blocking(move || indexes.state(bot)).await??
+    };
+    if held
+        .as_ref()
+        .is_some_and(|s| s.version == chatbot.knowledge_version)
+    {
+        return Ok(());
+    }
+    let sources = state.store.list_knowledge_sources(bot).await?;
+    let ready: Vec<&KnowledgeSource> = sources
+        .iter()
+        .filter(|s| s.status == SourceStatus::Ready)
+        .collect();
+    let keep: std::collections::BTreeMap<String, i64> = ready
+        .iter()
+        .map(|s| (s.id.to_string(), s.revision))
+        .collect();
+    let mut changed = Vec::new();
+    for source in ready {
+        let id = source.id.to_string();
+        let current = held.as_ref().and_then(|h| h.sources.get(&id));
+        if current == Some(&source.revision) {
+            continue;
+        }
+        let chunks = state.store.knowledge_chunks(bot, source.id).await?;
+        changed.push(SourceChunks {
+            source_id: id,
+            revision: source.revision,
+            language: source.language.clone(),
+            chunks: chunks
+                .into_iter()
+                .map(|c| IndexedChunk {
+                    chunk_id: c.id.to_string(),
+                    source_id: c.source_id.to_string(),
+                    position: u32::try_from(c.position).unwrap_or(u32::MAX),
+                    page: u32::try_from(c.page).unwrap_or(u32::MAX),
+                    text: c.text,
+                })
+                .collect(),
+        });
+    }
+    let version = chatbot.knowledge_version;
+    tokio::task::spawn_blocking(move || indexes.sync(bot, version, &keep, changed)).await??;
+    Ok(())
+}

@@ -1,0 +1,621 @@
+//! Knowledge sources through the public interface: uploads checked before anything is stored
+//! (traversal names, wrong magic bytes, oversize files, zip bombs: each refused with its code
+//! and audited), scanned by a real clamd whose only signature is EICAR (a clean file becomes
+//! ready; EICAR alone or inside a DOCX is rejected and quarantined), nothing processed while
+//! clamd is down, text extracted in the sandboxed child, entries, and deletes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use common::visitor::Visitor;
+use common::{Credential, Reply, TestApp, each_backend_with, email};
+use confide_security::antivirus::testing::{EICAR, TempClamd};
+use serde_json::{Value, json};
+
+struct Bot {
+    org: String,
+    owner: Credential,
+    id: String,
+    key: String,
+}
+
+impl Bot {
+    fn path(&self, rest: &str) -> String {
+        format!("/api/v1/orgs/{}/bots/{}/knowledge{rest}", self.org, self.id)
+    }
+}
+
+async fn bot(app: &TestApp) -> Bot {
+    let (owner, session) = app.owner(&email("owner"), "Library").await;
+    let bot = app
+        .create_bot(&session.bearer(), &owner.org_id, "Librarian")
+        .await;
+    Bot {
+        org: owner.org_id,
+        owner: session.bearer(),
+        id: bot.id,
+        key: bot.key,
+    }
+}
+
+async fn upload_as(
+    app: &TestApp,
+    bot: &Bot,
+    credential: &Credential,
+    field: &str,
+    filename: &str,
+    bytes: &[u8],
+) -> Reply {
+    let part = reqwest::multipart::Part::bytes(bytes.to_vec()).file_name(filename.to_owned());
+    let form = reqwest::multipart::Form::new().part(field.to_owned(), part);
+    let request = app
+        .client
+        .post(app.url(&bot.path("/files")))
+        .multipart(form);
+    app.send(app.authorize(request, &reqwest::Method::POST, credential))
+        .await
+}
+
+async fn upload(app: &TestApp, bot: &Bot, filename: &str, bytes: &[u8]) -> Reply {
+    upload_as(app, bot, &bot.owner, "file", filename, bytes).await
+}
+
+/// Uploads and answers the new source's id.
+async fn added(app: &TestApp, bot: &Bot, filename: &str, bytes: &[u8]) -> String {
+    let reply = upload(app, bot, filename, bytes).await;
+    reply.expect(202);
+    let source = reply.json();
+    assert_eq!(source["status"], "queued", "{source}");
+    source["id"].as_str().unwrap().to_owned()
+}
+
+async fn source(app: &TestApp, bot: &Bot, id: &str) -> Value {
+    let reply = app
+        .get(&bot.path(&format!("/sources/{id}")), &bot.owner)
+        .await;
+    reply.expect(200);
+    reply.json()
+}
+
+/// Polls the source until it is ready or rejected (at most 60 s).
+async fn settled(app: &TestApp, bot: &Bot, id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = source(app, bot, id).await;
+        if s["status"] == "ready" || s["status"] == "rejected" {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the source never settled: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+fn stored(app: &TestApp, area: &str) -> Vec<std::path::PathBuf> {
+    files_under(&app.data_dir.join("knowledge").join("files").join(area))
+}
+
+/// A DOCX: the two parts every one has, the text as one paragraph, and `extra` entries.
+fn docx(text: &str, extra: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut zip = zip::ZipWriter::new(&mut out);
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file("[Content_Types].xml", options).unwrap();
+    zip.write_all(
+        br#"<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="xml" ContentType="application/xml"/></Types>"#,
+    )
+    .unwrap();
+    zip.start_file("word/document.xml", options).unwrap();
+    write!(
+        zip,
+        r#"<?xml version="1.0" encoding="UTF-8"?><w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body><w:p><w:r><w:t>{text}</w:t></w:r></w:p></w:body></w:document>"#
+    )
+    .unwrap();
+    for (name, bytes) in extra {
+        zip.start_file(*name, options).unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    zip.finish().unwrap();
+    out.into_inner()
+}
+
+/// A one-page PDF showing `text` in Helvetica, with a correct cross-reference table.
+fn pdf(text: &str) -> Vec<u8> {
+    let content = format!("BT /F1 12 Tf 72 712 Td ({text}) Tj ET");
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R \
+         /Resources << /Font << /F1 5 0 R >> >> >>"
+            .to_owned(),
+        format!(
+            "<< /Length {} >>\nstream\n{content}\nendstream",
+            content.len()
+        ),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"
+            .to_owned(),
+    ];
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, object) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend_from_slice(format!("{} 0 obj\n{object}\nendobj\n", i + 1).as_bytes());
+    }
+    let xref = out.len();
+    out.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
+    for offset in offsets {
+        out.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
+    }
+    out.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
+    out
+}
+
+fn small_uploads(config: &mut confide::config::Config) {
+    config.knowledge.upload_limits.training_max_bytes = 256 * 1024;
+}
+
+#[tokio::test]
+async fn refused_uploads_leave_nothing_behind_and_are_audited_with_their_reason() {
+    each_backend_with(small_uploads, async |app| {
+        let bot = bot(app).await;
+        let text = b"Opening hours: nine to five.\n";
+
+        // Each refusal answers its own stable code.
+        upload(app, &bot, "../../etc/passwd.txt", text)
+            .await
+            .expect_error(422, "path_traversal");
+        upload(app, &bot, "..%2F..%2Fsecret.txt", text)
+            .await
+            .expect_error(422, "path_traversal");
+        upload(app, &bot, "report.pdf", b"this is not a PDF at all")
+            .await
+            .expect_error(422, "type_mismatch");
+        upload(app, &bot, "notes.txt", &pdf("Hello"))
+            .await
+            .expect_error(422, "type_mismatch");
+        upload(app, &bot, "big.txt", &vec![b'a'; 300 * 1024])
+            .await
+            .expect_error(413, "too_large");
+        upload(
+            app,
+            &bot,
+            "logo.svg",
+            b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>",
+        )
+        .await
+        .expect_error(422, "unsupported_type");
+        upload(app, &bot, "empty.txt", b"")
+            .await
+            .expect_error(422, "empty");
+        // A zip bomb inside a DOCX: 200 MB of zeros in a few hundred kilobytes.
+        let bomb = docx(
+            "x",
+            &[("word/media/zeros.bin", &vec![0u8; 200 * 1024 * 1024])],
+        );
+        assert!(
+            bomb.len() < 256 * 1024,
+            "the bomb fits under the size bound"
+        );
+        let reply = upload(app, &bot, "bomb.docx", &bomb).await;
+        assert_eq!(reply.status, 422, "{}", reply.text);
+        assert!(reply.code().starts_with("archive_"), "{}", reply.text);
+        // Forms that are not one part named `file`.
+        upload_as(app, &bot, &bot.owner, "document", "a.txt", text)
+            .await
+            .expect_error(422, "unexpected_field");
+        let not_a_form = app
+            .client
+            .post(app.url(&bot.path("/files")))
+            .header("content-type", "multipart/form-data; boundary=x")
+            .body("garbage");
+        app.send(app.authorize(not_a_form, &reqwest::Method::POST, &bot.owner))
+            .await
+            .expect_error(400, "invalid_multipart");
+
+        let sources = app.get(&bot.path("/sources"), &bot.owner).await;
+        sources.expect(200);
+        assert_eq!(sources.json()["sources"], json!([]), "nothing was added");
+        for area in ["incoming", "files", "quarantine"] {
+            assert!(stored(app, area).is_empty(), "nothing was stored in {area}");
+        }
+        assert!(
+            files_under(&app.data_dir.join("knowledge").join("scratch")).is_empty(),
+            "no temporary file is left behind"
+        );
+
+        let actions = app.audit_actions(&bot.owner, &bot.org).await;
+        let refused = actions
+            .iter()
+            .filter(|a| *a == "knowledge.upload_rejected")
+            .count();
+        assert_eq!(refused, 10, "{actions:?}");
+
+        // Reading the bot is not enough to teach it.
+        let key = app
+            .create_api_key(&bot.owner, &bot.org, &["bots:read"], None)
+            .await;
+        let reply = upload_as(
+            app,
+            &bot,
+            &Credential::Bearer(key.key.clone()),
+            "file",
+            "a.txt",
+            text,
+        )
+        .await;
+        assert_eq!(reply.status, 403, "{}", reply.text);
+        app.get(&bot.path("/sources"), &Credential::Bearer(key.key))
+            .await
+            .expect(200);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn clean_files_are_learned_and_infected_ones_rejected_and_quarantined() {
+    let Some(clamd) = TempClamd::start(
+        "clean_files_are_learned_and_infected_ones_rejected_and_quarantined",
+        64 * 1024 * 1024,
+    ) else {
+        return;
+    };
+    let address = clamd.unix();
+    each_backend_with(
+        move |config| config.knowledge.clamd = Some(address.clone()),
+        async |app| {
+            let bot = bot(app).await;
+            let files: [(&str, Vec<u8>, &str); 6] = [
+                (
+                    "hours.txt",
+                    b"The library opens at nine and closes at five.".to_vec(),
+                    "closes at five",
+                ),
+                (
+                    "returns.md",
+                    b"# Returns\n\nBooks go back within **three weeks**.".to_vec(),
+                    "three weeks",
+                ),
+                (
+                    "fees.html",
+                    b"<html><head><title>Fees</title><script>alert(1)</script></head><body><p>Late fees are ten cents a day.</p></body></html>".to_vec(),
+                    "ten cents a day",
+                ),
+                (
+                    "rooms.csv",
+                    b"room,seats\nReading room,40\nStudy room,6\n".to_vec(),
+                    "Study room",
+                ),
+                (
+                    "cards.docx",
+                    docx("Library cards are free for residents.", &[]),
+                    "free for residents",
+                ),
+                ("wifi.pdf", pdf("The wifi password is at the desk."), "wifi password"),
+            ];
+            let mut ids = Vec::new();
+            for (name, bytes, _) in &files {
+                ids.push(added(app, &bot, name, bytes).await);
+            }
+            let eicar = added(app, &bot, "eicar.txt", EICAR).await;
+            let eicar_docx = added(
+                app,
+                &bot,
+                "invoice.docx",
+                &docx("Please pay", &[("word/media/payload.txt", EICAR)]),
+            )
+            .await;
+
+            for (id, (name, _, words)) in ids.iter().zip(&files) {
+                let s = settled(app, &bot, id).await;
+                assert_eq!(s["status"], "ready", "{name}: {s}");
+                assert_eq!(s["scan"], "clean", "{name}: {s}");
+                assert_eq!(s["title"], *name);
+                assert!(s["chunks"].as_i64().unwrap() >= 1, "{name}: {s}");
+                assert_eq!(s["language"], "en", "{name}: {s}");
+                let _ = words;
+            }
+            for id in [&eicar, &eicar_docx] {
+                let s = settled(app, &bot, id).await;
+                assert_eq!(s["status"], "rejected", "{s}");
+                assert_eq!(s["reason"], "infected", "{s}");
+                assert_eq!(s["scan"], "infected", "{s}");
+                assert!(
+                    s["detail"].as_str().unwrap().contains("Confide.Test.EICAR"),
+                    "{s}"
+                );
+                assert_eq!(s["chunks"], 0);
+            }
+            // Clean files lie under files/, the two infected ones in quarantine, none waits.
+            assert_eq!(stored(app, "files").len(), files.len());
+            assert_eq!(stored(app, "quarantine").len(), 2);
+            assert!(stored(app, "incoming").is_empty());
+            let actions = app.audit_actions(&bot.owner, &bot.org).await;
+            assert_eq!(
+                actions.iter().filter(|a| *a == "knowledge.infected").count(),
+                2,
+                "{actions:?}"
+            );
+
+            // Deleting a source removes its file, quarantined or not.
+            app.delete(&bot.path(&format!("/sources/{eicar}")), &bot.owner)
+                .await
+                .expect(204);
+            assert_eq!(stored(app, "quarantine").len(), 1);
+            app.delete(&bot.path(&format!("/sources/{}", ids[0])), &bot.owner)
+                .await
+                .expect(204);
+            assert_eq!(stored(app, "files").len(), files.len() - 1);
+            app.get(&bot.path(&format!("/sources/{}", ids[0])), &bot.owner)
+                .await
+                .expect_error(404, "not_found");
+            app.delete(&bot.path(&format!("/sources/{}", ids[0])), &bot.owner)
+                .await
+                .expect_error(404, "not_found");
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn while_clamd_is_down_nothing_is_processed_and_the_source_waits() {
+    let Some(mut clamd) = TempClamd::start(
+        "while_clamd_is_down_nothing_is_processed_and_the_source_waits",
+        64 * 1024 * 1024,
+    ) else {
+        return;
+    };
+    let address = clamd.tcp();
+    clamd.stop();
+    let clamd = std::sync::Arc::new(std::sync::Mutex::new(clamd));
+    each_backend_with(
+        move |config| config.knowledge.clamd = Some(address.clone()),
+        async |app| {
+            clamd.lock().unwrap().stop();
+            let bot = bot(app).await;
+            let id = added(app, &bot, "hours.txt", b"The library opens at nine.").await;
+
+            // Retried every few hundred milliseconds (each retry shows as `scanning` for a
+            // moment); never processed, never stored for use.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let s = source(app, &bot, &id).await;
+                if s["status"] == "pending_scan" {
+                    assert_eq!(s["reason"], "scanner_unavailable", "{s}");
+                    break;
+                }
+                assert!(s["status"] == "queued" || s["status"] == "scanning", "{s}");
+                assert!(tokio::time::Instant::now() < deadline, "{s}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            for _ in 0..15 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let s = source(app, &bot, &id).await;
+                assert!(
+                    s["status"] == "pending_scan" || s["status"] == "scanning",
+                    "{s}"
+                );
+                assert_eq!(s["scan"], "pending", "{s}");
+                assert_eq!(s["chunks"], 0, "{s}");
+            }
+            assert_eq!(stored(app, "incoming").len(), 1);
+            assert!(stored(app, "files").is_empty());
+
+            // Once clamd answers again the source goes through.
+            clamd.lock().unwrap().restart().unwrap();
+            let s = settled(app, &bot, &id).await;
+            assert_eq!(s["status"], "ready", "{s}");
+            assert_eq!(s["scan"], "clean", "{s}");
+            assert!(stored(app, "incoming").is_empty());
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn without_a_scanner_sources_say_they_were_not_scanned() {
+    each_backend_with(
+        |_| {},
+        async |app| {
+            let bot = bot(app).await;
+            let id = added(app, &bot, "hours.txt", b"The library opens at nine.").await;
+            let s = settled(app, &bot, &id).await;
+            assert_eq!(s["status"], "ready", "{s}");
+            assert_eq!(s["scan"], "not_configured", "{s}");
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn text_and_question_entries_are_learned_and_bad_ones_refused() {
+    each_backend_with(
+        |_| {},
+        async |app| {
+            let bot = bot(app).await;
+            let reply = app
+                .post(
+                    &bot.path("/entries"),
+                    &bot.owner,
+                    json!({ "kind": "text", "title": "Parking", "text": "Parking is free after six." }),
+                )
+                .await;
+            reply.expect(202);
+            let text = reply.json();
+            assert_eq!(text["kind"], "text");
+            assert_eq!(text["scan"], "not_applicable");
+            let reply = app
+                .post(
+                    &bot.path("/entries"),
+                    &bot.owner,
+                    json!({ "kind": "qa", "question": "Can I bring my dog?", "answer": "Only guide dogs." }),
+                )
+                .await;
+            reply.expect(202);
+            let qa = reply.json();
+            assert_eq!(qa["title"], "Can I bring my dog?");
+            for id in [&text["id"], &qa["id"]] {
+                let s = settled(app, &bot, id.as_str().unwrap()).await;
+                assert_eq!(s["status"], "ready", "{s}");
+                assert_eq!(s["chunks"], 1, "{s}");
+            }
+
+            for bad in [
+                json!({ "kind": "text", "title": "", "text": "x" }),
+                json!({ "kind": "text", "title": "Empty", "text": "   " }),
+                json!({ "kind": "qa", "question": "Why?", "answer": "" }),
+                json!({ "kind": "qa", "question": "x".repeat(1001), "answer": "y" }),
+                json!({ "kind": "text", "title": "Long", "text": "x".repeat(100_001) }),
+            ] {
+                let reply = app.post(&bot.path("/entries"), &bot.owner, bad.clone()).await;
+                assert_eq!(reply.status, 422, "{bad}: {}", reply.text);
+            }
+            let reply = app
+                .post(
+                    &bot.path("/entries"),
+                    &bot.owner,
+                    json!({ "kind": "poem", "text": "x" }),
+                )
+                .await;
+            assert_eq!(reply.status, 422, "{}", reply.text);
+            let list = app.get(&bot.path("/sources"), &bot.owner).await;
+            assert_eq!(list.json()["sources"].as_array().unwrap().len(), 2);
+        },
+    )
+    .await;
+}
+
+/// The bot's reply to `question` as the widget receives it over the chat's channel.
+async fn ask(app: &TestApp, visitor: &mut Visitor, question: &str) -> String {
+    visitor
+        .post(app, "/chat/v1/messages", json!({ "text": question }))
+        .await
+        .expect(202);
+    loop {
+        let (event, data) = visitor.next().await;
+        if event == "message" && data["sender"] == "bot" {
+            return data["text"].as_str().unwrap().to_owned();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_visitor_is_answered_from_an_uploaded_document_over_the_realtime_channel() {
+    each_backend_with(
+        |_| {},
+        async |app| {
+            // Two organizations teach their bots overlapping material.
+            let library = bot(app).await;
+            let museum = bot(app).await;
+            let hours = added(
+                app,
+                &library,
+                "opening-hours.pdf",
+                &pdf("The library closes at five on Saturdays."),
+            )
+            .await;
+            let tickets = added(
+                app,
+                &library,
+                "membership.docx",
+                &docx("A membership card costs twelve euros a year.", &[]),
+            )
+            .await;
+            let museum_hours = added(
+                app,
+                &museum,
+                "visiting.txt",
+                b"The museum closes at eight on Saturdays.",
+            )
+            .await;
+            for (bot, id) in [
+                (&library, &hours),
+                (&library, &tickets),
+                (&museum, &museum_hours),
+            ] {
+                assert_eq!(settled(app, bot, id).await["status"], "ready");
+            }
+
+            let mut visitor = Visitor::start(app, &library.key).await;
+            let reply = ask(
+                app,
+                &mut visitor,
+                "When does the library close on Saturdays?",
+            )
+            .await;
+            assert!(reply.contains("closes at five"), "{reply}");
+            assert!(
+                reply.contains("opening-hours.pdf"),
+                "the source is named: {reply}"
+            );
+            assert!(
+                !reply.contains("museum"),
+                "never the other bot's passage: {reply}"
+            );
+            let reply = ask(app, &mut visitor, "How much is a membership card?").await;
+            assert!(reply.contains("twelve euros"), "{reply}");
+            assert!(reply.contains("membership.docx"), "{reply}");
+
+            // The other bot answers from its own material only.
+            let mut museum_visitor = Visitor::start(app, &museum.key).await;
+            let reply = ask(app, &mut museum_visitor, "When does it close on Saturdays?").await;
+            assert!(reply.contains("eight"), "{reply}");
+            assert!(!reply.contains("five"), "{reply}");
+            let reply = ask(app, &mut museum_visitor, "How much is a membership card?").await;
+            assert!(
+                !reply.contains("twelve"),
+                "the museum bot knows nothing of it: {reply}"
+            );
+
+            // Unrelated questions fall back; a deleted source no longer answers.
+            let fallback = ask(app, &mut visitor, "Do you sell bicycles?").await;
+            assert!(
+                !fallback.contains("five") && !fallback.contains("twelve"),
+                "{fallback}"
+            );
+            app.delete(&library.path(&format!("/sources/{hours}")), &library.owner)
+                .await
+                .expect(204);
+            let reply = ask(
+                app,
+                &mut visitor,
+                "When does the library close on Saturdays?",
+            )
+            .await;
+            assert!(!reply.contains("closes at five"), "{reply}");
+        },
+    )
+    .await;
+}
