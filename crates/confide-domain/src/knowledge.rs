@@ -2,7 +2,7 @@
 //! to answers.
 //!
 //! ```text
-//! queued -> scanning -> extracting -> indexing -> ready
+//! queued -> (fetching, for a URL) -> scanning -> extracting -> indexing -> ready
 //!              |  \            \           \
 //!              |   `-> rejected (infected, scan failed) `-> rejected (unreadable, crashed, limits)
 //!              `-> pending_scan (the scanner is configured but not answering; retried)
@@ -31,6 +31,8 @@ pub enum SourceKind {
 pub enum SourceStatus {
     /// Waiting for a worker.
     Queued,
+    /// An imported page is being fetched.
+    Fetching,
     /// The virus scanner is configured but did not answer; tried again later. Nothing is
     /// processed unscanned.
     PendingScan,
@@ -79,6 +81,7 @@ macro_rules! text_enum {
 text_enum!(SourceKind { File => "file", Url => "url", Text => "text", Qa => "qa" });
 text_enum!(SourceStatus {
     Queued => "queued",
+    Fetching => "fetching",
     PendingScan => "pending_scan",
     Scanning => "scanning",
     Extracting => "extracting",

@@ -349,6 +349,9 @@ pub trait Store: Send + Sync + 'static {
         bot: BotId,
         id: SourceId,
     ) -> StoreResult<Option<KnowledgeSource>>;
+    /// A source by its id alone (a download link names only the file); its `org_id` and
+    /// `bot_id` say whose it is, and every caller checks them.
+    async fn find_knowledge_source(&self, id: SourceId) -> StoreResult<Option<KnowledgeSource>>;
     /// Oldest first.
     async fn list_knowledge_sources(&self, bot: BotId) -> StoreResult<Vec<KnowledgeSource>>;
     /// Claims one source due for work at `now` (its previous claim, if any, expired) until
@@ -368,6 +371,17 @@ pub trait Store: Send + Sync + 'static {
         step: &SourceStep,
         lease_until: i64,
     ) -> StoreResult<bool>;
+    /// Records what a worker fetched for the source (an imported page, stored under
+    /// `object_key`), if `token` still holds the claim.
+    async fn attach_knowledge_content(
+        &self,
+        id: SourceId,
+        token: &str,
+        object_key: &str,
+        file_kind: &str,
+        size: i64,
+        at: i64,
+    ) -> StoreResult<bool>;
     /// Replaces the source's chunks, makes it ready and bumps its bot's `knowledge_version`, in
     /// one transaction, if `token` still holds the claim.
     async fn finish_knowledge_source(
@@ -376,6 +390,7 @@ pub trait Store: Send + Sync + 'static {
         token: &str,
         chunks: &[KnowledgeChunk],
         language: Option<&str>,
+        title: Option<&str>,
         at: i64,
     ) -> StoreResult<bool>;
     /// Deletes the source with its chunks (bumping the bot's `knowledge_version` when it had

@@ -2291,6 +2291,10 @@ impl Store for SqlStore {
         self.knowledge_get(bot, id).await
     }
 
+    async fn find_knowledge_source(&self, id: SourceId) -> StoreResult<Option<KnowledgeSource>> {
+        self.knowledge_find(id).await
+    }
+
     async fn list_knowledge_sources(&self, bot: BotId) -> StoreResult<Vec<KnowledgeSource>> {
         self.knowledge_list(bot).await
     }
@@ -2314,15 +2318,30 @@ impl Store for SqlStore {
         self.knowledge_step(id, token, step, lease_until).await
     }
 
+    async fn attach_knowledge_content(
+        &self,
+        id: SourceId,
+        token: &str,
+        object_key: &str,
+        file_kind: &str,
+        size: i64,
+        at: i64,
+    ) -> StoreResult<bool> {
+        self.knowledge_attach(id, token, object_key, file_kind, size, at)
+            .await
+    }
+
     async fn finish_knowledge_source(
         &self,
         id: SourceId,
         token: &str,
         chunks: &[KnowledgeChunk],
         language: Option<&str>,
+        title: Option<&str>,
         at: i64,
     ) -> StoreResult<bool> {
-        self.knowledge_finish(id, token, chunks, language, at).await
+        self.knowledge_finish(id, token, chunks, language, title, at)
+            .await
     }
 
     async fn delete_knowledge_source(

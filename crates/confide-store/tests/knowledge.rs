@@ -178,7 +178,7 @@ async fn a_claim_is_held_until_its_lease_runs_out_and_a_lost_claim_writes_nothin
         );
         assert!(
             !store
-                .finish_knowledge_source(due.id, "worker-a", &chunks(&due, &["x"]), None, T0)
+                .finish_knowledge_source(due.id, "worker-a", &chunks(&due, &["x"]), None, None, T0)
                 .await
                 .unwrap(),
             "{backend}: a lost claim cannot finish"
@@ -229,7 +229,14 @@ async fn a_claim_is_held_until_its_lease_runs_out_and_a_lost_claim_writes_nothin
         );
         assert!(
             store
-                .finish_knowledge_source(later.id, "worker-c", &chunks(&later, &["x"]), None, T0)
+                .finish_knowledge_source(
+                    later.id,
+                    "worker-c",
+                    &chunks(&later, &["x"]),
+                    None,
+                    None,
+                    T0
+                )
                 .await
                 .unwrap()
         );
@@ -262,6 +269,7 @@ async fn finishing_replaces_the_chunks_and_bumps_the_version_and_deleting_remove
                     "w",
                     &chunks(&s, &["one", "two"]),
                     Some("en"),
+                    Some("The guide"),
                     T0 + 5
                 )
                 .await
@@ -275,6 +283,10 @@ async fn finishing_replaces_the_chunks_and_bumps_the_version_and_deleting_remove
         assert_eq!(ready.status, SourceStatus::Ready, "{backend}");
         assert_eq!((ready.revision, ready.chunk_count), (1, 2));
         assert_eq!(ready.language.as_deref(), Some("en"));
+        assert_eq!(
+            ready.title, "The guide",
+            "{backend}: a title found in the content"
+        );
         assert_eq!(version(store, org, bot).await, 1);
         assert!(
             store
@@ -315,7 +327,7 @@ async fn finishing_replaces_the_chunks_and_bumps_the_version_and_deleting_remove
             .unwrap();
         assert!(
             store
-                .finish_knowledge_source(again.id, "w2", &chunks(&again, &many), None, T0)
+                .finish_knowledge_source(again.id, "w2", &chunks(&again, &many), None, None, T0)
                 .await
                 .unwrap()
         );

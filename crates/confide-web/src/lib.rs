@@ -163,6 +163,10 @@ pub fn router(state: AppState) -> Router {
             post(knowledge_api::add_entry).layer(DefaultBodyLimit::max(entry_body_limit)),
         )
         .route(
+            "/orgs/{org_id}/bots/{bot_id}/knowledge/imports",
+            post(knowledge_api::import_url),
+        )
+        .route(
             "/orgs/{org_id}/bots/{bot_id}/knowledge/sources",
             get(knowledge_api::list_sources),
         )
@@ -170,6 +174,11 @@ pub fn router(state: AppState) -> Router {
             "/orgs/{org_id}/bots/{bot_id}/knowledge/sources/{source_id}",
             get(knowledge_api::get_source).delete(knowledge_api::delete_source),
         )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/knowledge/sources/{source_id}/download",
+            post(knowledge_api::download_link),
+        )
+        .route("/files/{source_id}", get(knowledge_api::download_file))
         .route(
             "/orgs/{org_id}/bots/{bot_id}/tickets",
             get(tickets::list_tickets).post(tickets::create_ticket),

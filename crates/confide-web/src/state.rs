@@ -150,6 +150,33 @@ pub struct AppState {
     pub inbox_backup: Arc<crate::inbox_backup::InboxBackupRuntime>,
     /// Knowledge sources' storage, scanner, extraction sandbox and indexes.
     pub knowledge: Arc<crate::knowledge::KnowledgeRuntime>,
+    /// The time download links are made and checked at.
+    pub clock: Clock,
+}
+
+/// A clock for what a test must be able to move past (download links expiring): the system's,
+/// or shifted by an amount the test sets.
+#[derive(Clone, Debug, Default)]
+pub struct Clock {
+    shift_ms: Option<Arc<std::sync::atomic::AtomicI64>>,
+}
+
+impl Clock {
+    /// The system clock shifted by whatever `shift_ms` holds (for tests).
+    pub fn shifted(shift_ms: Arc<std::sync::atomic::AtomicI64>) -> Clock {
+        Clock {
+            shift_ms: Some(shift_ms),
+        }
+    }
+
+    /// Unix milliseconds now.
+    pub fn now_ms(&self) -> i64 {
+        let shift = self
+            .shift_ms
+            .as_ref()
+            .map_or(0, |s| s.load(std::sync::atomic::Ordering::SeqCst));
+        now_ms().saturating_add(shift)
+    }
 }
 
 /// Unix milliseconds now.

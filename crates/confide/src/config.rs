@@ -67,6 +67,8 @@ pub struct KnowledgeConfig {
     pub extract_wall_seconds: Option<u64>,
     /// The program run as the extraction child (this binary by default).
     pub extractor: Option<PathBuf>,
+    /// How long a training file's download link works (60 s by default).
+    pub download_ttl_seconds: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -139,6 +141,8 @@ pub struct Config {
     pub inbox_backup: confide_web::inbox_backup::InboxBackupSettings,
     /// Knowledge sources: storage, virus scanner, upload bounds and the extraction sandbox.
     pub knowledge: confide_web::knowledge::KnowledgeSettings,
+    /// The clock download links follow; the system's (tests shift it).
+    pub clock: confide_web::state::Clock,
 }
 
 /// `[knowledge]` (file) or `CONFIDE_KNOWLEDGE_*` / `CONFIDE_CLAMD` (environment), within ranges.
@@ -203,6 +207,14 @@ fn knowledge_settings(
         sandbox.program = program;
     }
     sandbox.max_input_bytes = settings.upload_limits.training_max_bytes;
+    if let Some(ttl) =
+        env_parse::<u32>("KNOWLEDGE_DOWNLOAD_TTL_SECONDS")?.or(file.download_ttl_seconds)
+    {
+        if !(1..=3600).contains(&ttl) {
+            bail!("knowledge download_ttl_seconds must be 1 to 3600");
+        }
+        settings.download_ttl_seconds = ttl;
+    }
     Ok(settings)
 }
 
@@ -466,6 +478,7 @@ impl Config {
             demo_bot_key: None,
             webhooks,
             knowledge,
+            clock: confide_web::state::Clock::default(),
             inbox_backup: confide_web::inbox_backup::InboxBackupSettings {
                 local_dir: env_value("BACKUP_DIR")?
                     .map(PathBuf::from)

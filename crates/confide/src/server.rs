@@ -194,6 +194,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         webhooks: webhooks.clone(),
         inbox_backup,
         knowledge,
+        clock: config.clock.clone(),
     };
     let worker_store = state.store.clone();
     let worker_settings = config.webhooks.clone();

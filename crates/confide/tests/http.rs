@@ -108,6 +108,10 @@ const ROUTES: &[(&str, &str)] = &[
         "/api/v1/orgs/{org_id}/bots/{bot_id}/knowledge/entries",
     ),
     (
+        "POST",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/knowledge/imports",
+    ),
+    (
         "GET",
         "/api/v1/orgs/{org_id}/bots/{bot_id}/knowledge/sources",
     ),
@@ -119,6 +123,11 @@ const ROUTES: &[(&str, &str)] = &[
         "DELETE",
         "/api/v1/orgs/{org_id}/bots/{bot_id}/knowledge/sources/{source_id}",
     ),
+    (
+        "POST",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/knowledge/sources/{source_id}/download",
+    ),
+    ("GET", "/api/v1/files/{source_id}"),
     ("GET", "/api/v1/orgs/{org_id}/bots/{bot_id}/nudges"),
     ("POST", "/api/v1/orgs/{org_id}/bots/{bot_id}/nudges"),
     (

@@ -619,3 +619,345 @@ async fn a_visitor_is_answered_from_an_uploaded_document_over_the_realtime_chann
     )
     .await;
 }
+
+#[tokio::test]
+async fn import_urls_aimed_at_internal_addresses_are_refused_like_webhook_urls() {
+    each_backend_with(
+        |_| {},
+        async |app| {
+            let bot = bot(app).await;
+            for url in common::INTERNAL_URLS {
+                app.post(&bot.path("/imports"), &bot.owner, json!({ "url": url }))
+                    .await
+                    .expect_error(422, "import_url_not_allowed");
+            }
+            for url in [
+                "ftp://files.example.com/a.txt",
+                "not a url",
+                "http://user:pw@example.com/",
+            ] {
+                app.post(&bot.path("/imports"), &bot.owner, json!({ "url": url }))
+                    .await
+                    .expect_error(422, "invalid_import_url");
+            }
+            let actions = app.audit_actions(&bot.owner, &bot.org).await;
+            let refused = actions
+                .iter()
+                .filter(|a| *a == "knowledge.url_refused")
+                .count();
+            assert_eq!(refused, common::INTERNAL_URLS.len(), "{actions:?}");
+            let list = app.get(&bot.path("/sources"), &bot.owner).await;
+            assert_eq!(list.json()["sources"], json!([]));
+        },
+    )
+    .await;
+}
+
+/// A small web site on 127.0.0.1 for the imports: a page, a virus, redirects inward, a picture.
+async fn web_site() -> String {
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let page = |content_type: &'static str, body: Vec<u8>| {
+        move || {
+            let body = body.clone();
+            async move { ([(header::CONTENT_TYPE, content_type)], body) }
+        }
+    };
+    let redirect = |to: String| {
+        move || {
+            let to = to.clone();
+            async move {
+                let mut headers = HeaderMap::new();
+                headers.insert(header::LOCATION, to.parse().unwrap());
+                (StatusCode::FOUND, headers)
+            }
+        }
+    };
+    let app = axum::Router::new()
+        .route(
+            "/guide.html",
+            get(page(
+                "text/html; charset=utf-8",
+                b"<html><head><title>Visitor guide</title><style>p{}</style></head>\
+                  <body><nav>Home | About</nav><p>Strollers can be borrowed at the cloakroom.</p></body></html>"
+                    .to_vec(),
+            )),
+        )
+        .route("/eicar.txt", get(page("text/plain", EICAR.to_vec())))
+        .route("/logo.png", get(page("image/png", b"\x89PNG\r\n\x1a\n".to_vec())))
+        .route(
+            "/to-private",
+            get(redirect("http://10.1.2.3/secrets".to_owned())),
+        )
+        .route(
+            "/to-metadata",
+            get(redirect("http://169.254.169.254/latest/meta-data/".to_owned())),
+        )
+        .route(
+            "/to-ipv6-loopback",
+            get(redirect(format!("http://[::1]:{port}/guide.html"))),
+        );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+#[tokio::test]
+async fn an_imported_page_is_fetched_scanned_and_answers_and_inward_redirects_are_refused() {
+    let Some(clamd) = TempClamd::start(
+        "an_imported_page_is_fetched_scanned_and_answers_and_inward_redirects_are_refused",
+        64 * 1024 * 1024,
+    ) else {
+        return;
+    };
+    let address = clamd.unix();
+    each_backend_with(
+        move |config| {
+            config.knowledge.clamd = Some(address.clone());
+            // The test's web site is on 127.0.0.1; nothing else inward is allowed.
+            config.outbound_allow = confide_outbound::Allowlist::parse(&["127.0.0.0/8"]).unwrap();
+        },
+        async |app| {
+            let bot = bot(app).await;
+            let site = web_site().await;
+            let mut ids = Vec::new();
+            for path in [
+                "/guide.html",
+                "/eicar.txt",
+                "/logo.png",
+                "/to-private",
+                "/to-metadata",
+                "/to-ipv6-loopback",
+            ] {
+                let reply = app
+                    .post(
+                        &bot.path("/imports"),
+                        &bot.owner,
+                        json!({ "url": format!("{site}{path}") }),
+                    )
+                    .await;
+                reply.expect(202);
+                assert_eq!(reply.json()["kind"], "url");
+                ids.push(reply.json()["id"].as_str().unwrap().to_owned());
+            }
+            let guide = settled(app, &bot, &ids[0]).await;
+            assert_eq!(guide["status"], "ready", "{guide}");
+            assert_eq!(guide["scan"], "clean", "{guide}");
+            assert_eq!(
+                guide["title"], "Visitor guide",
+                "the page's own title: {guide}"
+            );
+            assert_eq!(guide["file_kind"], "html");
+            assert_eq!(guide["url"], format!("{site}/guide.html"));
+
+            let eicar = settled(app, &bot, &ids[1]).await;
+            assert_eq!(eicar["reason"], "infected", "{eicar}");
+            assert_eq!(eicar["scan"], "infected", "{eicar}");
+            let png = settled(app, &bot, &ids[2]).await;
+            assert_eq!(png["reason"], "content_type_not_allowed", "{png}");
+            for id in &ids[3..] {
+                let s = settled(app, &bot, id).await;
+                assert_eq!(s["status"], "rejected", "{s}");
+                assert_eq!(s["reason"], "address_not_allowed", "{s}");
+                assert_eq!(s["scan"], "pending", "never fetched, never scanned: {s}");
+            }
+            assert_eq!(stored(app, "files").len(), 1, "only the clean page is kept");
+            assert_eq!(stored(app, "quarantine").len(), 1);
+            let actions = app.audit_actions(&bot.owner, &bot.org).await;
+            assert_eq!(
+                actions
+                    .iter()
+                    .filter(|a| *a == "knowledge.url_refused")
+                    .count(),
+                3,
+                "{actions:?}"
+            );
+            assert_eq!(
+                actions
+                    .iter()
+                    .filter(|a| *a == "knowledge.infected")
+                    .count(),
+                1
+            );
+
+            // The page answers, linked to where it came from.
+            let mut visitor = Visitor::start(app, &bot.key).await;
+            let reply = ask(app, &mut visitor, "Can I borrow a stroller?").await;
+            assert!(reply.contains("cloakroom"), "{reply}");
+            assert!(
+                reply.contains(&format!("href=\"{site}/guide.html\"")),
+                "{reply}"
+            );
+            assert!(!reply.contains("Home | About") || reply.contains("cloakroom"));
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_download_link_works_for_sixty_seconds_for_its_file_and_its_person_only() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let shift = Arc::new(AtomicI64::new(0));
+    let clock = shift.clone();
+    each_backend_with(
+        move |config| config.clock = confide_web::state::Clock::shifted(clock.clone()),
+        async |app| {
+            shift.store(0, Ordering::SeqCst);
+            let bot = bot(app).await;
+            let body = b"Lockers are on the ground floor.";
+            // Quotes are reserved in display names (they become `_`); the dash is not ASCII.
+            let name = "lockers \u{2014} plan \"B\".txt";
+            let id = added(app, &bot, name, body).await;
+            let other = added(app, &bot, "other.txt", b"Something else.").await;
+            for id in [&id, &other] {
+                assert_eq!(settled(app, &bot, id).await["status"], "ready");
+            }
+            let link_for = async |credential: &Credential, id: &str| -> String {
+                let reply = app
+                    .post(
+                        &bot.path(&format!("/sources/{id}/download")),
+                        credential,
+                        json!({}),
+                    )
+                    .await;
+                reply.expect(200);
+                let url = reply.json()["url"].as_str().unwrap().to_owned();
+                url.strip_prefix(&app.base).unwrap().to_owned()
+            };
+            let link = link_for(&bot.owner, &id).await;
+
+            // The link is the credential: no session needed.
+            let got = app.get(&link, &Credential::Anonymous).await;
+            got.expect(200);
+            assert_eq!(got.text.as_bytes(), body);
+            assert_eq!(
+                got.header("content-disposition").unwrap(),
+                "attachment; filename=\"lockers _ plan _B_.txt\"; \
+                 filename*=UTF-8''lockers%20%E2%80%94%20plan%20_B_.txt"
+            );
+            assert_eq!(got.header("x-content-type-options").unwrap(), "nosniff");
+            assert_eq!(
+                got.header("content-security-policy").unwrap(),
+                "sandbox; default-src 'none'"
+            );
+            assert_eq!(got.header("cache-control").unwrap(), "private, no-store");
+            assert!(
+                got.header("content-type")
+                    .unwrap()
+                    .starts_with("text/plain")
+            );
+
+            // Any change to it fails: another file's path, a changed token, a longer expiry.
+            let token = link.split("?t=").nth(1).unwrap().to_owned();
+            app.get(
+                &format!("/api/v1/files/{other}?t={token}"),
+                &Credential::Anonymous,
+            )
+            .await
+            .expect_error(404, "not_found");
+            let mut flipped = token.clone().into_bytes();
+            let last = flipped.len() - 1;
+            flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
+            let flipped = String::from_utf8(flipped).unwrap();
+            app.get(
+                &format!("/api/v1/files/{id}?t={flipped}"),
+                &Credential::Anonymous,
+            )
+            .await
+            .expect_error(404, "not_found");
+            let parts: Vec<&str> = token.split('.').collect();
+            let later = parts[1].parse::<i64>().unwrap() + 3_600_000;
+            app.get(
+                &format!("/api/v1/files/{id}?t={}.{later}.{}", parts[0], parts[2]),
+                &Credential::Anonymous,
+            )
+            .await
+            .expect_error(404, "not_found");
+
+            // Sixty seconds: still good at 59, gone at 61.
+            shift.store(59_000, Ordering::SeqCst);
+            app.get(&link, &Credential::Anonymous).await.expect(200);
+            shift.store(61_000, Ordering::SeqCst);
+            app.get(&link, &Credential::Anonymous)
+                .await
+                .expect_error(404, "not_found");
+            shift.store(0, Ordering::SeqCst);
+
+            // Bound to its person: once a member may no longer read the bot, their link fails.
+            let member = app
+                .member(&bot.owner, &bot.org, &email("reader"), "member")
+                .await;
+            app.grant(&bot.owner, &bot.org, &bot.id, &member.user_id, "read")
+                .await;
+            let members_link = link_for(&member.bearer(), &id).await;
+            app.get(&members_link, &Credential::Anonymous)
+                .await
+                .expect(200);
+            app.delete(
+                &format!(
+                    "/api/v1/orgs/{}/bots/{}/permissions/{}",
+                    bot.org, bot.id, member.user_id
+                ),
+                &bot.owner,
+            )
+            .await
+            .expect(204);
+            app.get(&members_link, &Credential::Anonymous)
+                .await
+                .expect_error(404, "not_found");
+
+            // API keys cannot mint links; entries have no file; a deleted source's link is dead.
+            let key = app
+                .create_api_key(&bot.owner, &bot.org, &["bots:read"], None)
+                .await;
+            let reply = app
+                .post(
+                    &bot.path(&format!("/sources/{id}/download")),
+                    &Credential::Bearer(key.key),
+                    json!({}),
+                )
+                .await;
+            assert_eq!(reply.status, 403, "{}", reply.text);
+            let entry = app
+                .post(
+                    &bot.path("/entries"),
+                    &bot.owner,
+                    json!({ "kind": "text", "title": "Note", "text": "A note." }),
+                )
+                .await
+                .json();
+            app.post(
+                &bot.path(&format!(
+                    "/sources/{}/download",
+                    entry["id"].as_str().unwrap()
+                )),
+                &bot.owner,
+                json!({}),
+            )
+            .await
+            .expect_error(409, "no_file");
+            app.delete(&bot.path(&format!("/sources/{id}")), &bot.owner)
+                .await
+                .expect(204);
+            app.get(&link, &Credential::Anonymous)
+                .await
+                .expect_error(404, "not_found");
+
+            let actions = app.audit_actions(&bot.owner, &bot.org).await;
+            assert_eq!(
+                actions
+                    .iter()
+                    .filter(|a| *a == "knowledge.file_downloaded")
+                    .count(),
+                3,
+                "{actions:?}"
+            );
+            assert!(actions.iter().any(|a| a == "knowledge.download_refused"));
+        },
+    )
+    .await;
+}

@@ -836,6 +836,24 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
             WriteA1,
             202,
         ),
+        e(
+            Method::POST,
+            format!("/api/v1/orgs/{org}/bots/{a1}/knowledge/imports"),
+            Some(json!({ "url": "https://docs.example.com/anvils" })),
+            WriteA1,
+            202,
+        ),
+        // A text entry has no file: the owner is told so.
+        e(
+            Method::POST,
+            format!(
+                "/api/v1/orgs/{org}/bots/{a1}/knowledge/sources/{}/download",
+                w.a1_source
+            ),
+            Some(json!({})),
+            ReadA1,
+            409,
+        ),
         // Sent as JSON: every caller but the owner is refused before the form is looked at;
         // the owner gets as far as being told it is not a form.
         e(

@@ -540,21 +540,7 @@ async fn webhook_urls_aimed_at_internal_addresses_are_refused_and_audited() {
         async |app| {
             let s = setup(app).await;
             let path = format!("/api/v1/orgs/{}/bots/{}/webhooks", s.org, s.bot);
-            for url in [
-                "http://127.0.0.1:8080/hook",
-                "http://2130706433/hook",
-                "http://0x7f.1/hook",
-                "http://0177.0.0.1/hook",
-                "http://127.1/hook",
-                "http://[::1]/hook",
-                "http://[::ffff:127.0.0.1]/hook",
-                "http://10.0.0.8/hook",
-                "http://192.168.1.1/hook",
-                "http://169.254.169.254/latest/meta-data/",
-                "http://[fd00:ec2::254]/hook",
-                "http://100.64.0.1/hook",
-                "http://0.0.0.0/hook",
-            ] {
+            for url in common::INTERNAL_URLS {
                 let refused = app
                     .post(
                         &path,

@@ -170,6 +170,21 @@ impl SqlStore {
         row.as_ref().map(source).transpose()
     }
 
+    pub(super) async fn knowledge_find(
+        &self,
+        id: SourceId,
+    ) -> StoreResult<Option<KnowledgeSource>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            source_columns!(),
+            " FROM knowledge_sources WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(source).transpose()
+    }
+
     pub(super) async fn knowledge_list(&self, bot: BotId) -> StoreResult<Vec<KnowledgeSource>> {
         let rows = sqlx::query(concat!(
             "SELECT ",
@@ -251,19 +266,44 @@ impl SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
+    pub(super) async fn knowledge_attach(
+        &self,
+        id: SourceId,
+        token: &str,
+        object_key: &str,
+        file_kind: &str,
+        size: i64,
+        at: i64,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE knowledge_sources SET object_key = $1, file_kind = $2, size = $3, \
+             updated_at = $4 WHERE id = $5 AND claimed_by = $6",
+        )
+        .bind(object_key)
+        .bind(file_kind)
+        .bind(size)
+        .bind(at)
+        .bind(id.to_string())
+        .bind(token)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub(super) async fn knowledge_finish(
         &self,
         id: SourceId,
         token: &str,
         chunks: &[KnowledgeChunk],
         language: Option<&str>,
+        title: Option<&str>,
         at: i64,
     ) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         let bot: Option<String> = sqlx::query_scalar(
             "UPDATE knowledge_sources SET status = 'ready', reason = NULL, detail = NULL, \
              language = $1, chunk_count = $2, revision = revision + 1, updated_at = $3, \
-             claimed_by = NULL, claimed_until = NULL \
+             claimed_by = NULL, claimed_until = NULL, title = COALESCE($6, title) \
              WHERE id = $4 AND claimed_by = $5 RETURNING bot_id",
         )
         .bind(language)
@@ -271,6 +311,7 @@ impl SqlStore {
         .bind(at)
         .bind(id.to_string())
         .bind(token)
+        .bind(title)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(bot) = bot else {

@@ -9,21 +9,25 @@
 use std::io::Write as _;
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{FromRequest as _, Multipart, Request, State};
-use axum::http::StatusCode;
-use confide_domain::{BotId, Name, OrgId, ScanState, SourceId, SourceKind, SourceStatus};
-use confide_security::upload::{Purpose, Rejection, UploadError, check_upload};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse as _, Response};
+use confide_domain::{BotId, Name, OrgId, ScanState, SourceId, SourceKind, SourceStatus, UserId};
+use confide_security::upload::{FileKind, Purpose, Rejection, UploadError, check_upload};
+use confide_store::AuditChain;
 use confide_store::KnowledgeSource;
+use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::api::timestamp;
 use crate::audit::{self, org_chain, principal_label};
 use crate::auth::Auth;
 use crate::authz::{self, BotNeed};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{PathParams, StrictJson};
+use crate::extract::{PathParams, QueryParams, StrictJson};
 use crate::knowledge::{Area, KnowledgeRuntime};
 use crate::state::{AppState, now_ms};
 
@@ -436,6 +440,84 @@ pub async fn add_entry(
     Ok((StatusCode::ACCEPTED, Json((&source).into())))
 }
 
+/// A page to import.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewImport {
+    /// An http or https URL of a public page (HTML, text, Markdown, CSV, PDF or DOCX), at most
+    /// 2048 bytes. Fetched by the server through the same guarded client as webhooks: every
+    /// address it resolves to and every redirect is checked.
+    #[schema(min_length = 1, max_length = 2048)]
+    pub url: String,
+}
+
+/// Import a page from the web.
+#[utoipa::path(post, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/knowledge/imports", tag = "knowledge",
+    request_body = NewImport,
+    params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id")),
+    security(("bearer" = []), ("session" = []), ("api_key" = [])),
+    responses(
+        (status = 202, description = "Queued; fetched, scanned and processed in the background", body = SourceView),
+        (status = 403, description = "No write permission on the bot", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+        (status = 409, description = "The bot has too many sources", body = ErrorBody),
+        (status = 422, description = "Not an http(s) URL (`invalid_import_url`), or one aimed at an address that is not public (`import_url_not_allowed`)", body = ErrorBody),
+    ))]
+pub async fn import_url(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathParams((org_id, bot_id)): PathParams<(OrgId, BotId)>,
+    StrictJson(request): StrictJson<NewImport>,
+) -> ApiResult<(StatusCode, Json<SourceView>)> {
+    authz::bot(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
+    // The shape and any address literal now; names are resolved and checked at the fetch.
+    let url = match state.outbound.check_url(&request.url) {
+        Ok(url) => url,
+        Err(err @ confide_outbound::OutboundError::AddressNotAllowed { .. }) => {
+            audit::record_refusal(
+                &state,
+                org_chain(org_id),
+                &auth.actor(),
+                "knowledge.url_refused",
+                Some(format!("bot:{bot_id}")),
+                json!({ "reason": err.code() }),
+            )
+            .await;
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "import_url_not_allowed",
+                err.to_string(),
+            ));
+        }
+        Err(err) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_import_url",
+                err.to_string(),
+            ));
+        }
+    };
+    let mut source = new_source(org_id, bot_id, SourceKind::Url, &auth);
+    source.title = url.as_str().chars().take(200).collect();
+    source.url = Some(url.to_string());
+    source.scan = ScanState::Pending;
+    let max = state.knowledge.settings.max_sources_per_bot;
+    if !state.store.create_knowledge_source(&source, max).await? {
+        return Err(too_many_sources(max));
+    }
+    state.knowledge.wake();
+    audit::record(
+        &state,
+        org_chain(org_id),
+        &auth.actor(),
+        "knowledge.source_added",
+        Some(format!("source:{}", source.id)),
+        json!({ "bot_id": bot_id, "kind": "url", "url": source.url }),
+    )
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json((&source).into())))
+}
+
 /// The bot's knowledge sources and where each one stands.
 #[utoipa::path(get, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/knowledge/sources", tag = "knowledge",
     params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id")),
@@ -522,4 +604,209 @@ pub async fn delete_source(
     }
     crate::knowledge::worker::sync_index(&state, org_id, bot_id).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DownloadLink {
+    /// Works for the person who asked for it, for this file, until `expires_at` (60 seconds by
+    /// default); any change to it and it does not work at all.
+    pub url: String,
+    pub expires_at: String,
+}
+
+/// A link to download a source's file: for people only (an API key gets 403), for a stored,
+/// scanned file only (`409 no_file` for entries, imported pages not yet fetched, and files not
+/// yet scanned or quarantined).
+#[utoipa::path(post, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/knowledge/sources/{source_id}/download", tag = "knowledge",
+    params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id"),
+        ("source_id" = SourceId, Path, description = "Source id")),
+    security(("bearer" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "A presigned link", body = DownloadLink),
+        (status = 403, description = "An API key, not a person", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+        (status = 409, description = "No downloadable file", body = ErrorBody),
+    ))]
+pub async fn download_link(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathParams((org_id, bot_id, source_id)): PathParams<(OrgId, BotId, SourceId)>,
+) -> ApiResult<Json<DownloadLink>> {
+    authz::bot(&state, &auth, org_id, bot_id, BotNeed::Read).await?;
+    let (user, _) = auth.user()?;
+    let source = source(&state, bot_id, source_id).await?;
+    if !downloadable(&source) {
+        return Err(ApiError::conflict(
+            "no_file",
+            "only a stored file that passed the virus scan can be downloaded",
+        ));
+    }
+    let ttl_ms = i64::from(state.knowledge.settings.download_ttl_seconds) * 1000;
+    let expires_at = state.clock.now_ms().saturating_add(ttl_ms);
+    let token = confide_security::tokens::presign_file(
+        state.keys.presign_hmac_key.expose_secret(),
+        &source_id.to_string(),
+        &format!("user:{user}"),
+        expires_at,
+    );
+    audit::record(
+        &state,
+        org_chain(org_id),
+        &auth.actor(),
+        "knowledge.download_link",
+        Some(format!("source:{source_id}")),
+        json!({ "bot_id": bot_id }),
+    )
+    .await?;
+    Ok(Json(DownloadLink {
+        url: format!(
+            "{}/api/v1/files/{source_id}?t={token}",
+            state.settings.public_url
+        ),
+        expires_at: timestamp(expires_at),
+    }))
+}
+
+/// Whether the source's file may be handed out: a stored file (or fetched page) the scanner
+/// called clean, or stored while no scanner was configured; never one waiting or quarantined.
+fn downloadable(source: &KnowledgeSource) -> bool {
+    source.object_key.is_some()
+        && matches!(source.scan, ScanState::Clean | ScanState::NotConfigured)
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct FileQuery {
+    /// The token of a link from `.../download`.
+    #[param(min_length = 1, max_length = 512)]
+    pub t: String,
+}
+
+/// Download a training file through a presigned link. Any link that is not exactly as issued,
+/// expired, for another file, or whose person may no longer read the bot is `404`. Served as an
+/// attachment that browsers neither sniff nor render.
+#[utoipa::path(get, path = "/api/v1/files/{source_id}", tag = "knowledge",
+    params(("source_id" = SourceId, Path, description = "Source id"), FileQuery),
+    responses(
+        (status = 200, description = "The file", content_type = "application/octet-stream"),
+        (status = 404, description = "No such link", body = ErrorBody),
+    ))]
+pub async fn download_file(
+    State(state): State<AppState>,
+    axum::Extension(ip): axum::Extension<confide_domain::ClientIp>,
+    PathParams(source_id): PathParams<SourceId>,
+    QueryParams(query): QueryParams<FileQuery>,
+) -> ApiResult<Response> {
+    let refused = |reason: &'static str, chain: AuditChain| {
+        let state = state.clone();
+        async move {
+            audit::record_refusal(
+                &state,
+                chain,
+                &audit::Actor::anonymous(ip),
+                "knowledge.download_refused",
+                Some(format!("source:{source_id}")),
+                json!({ "reason": reason }),
+            )
+            .await;
+            ApiError::not_found()
+        }
+    };
+    let Some(principal) = confide_security::tokens::verify_presigned_file(
+        state.keys.presign_hmac_key.expose_secret(),
+        &source_id.to_string(),
+        &query.t,
+        state.clock.now_ms(),
+    ) else {
+        return Err(refused("invalid_or_expired", AuditChain::Platform).await);
+    };
+    let Some(user) = principal
+        .strip_prefix("user:")
+        .and_then(|id| id.parse::<UserId>().ok())
+    else {
+        return Err(refused("invalid_or_expired", AuditChain::Platform).await);
+    };
+    let Some(source) = state.store.find_knowledge_source(source_id).await? else {
+        return Err(refused("deleted", AuditChain::Platform).await);
+    };
+    let chain = org_chain(source.org_id);
+    // The person must still be able to read the bot now, not only when the link was made.
+    if !may_read_bot(&state, source.org_id, source.bot_id, user).await? {
+        return Err(refused("permission", chain).await);
+    }
+    let (Some(key), true) = (source.object_key.as_deref(), downloadable(&source)) else {
+        return Err(refused("no_file", chain).await);
+    };
+    let stream = state
+        .knowledge
+        .stream_file(Area::Files, key)
+        .await
+        .map_err(ApiError::internal)?;
+    audit::record(
+        &state,
+        chain,
+        &audit::Actor::user(user, ip),
+        "knowledge.file_downloaded",
+        Some(format!("source:{source_id}")),
+        json!({ "bot_id": source.bot_id }),
+    )
+    .await?;
+    let media_type = source
+        .file_kind
+        .as_deref()
+        .and_then(FileKind::from_extension)
+        .map_or("application/octet-stream", FileKind::media_type);
+    let headers = [
+        (header::CONTENT_TYPE, media_type.to_owned()),
+        (header::CONTENT_DISPOSITION, attachment(&source.title)),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "sandbox; default-src 'none'".to_owned(),
+        ),
+        (header::CACHE_CONTROL, "private, no-store".to_owned()),
+        (header::REFERRER_POLICY, "no-referrer".to_owned()),
+        (
+            header::HeaderName::from_static("cross-origin-resource-policy"),
+            "same-origin".to_owned(),
+        ),
+    ];
+    Ok((headers, Body::from_stream(stream)).into_response())
+}
+
+/// Whether `user` may read the bot now: an owner or admin of its organization, or a member with
+/// a grant on it.
+async fn may_read_bot(state: &AppState, org: OrgId, bot: BotId, user: UserId) -> ApiResult<bool> {
+    let Some(membership) = state.store.get_membership(org, user).await? else {
+        return Ok(false);
+    };
+    if membership.role.manages_org() {
+        return Ok(true);
+    }
+    Ok(state.store.get_bot_grant(bot, user).await?.is_some())
+}
+
+/// `attachment` with the display name: an ASCII fallback (anything else, quotes and
+/// backslashes as `_`) and the exact name percent-encoded (RFC 6266, RFC 8187).
+fn attachment(name: &str) -> String {
+    let fallback: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut encoded = String::with_capacity(name.len() * 3);
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }

@@ -50,6 +50,8 @@ pub struct KnowledgeSettings {
     pub lease_ms: i64,
     /// How often an idle worker looks for due sources (it is also woken by new ones).
     pub poll_ms: u64,
+    /// How long a download link works (60 s by default, at most an hour).
+    pub download_ttl_seconds: u32,
     /// The least share of a question's word weight (IDF) the best passage must match for the
     /// knowledge step to answer; below it the fallback answers.
     pub min_coverage: f32,
@@ -73,6 +75,7 @@ impl Default for KnowledgeSettings {
             max_entry_chars: 100_000,
             lease_ms: 5 * 60 * 1000,
             poll_ms: 1000,
+            download_ttl_seconds: 60,
             min_coverage: 0.5,
             retry_first_ms: 2000,
             retry_max_ms: 5 * 60 * 1000,

@@ -12,8 +12,10 @@ use confide_knowledge::extract::{Extracted, Kind};
 use confide_knowledge::index::{IndexedChunk, SourceChunks};
 use confide_knowledge::normalize::{normalize, normalize_extracted};
 use confide_knowledge::sandbox::run_extraction;
+use confide_outbound::{FetchOptions, OutboundError};
 use confide_security::antivirus::Verdict;
 use confide_security::tokens::random_token;
+use confide_security::upload::{Purpose, UploadError, check_upload_bytes};
 use confide_store::{KnowledgeChunk, KnowledgeSource, SourceStep};
 use serde_json::json;
 use tokio::sync::watch;
@@ -21,6 +23,37 @@ use tokio::sync::watch;
 use super::Area;
 use crate::audit::{self, Actor, org_chain};
 use crate::state::{AppState, now_ms};
+
+/// What an imported page may be, by its `Content-Type`, and the extension the upload checks
+/// know that type by.
+const IMPORTED_TYPES: [(&str, &str); 8] = [
+    ("text/html", "html"),
+    ("application/xhtml+xml", "html"),
+    ("text/plain", "txt"),
+    ("text/markdown", "md"),
+    ("text/x-markdown", "md"),
+    ("text/csv", "csv"),
+    ("application/pdf", "pdf"),
+    (
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "docx",
+    ),
+];
+
+/// Attempts at fetching a page that failed for a reason that may pass (a timeout, a 503).
+const MAX_FETCH_ATTEMPTS: i64 = 3;
+
+/// Whether a fetch failed for a reason that may pass by itself.
+fn is_transient(err: &OutboundError) -> bool {
+    match err {
+        OutboundError::DnsFailed { .. }
+        | OutboundError::ConnectFailed(_)
+        | OutboundError::Timeout
+        | OutboundError::RequestFailed(_) => true,
+        OutboundError::Status(status) => *status == 429 || *status >= 500,
+        _ => false,
+    }
+}
 
 /// Who the audit log names for what the worker does.
 const WORKER: &str = "system:knowledge";
@@ -38,6 +71,7 @@ pub async fn run_worker(state: AppState, mut stop: watch::Receiver<bool>) {
                     state: &state,
                     token: &token,
                     source,
+                    found_title: None,
                 };
                 if let Err(err) = job.run().await {
                     tracing::error!(source = %job.source.id, error = %err, "processing a knowledge source failed; it is retried after its lease");
@@ -68,6 +102,8 @@ struct Job<'a> {
     state: &'a AppState,
     token: &'a str,
     source: KnowledgeSource,
+    /// An imported page's own title, which replaces its URL as the source's title.
+    found_title: Option<String>,
 }
 
 /// What a step ends in when the source cannot go on now.
@@ -88,6 +124,12 @@ enum Stop {
 
 impl<'a> Job<'a> {
     async fn run(&mut self) -> anyhow::Result<()> {
+        if self.source.kind == SourceKind::Url && self.source.object_key.is_none() {
+            match self.fetch().await? {
+                Ok(()) => {}
+                Err(stop) => return self.stop(stop).await,
+            }
+        }
         let outcome = match self.source.kind {
             SourceKind::File | SourceKind::Url => self.file_text().await?,
             SourceKind::Text | SourceKind::Qa => self.entry_text(),
@@ -100,6 +142,94 @@ impl<'a> Job<'a> {
             return Ok(());
         }
         self.finish(chunks).await
+    }
+
+    /// Fetches an imported page through the SSRF-safe client (every address and redirect
+    /// checked), checks it as an upload is checked and stores it in `incoming/` for the scanner.
+    async fn fetch(&mut self) -> anyhow::Result<Result<(), Stop>> {
+        if !self.step(SourceStatus::Fetching, None).await? {
+            return Ok(Err(lost()));
+        }
+        let settings = &self.state.knowledge.settings;
+        let url = self.source.url.clone().unwrap_or_default();
+        let options = FetchOptions {
+            max_bytes: settings.upload_limits.training_max_bytes,
+            max_redirects: 5,
+            content_types: IMPORTED_TYPES
+                .iter()
+                .map(|(media, _)| (*media).to_owned())
+                .collect(),
+            accept: Some(
+                "text/html, application/xhtml+xml, text/plain, text/markdown, text/csv, \
+                 application/pdf, application/vnd.openxmlformats-officedocument.wordprocessingml.document;q=0.9"
+                    .to_owned(),
+            ),
+        };
+        let (_, response) = match self.state.outbound.fetch(&url, &options).await {
+            Ok(fetched) => fetched,
+            Err(err) if err.is_refused_target() => {
+                return Ok(Err(rejected(err.code(), err.to_string())));
+            }
+            Err(err) if is_transient(&err) && self.source.attempts + 1 < MAX_FETCH_ATTEMPTS => {
+                return Ok(Err(Stop::Retry {
+                    status: SourceStatus::Queued,
+                    reason: err.code(),
+                    detail: format!("{err}; trying again"),
+                }));
+            }
+            Err(err) => return Ok(Err(rejected(err.code(), err.to_string()))),
+        };
+        let media = response
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        let Some((_, extension)) = IMPORTED_TYPES.iter().find(|(m, _)| *m == media) else {
+            return Ok(Err(rejected(
+                "content_type_not_allowed",
+                format!("{media:?} is not a type that is learned from"),
+            )));
+        };
+        // The same checks as an upload: the content must be what its type says.
+        let body = response.body;
+        let limits = settings.upload_limits;
+        let name = format!("page.{extension}");
+        let checked = {
+            let body = body.clone();
+            tokio::task::spawn_blocking(move || {
+                check_upload_bytes(Purpose::Training, &name, &body, &limits)
+            })
+            .await?
+        };
+        let checked = match checked {
+            Ok(checked) => checked,
+            Err(UploadError::Rejected(rejection)) => {
+                return Ok(Err(rejected(rejection.code(), rejection.to_string())));
+            }
+            Err(UploadError::Io(err)) => return Err(err.into()),
+        };
+        let key = super::KnowledgeRuntime::new_object_key();
+        self.state
+            .knowledge
+            .store_bytes(Area::Incoming, &key, body)
+            .await?;
+        let kind = checked.kind.as_str();
+        let size = i64::try_from(checked.size).unwrap_or(i64::MAX);
+        let attached = self
+            .state
+            .store
+            .attach_knowledge_content(self.source.id, self.token, &key, kind, size, now_ms())
+            .await?;
+        if !attached {
+            self.state.knowledge.remove_file(&key).await?;
+            return Ok(Err(lost()));
+        }
+        self.source.object_key = Some(key);
+        self.source.file_kind = Some(kind.to_owned());
+        self.source.size = Some(size);
+        Ok(Ok(()))
     }
 
     /// Scans (once), extracts in the sandbox, normalizes and chunks a stored file.
@@ -154,6 +284,12 @@ impl<'a> Job<'a> {
         };
         drop(scratch);
         let extracted = normalize_extracted(extracted, runtime.settings.max_extracted_bytes);
+        if self.source.kind == SourceKind::Url
+            && let Some(title) = extracted.title.as_deref().map(str::trim)
+            && !title.is_empty()
+        {
+            self.found_title = Some(title.chars().take(200).collect());
+        }
         Ok(self.chunked(extracted))
     }
 
@@ -318,10 +454,12 @@ impl<'a> Job<'a> {
                     label: Some(WORKER.to_owned()),
                     ip: None,
                 },
-                if *reason == "infected" {
-                    "knowledge.infected"
-                } else {
-                    "knowledge.rejected"
+                match *reason {
+                    "infected" => "knowledge.infected",
+                    "address_not_allowed" | "scheme_not_allowed" | "invalid_url" => {
+                        "knowledge.url_refused"
+                    }
+                    _ => "knowledge.rejected",
                 },
                 Some(format!("source:{}", self.source.id)),
                 json!({
@@ -364,6 +502,7 @@ impl<'a> Job<'a> {
                 self.token,
                 &rows,
                 language.as_deref(),
+                self.found_title.as_deref(),
                 now_ms(),
             )
             .await?;

@@ -259,6 +259,7 @@ pub fn test_config(port: u16, data_dir: &Path, database_url: &str) -> Config {
         webhooks: confide_web::webhooks::WebhookSettings::default(),
         inbox_backup: confide_web::inbox_backup::InboxBackupSettings::default(),
         knowledge: knowledge_settings(),
+        clock: confide_web::state::Clock::default(),
         // Suites make many requests from one address; the limiter has tests of its own.
         rate_limits: confide_web::RateLimits {
             api_per_minute: 1_000_000,
@@ -269,6 +270,25 @@ pub fn test_config(port: u16, data_dir: &Path, database_url: &str) -> Config {
         },
     }
 }
+
+/// URLs aimed at the platform's own network, in the spellings an attacker tries (decimal, hex,
+/// octal and short IPv4 forms, IPv6 and IPv4-mapped loopback, private and shared ranges, cloud
+/// metadata, the unspecified address): whatever takes a URL from a user refuses every one.
+pub const INTERNAL_URLS: [&str; 13] = [
+    "http://127.0.0.1:8080/hook",
+    "http://2130706433/hook",
+    "http://0x7f.1/hook",
+    "http://0177.0.0.1/hook",
+    "http://127.1/hook",
+    "http://[::1]/hook",
+    "http://[::ffff:127.0.0.1]/hook",
+    "http://10.0.0.8/hook",
+    "http://192.168.1.1/hook",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[fd00:ec2::254]/hook",
+    "http://100.64.0.1/hook",
+    "http://0.0.0.0/hook",
+];
 
 /// Knowledge as in production, except that the extraction child is the `confide` binary cargo
 /// built (the tests' own executable is not it), and retries and polls come quickly.
