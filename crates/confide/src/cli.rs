@@ -1,11 +1,12 @@
-//! Command line: `serve`, `migrate`, and `admin` tasks; `extract` is the server's own extraction
-//! child (hidden).
+//! Command line: `serve`, `migrate`, and `admin` tasks; `knowledge` talks to a running server's
+//! API; `extract` is the server's own extraction child (hidden).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use confide_domain::{BotId, OrgId};
 use confide_knowledge::extract::Kind;
 use confide_knowledge::sandbox::{ExtractArgs, SelfTest, child_main};
 
@@ -56,6 +57,10 @@ pub enum Command {
     /// Operator tasks.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// A bot's knowledge, through a running server's API with an API key (from CONFIDE_API_KEY
+    /// or --api-key-file); nothing here opens the database.
+    #[command(subcommand)]
+    Knowledge(KnowledgeCommand),
     /// The extraction child the server runs for each knowledge file: limits itself, reads the
     /// file from standard input, writes its text as one JSON frame. `--self-test` checks that
     /// each limit is enforced on this machine.
@@ -160,12 +165,48 @@ pub struct ImportUser {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum KnowledgeCommand {
+    /// Upload a file, every file in a directory (not hidden ones, not subdirectories, in name
+    /// order), or have the server fetch a page (an http:// or https:// URL), and follow each
+    /// source until it is ready or rejected. Exit 0: all ready; 1: the server refused or
+    /// rejected a file (the others are still imported); 2: the import could not run (HTTP
+    /// error, bad key, timeout).
+    Import(KnowledgeImport),
+}
+
+#[derive(Debug, Args)]
+pub struct KnowledgeImport {
+    /// The server's base URL.
+    #[arg(long, env = "CONFIDE_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// The organization id.
+    #[arg(long)]
+    pub org: OrgId,
+    /// The bot id.
+    #[arg(long)]
+    pub bot: BotId,
+    /// A file holding the API key (needs `bots:write`); it must not be readable by group or
+    /// others. Without it the key comes from CONFIDE_API_KEY.
+    #[arg(long)]
+    pub api_key_file: Option<PathBuf>,
+    /// How long to wait for each source to be ready or rejected, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    /// A file, a directory, or an http(s) URL.
+    pub path_or_url: String,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Recompute every audit chain; exits non-zero if anything was altered or removed.
     Verify,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // A client of a running server: this machine's server configuration is none of its business.
+    if let Command::Knowledge(command) = cli.command {
+        return Ok(crate::knowledge_cli::run(command).await);
+    }
     let listen = match &cli.command {
         Command::Serve { listen } | Command::Demo { listen } => *listen,
         _ => None,
@@ -221,6 +262,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Admin(command) => admin::run(&config, command).await,
+        // Answered above, before any configuration is read.
+        Command::Knowledge(command) => Ok(crate::knowledge_cli::run(command).await),
         // `main` runs the child before building a runtime; this is for other callers of `run`.
         Command::Extract(command) => Ok(command.run()),
     }

@@ -5,5 +5,6 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod knowledge_cli;
 pub mod server;
 pub mod telemetry;
