@@ -235,14 +235,19 @@ pub(crate) async fn visitor_wrote(
 }
 
 /// A handover request nobody took in time: the conversation's ticket is created (or opened
-/// again), and the request marked so it is not escalated twice. Answers whether this call did it.
+/// again), and the request marked so it is not escalated twice (by this call or another node's).
 pub(crate) async fn escalate(
     state: &AppState,
     bot: &Chatbot,
     conversation: &Conversation,
-) -> confide_store::StoreResult<bool> {
+) -> confide_store::StoreResult<()> {
     let at = now_ms();
-    let current = state.store.conversation_ticket(conversation.id).await?;
+    // The conversation as the sweeper read it says whether it has a ticket; one made since
+    // makes the insert below a no-op and the mark roll back, so the next pass sees it.
+    let current = match conversation.ticket_status {
+        Some(_) => state.store.conversation_ticket(conversation.id).await?,
+        None => None,
+    };
     let next = match &current {
         None => Some(Ticket {
             id: TicketId::new(),
@@ -280,15 +285,14 @@ pub(crate) async fn escalate(
         )
     });
     let change = next.as_ref().zip(event.as_ref());
-    let Some(queued) = state
+    if let Some(queued) = state
         .store
         .escalate_handover(conversation, at, change)
         .await?
-    else {
-        return Ok(false);
-    };
-    state.webhooks.wake_if(queued);
-    Ok(true)
+    {
+        state.webhooks.wake_if(queued);
+    }
+    Ok(())
 }
 
 async fn ticket(state: &AppState, bot: BotId, id: TicketId) -> ApiResult<Ticket> {
