@@ -363,13 +363,24 @@ pub trait Store: Send + Sync + 'static {
         until: i64,
     ) -> StoreResult<Option<KnowledgeSource>>;
     /// Records a worker's step, if `token` still holds the claim (which is extended to
-    /// `lease_until` unless the step releases it); false when it does not.
+    /// `lease_until` unless the step releases it); false when it does not. A rejection removes
+    /// the source's passages (a source processed again may have had some), bumping the bot's
+    /// `knowledge_version` when there were any.
     async fn step_knowledge_source(
         &self,
         id: SourceId,
         token: &str,
         step: &SourceStep,
         lease_until: i64,
+    ) -> StoreResult<bool>;
+    /// Queues a settled source (`current`, as read) to be processed again, if it is unchanged
+    /// since, not quarantined and not held: an imported page is fetched again (its stored copy
+    /// is the caller's to remove), a file extracted again. Its passages answer until the new
+    /// ones replace them. False when it did not apply.
+    async fn requeue_knowledge_source(
+        &self,
+        current: &KnowledgeSource,
+        at: i64,
     ) -> StoreResult<bool>;
     /// Records what a worker fetched for the source (an imported page, stored under
     /// `object_key`), if `token` still holds the claim.

@@ -2318,6 +2318,14 @@ impl Store for SqlStore {
         self.knowledge_step(id, token, step, lease_until).await
     }
 
+    async fn requeue_knowledge_source(
+        &self,
+        current: &KnowledgeSource,
+        at: i64,
+    ) -> StoreResult<bool> {
+        self.knowledge_requeue(current, at).await
+    }
+
     async fn attach_knowledge_content(
         &self,
         id: SourceId,

@@ -375,11 +375,14 @@ pub async fn answer(
     Ok(Some(BotAnswer::fallback(settings, language)))
 }
 
+/// The longest a message waits for this node's knowledge index to catch up with the bot.
+const SYNC_WAIT_ON_MESSAGE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Step: knowledge. The bot's index (this node's copy, kept at the bot's `knowledge_version`)
 /// is searched in the message's language; when the best passage covers enough of the question
 /// (`min_coverage` of its words' weight) it answers, as text, with its source's title (and link,
-/// for an imported page). An index that is behind is brought up to date in the background
-/// while the copy at hand answers; a failing index never fails the message, the fallback answers.
+/// for an imported page). An index that is behind is brought up to date first (waiting at most
+/// [`SYNC_WAIT_ON_MESSAGE`]); a failing index never fails the message, the fallback answers.
 async fn knowledge_step(
     state: &AppState,
     bot: &Chatbot,
@@ -390,17 +393,28 @@ async fn knowledge_step(
         return Ok(None);
     }
     let knowledge = state.knowledge.clone();
-    let (bot_id, question, code) = (bot.id, text.to_owned(), language.to_owned());
+    let bot_id = bot.id;
+    let held = tokio::task::spawn_blocking(move || knowledge.indexes.state(bot_id)).await;
+    if !matches!(&held, Ok(Ok(Some(h))) if h.version >= bot.knowledge_version) {
+        // Behind (a source changed through this node or another): brought up to date, waiting a
+        // moment so the answer is from what the bot knows now; a long rebuild goes on in the
+        // background while the copy at hand answers.
+        crate::knowledge::worker::sync_until_current(
+            state,
+            bot.org_id,
+            bot.id,
+            SYNC_WAIT_ON_MESSAGE,
+        )
+        .await;
+    }
+    let knowledge = state.knowledge.clone();
+    let (question, code) = (text.to_owned(), language.to_owned());
     let found = tokio::task::spawn_blocking(move || {
-        let held = knowledge.indexes.state(bot_id)?;
-        let result = knowledge
-            .indexes
-            .search(bot_id, &question, Some(&code), 3)?;
-        Ok::<_, confide_knowledge::index::IndexError>((held, result))
+        knowledge.indexes.search(bot_id, &question, Some(&code), 3)
     })
     .await;
-    let (held, result) = match found {
-        Ok(Ok(found)) => found,
+    let result = match found {
+        Ok(Ok(result)) => result,
         Ok(Err(err)) => {
             tracing::error!(bot = %bot.id, error = %err, "searching the knowledge index failed");
             return Ok(None);
@@ -410,9 +424,6 @@ async fn knowledge_step(
             return Ok(None);
         }
     };
-    if held.is_none_or(|h| h.version != bot.knowledge_version) {
-        crate::knowledge::worker::sync_in_background(state, bot.org_id, bot.id);
-    }
     let Some(top) = result.hits.first() else {
         return Ok(None);
     };

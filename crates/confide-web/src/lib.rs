@@ -178,6 +178,10 @@ pub fn router(state: AppState) -> Router {
             "/orgs/{org_id}/bots/{bot_id}/knowledge/sources/{source_id}/download",
             post(knowledge_api::download_link),
         )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/knowledge/sources/{source_id}/refresh",
+            post(knowledge_api::refresh_source),
+        )
         .route("/files/{source_id}", get(knowledge_api::download_file))
         .route(
             "/orgs/{org_id}/bots/{bot_id}/tickets",

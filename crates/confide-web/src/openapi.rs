@@ -32,7 +32,7 @@ use crate::api::{
         dialogues::list_dialogues, dialogues::create_dialogue, dialogues::get_dialogue, dialogues::update_dialogue, dialogues::delete_dialogue, handover::list_handovers, handover::get_handover, handover::take_handover, handover::send_agent_message, handover::end_handover,
         tickets::list_tickets, tickets::create_ticket, tickets::get_ticket, tickets::update_ticket,
         knowledge::upload_file, knowledge::add_entry, knowledge::import_url, knowledge::list_sources, knowledge::get_source,
-        knowledge::delete_source, knowledge::download_link, knowledge::download_file,
+        knowledge::delete_source, knowledge::download_link, knowledge::download_file, knowledge::refresh_source,
         chat_log::list_chats, chat_log::get_chat, chat_log::get_chat_by_id, chat_log::set_labels,
         chat_log::delete_chat, statistics::bot_statistics, webhooks::list_webhooks, webhooks::create_webhook, webhooks::get_webhook, webhooks::update_webhook, webhooks::delete_webhook, webhooks::rotate_secret, webhooks::list_deliveries, webhooks::get_delivery, webhooks::redeliver,
         chat::start_chat, chat::channel_auth, chat::greeting, chat::send_message,

@@ -128,6 +128,10 @@ const ROUTES: &[(&str, &str)] = &[
         "/api/v1/orgs/{org_id}/bots/{bot_id}/knowledge/sources/{source_id}/download",
     ),
     ("GET", "/api/v1/files/{source_id}"),
+    (
+        "POST",
+        "/api/v1/orgs/{org_id}/bots/{bot_id}/knowledge/sources/{source_id}/refresh",
+    ),
     ("GET", "/api/v1/orgs/{org_id}/bots/{bot_id}/nudges"),
     ("POST", "/api/v1/orgs/{org_id}/bots/{bot_id}/nudges"),
     (

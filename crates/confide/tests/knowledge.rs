@@ -653,8 +653,9 @@ async fn import_urls_aimed_at_internal_addresses_are_refused_like_webhook_urls()
     .await;
 }
 
-/// A small web site on 127.0.0.1 for the imports: a page, a virus, redirects inward, a picture.
-async fn web_site() -> String {
+/// A small web site on 127.0.0.1 for the imports: a page, a virus, redirects inward, a picture,
+/// and a notice whose text the test changes (the second value).
+async fn web_site() -> (String, std::sync::Arc<std::sync::Mutex<String>>) {
     use axum::http::{HeaderMap, StatusCode, header};
     use axum::routing::get;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -675,7 +676,16 @@ async fn web_site() -> String {
             }
         }
     };
+    let notice = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let current = notice.clone();
     let app = axum::Router::new()
+        .route(
+            "/notice.txt",
+            get(move || {
+                let text = current.lock().unwrap().clone();
+                async move { ([(header::CONTENT_TYPE, "text/plain")], text) }
+            }),
+        )
         .route(
             "/guide.html",
             get(page(
@@ -702,7 +712,7 @@ async fn web_site() -> String {
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    format!("http://127.0.0.1:{port}")
+    (format!("http://127.0.0.1:{port}"), notice)
 }
 
 #[tokio::test]
@@ -722,7 +732,8 @@ async fn an_imported_page_is_fetched_scanned_and_answers_and_inward_redirects_ar
         },
         async |app| {
             let bot = bot(app).await;
-            let site = web_site().await;
+            let (site, notice) = web_site().await;
+            *notice.lock().unwrap() = "The cafe closes at four this week.".to_owned();
             let mut ids = Vec::new();
             for path in [
                 "/guide.html",
@@ -731,6 +742,7 @@ async fn an_imported_page_is_fetched_scanned_and_answers_and_inward_redirects_ar
                 "/to-private",
                 "/to-metadata",
                 "/to-ipv6-loopback",
+                "/notice.txt",
             ] {
                 let reply = app
                     .post(
@@ -758,13 +770,18 @@ async fn an_imported_page_is_fetched_scanned_and_answers_and_inward_redirects_ar
             assert_eq!(eicar["scan"], "infected", "{eicar}");
             let png = settled(app, &bot, &ids[2]).await;
             assert_eq!(png["reason"], "content_type_not_allowed", "{png}");
-            for id in &ids[3..] {
+            for id in &ids[3..6] {
                 let s = settled(app, &bot, id).await;
                 assert_eq!(s["status"], "rejected", "{s}");
                 assert_eq!(s["reason"], "address_not_allowed", "{s}");
                 assert_eq!(s["scan"], "pending", "never fetched, never scanned: {s}");
             }
-            assert_eq!(stored(app, "files").len(), 1, "only the clean page is kept");
+            assert_eq!(settled(app, &bot, &ids[6]).await["status"], "ready");
+            assert_eq!(
+                stored(app, "files").len(),
+                2,
+                "only the clean pages are kept"
+            );
             assert_eq!(stored(app, "quarantine").len(), 1);
             let actions = app.audit_actions(&bot.owner, &bot.org).await;
             assert_eq!(
@@ -791,7 +808,33 @@ async fn an_imported_page_is_fetched_scanned_and_answers_and_inward_redirects_ar
                 reply.contains(&format!("href=\"{site}/guide.html\"")),
                 "{reply}"
             );
-            assert!(!reply.contains("Home | About") || reply.contains("cloakroom"));
+
+            // The page changed: refreshing it replaces what the bot knows from it.
+            let reply = ask(app, &mut visitor, "When does the cafe close?").await;
+            assert!(reply.contains("four"), "{reply}");
+            *notice.lock().unwrap() = "The cafe closes at six from Monday.".to_owned();
+            let refreshed = app
+                .post(
+                    &bot.path(&format!("/sources/{}/refresh", ids[6])),
+                    &bot.owner,
+                    json!({}),
+                )
+                .await;
+            refreshed.expect(202);
+            assert_eq!(refreshed.json()["status"], "queued");
+            let s = settled(app, &bot, &ids[6]).await;
+            assert_eq!(s["status"], "ready", "{s}");
+            let reply = ask(app, &mut visitor, "When does the cafe close?").await;
+            assert!(reply.contains("six") && !reply.contains("four"), "{reply}");
+            assert_eq!(stored(app, "files").len(), 2, "the old copy is gone");
+            // A quarantined source is not processed again.
+            app.post(
+                &bot.path(&format!("/sources/{}/refresh", ids[1])),
+                &bot.owner,
+                json!({}),
+            )
+            .await
+            .expect_error(409, "source_busy");
         },
     )
     .await;

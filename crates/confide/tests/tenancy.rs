@@ -843,6 +843,16 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
             WriteA1,
             202,
         ),
+        e(
+            Method::POST,
+            format!(
+                "/api/v1/orgs/{org}/bots/{a1}/knowledge/sources/{}/refresh",
+                w.a1_source
+            ),
+            Some(json!({})),
+            WriteA1,
+            202,
+        ),
         // A text entry has no file: the owner is told so.
         e(
             Method::POST,

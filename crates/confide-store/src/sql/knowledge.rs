@@ -243,12 +243,14 @@ impl SqlStore {
         step: &SourceStep,
         lease_until: i64,
     ) -> StoreResult<bool> {
-        let done = sqlx::query(
+        let mut tx = self.begin().await?;
+        let bot: Option<String> = sqlx::query_scalar(
             "UPDATE knowledge_sources SET status = $1, scan = $2, reason = $3, detail = $4, \
              attempts = $5, next_attempt_at = $6, updated_at = $7, \
              claimed_by = CASE WHEN $8 THEN NULL ELSE claimed_by END, \
-             claimed_until = CASE WHEN $8 THEN NULL ELSE $9 END \
-             WHERE id = $10 AND claimed_by = $11",
+             claimed_until = CASE WHEN $8 THEN NULL ELSE $9 END, \
+             chunk_count = CASE WHEN $1 = 'rejected' THEN 0 ELSE chunk_count END \
+             WHERE id = $10 AND claimed_by = $11 RETURNING bot_id",
         )
         .bind(step.status.as_str())
         .bind(step.scan.as_str())
@@ -261,6 +263,46 @@ impl SqlStore {
         .bind(lease_until)
         .bind(id.to_string())
         .bind(token)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(bot) = bot else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        // A source processed again (refreshed) and rejected this time answers no more.
+        if step.status == SourceStatus::Rejected {
+            let removed = sqlx::query("DELETE FROM knowledge_chunks WHERE source_id = $1")
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+            if removed.rows_affected() > 0 {
+                let bot: BotId = bot.parse().map_err(|_| corrupt("bot_id", "is not an id"))?;
+                bump_knowledge(&mut tx, bot).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(super) async fn knowledge_requeue(
+        &self,
+        current: &KnowledgeSource,
+        at: i64,
+    ) -> StoreResult<bool> {
+        // Only as read (its `updated_at`), settled, not quarantined and not held by a worker. An
+        // imported page is fetched again; a file is extracted again from what is stored.
+        let done = sqlx::query(
+            "UPDATE knowledge_sources SET status = 'queued', reason = NULL, detail = NULL, \
+             attempts = 0, next_attempt_at = $1, updated_at = $1, \
+             object_key = CASE WHEN kind = 'url' THEN NULL ELSE object_key END, \
+             scan = CASE WHEN kind = 'url' THEN 'pending' ELSE scan END \
+             WHERE id = $2 AND bot_id = $3 AND updated_at = $4 \
+             AND status IN ('ready', 'rejected') AND scan <> 'infected' AND claimed_by IS NULL",
+        )
+        .bind(at)
+        .bind(current.id.to_string())
+        .bind(current.bot_id.to_string())
+        .bind(current.updated_at)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)

@@ -564,6 +564,59 @@ pub async fn get_source(
     Ok(Json((&source(&state, bot_id, source_id).await?).into()))
 }
 
+/// Process a source again: an imported page is fetched again (its new content replaces the old
+/// atomically once ready; until then the old passages answer), a file or entry is extracted and
+/// indexed again (after a server upgrade, or a rejection for a reason that has passed).
+#[utoipa::path(post, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/knowledge/sources/{source_id}/refresh", tag = "knowledge",
+    params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id"),
+        ("source_id" = SourceId, Path, description = "Source id")),
+    security(("bearer" = []), ("session" = []), ("api_key" = [])),
+    responses(
+        (status = 202, description = "Queued", body = SourceView),
+        (status = 403, description = "No write permission on the bot", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+        (status = 409, description = "Being processed, quarantined, or changed meanwhile (`source_busy`)", body = ErrorBody),
+    ))]
+pub async fn refresh_source(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathParams((org_id, bot_id, source_id)): PathParams<(OrgId, BotId, SourceId)>,
+) -> ApiResult<(StatusCode, Json<SourceView>)> {
+    authz::bot(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
+    let current = source(&state, bot_id, source_id).await?;
+    if !state
+        .store
+        .requeue_knowledge_source(&current, now_ms())
+        .await?
+    {
+        return Err(ApiError::conflict(
+            "source_busy",
+            "the source is being processed, is quarantined, or changed meanwhile",
+        ));
+    }
+    // The page is fetched anew; the copy kept from last time goes.
+    if current.kind == SourceKind::Url
+        && let Some(key) = &current.object_key
+        && let Err(err) = state.knowledge.remove_file(key).await
+    {
+        tracing::error!(source = %source_id, key = %key, error = %err, "removing a refreshed page's old copy failed");
+    }
+    state.knowledge.wake();
+    audit::record(
+        &state,
+        org_chain(org_id),
+        &auth.actor(),
+        "knowledge.source_refreshed",
+        Some(format!("source:{source_id}")),
+        json!({ "bot_id": bot_id }),
+    )
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json((&source(&state, bot_id, source_id).await?).into()),
+    ))
+}
+
 /// Delete a source: its passages leave the bot's answers at once, its stored file is removed.
 #[utoipa::path(delete, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/knowledge/sources/{source_id}", tag = "knowledge",
     params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id"),
@@ -602,7 +655,15 @@ pub async fn delete_source(
         // The row is gone, so nothing refers to the file any more; say where it lies.
         tracing::error!(source = %source_id, key = %key, error = %err, "removing a deleted source's file failed");
     }
-    crate::knowledge::worker::sync_index(&state, org_id, bot_id).await;
+    // Gone from this node's answers before the call returns (others follow at their next
+    // message for the bot).
+    crate::knowledge::worker::sync_until_current(
+        &state,
+        org_id,
+        bot_id,
+        std::time::Duration::from_secs(10),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

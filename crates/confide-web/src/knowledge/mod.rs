@@ -124,8 +124,10 @@ pub struct KnowledgeRuntime {
     pub indexes: confide_knowledge::index::KnowledgeIndexes,
     /// Rings when a source is added, so the worker need not wait for its next poll.
     wake: Notify,
-    /// Bots whose index this node is bringing up to date in the background.
-    syncing: std::sync::Mutex<std::collections::HashSet<confide_domain::BotId>>,
+    /// Bots whose index this node is bringing up to date, each with the signal of its end.
+    syncing: std::sync::Mutex<
+        std::collections::HashMap<confide_domain::BotId, tokio::sync::watch::Receiver<bool>>,
+    >,
 }
 
 impl KnowledgeRuntime {
@@ -160,18 +162,37 @@ impl KnowledgeRuntime {
         })
     }
 
-    /// Marks the bot's index as being brought up to date; false when it already is.
-    pub(crate) fn begin_sync(&self, bot: confide_domain::BotId) -> bool {
-        self.syncing
-            .lock()
-            .map(|mut s| s.insert(bot))
-            .unwrap_or(false)
+    /// Joins the bringing up to date of the bot's index: the sender when the caller is to do it
+    /// (nobody is), and in any case a receiver that turns true when it is done.
+    pub(crate) fn begin_sync(
+        &self,
+        bot: confide_domain::BotId,
+    ) -> (
+        Option<tokio::sync::watch::Sender<bool>>,
+        tokio::sync::watch::Receiver<bool>,
+    ) {
+        let Ok(mut syncing) = self.syncing.lock() else {
+            // A poisoned map: sync without joining anyone.
+            let (done, finished) = tokio::sync::watch::channel(false);
+            return (Some(done), finished);
+        };
+        if let Some(finished) = syncing.get(&bot) {
+            return (None, finished.clone());
+        }
+        let (done, finished) = tokio::sync::watch::channel(false);
+        syncing.insert(bot, finished.clone());
+        (Some(done), finished)
     }
 
-    pub(crate) fn end_sync(&self, bot: confide_domain::BotId) {
+    pub(crate) fn end_sync(
+        &self,
+        bot: confide_domain::BotId,
+        done: tokio::sync::watch::Sender<bool>,
+    ) {
         if let Ok(mut syncing) = self.syncing.lock() {
             syncing.remove(&bot);
         }
+        let _ = done.send(true);
     }
 
     pub fn scanner(&self) -> Option<&ClamdClient> {

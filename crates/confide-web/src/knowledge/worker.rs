@@ -507,7 +507,13 @@ impl<'a> Job<'a> {
             )
             .await?;
         if finished {
-            sync_index(self.state, self.source.org_id, self.source.bot_id).await;
+            sync_until_current(
+                self.state,
+                self.source.org_id,
+                self.source.bot_id,
+                Duration::from_secs(600),
+            )
+            .await;
         }
         Ok(())
     }
@@ -565,17 +571,54 @@ pub async fn sync_index(state: &AppState, org: confide_domain::OrgId, bot: BotId
     }
 }
 
-/// [`sync_index`] in a task of its own, once per bot at a time: a message that found the index
-/// behind does not wait for it.
-pub fn sync_in_background(state: &AppState, org: confide_domain::OrgId, bot: BotId) {
-    if !state.knowledge.begin_sync(bot) {
-        return;
+/// [`sync_index`] in a task of its own, once per bot at a time on this node; answers a receiver
+/// that turns true when that sync (this call's, or the one it joined) is done.
+pub fn sync_in_background(
+    state: &AppState,
+    org: confide_domain::OrgId,
+    bot: BotId,
+) -> tokio::sync::watch::Receiver<bool> {
+    let (starter, finished) = state.knowledge.begin_sync(bot);
+    if let Some(done) = starter {
+        let state = state.clone();
+        tokio::spawn(async move {
+            sync_index(&state, org, bot).await;
+            state.knowledge.end_sync(bot, done);
+        });
     }
-    let state = state.clone();
-    tokio::spawn(async move {
-        sync_index(&state, org, bot).await;
-        state.knowledge.end_sync(bot);
-    });
+    finished
+}
+
+/// Brings this node's index of the bot up to the bot's `knowledge_version` as it is now,
+/// waiting at most `within`: a sync already running (which may have read the database before
+/// the latest change) is joined, then another started if the index is still behind.
+pub async fn sync_until_current(
+    state: &AppState,
+    org: confide_domain::OrgId,
+    bot: BotId,
+    within: Duration,
+) {
+    let _ = tokio::time::timeout(within, async {
+        for _ in 0..3 {
+            let mut finished = sync_in_background(state, org, bot);
+            let _ = finished.wait_for(|done| *done).await;
+            if index_is_current(state, org, bot).await {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
+async fn index_is_current(state: &AppState, org: confide_domain::OrgId, bot: BotId) -> bool {
+    let Ok(Some(chatbot)) = state.store.get_bot(org, bot).await else {
+        return true;
+    };
+    let indexes = state.knowledge.indexes.clone();
+    match tokio::task::spawn_blocking(move || indexes.state(bot)).await {
+        Ok(Ok(held)) => held.is_some_and(|h| h.version >= chatbot.knowledge_version),
+        _ => false,
+    }
 }
 
 async fn try_sync_index(
