@@ -1004,3 +1004,50 @@ async fn a_download_link_works_for_sixty_seconds_for_its_file_and_its_person_onl
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_verdict_recorded_only_by_where_the_file_lies_is_picked_up() {
+    // A scanner that never answers: the source waits. Then the file is found where a worker that
+    // stopped after moving it (before recording the verdict) left it.
+    each_backend_with(
+        |config| {
+            config.knowledge.clamd = Some("unix:/nonexistent/clamd.ctl".parse().unwrap());
+        },
+        async |app| {
+            let bot = bot(app).await;
+            let clean = added(app, &bot, "clean.txt", b"The lift is on the left.").await;
+            let infected = added(app, &bot, "bad.txt", b"Nothing to see.").await;
+            for id in [&clean, &infected] {
+                loop {
+                    if source(app, &bot, id).await["status"] == "pending_scan" {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            let incoming = stored(app, "incoming");
+            assert_eq!(incoming.len(), 2);
+            let root = app.data_dir.join("knowledge").join("files");
+            for (path, area) in incoming.iter().zip(["files", "quarantine"]) {
+                // Which file is whose does not matter for the pickup; the test checks both ends.
+                std::fs::create_dir_all(root.join(area)).unwrap();
+                std::fs::rename(path, root.join(area).join(path.file_name().unwrap())).unwrap();
+            }
+            let results = [
+                settled(app, &bot, &clean).await,
+                settled(app, &bot, &infected).await,
+            ];
+            let ready = results.iter().filter(|s| s["status"] == "ready").count();
+            let rejected: Vec<&Value> = results
+                .iter()
+                .filter(|s| s["status"] == "rejected")
+                .collect();
+            assert_eq!(ready, 1, "{results:?}");
+            assert_eq!(rejected.len(), 1, "{results:?}");
+            assert_eq!(rejected[0]["reason"], "infected");
+            assert_eq!(rejected[0]["scan"], "infected");
+            assert!(results.iter().any(|s| s["scan"] == "clean"), "{results:?}");
+        },
+    )
+    .await;
+}

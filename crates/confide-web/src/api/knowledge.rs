@@ -352,11 +352,14 @@ pub async fn upload_file(
     source.object_key = Some(key.clone());
     source.scan = ScanState::Pending;
     let max = knowledge.settings.max_sources_per_bot;
-    if !state.store.create_knowledge_source(&source, max).await? {
+    let created = state.store.create_knowledge_source(&source, max).await;
+    if !matches!(created, Ok(true)) {
+        // Not recorded, so not kept: nothing would ever refer to it.
         knowledge
             .remove_file(&key)
             .await
             .map_err(ApiError::internal)?;
+        created?;
         return Err(too_many_sources(max));
     }
     knowledge.wake();

@@ -270,6 +270,15 @@ impl KnowledgeRuntime {
             .into_stream())
     }
 
+    /// Whether a file is stored under `key` in `area`.
+    pub async fn exists(&self, area: Area, key: &str) -> anyhow::Result<bool> {
+        match self.files.head(&Self::location(area, key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(err) => Err(err.into()),
+        }
+    }
+
     /// Moves a stored file between areas.
     pub async fn move_file(&self, key: &str, from: Area, to: Area) -> anyhow::Result<()> {
         self.files

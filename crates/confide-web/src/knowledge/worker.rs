@@ -248,6 +248,25 @@ impl<'a> Job<'a> {
             )));
         };
         let scratch = runtime.scratch_file()?;
+        // A worker that stopped between moving a scanned file and recording the verdict left
+        // the file where the verdict put it: the move is the record.
+        if self.source.scan == ScanState::Pending && !runtime.exists(Area::Incoming, &key).await? {
+            if runtime.exists(Area::Quarantine, &key).await? {
+                return Ok(Err(Stop::Rejected {
+                    reason: "infected",
+                    detail: "the virus scanner found it infected; the file is quarantined"
+                        .to_owned(),
+                    scan: Some(ScanState::Infected),
+                }));
+            }
+            if runtime.exists(Area::Files, &key).await? {
+                self.source.scan = if runtime.scanner().is_some() {
+                    ScanState::Clean
+                } else {
+                    ScanState::NotConfigured
+                };
+            }
+        }
         if self.source.scan == ScanState::Pending {
             if !self.step(SourceStatus::Scanning, None).await? {
                 return Ok(Err(lost()));
