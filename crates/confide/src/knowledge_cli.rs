@@ -62,6 +62,11 @@ enum Verdict {
 
 async fn import(args: &KnowledgeImport, progress: &mut Progress) -> anyhow::Result<Verdict> {
     let key = api_key(args.api_key_file.as_deref())?;
+    let files = if is_url(&args.path_or_url) {
+        Vec::new()
+    } else {
+        files_to_import(Path::new(&args.path_or_url))?
+    };
     let api = Api::new(&args.server, args.org, args.bot, key)?;
     let timeout = Duration::from_secs(args.timeout);
     let mut all_ready = true;
@@ -70,7 +75,7 @@ async fn import(args: &KnowledgeImport, progress: &mut Progress) -> anyhow::Resu
         let accepted = api.import_url(url).await;
         all_ready &= settle(&api, &printable(url), accepted, timeout, progress).await?;
     } else {
-        for path in files_to_import(Path::new(&args.path_or_url))? {
+        for path in files {
             let name = file_name(&path)?;
             let accepted = api.upload(&path, &name, progress).await;
             all_ready &= settle(&api, &printable(&name), accepted, timeout, progress).await?;

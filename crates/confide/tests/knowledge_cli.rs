@@ -437,8 +437,8 @@ fn allow_loopback(config: &mut confide::config::Config) {
     config.outbound_allow = confide_outbound::Allowlist::parse(&["127.0.0.0/8"]).unwrap();
 }
 
-/// For the lead: needs `POST .../knowledge/imports` (the URL import route); it answers 202 with
-/// the same source body as a file upload.
+/// `POST .../knowledge/imports` answers with the same source as an upload; the server fetches
+/// the page (here allowed to reach this machine) and the CLI follows it like a file.
 #[tokio::test]
 async fn a_url_is_fetched_by_the_server_and_followed_until_ready() {
     let (url, page) = serve_page(
