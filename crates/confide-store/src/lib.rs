@@ -376,12 +376,12 @@ pub trait Store: Send + Sync + 'static {
     /// Queues a settled source (`current`, as read) to be processed again, if it is unchanged
     /// since, not quarantined and not held: an imported page is fetched again (its stored copy
     /// is the caller's to remove), a file extracted again. Its passages answer until the new
-    /// ones replace them. False when it did not apply.
+    /// ones replace them. Answers the source as queued; `None` when it did not apply.
     async fn requeue_knowledge_source(
         &self,
         current: &KnowledgeSource,
         at: i64,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<Option<KnowledgeSource>>;
     /// Records what a worker fetched for the source (an imported page, stored under
     /// `object_key`), if `token` still holds the claim.
     async fn attach_knowledge_content(

@@ -2322,7 +2322,7 @@ impl Store for SqlStore {
         &self,
         current: &KnowledgeSource,
         at: i64,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<KnowledgeSource>> {
         self.knowledge_requeue(current, at).await
     }
 

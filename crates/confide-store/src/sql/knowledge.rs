@@ -288,24 +288,26 @@ impl SqlStore {
         &self,
         current: &KnowledgeSource,
         at: i64,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<KnowledgeSource>> {
         // Only as read (its `updated_at`), settled, not quarantined and not held by a worker. An
         // imported page is fetched again; a file is extracted again from what is stored.
-        let done = sqlx::query(
+        let row = sqlx::query(concat!(
             "UPDATE knowledge_sources SET status = 'queued', reason = NULL, detail = NULL, \
              attempts = 0, next_attempt_at = $1, updated_at = $1, \
              object_key = CASE WHEN kind = 'url' THEN NULL ELSE object_key END, \
              scan = CASE WHEN kind = 'url' THEN 'pending' ELSE scan END \
              WHERE id = $2 AND bot_id = $3 AND updated_at = $4 \
-             AND status IN ('ready', 'rejected') AND scan <> 'infected' AND claimed_by IS NULL",
-        )
+             AND status IN ('ready', 'rejected') AND scan <> 'infected' AND claimed_by IS NULL \
+             RETURNING ",
+            source_columns!()
+        ))
         .bind(at)
         .bind(current.id.to_string())
         .bind(current.bot_id.to_string())
         .bind(current.updated_at)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(done.rows_affected() == 1)
+        row.as_ref().map(source).transpose()
     }
 
     pub(super) async fn knowledge_attach(

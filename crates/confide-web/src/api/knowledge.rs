@@ -587,16 +587,16 @@ pub async fn refresh_source(
 ) -> ApiResult<(StatusCode, Json<SourceView>)> {
     authz::bot(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
     let current = source(&state, bot_id, source_id).await?;
-    if !state
+    let Some(queued) = state
         .store
         .requeue_knowledge_source(&current, now_ms())
         .await?
-    {
+    else {
         return Err(ApiError::conflict(
             "source_busy",
             "the source is being processed, is quarantined, or changed meanwhile",
         ));
-    }
+    };
     // The page is fetched anew; the copy kept from last time goes.
     if current.kind == SourceKind::Url
         && let Some(key) = &current.object_key
@@ -614,10 +614,7 @@ pub async fn refresh_source(
         json!({ "bot_id": bot_id }),
     )
     .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json((&source(&state, bot_id, source_id).await?).into()),
-    ))
+    Ok((StatusCode::ACCEPTED, Json((&queued).into())))
 }
 
 /// Delete a source: its passages leave the bot's answers at once, its stored file is removed.
