@@ -1017,11 +1017,14 @@ async fn a_verdict_recorded_only_by_where_the_file_lies_is_picked_up() {
             let bot = bot(app).await;
             let clean = added(app, &bot, "clean.txt", b"The lift is on the left.").await;
             let infected = added(app, &bot, "bad.txt", b"Nothing to see.").await;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
             for id in [&clean, &infected] {
                 loop {
-                    if source(app, &bot, id).await["status"] == "pending_scan" {
+                    let s = source(app, &bot, id).await;
+                    if s["status"] == "pending_scan" {
                         break;
                     }
+                    assert!(tokio::time::Instant::now() < deadline, "never waited: {s}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
