@@ -272,6 +272,43 @@ fn new_source(org_id: OrgId, bot_id: BotId, kind: SourceKind, auth: &Auth) -> Kn
     }
 }
 
+/// Records a new source (within the bot's cap), wakes the worker and audits it with `details`
+/// (the bot and the kind added). A stored file of a source that could not be recorded is
+/// removed: nothing would ever refer to it.
+async fn add_source(
+    state: &AppState,
+    auth: &Auth,
+    source: KnowledgeSource,
+    mut details: serde_json::Value,
+) -> ApiResult<(StatusCode, Json<SourceView>)> {
+    let max = state.knowledge.settings.max_sources_per_bot;
+    let created = state.store.create_knowledge_source(&source, max).await;
+    if !matches!(created, Ok(true)) {
+        if let Some(key) = &source.object_key {
+            state
+                .knowledge
+                .remove_file(key)
+                .await
+                .map_err(ApiError::internal)?;
+        }
+        created?;
+        return Err(too_many_sources(max));
+    }
+    state.knowledge.wake();
+    details["bot_id"] = json!(source.bot_id);
+    details["kind"] = json!(source.kind);
+    audit::record(
+        state,
+        org_chain(source.org_id),
+        &auth.actor(),
+        "knowledge.source_added",
+        Some(format!("source:{}", source.id)),
+        details,
+    )
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json((&source).into())))
+}
+
 fn too_many_sources(max: i64) -> ApiError {
     ApiError::conflict(
         "too_many_sources",
@@ -351,28 +388,13 @@ pub async fn upload_file(
     source.size = Some(i64::try_from(checked.size).unwrap_or(i64::MAX));
     source.object_key = Some(key.clone());
     source.scan = ScanState::Pending;
-    let max = knowledge.settings.max_sources_per_bot;
-    let created = state.store.create_knowledge_source(&source, max).await;
-    if !matches!(created, Ok(true)) {
-        // Not recorded, so not kept: nothing would ever refer to it.
-        knowledge
-            .remove_file(&key)
-            .await
-            .map_err(ApiError::internal)?;
-        created?;
-        return Err(too_many_sources(max));
-    }
-    knowledge.wake();
-    audit::record(
+    add_source(
         &state,
-        org_chain(org_id),
-        &auth.actor(),
-        "knowledge.source_added",
-        Some(format!("source:{}", source.id)),
-        json!({ "bot_id": bot_id, "kind": "file", "file_kind": checked.kind, "size": checked.size }),
+        &auth,
+        source,
+        json!({ "file_kind": checked.kind, "size": checked.size }),
     )
-    .await?;
-    Ok((StatusCode::ACCEPTED, Json((&source).into())))
+    .await
 }
 
 /// Add a text entry or a question with its answer.
@@ -426,21 +448,7 @@ pub async fn add_entry(
     let mut source = new_source(org_id, bot_id, kind, &auth);
     source.title = title;
     source.body = Some(body);
-    let max = state.knowledge.settings.max_sources_per_bot;
-    if !state.store.create_knowledge_source(&source, max).await? {
-        return Err(too_many_sources(max));
-    }
-    state.knowledge.wake();
-    audit::record(
-        &state,
-        org_chain(org_id),
-        &auth.actor(),
-        "knowledge.source_added",
-        Some(format!("source:{}", source.id)),
-        json!({ "bot_id": bot_id, "kind": kind }),
-    )
-    .await?;
-    Ok((StatusCode::ACCEPTED, Json((&source).into())))
+    add_source(&state, &auth, source, json!({})).await
 }
 
 /// A page to import.
@@ -504,21 +512,8 @@ pub async fn import_url(
     source.title = url.as_str().chars().take(200).collect();
     source.url = Some(url.to_string());
     source.scan = ScanState::Pending;
-    let max = state.knowledge.settings.max_sources_per_bot;
-    if !state.store.create_knowledge_source(&source, max).await? {
-        return Err(too_many_sources(max));
-    }
-    state.knowledge.wake();
-    audit::record(
-        &state,
-        org_chain(org_id),
-        &auth.actor(),
-        "knowledge.source_added",
-        Some(format!("source:{}", source.id)),
-        json!({ "bot_id": bot_id, "kind": "url", "url": source.url }),
-    )
-    .await?;
-    Ok((StatusCode::ACCEPTED, Json((&source).into())))
+    let url = source.url.clone();
+    add_source(&state, &auth, source, json!({ "url": url })).await
 }
 
 /// The bot's knowledge sources and where each one stands.
