@@ -342,14 +342,13 @@ pub async fn may_answer_chats(
     bot: &Chatbot,
     user_id: confide_domain::UserId,
 ) -> Result<bool, ApiError> {
-    let Some(membership) = state.store.get_membership(bot.org_id, user_id).await? else {
+    let Some((role, access)) = member_access(state, bot.org_id, bot.id, user_id).await? else {
         return Ok(false);
     };
-    if membership.role.manages_org() {
+    if role.manages_org() {
         return Ok(true);
     }
-    let grant = state.store.get_bot_grant(bot.id, user_id).await?;
-    if !BotAccess::for_member(membership.role, grant).can_write() {
+    if !access.can_write() {
         return Ok(false);
     }
     Ok(
@@ -360,4 +359,28 @@ pub async fn may_answer_chats(
                 .await?
                 .contains(&user_id),
     )
+}
+
+/// What the member `user_id` may do with the bot now, by the same rule as [`bot`] (owners and
+/// admins write every bot; others what they were granted), with their role; `None` when they are
+/// not a member. For checks made without the person's request: a ticket's assignee, a download
+/// link used after it was made.
+pub async fn member_access(
+    state: &AppState,
+    org_id: OrgId,
+    bot_id: BotId,
+    user_id: confide_domain::UserId,
+) -> Result<Option<(confide_domain::OrgRole, BotAccess)>, ApiError> {
+    let Some(membership) = state.store.get_membership(org_id, user_id).await? else {
+        return Ok(None);
+    };
+    let grant = if membership.role.manages_org() {
+        None
+    } else {
+        state.store.get_bot_grant(bot_id, user_id).await?
+    };
+    Ok(Some((
+        membership.role,
+        BotAccess::for_member(membership.role, grant),
+    )))
 }

@@ -788,7 +788,8 @@ pub async fn download_file(
     };
     let chain = org_chain(source.org_id);
     // The person must still be able to read the bot now, not only when the link was made.
-    if !may_read_bot(&state, source.org_id, source.bot_id, user).await? {
+    let access = authz::member_access(&state, source.org_id, source.bot_id, user).await?;
+    if !access.is_some_and(|(_, access)| access.can_read()) {
         return Err(refused("permission", chain).await);
     }
     let (Some(key), true) = (source.object_key.as_deref(), downloadable(&source)) else {
@@ -829,18 +830,6 @@ pub async fn download_file(
         ),
     ];
     Ok((headers, Body::from_stream(stream)).into_response())
-}
-
-/// Whether `user` may read the bot now: an owner or admin of its organization, or a member with
-/// a grant on it.
-async fn may_read_bot(state: &AppState, org: OrgId, bot: BotId, user: UserId) -> ApiResult<bool> {
-    let Some(membership) = state.store.get_membership(org, user).await? else {
-        return Ok(false);
-    };
-    if membership.role.manages_org() {
-        return Ok(true);
-    }
-    Ok(state.store.get_bot_grant(bot, user).await?.is_some())
 }
 
 /// `attachment` with the display name: an ASCII fallback (anything else, quotes and
