@@ -108,6 +108,8 @@ struct Job<'a> {
 
 /// What a step ends in when the source cannot go on now.
 enum Stop {
+    /// The claim was lost mid-way: another worker has the source now; write nothing.
+    Lost,
     /// Refused for good, with a stable code and what to tell the owner.
     Rejected {
         reason: &'static str,
@@ -138,7 +140,7 @@ impl<'a> Job<'a> {
             Ok(chunks) => chunks,
             Err(stop) => return self.stop(stop).await,
         };
-        if !self.step(SourceStatus::Indexing, None).await? {
+        if !self.step(SourceStatus::Indexing).await? {
             return Ok(());
         }
         self.finish(chunks).await
@@ -147,8 +149,8 @@ impl<'a> Job<'a> {
     /// Fetches an imported page through the SSRF-safe client (every address and redirect
     /// checked), checks it as an upload is checked and stores it in `incoming/` for the scanner.
     async fn fetch(&mut self) -> anyhow::Result<Result<(), Stop>> {
-        if !self.step(SourceStatus::Fetching, None).await? {
-            return Ok(Err(lost()));
+        if !self.step(SourceStatus::Fetching).await? {
+            return Ok(Err(Stop::Lost));
         }
         let settings = &self.state.knowledge.settings;
         let url = self.source.url.clone().unwrap_or_default();
@@ -224,7 +226,7 @@ impl<'a> Job<'a> {
             .await?;
         if !attached {
             self.state.knowledge.remove_file(&key).await?;
-            return Ok(Err(lost()));
+            return Ok(Err(Stop::Lost));
         }
         self.source.object_key = Some(key);
         self.source.file_kind = Some(kind.to_owned());
@@ -268,8 +270,8 @@ impl<'a> Job<'a> {
             }
         }
         if self.source.scan == ScanState::Pending {
-            if !self.step(SourceStatus::Scanning, None).await? {
-                return Ok(Err(lost()));
+            if !self.step(SourceStatus::Scanning).await? {
+                return Ok(Err(Stop::Lost));
             }
             runtime
                 .fetch_file(Area::Incoming, &key, scratch.path())
@@ -283,8 +285,8 @@ impl<'a> Job<'a> {
                 .fetch_file(Area::Files, &key, scratch.path())
                 .await?;
         }
-        if !self.step(SourceStatus::Extracting, None).await? {
-            return Ok(Err(lost()));
+        if !self.step(SourceStatus::Extracting).await? {
+            return Ok(Err(Stop::Lost));
         }
         let extracted = match run_extraction(&runtime.settings.sandbox, kind, scratch.path()).await
         {
@@ -396,12 +398,12 @@ impl<'a> Job<'a> {
     }
 
     /// Records the source's new status, keeping the claim; false when the claim was lost.
-    async fn step(&mut self, status: SourceStatus, reason: Option<&str>) -> anyhow::Result<bool> {
+    async fn step(&mut self, status: SourceStatus) -> anyhow::Result<bool> {
         let now = now_ms();
         let step = SourceStep {
             status,
             scan: self.source.scan,
-            reason: reason.map(str::to_owned),
+            reason: None,
             detail: None,
             attempts: self.source.attempts,
             next_attempt_at: self.source.next_attempt_at,
@@ -423,6 +425,7 @@ impl<'a> Job<'a> {
     async fn stop(&mut self, stop: Stop) -> anyhow::Result<()> {
         let now = now_ms();
         let step = match &stop {
+            Stop::Lost => return Ok(()),
             Stop::Rejected {
                 reason,
                 detail,
@@ -457,9 +460,6 @@ impl<'a> Job<'a> {
                 at: now,
             },
         };
-        if reason_is_lost(&stop) {
-            return Ok(());
-        }
         let held = self
             .state
             .store
@@ -564,21 +564,6 @@ fn rejected(reason: &'static str, detail: impl Into<String>) -> Stop {
         detail: detail.into(),
         scan: None,
     }
-}
-
-/// The claim was lost mid-way: another worker has the source now; write nothing.
-fn lost() -> Stop {
-    Stop::Retry {
-        status: SourceStatus::Queued,
-        reason: LOST,
-        detail: String::new(),
-    }
-}
-
-const LOST: &str = "claim_lost";
-
-fn reason_is_lost(stop: &Stop) -> bool {
-    matches!(stop, Stop::Retry { reason, .. } if *reason == LOST)
 }
 
 /// Brings this node's index of the bot up to its `knowledge_version`: sources whose revision
