@@ -378,6 +378,37 @@ pub async fn answer(
 /// The longest a message waits for this node's knowledge index to catch up with the bot.
 const SYNC_WAIT_ON_MESSAGE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// This node's index version of the bot (`None`: it has none) and its best passages for `text`;
+/// `None` when the index failed (logged: the fallback answers rather than the message failing).
+async fn search_knowledge(
+    state: &AppState,
+    bot: &Chatbot,
+    language: &str,
+    text: &str,
+) -> Option<(Option<i64>, confide_knowledge::index::SearchResult)> {
+    let knowledge = state.knowledge.clone();
+    let (bot_id, question, code) = (bot.id, text.to_owned(), language.to_owned());
+    let found = tokio::task::spawn_blocking(move || {
+        let version = knowledge.indexes.state(bot_id)?.map(|held| held.version);
+        let result = knowledge
+            .indexes
+            .search(bot_id, &question, Some(&code), 3)?;
+        Ok::<_, confide_knowledge::index::IndexError>((version, result))
+    })
+    .await;
+    match found {
+        Ok(Ok(found)) => Some(found),
+        Ok(Err(err)) => {
+            tracing::error!(bot = %bot.id, error = %err, "searching the knowledge index failed");
+            None
+        }
+        Err(err) => {
+            tracing::error!(bot = %bot.id, error = %err, "searching the knowledge index panicked");
+            None
+        }
+    }
+}
+
 /// Step: knowledge. The bot's index (this node's copy, kept at the bot's `knowledge_version`)
 /// is searched in the message's language; when the best passage covers enough of the question
 /// (`min_coverage` of its words' weight) it answers, as text, with its source's title (and link,
@@ -392,10 +423,10 @@ async fn knowledge_step(
     if bot.knowledge_version == 0 {
         return Ok(None);
     }
-    let knowledge = state.knowledge.clone();
-    let bot_id = bot.id;
-    let held = tokio::task::spawn_blocking(move || knowledge.indexes.state(bot_id)).await;
-    if !matches!(&held, Ok(Ok(Some(h))) if h.version >= bot.knowledge_version) {
+    // One trip to the blocking pool in the common case: the index's version and the search
+    // together; the search is made again only after bringing an index that was behind up to date.
+    let mut found = search_knowledge(state, bot, language, text).await;
+    if !matches!(&found, Some((Some(version), _)) if *version >= bot.knowledge_version) {
         // Behind (a source changed through this node or another): brought up to date, waiting a
         // moment so the answer is from what the bot knows now; a long rebuild goes on in the
         // background while the copy at hand answers.
@@ -406,23 +437,10 @@ async fn knowledge_step(
             SYNC_WAIT_ON_MESSAGE,
         )
         .await;
+        found = search_knowledge(state, bot, language, text).await;
     }
-    let knowledge = state.knowledge.clone();
-    let (question, code) = (text.to_owned(), language.to_owned());
-    let found = tokio::task::spawn_blocking(move || {
-        knowledge.indexes.search(bot_id, &question, Some(&code), 3)
-    })
-    .await;
-    let result = match found {
-        Ok(Ok(result)) => result,
-        Ok(Err(err)) => {
-            tracing::error!(bot = %bot.id, error = %err, "searching the knowledge index failed");
-            return Ok(None);
-        }
-        Err(err) => {
-            tracing::error!(bot = %bot.id, error = %err, "searching the knowledge index panicked");
-            return Ok(None);
-        }
+    let Some((_, result)) = found else {
+        return Ok(None);
     };
     let Some(top) = result.hits.first() else {
         return Ok(None);
