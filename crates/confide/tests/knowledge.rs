@@ -345,7 +345,13 @@ async fn clean_files_are_learned_and_infected_ones_rejected_and_quarantined() {
                 assert_eq!(s["title"], *name);
                 assert!(s["chunks"].as_i64().unwrap() >= 1, "{name}: {s}");
                 assert_eq!(s["language"], "en", "{name}: {s}");
-                let _ = words;
+            }
+            // Each format's text really came out: asking for its words finds its passage.
+            let mut visitor = Visitor::start(app, &bot.key).await;
+            for (name, _, words) in &files {
+                let reply = ask(app, &mut visitor, words).await;
+                assert!(reply.contains(words), "{name}: {reply}");
+                assert!(reply.contains(name), "{name} is the source: {reply}");
             }
             for id in [&eicar, &eicar_docx] {
                 let s = settled(app, &bot, id).await;
@@ -804,6 +810,7 @@ async fn an_imported_page_is_fetched_scanned_and_answers_and_inward_redirects_ar
             let mut visitor = Visitor::start(app, &bot.key).await;
             let reply = ask(app, &mut visitor, "Can I borrow a stroller?").await;
             assert!(reply.contains("cloakroom"), "{reply}");
+            assert!(!reply.contains("p{}"), "a style sheet is not text: {reply}");
             assert!(
                 reply.contains(&format!("href=\"{site}/guide.html\"")),
                 "{reply}"
