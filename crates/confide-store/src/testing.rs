@@ -148,3 +148,42 @@ pub async fn each_backend() -> Vec<(&'static str, TestDatabase)> {
     }
     backends
 }
+
+/// An organization named `name` with an owner and one bot ("Helper"), all created at `at`: the
+/// tenant most storage tests start from.
+pub async fn org_with_bot(
+    store: &dyn Store,
+    name: &str,
+    at: i64,
+) -> (confide_domain::OrgId, confide_domain::BotId) {
+    let org = crate::Organization {
+        id: confide_domain::OrgId::new(),
+        name: name.to_owned(),
+        created_at: at,
+    };
+    let owner = crate::User {
+        id: confide_domain::UserId::new(),
+        email: format!("owner-{}@example.com", uuid::Uuid::now_v7().simple()),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
+        created_at: at,
+        password_changed_at: at,
+        last_login_at: None,
+    };
+    store
+        .create_org_with_owner(&org, &owner)
+        .await
+        .expect("create the organization and its owner");
+    let bot = crate::Chatbot {
+        id: confide_domain::BotId::new(),
+        org_id: org.id,
+        name: "Helper".to_owned(),
+        widget_key: format!("wk_{}", uuid::Uuid::now_v7().simple()),
+        sharing_policy: confide_domain::SharingPolicy::AllReaders,
+        created_at: at,
+        updated_at: at,
+        dialogues_version: 0,
+        knowledge_version: 0,
+    };
+    store.create_bot(&bot).await.expect("create the bot");
+    (org.id, bot.id)
+}

@@ -6,12 +6,11 @@
 
 use std::sync::Arc;
 
-use confide_domain::{BotId, ConversationId, MessageId, OrgId, SharingPolicy, UserId};
-use confide_store::testing::each_backend;
+use confide_domain::{BotId, ConversationId, MessageId, OrgId};
+use confide_store::testing::{each_backend, org_with_bot};
 use confide_store::{
-    BackupClaim, BackupDestination, BackupRunCause, BackupRunOutcome, BackupRunStatus, Chatbot,
-    Conversation, InboxBackup, Message, MessagePosition, Organization, Sender, SqlStore, Store,
-    User,
+    BackupClaim, BackupDestination, BackupRunCause, BackupRunOutcome, BackupRunStatus,
+    Conversation, InboxBackup, Message, MessagePosition, Sender, SqlStore, Store,
 };
 
 const DAY: i64 = 24 * 60 * 60 * 1000;
@@ -20,33 +19,7 @@ const D0: i64 = 1_699_920_000_000;
 const HOUR: i64 = 60 * 60 * 1000;
 
 async fn organization(store: &dyn Store, name: &str) -> (OrgId, BotId) {
-    let org = Organization {
-        id: OrgId::new(),
-        name: name.to_owned(),
-        created_at: D0 - 10 * DAY,
-    };
-    let owner = User {
-        id: UserId::new(),
-        email: format!("owner-{}@example.com", uuid::Uuid::now_v7().simple()),
-        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
-        created_at: D0 - 10 * DAY,
-        password_changed_at: D0 - 10 * DAY,
-        last_login_at: None,
-    };
-    store.create_org_with_owner(&org, &owner).await.unwrap();
-    let bot = Chatbot {
-        id: BotId::new(),
-        org_id: org.id,
-        name: "Helper".to_owned(),
-        widget_key: format!("wk_{}", uuid::Uuid::now_v7().simple()),
-        sharing_policy: SharingPolicy::AllReaders,
-        created_at: D0 - 10 * DAY,
-        updated_at: D0 - 10 * DAY,
-        dialogues_version: 0,
-        knowledge_version: 0,
-    };
-    store.create_bot(&bot).await.unwrap();
-    (org.id, bot.id)
+    org_with_bot(store, name, D0 - 10 * DAY).await
 }
 
 fn s3_backup(org: OrgId, at: i64) -> InboxBackup {

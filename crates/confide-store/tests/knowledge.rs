@@ -4,45 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use confide_domain::{
-    BotId, ChunkId, OrgId, ScanState, SharingPolicy, SourceId, SourceKind, SourceStatus,
-};
-use confide_store::testing::each_backend;
-use confide_store::{
-    Chatbot, KnowledgeChunk, KnowledgeSource, Organization, SourceStep, Store, User,
-};
+use confide_domain::{BotId, ChunkId, OrgId, ScanState, SourceId, SourceKind, SourceStatus};
+use confide_store::testing::{each_backend, org_with_bot};
+use confide_store::{KnowledgeChunk, KnowledgeSource, SourceStep, Store};
 
 const T0: i64 = 1_700_000_000_000;
 const LEASE: i64 = 60_000;
 
 async fn bot(store: &dyn Store) -> (OrgId, BotId) {
-    let org = Organization {
-        id: OrgId::new(),
-        name: "Acme".to_owned(),
-        created_at: T0,
-    };
-    let owner = User {
-        id: confide_domain::UserId::new(),
-        email: format!("owner-{}@example.com", uuid::Uuid::now_v7().simple()),
-        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
-        created_at: T0,
-        password_changed_at: T0,
-        last_login_at: None,
-    };
-    store.create_org_with_owner(&org, &owner).await.unwrap();
-    let bot = Chatbot {
-        id: BotId::new(),
-        org_id: org.id,
-        name: "Helper".to_owned(),
-        widget_key: format!("wk_{}", uuid::Uuid::now_v7().simple()),
-        sharing_policy: SharingPolicy::AllReaders,
-        created_at: T0,
-        updated_at: T0,
-        dialogues_version: 0,
-        knowledge_version: 0,
-    };
-    store.create_bot(&bot).await.unwrap();
-    (org.id, bot.id)
+    org_with_bot(store, "Acme", T0).await
 }
 
 fn source(org: OrgId, bot: BotId, title: &str, due: i64) -> KnowledgeSource {

@@ -4,13 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use confide_domain::{
-    BotId, ConversationId, MessageId, OrgId, SharingPolicy, WebhookEvent, WebhookId,
-};
-use confide_store::testing::each_backend;
+use confide_domain::{BotId, ConversationId, MessageId, OrgId, WebhookEvent, WebhookId};
+use confide_store::testing::{each_backend, org_with_bot};
 use confide_store::{
-    AttemptOutcome, Chatbot, Conversation, DeliveryState, Message, Organization, OutboxEvent,
-    Sender, Store, User, Webhook, WebhookAttempt, WebhookUpdate,
+    AttemptOutcome, Conversation, DeliveryState, Message, OutboxEvent, Sender, Store, Webhook,
+    WebhookAttempt, WebhookUpdate,
 };
 
 const T0: i64 = 1_700_000_000_000;
@@ -22,36 +20,11 @@ struct World {
 }
 
 async fn world(store: &dyn Store) -> World {
-    let org = Organization {
-        id: OrgId::new(),
-        name: "Acme".to_owned(),
-        created_at: T0,
-    };
-    let owner = User {
-        id: confide_domain::UserId::new(),
-        email: format!("owner-{}@example.com", uuid::Uuid::now_v7().simple()),
-        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
-        created_at: T0,
-        password_changed_at: T0,
-        last_login_at: None,
-    };
-    store.create_org_with_owner(&org, &owner).await.unwrap();
-    let bot = Chatbot {
-        id: BotId::new(),
-        org_id: org.id,
-        name: "Helper".to_owned(),
-        widget_key: format!("wk_{}", uuid::Uuid::now_v7().simple()),
-        sharing_policy: SharingPolicy::AllReaders,
-        created_at: T0,
-        updated_at: T0,
-        dialogues_version: 0,
-        knowledge_version: 0,
-    };
-    store.create_bot(&bot).await.unwrap();
+    let (org, bot) = org_with_bot(store, "Acme", T0).await;
     let chat = Conversation {
         id: ConversationId::new(),
-        org_id: org.id,
-        bot_id: bot.id,
+        org_id: org,
+        bot_id: bot,
         visitor_id: "visitor-1".to_owned(),
         origin: None,
         ip: None,
@@ -71,8 +44,8 @@ async fn world(store: &dyn Store) -> World {
     };
     store.create_conversation(&chat).await.unwrap();
     World {
-        org: org.id,
-        bot: bot.id,
+        org,
+        bot,
         chat: chat.id,
     }
 }
