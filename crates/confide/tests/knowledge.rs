@@ -338,7 +338,7 @@ async fn clean_files_are_learned_and_infected_ones_rejected_and_quarantined() {
             )
             .await;
 
-            for (id, (name, _, words)) in ids.iter().zip(&files) {
+            for (id, (name, _, _)) in ids.iter().zip(&files) {
                 let s = settled(app, &bot, id).await;
                 assert_eq!(s["status"], "ready", "{name}: {s}");
                 assert_eq!(s["scan"], "clean", "{name}: {s}");
