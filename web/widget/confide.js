@@ -17,7 +17,8 @@
  * memory only) and realtime parameters; WebSocket /app/{key}; on pusher:connection_established
  * POST the channel auth endpoint (form socket_id, channel_name, header X-Chat-Token); subscribe;
  * on subscription_succeeded ask for the greeting once; render `message` events (deduplicated by
- * id); send with POST /chat/v1/messages. Pings after activity_timeout of silence, treats a missing
+ * id); send with POST /chat/v1/messages. A generated answer is shown as it is written
+ * (`answer-start`, `answer-delta` pieces as text, `answer-end`) and replaced by its stored message. Pings after activity_timeout of silence, treats a missing
  * pong as a dead connection, reconnects with backoff following the Pusher close-code ranges.
  * After a re-subscription it catches up with GET /chat/v1/messages, since the channel does not
  * replay what was published while the socket was down.
@@ -123,6 +124,7 @@
       'background:#fff;color:#1f2330;white-space:pre-wrap;overflow-wrap:anywhere;opacity:1'],
     ['.msg.visitor', 'align-self:flex-end;background:' + BLUE + ';border-color:' + BLUE + ';color:#fff'],
     ['.msg.pending', 'opacity:.65'],
+    ['.msg.streaming', 'border-style:dashed'],
     ['.msg.failed', 'background:#fff0f0;border-color:#d33;color:#1f2330'],
     ['.sr', 'position:absolute;width:1px;height:1px;margin:-1px;padding:0;overflow:hidden;' +
       'clip:rect(0 0 0 0);white-space:nowrap;border:0'],
@@ -357,6 +359,31 @@
   const seen = new Set();
   const pending = []; // visitor messages shown before the server confirmed them: {el, text}
   let held = null; // messages that arrived during a catch-up, shown after the history
+  // A generated answer as it is written (`answer-start`, `answer-delta`), until the stored
+  // message with its id replaces it. The pieces are plain text and are shown as text.
+  const streams = new Map();
+  const MAX_STREAMS = 8;
+  const streaming = (event, data) => {
+    if (!data || typeof data !== 'object' || typeof data.message_id !== 'string') return;
+    const id = data.message_id;
+    if (seen.has(id) || held) return;
+    if (event === 'answer-start' && !streams.has(id) && streams.size < MAX_STREAMS) {
+      const el = bubble('bot', '');
+      el.classList.add('streaming');
+      el.setAttribute('aria-busy', 'true');
+      streams.set(id, el);
+      append(el);
+    } else if (event === 'answer-delta' && typeof data.text === 'string') {
+      const el = streams.get(id);
+      if (!el) return;
+      const stick = nearBottom();
+      el.append(document.createTextNode(data.text));
+      if (stick) scrollDown();
+    } else if (event === 'answer-end') {
+      const el = streams.get(id);
+      if (el) el.removeAttribute('aria-busy');
+    }
+  };
   const render = (m) => {
     if (!m || typeof m !== 'object' || typeof m.id !== 'string' || typeof m.text !== 'string') return;
     if (held) {
@@ -377,11 +404,19 @@
       el.classList.remove('pending');
       paint(el);
     }
+    const streamed = streams.get(m.id);
+    streams.delete(m.id);
     if (!el) {
       el = bubble(sender, m.text);
       const offered = sender === 'bot' && choices(m);
       if (offered) el.append(offered);
-      append(el);
+      if (streamed && streamed.isConnected) {
+        // The stored answer replaces what was streamed of it, in its place.
+        streamed.replaceWith(el);
+        paint(el);
+      } else {
+        append(el);
+      }
     }
     if (typeof m.created_at === 'string') {
       const t = new Date(m.created_at);
@@ -785,6 +820,11 @@
         break;
       case 'message':
         if (mine) render(data);
+        break;
+      case 'answer-start':
+      case 'answer-delta':
+      case 'answer-end':
+        if (mine) streaming(f.event, data);
         break;
       case 'handover':
         if (mine && data && typeof data.state === 'string') onHandover(data.state);

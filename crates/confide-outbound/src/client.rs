@@ -302,6 +302,20 @@ impl OutboundClient {
         ))
     }
 
+    /// Posts a request whose answer is read as it arrives (a model's streamed answer), at most
+    /// `max_bytes` of it. A redirect is returned as the response, never followed.
+    pub async fn post_streaming(
+        &self,
+        url: &str,
+        headers: HeaderMap,
+        body: impl Into<Bytes>,
+        max_bytes: u64,
+    ) -> Result<StreamingResponse, OutboundError> {
+        let mut answer = self.send_post(url, headers, body).await?;
+        answer.limit = max_bytes;
+        Ok(answer)
+    }
+
     /// Checks the URL and sends the post; the answer's body is still to be read.
     async fn send_post(
         &self,

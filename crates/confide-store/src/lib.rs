@@ -418,6 +418,22 @@ pub trait Store: Send + Sync + 'static {
         source: SourceId,
     ) -> StoreResult<Vec<KnowledgeChunk>>;
 
+    // Generated answers' token budget, per bot and calendar month (`YYYY-MM`, UTC).
+    /// Adds `tokens` to what the bot used in `month` if the total stays within `budget`; false
+    /// (nothing added) when it would not.
+    async fn reserve_answer_tokens(
+        &self,
+        bot: BotId,
+        month: &str,
+        tokens: i64,
+        budget: i64,
+    ) -> StoreResult<bool>;
+    /// Corrects what the bot used in `month` by `delta` (what the model reported less what was
+    /// reserved), never below zero.
+    async fn settle_answer_tokens(&self, bot: BotId, month: &str, delta: i64) -> StoreResult<()>;
+    /// The tokens the bot used in `month`.
+    async fn answer_tokens_used(&self, bot: BotId, month: &str) -> StoreResult<i64>;
+
     async fn write_ticket(&self, ticket: &Ticket, event: &OutboxEvent) -> StoreResult<Option<u64>>;
     async fn get_ticket(&self, bot: BotId, id: TicketId) -> StoreResult<Option<Ticket>>;
     /// The conversation's ticket, if it has one.

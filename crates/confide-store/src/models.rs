@@ -220,6 +220,9 @@ pub struct ChatSettings {
     pub require_identity: bool,
     /// Seconds a handover request may wait for an agent before it becomes a ticket; 0: never.
     pub ticket_after_seconds: u32,
+    /// Tokens generated answers may use per calendar month (UTC); `None`: the server's default,
+    /// 0: no generated answers (the knowledge step answers with the passage itself).
+    pub answer_tokens_per_month: Option<u64>,
 }
 
 impl Default for ChatSettings {
@@ -239,6 +242,7 @@ impl Default for ChatSettings {
             allowed_domains: Vec::new(),
             restrictions: Restrictions::default(),
             require_identity: false,
+            answer_tokens_per_month: None,
         }
     }
 }

@@ -29,6 +29,7 @@ macro_rules! conversation_columns {
     };
 }
 
+mod answer_tokens;
 mod chat_log;
 mod inbox_backup;
 mod knowledge;
@@ -1353,8 +1354,8 @@ impl Store for SqlStore {
         let row = sqlx::query(
             "SELECT greeting, fallback_reply, allowed_domains, restrictions, require_identity, \
              languages, detect_language, greetings, fallback_replies, sample_threshold, \
-             ticket_after_seconds, fallback_human_button, fallback_human_buttons \
-             FROM bot_chat_settings WHERE bot_id = $1",
+             ticket_after_seconds, fallback_human_button, fallback_human_buttons, \
+             answer_tokens_per_month FROM bot_chat_settings WHERE bot_id = $1",
         )
         .bind(bot.to_string())
         .fetch_optional(&self.pool)
@@ -1382,6 +1383,11 @@ impl Store for SqlStore {
             allowed_domains: c.json("allowed_domains")?,
             restrictions: c.json("restrictions")?,
             require_identity: c.int("require_identity")? != 0,
+            answer_tokens_per_month: c
+                .opt_int("answer_tokens_per_month")?
+                .map(u64::try_from)
+                .transpose()
+                .map_err(|_| StoreError::Corrupt("column answer_tokens_per_month".into()))?,
         })
     }
 
@@ -1395,8 +1401,8 @@ impl Store for SqlStore {
             "INSERT INTO bot_chat_settings (bot_id, greeting, fallback_reply, allowed_domains, \
              updated_at, restrictions, require_identity, languages, detect_language, greetings, \
              fallback_replies, sample_threshold, ticket_after_seconds, fallback_human_button, \
-             fallback_human_buttons) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+             fallback_human_buttons, answer_tokens_per_month) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
              ON CONFLICT (bot_id) DO UPDATE SET greeting = excluded.greeting, \
              fallback_reply = excluded.fallback_reply, \
              allowed_domains = excluded.allowed_domains, updated_at = excluded.updated_at, \
@@ -1406,7 +1412,8 @@ impl Store for SqlStore {
              sample_threshold = excluded.sample_threshold, \
              ticket_after_seconds = excluded.ticket_after_seconds, \
              fallback_human_button = excluded.fallback_human_button, \
-             fallback_human_buttons = excluded.fallback_human_buttons",
+             fallback_human_buttons = excluded.fallback_human_buttons, \
+             answer_tokens_per_month = excluded.answer_tokens_per_month",
         )
         .bind(bot.to_string())
         .bind(&settings.greeting)
@@ -1426,6 +1433,11 @@ impl Store for SqlStore {
         .bind(i64::from(settings.ticket_after_seconds))
         .bind(settings.fallback_human_button.as_deref())
         .bind(json_document(&settings.fallback_human_buttons)?)
+        .bind(
+            settings
+                .answer_tokens_per_month
+                .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+        )
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -2366,6 +2378,24 @@ impl Store for SqlStore {
         source: SourceId,
     ) -> StoreResult<Vec<KnowledgeChunk>> {
         self.knowledge_chunks_of(bot, source).await
+    }
+
+    async fn reserve_answer_tokens(
+        &self,
+        bot: BotId,
+        month: &str,
+        tokens: i64,
+        budget: i64,
+    ) -> StoreResult<bool> {
+        self.answer_tokens_reserve(bot, month, tokens, budget).await
+    }
+
+    async fn settle_answer_tokens(&self, bot: BotId, month: &str, delta: i64) -> StoreResult<()> {
+        self.answer_tokens_settle(bot, month, delta).await
+    }
+
+    async fn answer_tokens_used(&self, bot: BotId, month: &str) -> StoreResult<i64> {
+        self.answer_tokens_of(bot, month).await
     }
 
     async fn write_ticket(&self, ticket: &Ticket, event: &OutboxEvent) -> StoreResult<Option<u64>> {

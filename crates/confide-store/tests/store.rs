@@ -1709,6 +1709,7 @@ async fn a_bot_has_default_chat_settings_until_they_are_saved() {
             ticket_after_seconds: 45,
             fallback_human_button: Some("Talk to a person".to_owned()),
             fallback_human_buttons: [("en".to_owned(), "A person, please".to_owned())].into(),
+            answer_tokens_per_month: Some(250_000),
         };
         store
             .put_chat_settings(helper.id, &custom, T0)
@@ -2246,5 +2247,90 @@ async fn an_api_user_has_one_conversation_per_bot_and_context_batches_fit_or_fai
         let held = store.get_memory(first.id).await.unwrap().bot;
         assert_eq!(held.len(), 4, "{backend}");
         assert_eq!(held["k1"], "one", "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn answer_tokens_are_reserved_within_the_budget_and_settled_per_bot_and_month() {
+    for (backend, db) in each_backend().await {
+        let store = db.shared_store();
+        let (_, helper) = confide_store::testing::org_with_bot(store.as_ref(), "Acme", T0).await;
+        let (_, other) = confide_store::testing::org_with_bot(store.as_ref(), "Other", T0).await;
+        assert_eq!(
+            store.answer_tokens_used(helper, "2026-11").await.unwrap(),
+            0
+        );
+        assert!(
+            store
+                .reserve_answer_tokens(helper, "2026-11", 600, 1000)
+                .await
+                .unwrap()
+        );
+        // Past the budget: refused, nothing added.
+        assert!(
+            !store
+                .reserve_answer_tokens(helper, "2026-11", 401, 1000)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .reserve_answer_tokens(helper, "2026-12", 1001, 1000)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.answer_tokens_used(helper, "2026-11").await.unwrap(),
+            600,
+            "{backend}"
+        );
+        // The model used less than was reserved: the rest comes back.
+        store
+            .settle_answer_tokens(helper, "2026-11", -350)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .reserve_answer_tokens(helper, "2026-11", 750, 1000)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.answer_tokens_used(helper, "2026-11").await.unwrap(),
+            1000
+        );
+        // Never below zero; other months and other bots are their own.
+        store
+            .settle_answer_tokens(helper, "2026-11", -5000)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.answer_tokens_used(helper, "2026-11").await.unwrap(),
+            0
+        );
+        assert_eq!(
+            store.answer_tokens_used(helper, "2026-12").await.unwrap(),
+            0
+        );
+        assert_eq!(store.answer_tokens_used(other, "2026-11").await.unwrap(), 0);
+        // Concurrent reservations on a budget of ten: exactly ten succeed.
+        let tries = (0..25).map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .reserve_answer_tokens(other, "2026-11", 10, 100)
+                    .await
+                    .unwrap()
+            })
+        });
+        let mut granted = 0;
+        for handle in tries {
+            granted += i32::from(handle.await.unwrap());
+        }
+        assert_eq!(granted, 10, "{backend}");
+        assert_eq!(
+            store.answer_tokens_used(other, "2026-11").await.unwrap(),
+            100
+        );
     }
 }

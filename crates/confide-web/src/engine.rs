@@ -9,11 +9,16 @@ use std::sync::{Arc, Mutex};
 
 use confide_domain::dialogue::{self, MAX_CONTEXT_KEYS};
 use confide_domain::samples::SampleModel;
-use confide_domain::{BotId, DialogueId, SourceId, SourceKind, language, markup};
+use confide_domain::{BotId, DialogueId, MessageId, SourceId, language, markup};
 use confide_store::{Button, ChatSettings, Chatbot, ContextNamespace, Conversation, Dialogue};
 use regex::Regex;
 
+use confide_knowledge::generate::Passage;
+use confide_knowledge::index::Hit;
+use confide_store::KnowledgeSource;
+
 use crate::error::ApiResult;
+use crate::knowledge::answers::{self, Generated};
 use crate::state::{AppState, now_ms};
 
 /// Which step answered a message.
@@ -23,10 +28,12 @@ pub enum AnsweredBy {
     Sample(DialogueId),
     /// The dialogue the caller named: a pressed button's, or the Application API's `exchange_id`.
     Triggered(DialogueId),
-    /// A passage of the bot's knowledge.
+    /// The bot's knowledge: the best passage itself, or (`generated`) the model's answer from
+    /// the best passages, the first of which is named.
     Knowledge {
         source: SourceId,
         chunk: String,
+        generated: bool,
     },
     Fallback,
 }
@@ -52,6 +59,8 @@ pub struct BotAnswer {
     pub language: String,
     /// The answering dialogue's buttons, offered under the reply.
     pub buttons: Vec<Button>,
+    /// The id the reply was announced under while it was streamed, if it was.
+    pub message_id: Option<MessageId>,
 }
 
 impl BotAnswer {
@@ -66,6 +75,7 @@ impl BotAnswer {
             answered_by,
             language: language.to_owned(),
             buttons: dialogue.buttons.clone(),
+            message_id: None,
         })
     }
 
@@ -78,6 +88,7 @@ impl BotAnswer {
                 .into_iter()
                 .collect(),
             language,
+            message_id: None,
         }
     }
 }
@@ -369,7 +380,9 @@ pub async fn answer(
             return Ok(Some(answer));
         }
     }
-    if let Some(answer) = knowledge_step(state, bot, &language, text).await? {
+    if let Some(answer) =
+        knowledge_step(state, bot, conversation, settings, &language, text).await?
+    {
         return Ok(Some(answer));
     }
     Ok(Some(BotAnswer::fallback(settings, language)))
@@ -387,12 +400,17 @@ async fn search_knowledge(
     text: &str,
 ) -> Option<(Option<i64>, confide_knowledge::index::SearchResult)> {
     let knowledge = state.knowledge.clone();
+    // The model reads several passages; the extractive answer needs the best one.
+    let wanted = knowledge
+        .llm
+        .as_ref()
+        .map_or(3, |llm| llm.settings.passages);
     let (bot_id, question, code) = (bot.id, text.to_owned(), language.to_owned());
     let found = tokio::task::spawn_blocking(move || {
         let version = knowledge.indexes.state(bot_id)?.map(|held| held.version);
         let result = knowledge
             .indexes
-            .search(bot_id, &question, Some(&code), 3)?;
+            .search(bot_id, &question, Some(&code), wanted)?;
         Ok::<_, confide_knowledge::index::IndexError>((version, result))
     })
     .await;
@@ -411,12 +429,17 @@ async fn search_knowledge(
 
 /// Step: knowledge. The bot's index (this node's copy, kept at the bot's `knowledge_version`)
 /// is searched in the message's language; when the best passage covers enough of the question
-/// (`min_coverage` of its words' weight) it answers, as text, with its source's title (and link,
-/// for an imported page). An index that is behind is brought up to date first (waiting at most
-/// [`SYNC_WAIT_ON_MESSAGE`]); a failing index never fails the message, the fallback answers.
+/// (`min_coverage` of its words' weight) the knowledge answers: in the model's words from the
+/// best passages when a chat endpoint is configured and the bot's budget allows (the model may
+/// decline, and the fallback answers), else with the best passage itself, as text, with its
+/// source's title (and link, for an imported page). An index that is behind is brought up to
+/// date first (waiting at most [`SYNC_WAIT_ON_MESSAGE`]); a failing index never fails the
+/// message, the fallback answers.
 async fn knowledge_step(
     state: &AppState,
     bot: &Chatbot,
+    conversation: &Conversation,
+    settings: &ChatSettings,
     language: &str,
     text: &str,
 ) -> ApiResult<Option<BotAnswer>> {
@@ -442,36 +465,96 @@ async fn knowledge_step(
     let Some((_, result)) = found else {
         return Ok(None);
     };
-    let Some(top) = result.hits.first() else {
-        return Ok(None);
-    };
-    if result.coverage < state.knowledge.settings.min_coverage {
+    if result.hits.is_empty() || result.coverage < state.knowledge.settings.min_coverage {
         return Ok(None);
     }
-    let Ok(source_id) = top.source_id.parse::<SourceId>() else {
+    // The passages whose sources are still there (one deleted since this node's index was
+    // synced is not an answer any more), each source read once.
+    let mut passages: Vec<(KnowledgeSource, &Hit)> = Vec::new();
+    let mut gone: Vec<&str> = Vec::new();
+    for hit in &result.hits {
+        if gone.contains(&hit.source_id.as_str()) {
+            continue;
+        }
+        let known = passages
+            .iter()
+            .find(|(source, _)| source.id.to_string() == hit.source_id)
+            .map(|(source, _)| source.clone());
+        let source = match known {
+            Some(source) => Some(source),
+            None => match crate::knowledge::answers::source_id(&hit.source_id) {
+                Some(id) => state.store.get_knowledge_source(bot.id, id).await?,
+                None => None,
+            },
+        };
+        match source {
+            Some(source) => passages.push((source, hit)),
+            None => gone.push(&hit.source_id),
+        }
+    }
+    // The best passage is the one that covers the question; without it there is no answer.
+    let Some((best_source, best)) = passages
+        .first()
+        .filter(|(_, hit)| hit.chunk_id == result.hits[0].chunk_id)
+        .cloned()
+    else {
         return Ok(None);
     };
-    // Deleted since this node's index was synced: not an answer any more.
-    let Some(source) = state.store.get_knowledge_source(bot.id, source_id).await? else {
-        return Ok(None);
-    };
-    let cited = match (&source.kind, &source.url) {
-        (SourceKind::Url, Some(url)) => format!(
-            "<a href=\"{}\">{}</a>",
-            markup::escape(url),
-            markup::escape(&source.title)
-        ),
-        _ => format!("<em>{}</em>", markup::escape(&source.title)),
-    };
-    let passage = markup::escape(&top.text).replace('\n', "<br>");
+    let mut message_id = None;
+    if let Some(llm) = &state.knowledge.llm {
+        let budget = settings
+            .answer_tokens_per_month
+            .unwrap_or(llm.settings.tokens_per_bot);
+        let given: Vec<(KnowledgeSource, Passage)> = passages
+            .iter()
+            .take(llm.settings.passages)
+            .map(|(source, hit)| {
+                let passage = Passage {
+                    title: source.title.clone(),
+                    page: hit.page,
+                    text: hit.text.clone(),
+                };
+                (source.clone(), passage)
+            })
+            .collect();
+        match answers::generate(state, llm, bot, conversation, budget, text, &given).await? {
+            Generated::Answer {
+                message_id,
+                text,
+                cited,
+            } => {
+                return Ok(Some(BotAnswer {
+                    text: answers::answer_text(&text, &cited),
+                    answered_by: AnsweredBy::Knowledge {
+                        source: cited.first().map_or(best_source.id, |(_, s)| s.id),
+                        chunk: best.chunk_id.clone(),
+                        generated: true,
+                    },
+                    language: language.to_owned(),
+                    buttons: Vec::new(),
+                    message_id: Some(message_id),
+                }));
+            }
+            Generated::Declined => return Ok(None),
+            Generated::Unavailable {
+                message_id: announced,
+            } => message_id = announced,
+        }
+    }
+    let passage = markup::escape(&best.text).replace('\n', "<br>");
     Ok(Some(BotAnswer {
-        text: markup::formatted(&format!("<p>{passage}</p><p>{cited}</p>")),
+        text: markup::formatted(&format!(
+            "<p>{passage}</p><p>{}</p>",
+            answers::cite(&best_source)
+        )),
         answered_by: AnsweredBy::Knowledge {
-            source: source_id,
-            chunk: top.chunk_id.clone(),
+            source: best_source.id,
+            chunk: best.chunk_id.clone(),
+            generated: false,
         },
         language: language.to_owned(),
         buttons: Vec::new(),
+        message_id,
     }))
 }
 

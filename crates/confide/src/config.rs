@@ -69,6 +69,34 @@ pub struct KnowledgeConfig {
     pub extractor: Option<PathBuf>,
     /// How long a training file's download link works (60 s by default).
     pub download_ttl_seconds: Option<u32>,
+    /// `[knowledge.llm]`: an OpenAI-compatible chat endpoint for generated answers.
+    pub llm: Option<LlmConfig>,
+}
+
+/// `[knowledge.llm]`: generated answers from an OpenAI-compatible chat endpoint (OpenAI, Azure
+/// OpenAI's compatible API, Ollama, vLLM, llama.cpp's server). Without it, the knowledge step
+/// answers with the best passage itself.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmConfig {
+    /// The API's base with its version (`https://api.openai.com/v1`,
+    /// `http://127.0.0.1:11434/v1`); this one host may be on a private address.
+    pub base_url: Option<String>,
+    pub model: Option<String>,
+    /// A file holding the API key (sent as `Authorization: Bearer …`), or
+    /// `CONFIDE_KNOWLEDGE_LLM_API_KEY[_FILE]`.
+    pub api_key_file: Option<PathBuf>,
+    /// The most tokens one answer may take (400 by default).
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    /// For a whole answer (30 s by default).
+    pub timeout_seconds: Option<u64>,
+    /// Passages given to the model (5 by default).
+    pub passages: Option<usize>,
+    /// A bot's monthly token budget unless its owners set one (1,000,000 by default), and the
+    /// most they may set (100,000,000 by default).
+    pub tokens_per_bot: Option<u64>,
+    pub tokens_per_bot_max: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -215,7 +243,76 @@ fn knowledge_settings(
         }
         settings.download_ttl_seconds = ttl;
     }
+    settings.llm = llm_settings(file.llm.unwrap_or_default())?;
     Ok(settings)
+}
+
+/// `[knowledge.llm]` (file) or `CONFIDE_KNOWLEDGE_LLM_*` (environment); `None` without a
+/// base URL.
+fn llm_settings(
+    file: LlmConfig,
+) -> anyhow::Result<Option<confide_web::knowledge::answers::LlmSettings>> {
+    let Some(base_url) = env_value("KNOWLEDGE_LLM_BASE_URL")?.or(file.base_url) else {
+        return Ok(None);
+    };
+    let base_url = confide_outbound::Url::parse(&base_url)
+        .map_err(|e| anyhow::anyhow!("knowledge.llm base_url: {e}"))?;
+    let model = env_value("KNOWLEDGE_LLM_MODEL")?
+        .or(file.model)
+        .filter(|model| !model.trim().is_empty())
+        .ok_or_else(|| anyhow::anyhow!("knowledge.llm needs a model"))?;
+    let mut settings = confide_web::knowledge::answers::LlmSettings::new(base_url, model);
+    settings.api_key = match env_secret("KNOWLEDGE_LLM_API_KEY")? {
+        Some(key) => Some(key),
+        None => match file.api_key_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).with_context(|| {
+                    format!("reading knowledge.llm api_key_file ({})", path.display())
+                })?;
+                Some(SecretString::from(text.trim().to_owned()))
+            }
+            None => None,
+        },
+    };
+    if let Some(n) = env_parse::<u32>("KNOWLEDGE_LLM_MAX_TOKENS")?.or(file.max_tokens) {
+        if !(16..=32_768).contains(&n) {
+            bail!("knowledge.llm max_tokens must be 16 to 32768");
+        }
+        settings.max_tokens = n;
+    }
+    if let Some(t) = env_parse::<f32>("KNOWLEDGE_LLM_TEMPERATURE")?.or(file.temperature) {
+        if !(0.0..=2.0).contains(&t) {
+            bail!("knowledge.llm temperature must be 0 to 2");
+        }
+        settings.temperature = t;
+    }
+    if let Some(s) = env_parse::<u64>("KNOWLEDGE_LLM_TIMEOUT_SECONDS")?.or(file.timeout_seconds) {
+        if !(1..=300).contains(&s) {
+            bail!("knowledge.llm timeout_seconds must be 1 to 300");
+        }
+        settings.timeout = std::time::Duration::from_secs(s);
+    }
+    if let Some(n) = env_parse::<usize>("KNOWLEDGE_LLM_PASSAGES")?.or(file.passages) {
+        if !(1..=20).contains(&n) {
+            bail!("knowledge.llm passages must be 1 to 20");
+        }
+        settings.passages = n;
+    }
+    if let Some(n) =
+        env_parse::<u64>("KNOWLEDGE_LLM_TOKENS_PER_BOT_MAX")?.or(file.tokens_per_bot_max)
+    {
+        if n > 1_000_000_000 {
+            bail!("knowledge.llm tokens_per_bot_max must be at most 1000000000");
+        }
+        settings.tokens_per_bot_max = n;
+    }
+    if let Some(n) = env_parse::<u64>("KNOWLEDGE_LLM_TOKENS_PER_BOT")?.or(file.tokens_per_bot) {
+        settings.tokens_per_bot = n;
+    }
+    if settings.tokens_per_bot > settings.tokens_per_bot_max {
+        bail!("knowledge.llm tokens_per_bot must not be more than tokens_per_bot_max");
+    }
+    Ok(Some(settings))
 }
 
 /// Webhook delivery settings from `webhook_*` (file) or `CONFIDE_WEBHOOK_*` (environment), each

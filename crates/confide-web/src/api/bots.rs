@@ -571,6 +571,16 @@ pub struct ChatSettingsView {
     /// Omitted: unchanged, so a client that does not know the field cannot turn it off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_identity: Option<bool>,
+    /// Tokens generated answers may use per calendar month (UTC), up to the server's maximum;
+    /// 0: none (the knowledge step answers with the passage itself); null: the server's
+    /// default. Answered as set (null when the default applies). Omitted: unchanged.
+    #[serde(
+        default,
+        deserialize_with = "crate::extract::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<u64>, minimum = 0, maximum = 1_000_000_000)]
+    pub answer_tokens_per_month: Option<Option<u64>>,
 }
 
 /// `example.com` (that host) or `*.example.com` (its subdomains); `localhost` for development.
@@ -633,6 +643,7 @@ impl From<confide_store::ChatSettings> for ChatSettingsView {
                 .collect(),
             restrictions: settings.restrictions,
             require_identity: Some(settings.require_identity),
+            answer_tokens_per_month: Some(settings.answer_tokens_per_month),
         }
     }
 }
@@ -779,6 +790,16 @@ pub async fn put_chat_settings(
             format!("ticket_after_seconds is 0 (never) to {MAX_TICKET_AFTER_SECONDS}"),
         ));
     }
+    let answer_tokens_per_month = request
+        .answer_tokens_per_month
+        .unwrap_or(current.answer_tokens_per_month);
+    let most = state.knowledge.settings.answer_tokens_per_bot_max();
+    if answer_tokens_per_month.is_some_and(|tokens| tokens > most) {
+        return Err(invalid(
+            "invalid_answer_budget",
+            format!("answer_tokens_per_month is 0 (none) to {most} on this server, or null"),
+        ));
+    }
     // Well-formed settings the server's or the bot's current state cannot honour: 409.
     // A rule nobody enforces is worse than none: the owner would believe it holds.
     if restrictions.has_country_rules() && state.geoip.is_none() {
@@ -829,6 +850,7 @@ pub async fn put_chat_settings(
         allowed_domains: domains,
         restrictions,
         require_identity,
+        answer_tokens_per_month,
     };
     state
         .store
@@ -848,6 +870,7 @@ pub async fn put_chat_settings(
             "detect_language": settings.detect_language,
             "sample_threshold": settings.sample_threshold,
             "ticket_after_seconds": settings.ticket_after_seconds,
+            "answer_tokens_per_month": settings.answer_tokens_per_month,
         }),
     )
     .await?;

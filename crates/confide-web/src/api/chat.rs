@@ -722,7 +722,7 @@ pub(crate) async fn post_message(
     memory: &ContextMemory,
 ) -> ApiResult<Message> {
     let message = Message {
-        id: MessageId::new(),
+        id: origin.message_id.unwrap_or_default(),
         conversation_id: conversation.id,
         sender,
         text,
@@ -854,6 +854,7 @@ pub(crate) async fn converse(
                 exchange: answer.answered_by.dialogue(),
                 language_code: Some(answer.language.clone()),
                 buttons: answer.buttons,
+                message_id: answer.message_id,
             };
             Some(
                 post_message(

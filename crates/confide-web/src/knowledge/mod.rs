@@ -10,6 +10,7 @@
 //! - Text comes out of a file in a child process with memory, CPU and time limits
 //!   (`confide_knowledge::sandbox`); its output is normalized here, then chunked.
 
+pub mod answers;
 pub mod worker;
 
 use std::path::{Path, PathBuf};
@@ -59,6 +60,8 @@ pub struct KnowledgeSettings {
     /// time up to `retry_max_ms`.
     pub retry_first_ms: i64,
     pub retry_max_ms: i64,
+    /// The chat endpoint generated answers come from; `None`: the passage itself answers.
+    pub llm: Option<answers::LlmSettings>,
 }
 
 impl Default for KnowledgeSettings {
@@ -79,11 +82,21 @@ impl Default for KnowledgeSettings {
             min_coverage: 0.5,
             retry_first_ms: 2000,
             retry_max_ms: 5 * 60 * 1000,
+            llm: None,
         }
     }
 }
 
 impl KnowledgeSettings {
+    /// The most a bot's owners may set its monthly answer token budget to.
+    pub fn answer_tokens_per_bot_max(&self) -> u64 {
+        self.llm
+            .as_ref()
+            .map_or(answers::DEFAULT_TOKENS_PER_BOT_MAX, |llm| {
+                llm.tokens_per_bot_max
+            })
+    }
+
     /// The wait before the attempt after `attempts` failed ones.
     pub fn retry_delay_ms(&self, attempts: i64) -> i64 {
         let doublings = u32::try_from(attempts.clamp(0, 30)).unwrap_or(30);
@@ -122,6 +135,8 @@ pub struct KnowledgeRuntime {
     /// Where uploads and files being processed are held for a moment (0700).
     scratch: PathBuf,
     pub indexes: confide_knowledge::index::KnowledgeIndexes,
+    /// The chat endpoint's client, when one is configured.
+    pub llm: Option<answers::Llm>,
     /// Rings when a source is added, so the worker need not wait for its next poll.
     wake: Notify,
     /// Bots whose index this node is bringing up to date, each with the signal of its end.
@@ -148,7 +163,9 @@ impl KnowledgeRuntime {
             .map_err(|e| anyhow::anyhow!("opening {}: {e}", files_dir.display()))?;
         let indexes = confide_knowledge::index::KnowledgeIndexes::open(index_root)
             .map_err(|e| anyhow::anyhow!("opening the knowledge indexes: {e}"))?;
+        let llm = settings.llm.clone().map(answers::Llm::new).transpose()?;
         Ok(KnowledgeRuntime {
+            llm,
             scanner: settings
                 .clamd
                 .clone()

@@ -101,6 +101,9 @@ pub struct MessageOrigin {
     pub language_code: Option<String>,
     /// The buttons a bot's reply offers.
     pub buttons: Vec<confide_store::Button>,
+    /// The id the message was announced under before it was stored (a streamed answer's);
+    /// a new one when there was none.
+    pub message_id: Option<MessageId>,
 }
 
 /// `message.created` in the shape of Kindly's chatlog webhook, with the chat's context memory
