@@ -30,6 +30,6 @@ cd "$here"
 npm ci --no-audit --no-fund
 # One file at a time: each starts its own servers and browser, and the machine has two cores.
 if [ "$#" -eq 0 ]; then
-  set -- protocol.test.mjs widget.test.mjs
+  set -- protocol.test.mjs widget.test.mjs answers.test.mjs
 fi
 exec node --test --test-concurrency=1 "$@"
