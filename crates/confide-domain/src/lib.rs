@@ -26,7 +26,9 @@ pub use ids::{
     TrustedAddressId, UserId, WebhookDeliveryId, WebhookId,
 };
 pub use input::{Email, InputError, Name};
-pub use knowledge::{ScanState, SourceKind, SourceStatus};
+pub use knowledge::{
+    Crawl, CrawlLimits, CrawlReport, CrawlStop, ScanState, SourceKind, SourceStatus,
+};
 pub use labels::{ChatLabel, LabelError, MAX_LABELS, parse_labels};
 pub use origins::{AllowedDomain, origin_allowed};
 pub use restrictions::{ActiveWindow, Restrictions, Weekday};

@@ -404,13 +404,25 @@ pub trait Store: Send + Sync + 'static {
         title: Option<&str>,
         at: i64,
     ) -> StoreResult<bool>;
-    /// Deletes the source with its chunks (bumping the bot's `knowledge_version` when it had
-    /// any); answers what was deleted, so its stored content can be removed too.
+    /// Deletes the source with its chunks, and a site import's pages with theirs (bumping the
+    /// bot's `knowledge_version` when there were any); answers what was deleted (the source, then
+    /// its pages), so stored content can be removed too.
     async fn delete_knowledge_source(
         &self,
         bot: BotId,
         id: SourceId,
-    ) -> StoreResult<Option<KnowledgeSource>>;
+    ) -> StoreResult<Option<(KnowledgeSource, Vec<KnowledgeSource>)>>;
+    /// Gives a site import's page (`current`, as read) a newly fetched copy to scan and learn
+    /// from, if it is unchanged since and not held by a worker; its passages answer until the
+    /// new ones replace them. The old copy is the caller's to remove; false when it did not apply.
+    async fn renew_knowledge_page(
+        &self,
+        current: &KnowledgeSource,
+        object_key: &str,
+        file_kind: &str,
+        size: i64,
+        at: i64,
+    ) -> StoreResult<bool>;
     /// A source's chunks in order.
     async fn knowledge_chunks(
         &self,

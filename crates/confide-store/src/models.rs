@@ -990,6 +990,48 @@ pub struct KnowledgeSource {
     pub created_by: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// A page found by a site import: that import, whose deletion deletes the page.
+    pub parent_id: Option<confide_domain::SourceId>,
+    /// A site import (`sitemap` or `crawl`): its limits and what its last run did.
+    pub crawl: Option<confide_domain::Crawl>,
+}
+
+impl KnowledgeSource {
+    /// A new source waiting for a worker, nothing known yet about its content.
+    pub fn queued(
+        org_id: OrgId,
+        bot_id: BotId,
+        kind: confide_domain::SourceKind,
+        created_by: String,
+        at: i64,
+    ) -> KnowledgeSource {
+        KnowledgeSource {
+            id: confide_domain::SourceId::new(),
+            org_id,
+            bot_id,
+            kind,
+            title: String::new(),
+            file_kind: None,
+            size: None,
+            object_key: None,
+            url: None,
+            body: None,
+            status: confide_domain::SourceStatus::Queued,
+            reason: None,
+            detail: None,
+            scan: confide_domain::ScanState::NotApplicable,
+            language: None,
+            chunk_count: 0,
+            revision: 0,
+            attempts: 0,
+            next_attempt_at: at,
+            created_by,
+            created_at: at,
+            updated_at: at,
+            parent_id: None,
+            crawl: None,
+        }
+    }
 }
 
 /// One passage of a ready source.
@@ -1016,4 +1058,6 @@ pub struct SourceStep {
     /// Gives the claim up (the source waits, or is done); otherwise the worker keeps it.
     pub release: bool,
     pub at: i64,
+    /// A site import's run so far, when it changed; `None` keeps what is stored.
+    pub crawl: Option<confide_domain::Crawl>,
 }

@@ -2368,8 +2368,20 @@ impl Store for SqlStore {
         &self,
         bot: BotId,
         id: SourceId,
-    ) -> StoreResult<Option<KnowledgeSource>> {
+    ) -> StoreResult<Option<(KnowledgeSource, Vec<KnowledgeSource>)>> {
         self.knowledge_delete(bot, id).await
+    }
+
+    async fn renew_knowledge_page(
+        &self,
+        current: &KnowledgeSource,
+        object_key: &str,
+        file_kind: &str,
+        size: i64,
+        at: i64,
+    ) -> StoreResult<bool> {
+        self.knowledge_renew_page(current, object_key, file_kind, size, at)
+            .await
     }
 
     async fn knowledge_chunks(

@@ -1,10 +1,14 @@
 //! Knowledge sources on every configured backend: claims and their leases, a worker that lost
 //! its claim writing nothing, chunks replaced with the bot's version bumped in one transaction,
-//! deletes, and the per-bot cap.
+//! deletes, the per-bot cap, and site imports (their run recorded, their pages renewed and
+//! deleted with them).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use confide_domain::{BotId, ChunkId, OrgId, ScanState, SourceId, SourceKind, SourceStatus};
+use confide_domain::{
+    BotId, ChunkId, Crawl, CrawlLimits, CrawlStop, OrgId, ScanState, SourceId, SourceKind,
+    SourceStatus,
+};
 use confide_store::testing::{each_backend, org_with_bot};
 use confide_store::{KnowledgeChunk, KnowledgeSource, SourceStep, Store};
 
@@ -39,6 +43,8 @@ fn source(org: OrgId, bot: BotId, title: &str, due: i64) -> KnowledgeSource {
         created_by: "user:x".to_owned(),
         created_at: T0,
         updated_at: T0,
+        parent_id: None,
+        crawl: None,
     }
 }
 
@@ -67,6 +73,7 @@ fn step(status: SourceStatus, release: bool, next_attempt_at: i64) -> SourceStep
         next_attempt_at,
         release,
         at: T0 + 1,
+        crawl: None,
     }
 }
 
@@ -331,11 +338,12 @@ async fn finishing_replaces_the_chunks_and_bumps_the_version_and_deleting_remove
                 .is_none()
         );
 
-        let deleted = store
+        let (deleted, pages) = store
             .delete_knowledge_source(bot, s.id)
             .await
             .unwrap()
             .unwrap();
+        assert!(pages.is_empty());
         assert_eq!(deleted.object_key, s.object_key, "{backend}");
         assert!(store.knowledge_chunks(bot, s.id).await.unwrap().is_empty());
         assert_eq!(
@@ -377,5 +385,175 @@ async fn a_bot_has_at_most_its_cap_of_sources() {
             "{backend}: the cap is per bot"
         );
         assert_eq!(store.list_knowledge_sources(bot).await.unwrap().len(), 3);
+    }
+}
+
+#[tokio::test]
+async fn a_site_import_records_its_run_and_its_pages_are_renewed_and_deleted_with_it() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (org, bot) = bot(store).await;
+        let limits = CrawlLimits {
+            max_pages: 10,
+            max_depth: 1,
+            max_bytes: 1 << 20,
+            max_seconds: 60,
+        };
+        let mut site = source(org, bot, "https://example.com/", T0);
+        site.kind = SourceKind::Crawl;
+        site.object_key = None;
+        site.scan = ScanState::NotApplicable;
+        site.crawl = Some(Crawl {
+            limits,
+            report: Default::default(),
+        });
+        assert!(store.create_knowledge_source(&site, 10).await.unwrap());
+        let read = store.get_knowledge_source(bot, site.id).await.unwrap();
+        assert_eq!(
+            read.as_ref(),
+            Some(&site),
+            "{backend}: the limits round-trip"
+        );
+
+        // The worker records its run with its steps; a step without one keeps it.
+        let claimed = store
+            .claim_knowledge_source(T0, "w", T0 + LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claimed.id, site.id);
+        let mut run = site.crawl.clone().unwrap();
+        run.report.found = 7;
+        run.report.queued = 2;
+        run.report
+            .skipped
+            .insert("address_not_allowed".to_owned(), 1);
+        run.report.stopped = Some(CrawlStop::MaxPages);
+        let mut recorded = step(SourceStatus::Fetching, false, T0);
+        recorded.crawl = Some(run.clone());
+        assert!(
+            store
+                .step_knowledge_source(site.id, "w", &recorded, T0 + LEASE)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .step_knowledge_source(site.id, "w", &step(SourceStatus::Ready, true, T0), T0)
+                .await
+                .unwrap()
+        );
+        let read = store
+            .get_knowledge_source(bot, site.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.crawl, Some(run), "{backend}");
+        assert_eq!(read.status, SourceStatus::Ready);
+
+        // Its pages: one ready with passages.
+        let mut pages = Vec::new();
+        for path in ["a", "b"] {
+            let mut page = source(org, bot, path, T0 + 10_000);
+            page.kind = SourceKind::Url;
+            page.url = Some(format!("https://example.com/{path}"));
+            page.parent_id = Some(site.id);
+            assert!(store.create_knowledge_source(&page, 10).await.unwrap());
+            pages.push(page);
+        }
+        let first = store
+            .claim_knowledge_source(T0 + 10_000, "w", T0 + LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            store
+                .finish_knowledge_source(
+                    first.id,
+                    "w",
+                    &chunks(&first, &["hello"]),
+                    None,
+                    None,
+                    T0 + 2
+                )
+                .await
+                .unwrap()
+        );
+
+        // A newly fetched copy: only as read, and not while a worker holds the page.
+        let ready = store
+            .get_knowledge_source(bot, first.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            !store
+                .renew_knowledge_page(&first, "new-key", "html", 5, T0 + 3)
+                .await
+                .unwrap(),
+            "{backend}: changed since it was read"
+        );
+        assert!(
+            store
+                .renew_knowledge_page(&ready, "new-key", "html", 5, T0 + 3)
+                .await
+                .unwrap()
+        );
+        let renewed = store
+            .get_knowledge_source(bot, first.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(renewed.object_key.as_deref(), Some("new-key"));
+        assert_eq!(renewed.status, SourceStatus::Queued);
+        assert_eq!(renewed.scan, ScanState::Pending);
+        assert_eq!(
+            store.knowledge_chunks(bot, first.id).await.unwrap().len(),
+            1,
+            "{backend}: the old passages answer until replaced"
+        );
+        let held = store
+            .claim_knowledge_source(T0 + 10_000, "w", T0 + LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            !store
+                .renew_knowledge_page(&held, "newer-key", "html", 5, T0 + 4)
+                .await
+                .unwrap(),
+            "{backend}: held by a worker"
+        );
+
+        // Another bot cannot delete it; deleting it deletes its pages and their passages.
+        let (_, other_bot) = self::bot(store).await;
+        assert!(
+            store
+                .delete_knowledge_source(other_bot, site.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let before = version(store, org, bot).await;
+        let (deleted, gone) = store
+            .delete_knowledge_source(bot, site.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(deleted.id, site.id);
+        let mut gone: Vec<SourceId> = gone.iter().map(|p| p.id).collect();
+        gone.sort();
+        let mut expected: Vec<SourceId> = pages.iter().map(|p| p.id).collect();
+        expected.sort();
+        assert_eq!(gone, expected, "{backend}");
+        assert!(
+            store
+                .knowledge_chunks(bot, first.id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(store.list_knowledge_sources(bot).await.unwrap().is_empty());
+        assert_eq!(version(store, org, bot).await, before + 1, "{backend}");
     }
 }

@@ -69,6 +69,12 @@ pub struct KnowledgeConfig {
     pub extractor: Option<PathBuf>,
     /// How long a training file's download link works (60 s by default).
     pub download_ttl_seconds: Option<u32>,
+    /// The most one site import (a sitemap or a crawl) may do: pages fetched (50), link depth or
+    /// sitemap nesting (2), bytes fetched (100 MiB) and seconds (300). An import may ask for less.
+    pub crawl_max_pages: Option<u32>,
+    pub crawl_max_depth: Option<u32>,
+    pub crawl_max_bytes: Option<u64>,
+    pub crawl_max_seconds: Option<u32>,
     /// `[knowledge.llm]`: an OpenAI-compatible chat endpoint for generated answers.
     pub llm: Option<LlmConfig>,
 }
@@ -242,6 +248,45 @@ fn knowledge_settings(
             bail!("knowledge download_ttl_seconds must be 1 to 3600");
         }
         settings.download_ttl_seconds = ttl;
+    }
+    let crawl = &mut settings.crawl;
+    let counts: [(&str, Option<u32>, &mut u32, std::ops::RangeInclusive<u32>); 3] = [
+        (
+            "KNOWLEDGE_CRAWL_MAX_PAGES",
+            file.crawl_max_pages,
+            &mut crawl.max_pages,
+            1..=1000,
+        ),
+        (
+            "KNOWLEDGE_CRAWL_MAX_DEPTH",
+            file.crawl_max_depth,
+            &mut crawl.max_depth,
+            0..=10,
+        ),
+        (
+            "KNOWLEDGE_CRAWL_MAX_SECONDS",
+            file.crawl_max_seconds,
+            &mut crawl.max_seconds,
+            1..=3600,
+        ),
+    ];
+    for (name, from_file, value, range) in counts {
+        if let Some(n) = env_parse::<u32>(name)?.or(from_file) {
+            if !range.contains(&n) {
+                bail!(
+                    "CONFIDE_{name} must be {} to {}",
+                    range.start(),
+                    range.end()
+                );
+            }
+            *value = n;
+        }
+    }
+    if let Some(bytes) = env_parse::<u64>("KNOWLEDGE_CRAWL_MAX_BYTES")?.or(file.crawl_max_bytes) {
+        if !(1024..=16 * 1024 * 1024 * 1024).contains(&bytes) {
+            bail!("knowledge crawl_max_bytes must be 1024 to 17179869184 (16 GiB)");
+        }
+        crawl.max_bytes = bytes;
     }
     settings.llm = llm_settings(file.llm.unwrap_or_default())?;
     Ok(settings)

@@ -659,6 +659,11 @@ async fn import_urls_aimed_at_internal_addresses_are_refused_like_webhook_urls()
     .await;
 }
 
+/// The tests' web sites are on 127.0.0.1; nothing else inward is allowed.
+fn allow_loopback(config: &mut confide::config::Config) {
+    config.outbound_allow = confide_outbound::Allowlist::parse(&["127.0.0.0/8"]).unwrap();
+}
+
 /// A small web site on 127.0.0.1 for the imports: a page, a virus, redirects inward, a picture,
 /// and a notice whose text the test changes (the second value).
 async fn web_site() -> (String, std::sync::Arc<std::sync::Mutex<String>>) {
@@ -733,8 +738,7 @@ async fn an_imported_page_is_fetched_scanned_and_answers_and_inward_redirects_ar
     each_backend_with(
         move |config| {
             config.knowledge.clamd = Some(address.clone());
-            // The test's web site is on 127.0.0.1; nothing else inward is allowed.
-            config.outbound_allow = confide_outbound::Allowlist::parse(&["127.0.0.0/8"]).unwrap();
+            allow_loopback(config);
         },
         async |app| {
             let bot = bot(app).await;
@@ -1057,6 +1061,598 @@ async fn a_verdict_recorded_only_by_where_the_file_lies_is_picked_up() {
             assert_eq!(rejected[0]["reason"], "infected");
             assert_eq!(rejected[0]["scan"], "infected");
             assert!(results.iter().any(|s| s["scan"] == "clean"), "{results:?}");
+        },
+    )
+    .await;
+}
+
+/// Facts only one page of a site knows: (page, the question, a word only its answer has).
+const SITE_FACTS: [(&str, &str, &str); 4] = [
+    (
+        "The telescope is kept in the attic above the reading room.",
+        "Where is the telescope kept?",
+        "attic",
+    ),
+    (
+        "Kayaks are rented out at the boathouse by the pier.",
+        "Where are kayaks rented out?",
+        "boathouse",
+    ),
+    (
+        "Violin lessons take place on Tuesday evenings.",
+        "When do violin lessons take place?",
+        "Tuesday",
+    ),
+    (
+        "The herb garden is watered by volunteers at dawn.",
+        "Who waters the herb garden?",
+        "volunteers",
+    ),
+];
+
+/// A web site on 127.0.0.1 for site imports, counting the requests each path gets:
+/// - `/sitemap.xml`: an index of `/pages.xml` (the fact pages, an EICAR page and two URLs aimed
+///   at internal addresses) and `/more.xml` (one page, listed again);
+/// - `/start.html` links to `/a.html` and `/b.html`, to itself, to the same path on `elsewhere`
+///   (another port on 127.0.0.1) and to `mailto:`; `/a.html` links to `/deep.html`, which links to
+///   `/deeper.html`.
+struct Site {
+    base: String,
+    hits: SiteHits,
+    pages: SitePages,
+}
+
+type SiteHits = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>;
+
+type SitePages =
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (&'static str, Vec<u8>)>>>;
+
+impl Site {
+    fn hits(&self, path: &str) -> usize {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+
+    /// Changes (or adds) an HTML page.
+    fn set_page(&self, path: &str, title: &str, body: &str) {
+        self.pages.lock().unwrap().insert(
+            path.to_owned(),
+            ("text/html", site_html(title, body).into_bytes()),
+        );
+    }
+}
+
+fn site_html(title: &str, body: &str) -> String {
+    format!("<html><head><title>{title}</title></head><body>{body}</body></html>")
+}
+
+async fn serve_site(elsewhere: Option<&str>) -> Site {
+    use axum::extract::{Path as UrlPath, State};
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let hits: SiteHits = std::sync::Arc::default();
+    let elsewhere = elsewhere.unwrap_or("http://127.0.0.1:9").to_owned();
+    let html = site_html;
+    let mut pages: std::collections::HashMap<String, (&'static str, Vec<u8>)> =
+        std::collections::HashMap::new();
+    let mut listed = String::new();
+    for (k, (fact, _, _)) in SITE_FACTS.iter().enumerate() {
+        pages.insert(
+            format!("page-{k}.html"),
+            (
+                "text/html",
+                html(&format!("Fact {k}"), &format!("<p>{fact}</p>")).into_bytes(),
+            ),
+        );
+        listed.push_str(&format!("<url><loc>{base}/page-{k}.html</loc></url>"));
+    }
+    pages.insert("eicar.txt".to_owned(), ("text/plain", EICAR.to_vec()));
+    for loc in [
+        format!("{base}/eicar.txt"),
+        "http://10.0.0.8/secret".to_owned(),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        format!("{base}/page-0.html#again"),
+    ] {
+        listed.push_str(&format!("<url><loc>{loc}</loc></url>"));
+    }
+    let urlset = |entries: &str| {
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{entries}</urlset>"#
+        )
+        .into_bytes()
+    };
+    pages.insert("pages.xml".to_owned(), ("application/xml", urlset(&listed)));
+    pages.insert(
+        "more.xml".to_owned(),
+        (
+            "text/xml",
+            urlset(&format!(
+                "<url><loc>{base}/page-0.html</loc></url><url><loc>{base}/more.html</loc></url>"
+            )),
+        ),
+    );
+    pages.insert(
+        "more.html".to_owned(),
+        (
+            "text/html",
+            html("More", "<p>The cloakroom closes at noon.</p>").into_bytes(),
+        ),
+    );
+    pages.insert(
+        "sitemap.xml".to_owned(),
+        (
+            "application/xml",
+            format!(
+                r#"<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><sitemap><loc>{base}/pages.xml</loc></sitemap><sitemap><loc>{base}/more.xml</loc></sitemap></sitemapindex>"#
+            )
+            .into_bytes(),
+        ),
+    );
+    let crawl_pages = [
+        (
+            "start.html",
+            html(
+                "Start",
+                &format!(
+                    r#"<p>{}</p><a href="/a.html">A</a> <a href="b.html#part">B</a>
+                    <a href="/start.html">home</a> <a href="{elsewhere}/start.html">elsewhere</a>
+                    <a href="mailto:desk@example.com">mail</a>"#,
+                    SITE_FACTS[0].0
+                ),
+            ),
+        ),
+        (
+            "a.html",
+            html(
+                "A",
+                &format!(
+                    r#"<p>{}</p><a href="/deep.html">deeper</a>"#,
+                    SITE_FACTS[1].0
+                ),
+            ),
+        ),
+        ("b.html", html("B", &format!("<p>{}</p>", SITE_FACTS[2].0))),
+        (
+            "deep.html",
+            html(
+                "Deep",
+                &format!(r#"<p>{}</p><a href="/deeper.html">on</a>"#, SITE_FACTS[3].0),
+            ),
+        ),
+        (
+            "deeper.html",
+            html("Deeper", "<p>The bottom of the site.</p>"),
+        ),
+    ];
+    for (path, body) in crawl_pages {
+        pages.insert(path.to_owned(), ("text/html", body.into_bytes()));
+    }
+    let pages: SitePages = std::sync::Arc::new(std::sync::Mutex::new(pages));
+    let counted = hits.clone();
+    let served = pages.clone();
+    let app = axum::Router::new()
+        .route(
+            "/{path}",
+            axum::routing::get(
+                async |State((pages, hits)): State<(SitePages, SiteHits)>,
+                       UrlPath(path): UrlPath<String>| {
+                    *hits.lock().unwrap().entry(format!("/{path}")).or_default() += 1;
+                    let page = pages.lock().unwrap().get(&path).cloned();
+                    match page {
+                        Some((media, body)) => {
+                            ([(header::CONTENT_TYPE, media)], body).into_response()
+                        }
+                        None => StatusCode::NOT_FOUND.into_response(),
+                    }
+                },
+            ),
+        )
+        .with_state((served, counted));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Site { base, hits, pages }
+}
+
+/// Polls until the site import and every page under it are ready or rejected (at most 90 s);
+/// answers the import and its pages by URL.
+async fn site_settled(
+    app: &TestApp,
+    bot: &Bot,
+    id: &str,
+) -> (Value, std::collections::BTreeMap<String, Value>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let list = app.get(&bot.path("/sources"), &bot.owner).await;
+        list.expect(200);
+        let sources = list.json()["sources"].as_array().unwrap().clone();
+        let site = sources.iter().find(|s| s["id"] == id).unwrap().clone();
+        let pages: std::collections::BTreeMap<String, Value> = sources
+            .into_iter()
+            .filter(|s| s["parent_id"] == id)
+            .map(|s| (s["url"].as_str().unwrap().to_owned(), s))
+            .collect();
+        let settled = |s: &Value| s["status"] == "ready" || s["status"] == "rejected";
+        if settled(&site) && pages.values().all(settled) {
+            return (site, pages);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the import never settled: {site} {pages:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_sitemaps_pages_are_each_scanned_learned_and_cited_and_inward_urls_skipped_and_audited() {
+    let Some(clamd) = TempClamd::start(
+        "a_sitemaps_pages_are_each_scanned_learned_and_cited",
+        64 * 1024 * 1024,
+    ) else {
+        return;
+    };
+    let address = clamd.unix();
+    each_backend_with(
+        move |config| {
+            config.knowledge.clamd = Some(address.clone());
+            allow_loopback(config);
+        },
+        async |app| {
+            let bot = bot(app).await;
+            let site = serve_site(None).await;
+            let reply = app
+                .post(
+                    &bot.path("/imports"),
+                    &bot.owner,
+                    json!({ "url": format!("{}/sitemap.xml", site.base), "mode": "sitemap" }),
+                )
+                .await;
+            reply.expect(202);
+            let import = reply.json();
+            assert_eq!(import["kind"], "sitemap", "{import}");
+            assert_eq!(
+                import["crawl"]["limits"]["max_pages"], 50,
+                "the server's maximum"
+            );
+            let id = import["id"].as_str().unwrap();
+
+            let (sitemap, pages) = site_settled(app, &bot, id).await;
+            assert_eq!(sitemap["status"], "ready", "{sitemap}");
+            let report = &sitemap["crawl"]["report"];
+            // Four fact pages, the EICAR page, two inward URLs and more.html; page 0 listed
+            // three times (once with a fragment) counts once.
+            assert_eq!(report["found"], 8, "{report}");
+            assert_eq!(report["queued"], 6, "{report}");
+            assert_eq!(
+                report["skipped"],
+                json!({ "address_not_allowed": 2 }),
+                "{report}"
+            );
+            assert_eq!(report["stopped"], Value::Null, "{report}");
+            assert_eq!(pages.len(), 6, "{pages:?}");
+            for k in 0..SITE_FACTS.len() {
+                let page = &pages[&format!("{}/page-{k}.html", site.base)];
+                assert_eq!(page["status"], "ready", "{page}");
+                assert_eq!(page["kind"], "url");
+                assert_eq!(page["scan"], "clean", "each page is scanned: {page}");
+                assert_eq!(page["title"], format!("Fact {k}"));
+                assert_eq!(site.hits(&format!("/page-{k}.html")), 1, "fetched once");
+            }
+            let eicar = &pages[&format!("{}/eicar.txt", site.base)];
+            assert_eq!(eicar["reason"], "infected", "{eicar}");
+            assert_eq!(stored(app, "quarantine").len(), 1);
+
+            // Inward URLs: never fetched, one audit record for the run with their count.
+            let audit = app
+                .get(
+                    &format!("/api/v1/orgs/{}/audit?limit=200", bot.org),
+                    &bot.owner,
+                )
+                .await
+                .json();
+            let refused: Vec<&Value> = audit["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["action"] == "knowledge.url_refused")
+                .collect();
+            assert_eq!(refused.len(), 1, "{refused:?}");
+            let details = refused[0].to_string();
+            assert!(
+                details.contains("\"count\":2") && details.contains("10.0.0.8"),
+                "{details}"
+            );
+
+            // A visitor's question is answered from the page that knows, linked to it.
+            let mut visitor = Visitor::start(app, &bot.key).await;
+            for (k, (_, question, word)) in SITE_FACTS.iter().enumerate() {
+                let reply = ask(app, &mut visitor, question).await;
+                assert!(reply.contains(word), "{question}: {reply}");
+                assert!(
+                    reply.contains(&format!("href=\"{}/page-{k}.html\"", site.base)),
+                    "{question}: {reply}"
+                );
+            }
+
+            // Deleting the sitemap deletes its pages, their passages and their files.
+            app.delete(&bot.path(&format!("/sources/{id}")), &bot.owner)
+                .await
+                .expect(204);
+            let list = app.get(&bot.path("/sources"), &bot.owner).await;
+            assert_eq!(list.json()["sources"], json!([]));
+            assert!(
+                stored(app, "files").is_empty(),
+                "{:?}",
+                stored(app, "files")
+            );
+            assert!(stored(app, "quarantine").is_empty());
+            let reply = ask(app, &mut visitor, SITE_FACTS[1].1).await;
+            assert!(!reply.contains(SITE_FACTS[1].2), "{reply}");
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_crawl_follows_same_site_links_within_its_depth_and_page_limits() {
+    each_backend_with(allow_loopback, async |app| {
+        let bot = bot(app).await;
+        // Another site on another port of the same address: never part of the crawl.
+        let elsewhere = serve_site(None).await;
+        let site = serve_site(Some(&elsewhere.base)).await;
+        let start = format!("{}/start.html", site.base);
+        let crawl = |limits: Value| {
+            let mut body = json!({ "url": start, "mode": "crawl" });
+            body.as_object_mut()
+                .unwrap()
+                .extend(limits.as_object().unwrap().clone());
+            body
+        };
+
+        // Depth 1: the start page and the two pages it links to; nothing deeper, nothing
+        // elsewhere.
+        let reply = app
+            .post(
+                &bot.path("/imports"),
+                &bot.owner,
+                crawl(json!({ "max_depth": 1 })),
+            )
+            .await;
+        reply.expect(202);
+        let id = reply.json()["id"].as_str().unwrap().to_owned();
+        let (import, pages) = site_settled(app, &bot, &id).await;
+        assert_eq!(import["status"], "ready", "{import}");
+        assert_eq!(
+            pages.keys().cloned().collect::<Vec<_>>(),
+            ["a.html", "b.html", "start.html"]
+                .map(|p| format!("{}/{p}", site.base))
+                .to_vec()
+        );
+        assert!(pages.values().all(|p| p["status"] == "ready"), "{pages:?}");
+        let report = &import["crawl"]["report"];
+        assert_eq!(report["found"], 3, "{report}");
+        assert_eq!(report["queued"], 3, "{report}");
+        assert_eq!(report["stopped"], Value::Null, "{report}");
+        assert_eq!(site.hits("/start.html"), 1, "fetched once, by the crawl");
+        assert_eq!(site.hits("/deep.html"), 0, "beyond the depth");
+        assert_eq!(
+            elsewhere.hits("/start.html"),
+            0,
+            "another port is another site"
+        );
+
+        let mut visitor = Visitor::start(app, &bot.key).await;
+        let reply = ask(app, &mut visitor, SITE_FACTS[2].1).await;
+        assert!(reply.contains(SITE_FACTS[2].2), "{reply}");
+        assert!(
+            reply.contains(&format!("href=\"{}/b.html\"", site.base)),
+            "{reply}"
+        );
+
+        // Two pages at most: breadth first, so the start page and its first link; the crawl
+        // says the page limit stopped it.
+        let reply = app
+            .post(
+                &bot.path("/imports"),
+                &bot.owner,
+                crawl(json!({ "max_pages": 2, "max_depth": 2 })),
+            )
+            .await;
+        reply.expect(202);
+        let limited = reply.json()["id"].as_str().unwrap().to_owned();
+        let (import, pages) = site_settled(app, &bot, &limited).await;
+        assert_eq!(
+            import["crawl"]["report"]["stopped"], "max_pages",
+            "{import}"
+        );
+        assert_eq!(
+            pages.keys().cloned().collect::<Vec<_>>(),
+            ["a.html", "start.html"]
+                .map(|p| format!("{}/{p}", site.base))
+                .to_vec()
+        );
+        assert_eq!(site.hits("/deep.html"), 0);
+
+        // Depth 2 reaches deep.html, never deeper.html.
+        let reply = app
+            .post(
+                &bot.path("/imports"),
+                &bot.owner,
+                crawl(json!({ "max_depth": 2 })),
+            )
+            .await;
+        reply.expect(202);
+        let deep = reply.json()["id"].as_str().unwrap().to_owned();
+        let (import, pages) = site_settled(app, &bot, &deep).await;
+        assert_eq!(import["status"], "ready", "{import}");
+        assert_eq!(pages.len(), 4, "{pages:?}");
+        assert_eq!(site.hits("/deep.html"), 1);
+        assert_eq!(site.hits("/deeper.html"), 0);
+        assert_eq!(elsewhere.hits("/start.html"), 0);
+        let reply = ask(app, &mut visitor, SITE_FACTS[3].1).await;
+        assert!(reply.contains(SITE_FACTS[3].2), "{reply}");
+
+        // Deleting a crawl takes every passage of its pages out of the answers.
+        for id in [&id, &limited, &deep] {
+            app.delete(&bot.path(&format!("/sources/{id}")), &bot.owner)
+                .await
+                .expect(204);
+        }
+        let list = app.get(&bot.path("/sources"), &bot.owner).await;
+        assert_eq!(list.json()["sources"], json!([]));
+        for (_, question, word) in &SITE_FACTS[..] {
+            let reply = ask(app, &mut visitor, question).await;
+            assert!(!reply.contains(word), "{question}: {reply}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn site_import_limits_are_checked_and_a_refresh_finds_pages_again() {
+    each_backend_with(
+        |config| {
+            allow_loopback(config);
+            config.knowledge.crawl.max_pages = 10;
+            config.knowledge.max_sources_per_bot = 5;
+        },
+        async |app| {
+            let bot = bot(app).await;
+            let site = serve_site(None).await;
+            let url = format!("{}/start.html", site.base);
+            for (body, code) in [
+                (
+                    json!({ "url": url, "mode": "crawl", "max_pages": 11 }),
+                    "crawl_limit_exceeded",
+                ),
+                (
+                    json!({ "url": url, "mode": "crawl", "max_depth": 3 }),
+                    "crawl_limit_exceeded",
+                ),
+                (
+                    json!({ "url": url, "mode": "sitemap", "max_bytes": 1u64 << 40 }),
+                    "crawl_limit_exceeded",
+                ),
+                (
+                    json!({ "url": url, "mode": "crawl", "max_pages": 0 }),
+                    "invalid_import_limits",
+                ),
+                (
+                    json!({ "url": url, "max_pages": 2 }),
+                    "invalid_import_limits",
+                ),
+                (
+                    json!({ "url": url, "mode": "page", "max_depth": 1 }),
+                    "invalid_import_limits",
+                ),
+                (
+                    json!({ "url": "http://10.0.0.8/sitemap.xml", "mode": "sitemap" }),
+                    "import_url_not_allowed",
+                ),
+            ] {
+                app.post(&bot.path("/imports"), &bot.owner, body.clone())
+                    .await
+                    .expect_error(422, code);
+            }
+            let list = app.get(&bot.path("/sources"), &bot.owner).await;
+            assert_eq!(list.json()["sources"], json!([]), "nothing half-written");
+
+            // A sitemap that is no sitemap rejects the import.
+            let reply = app
+                .post(
+                    &bot.path("/imports"),
+                    &bot.owner,
+                    json!({ "url": url, "mode": "sitemap" }),
+                )
+                .await;
+            reply.expect(202);
+            let rejected = reply.json()["id"].as_str().unwrap().to_owned();
+            let (import, pages) = site_settled(app, &bot, &rejected).await;
+            assert_eq!(import["status"], "rejected", "{import}");
+            assert_eq!(import["reason"], "content_type_not_allowed", "{import}");
+            assert!(pages.is_empty());
+            app.delete(&bot.path(&format!("/sources/{rejected}")), &bot.owner)
+                .await
+                .expect(204);
+
+            let reply = app
+                .post(
+                    &bot.path("/imports"),
+                    &bot.owner,
+                    json!({ "url": url, "mode": "crawl", "max_depth": 1 }),
+                )
+                .await;
+            reply.expect(202);
+            let id = reply.json()["id"].as_str().unwrap().to_owned();
+            let (_, before) = site_settled(app, &bot, &id).await;
+            assert_eq!(before.len(), 3, "{before:?}");
+
+            // The site changed: a.html is no longer linked, more.html is. Refreshed, the crawl
+            // fetches the pages it finds again (the same sources), adds the new one and removes
+            // the one gone.
+            site.set_page(
+                "start.html",
+                "Start",
+                r#"<p>Welcome.</p><a href="/b.html">B</a> <a href="/more.html">more</a>"#,
+            );
+            app.post(
+                &bot.path(&format!("/sources/{id}/refresh")),
+                &bot.owner,
+                json!({}),
+            )
+            .await
+            .expect(202);
+            let (import, after) = site_settled(app, &bot, &id).await;
+            assert_eq!(import["status"], "ready", "{import}");
+            let report = &import["crawl"]["report"];
+            assert_eq!(report["queued"], 3, "{report}");
+            assert_eq!(report["removed"], 1, "{report}");
+            assert_eq!(
+                after.keys().cloned().collect::<Vec<_>>(),
+                ["b.html", "more.html", "start.html"]
+                    .map(|p| format!("{}/{p}", site.base))
+                    .to_vec()
+            );
+            for kept in ["b.html", "start.html"] {
+                let url = format!("{}/{kept}", site.base);
+                assert_eq!(after[&url]["id"], before[&url]["id"], "{kept} is renewed");
+            }
+            assert_eq!(
+                site.hits("/start.html"),
+                3,
+                "as a sitemap, then once per run"
+            );
+            let mut visitor = Visitor::start(app, &bot.key).await;
+            let reply = ask(app, &mut visitor, SITE_FACTS[0].1).await;
+            assert!(
+                !reply.contains(SITE_FACTS[0].2),
+                "the old start page: {reply}"
+            );
+            let reply = ask(app, &mut visitor, SITE_FACTS[1].1).await;
+            assert!(!reply.contains(SITE_FACTS[1].2), "a.html is gone: {reply}");
+
+            // The bot's cap of five sources: room for one more page, and the crawl says so.
+            site.set_page(
+                "start.html",
+                "Start",
+                r#"<a href="/b.html">B</a> <a href="/more.html">more</a>
+                   <a href="/a.html">A</a> <a href="/deep.html">deep</a>"#,
+            );
+            app.post(
+                &bot.path(&format!("/sources/{id}/refresh")),
+                &bot.owner,
+                json!({}),
+            )
+            .await
+            .expect(202);
+            let (import, pages) = site_settled(app, &bot, &id).await;
+            assert_eq!(
+                import["crawl"]["report"]["stopped"], "source_limit",
+                "{import}"
+            );
+            assert_eq!(pages.len(), 4, "{pages:?}");
         },
     )
     .await;

@@ -7,7 +7,7 @@ use confide_domain::{BotId, ScanState, SourceId, SourceKind, SourceStatus};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Transaction};
 
-use super::{Cols, SqlStore, all, corrupt};
+use super::{Cols, SqlStore, all, corrupt, json_document};
 use crate::StoreResult;
 use crate::models::*;
 
@@ -15,7 +15,7 @@ macro_rules! source_columns {
     () => {
         "id, org_id, bot_id, kind, title, file_kind, size, object_key, url, body, status, reason, \
          detail, scan, language, chunk_count, revision, attempts, next_attempt_at, created_by, \
-         created_at, updated_at"
+         created_at, updated_at, parent_id, crawl"
     };
 }
 
@@ -50,6 +50,12 @@ fn source(row: &AnyRow) -> StoreResult<KnowledgeSource> {
         created_by: c.text("created_by")?,
         created_at: c.int("created_at")?,
         updated_at: c.int("updated_at")?,
+        parent_id: c.opt_parsed("parent_id")?,
+        crawl: c
+            .opt_text("crawl")?
+            .map(|text| serde_json::from_str(&text))
+            .transpose()
+            .map_err(|_| corrupt("crawl", "is not valid"))?,
     })
 }
 
@@ -122,7 +128,7 @@ impl SqlStore {
             "INSERT INTO knowledge_sources (",
             source_columns!(),
             ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19, $20, $21, $22 \
+             $18, $19, $20, $21, $22, $24, $25 \
              WHERE (SELECT COUNT(*) FROM knowledge_sources WHERE bot_id = $3) < $23"
         ))
         .bind(s.id.to_string())
@@ -148,6 +154,8 @@ impl SqlStore {
         .bind(s.created_at)
         .bind(s.updated_at)
         .bind(max_per_bot)
+        .bind(s.parent_id.map(|p| p.to_string()))
+        .bind(s.crawl.as_ref().map(json_document).transpose()?)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -249,7 +257,8 @@ impl SqlStore {
              attempts = $5, next_attempt_at = $6, updated_at = $7, \
              claimed_by = CASE WHEN $8 THEN NULL ELSE claimed_by END, \
              claimed_until = CASE WHEN $8 THEN NULL ELSE $9 END, \
-             chunk_count = CASE WHEN $1 = 'rejected' THEN 0 ELSE chunk_count END \
+             chunk_count = CASE WHEN $1 = 'rejected' THEN 0 ELSE chunk_count END, \
+             crawl = COALESCE($12, crawl) \
              WHERE id = $10 AND claimed_by = $11 RETURNING bot_id",
         )
         .bind(step.status.as_str())
@@ -263,6 +272,7 @@ impl SqlStore {
         .bind(lease_until)
         .bind(id.to_string())
         .bind(token)
+        .bind(step.crawl.as_ref().map(json_document).transpose()?)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(bot) = bot else {
@@ -377,8 +387,19 @@ impl SqlStore {
         &self,
         bot: BotId,
         id: SourceId,
-    ) -> StoreResult<Option<KnowledgeSource>> {
+    ) -> StoreResult<Option<(KnowledgeSource, Vec<KnowledgeSource>)>> {
         let mut tx = self.begin().await?;
+        // A site import's pages first, each read as it goes, so their stored copies can go too.
+        // Not in the same statement as the import: SQLite returns no row its cascade removed.
+        let pages = sqlx::query(concat!(
+            "DELETE FROM knowledge_sources WHERE parent_id = $1 AND bot_id = $2 RETURNING ",
+            source_columns!()
+        ))
+        .bind(id.to_string())
+        .bind(bot.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        let pages = all(pages, source)?;
         let row = sqlx::query(concat!(
             "DELETE FROM knowledge_sources WHERE id = $1 AND bot_id = $2 RETURNING ",
             source_columns!()
@@ -387,16 +408,43 @@ impl SqlStore {
         .bind(bot.to_string())
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(row) = row else {
+        let Some(deleted) = row.as_ref().map(source).transpose()? else {
             tx.rollback().await?;
             return Ok(None);
         };
-        let deleted = source(&row)?;
-        if deleted.revision > 0 {
+        if deleted.revision > 0 || pages.iter().any(|p| p.revision > 0) {
             bump_knowledge(&mut tx, bot).await?;
         }
         tx.commit().await?;
-        Ok(Some(deleted))
+        Ok(Some((deleted, pages)))
+    }
+
+    pub(super) async fn knowledge_renew_page(
+        &self,
+        current: &KnowledgeSource,
+        object_key: &str,
+        file_kind: &str,
+        size: i64,
+        at: i64,
+    ) -> StoreResult<bool> {
+        // Only as read and not held by a worker; its passages answer until the new ones replace
+        // them, as when a page is refreshed.
+        let done = sqlx::query(
+            "UPDATE knowledge_sources SET status = 'queued', reason = NULL, detail = NULL, \
+             attempts = 0, next_attempt_at = $1, updated_at = $1, object_key = $2, \
+             file_kind = $3, size = $4, scan = 'pending' \
+             WHERE id = $5 AND bot_id = $6 AND updated_at = $7 AND claimed_by IS NULL",
+        )
+        .bind(at)
+        .bind(object_key)
+        .bind(file_kind)
+        .bind(size)
+        .bind(current.id.to_string())
+        .bind(current.bot_id.to_string())
+        .bind(current.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     pub(super) async fn knowledge_chunks_of(

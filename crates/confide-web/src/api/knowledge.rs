@@ -13,7 +13,9 @@ use axum::body::Body;
 use axum::extract::{FromRequest as _, Multipart, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
-use confide_domain::{BotId, Name, OrgId, ScanState, SourceId, SourceKind, SourceStatus, UserId};
+use confide_domain::{
+    BotId, Crawl, CrawlLimits, Name, OrgId, ScanState, SourceId, SourceKind, SourceStatus, UserId,
+};
 use confide_security::upload::{FileKind, Purpose, Rejection, UploadError, check_upload};
 use confide_store::AuditChain;
 use confide_store::KnowledgeSource;
@@ -55,6 +57,11 @@ pub struct SourceView {
     pub language: Option<String>,
     /// Passages it answers from, once ready.
     pub chunks: i64,
+    /// A page a site import found: that import (deleting it deletes the page).
+    pub parent_id: Option<SourceId>,
+    /// A site import (`sitemap` or `crawl`): its limits and what its last run found, queued,
+    /// skipped (by reason) and stopped at.
+    pub crawl: Option<Crawl>,
     pub created_by: String,
     pub created_at: String,
     pub updated_at: String,
@@ -75,6 +82,8 @@ impl From<&KnowledgeSource> for SourceView {
             url: s.url.clone(),
             language: s.language.clone(),
             chunks: s.chunk_count,
+            parent_id: s.parent_id,
+            crawl: s.crawl.clone(),
             created_by: s.created_by.clone(),
             created_at: timestamp(s.created_at),
             updated_at: timestamp(s.updated_at),
@@ -245,31 +254,13 @@ async fn receive(
 }
 
 fn new_source(org_id: OrgId, bot_id: BotId, kind: SourceKind, auth: &Auth) -> KnowledgeSource {
-    let at = now_ms();
-    KnowledgeSource {
-        id: SourceId::new(),
+    KnowledgeSource::queued(
         org_id,
         bot_id,
         kind,
-        title: String::new(),
-        file_kind: None,
-        size: None,
-        object_key: None,
-        url: None,
-        body: None,
-        status: SourceStatus::Queued,
-        reason: None,
-        detail: None,
-        scan: ScanState::NotApplicable,
-        language: None,
-        chunk_count: 0,
-        revision: 0,
-        attempts: 0,
-        next_attempt_at: at,
-        created_by: principal_label(&auth.principal),
-        created_at: at,
-        updated_at: at,
-    }
+        principal_label(&auth.principal),
+        now_ms(),
+    )
 }
 
 /// Records a new source (within the bot's cap), wakes the worker and audits it with `details`
@@ -451,28 +442,111 @@ pub async fn add_entry(
     add_source(&state, &auth, source, json!({})).await
 }
 
-/// A page to import.
+/// A page to import, or a site: a sitemap's pages, or a crawl of same-site links.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewImport {
-    /// An http or https URL of a public page (HTML, text, Markdown, CSV, PDF or DOCX), at most
-    /// 2048 bytes. Fetched by the server through the same guarded client as webhooks: every
-    /// address it resolves to and every redirect is checked.
+    /// An http or https URL of a public page (HTML, text, Markdown, CSV, PDF or DOCX), or of a
+    /// sitemap, or of the page a crawl starts from; at most 2048 bytes. Fetched by the server
+    /// through the same guarded client as webhooks: every address it resolves to and every
+    /// redirect is checked, and so is every URL a sitemap or page leads to.
     #[schema(min_length = 1, max_length = 2048)]
     pub url: String,
+    /// `page` (the default): this one page. `sitemap`: the pages a sitemap (or sitemap index)
+    /// lists. `crawl`: this page and the pages its links lead to on the same site (scheme, host
+    /// and port), breadth first. A sitemap or crawl is a source of its own; each page it finds
+    /// is a source under it (`parent_id`).
+    #[serde(default)]
+    pub mode: ImportMode,
+    /// A sitemap or crawl: pages fetched at most (the server's maximum when omitted, 50 by
+    /// default; more is `422 crawl_limit_exceeded`).
+    #[schema(minimum = 1)]
+    pub max_pages: Option<u32>,
+    /// A crawl: links followed from the start page at most this many times (0: the start page
+    /// only). A sitemap: sitemap indexes nested at most this deep. The server's maximum (2 by
+    /// default) when omitted.
+    pub max_depth: Option<u32>,
+    /// A sitemap or crawl: bytes fetched at most, sitemaps and pages together.
+    #[schema(minimum = 1)]
+    pub max_bytes: Option<u64>,
+    /// A sitemap or crawl: seconds it may take at most.
+    #[schema(minimum = 1)]
+    pub max_seconds: Option<u32>,
 }
 
-/// Import a page from the web.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ImportMode {
+    #[default]
+    Page,
+    Sitemap,
+    Crawl,
+}
+
+impl NewImport {
+    /// The limits of a site import within the server's maximums; `None` for one page.
+    fn limits(&self, max: &CrawlLimits) -> ApiResult<Option<CrawlLimits>> {
+        let asked = [
+            self.max_pages.map(u64::from),
+            self.max_depth.map(u64::from),
+            self.max_bytes,
+            self.max_seconds.map(u64::from),
+        ];
+        if self.mode == ImportMode::Page {
+            if asked.iter().any(Option::is_some) {
+                return Err(invalid_limits(
+                    "max_pages, max_depth, max_bytes and max_seconds are for a sitemap or a crawl",
+                ));
+            }
+            return Ok(None);
+        }
+        if [
+            self.max_pages.map(u64::from),
+            self.max_bytes,
+            self.max_seconds.map(u64::from),
+        ]
+        .contains(&Some(0))
+        {
+            return Err(invalid_limits(
+                "max_pages, max_bytes and max_seconds must be at least 1",
+            ));
+        }
+        let limits = CrawlLimits {
+            max_pages: self.max_pages.unwrap_or(max.max_pages),
+            max_depth: self.max_depth.unwrap_or(max.max_depth),
+            max_bytes: self.max_bytes.unwrap_or(max.max_bytes),
+            max_seconds: self.max_seconds.unwrap_or(max.max_seconds),
+        };
+        if let Some((name, most)) = max.first_exceeded_by(&limits) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "crawl_limit_exceeded",
+                format!("{name} is at most {most} on this server"),
+            ));
+        }
+        Ok(Some(limits))
+    }
+}
+
+fn invalid_limits(message: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_import_limits",
+        message,
+    )
+}
+
+/// Import a page from the web, or a site: the pages of a sitemap, or a same-site crawl.
 #[utoipa::path(post, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/knowledge/imports", tag = "knowledge",
     request_body = NewImport,
     params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id")),
     security(("bearer" = []), ("session" = []), ("api_key" = [])),
     responses(
-        (status = 202, description = "Queued; fetched, scanned and processed in the background", body = SourceView),
+        (status = 202, description = "Queued; fetched, scanned and processed in the background (a sitemap or crawl adds its pages as sources under it)", body = SourceView),
         (status = 403, description = "No write permission on the bot", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody),
         (status = 409, description = "The bot has too many sources", body = ErrorBody),
-        (status = 422, description = "Not an http(s) URL (`invalid_import_url`), or one aimed at an address that is not public (`import_url_not_allowed`)", body = ErrorBody),
+        (status = 422, description = "Not an http(s) URL (`invalid_import_url`), one aimed at an address that is not public (`import_url_not_allowed`), a limit over the server's maximum (`crawl_limit_exceeded`), or limits that do not apply or are 0 (`invalid_import_limits`)", body = ErrorBody),
     ))]
 pub async fn import_url(
     State(state): State<AppState>,
@@ -481,6 +555,7 @@ pub async fn import_url(
     StrictJson(request): StrictJson<NewImport>,
 ) -> ApiResult<(StatusCode, Json<SourceView>)> {
     authz::bot(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
+    let limits = request.limits(&state.knowledge.settings.crawl)?;
     // The shape and any address literal now; names are resolved and checked at the fetch.
     let url = match state.outbound.check_url(&request.url) {
         Ok(url) => url,
@@ -508,12 +583,26 @@ pub async fn import_url(
             ));
         }
     };
-    let mut source = new_source(org_id, bot_id, SourceKind::Url, &auth);
+    let kind = match request.mode {
+        ImportMode::Page => SourceKind::Url,
+        ImportMode::Sitemap => SourceKind::Sitemap,
+        ImportMode::Crawl => SourceKind::Crawl,
+    };
+    let mut source = new_source(org_id, bot_id, kind, &auth);
     source.title = url.as_str().chars().take(200).collect();
     source.url = Some(url.to_string());
-    source.scan = ScanState::Pending;
-    let url = source.url.clone();
-    add_source(&state, &auth, source, json!({ "url": url })).await
+    source.crawl = limits.map(|limits| Crawl {
+        limits,
+        report: Default::default(),
+    });
+    // A site import has nothing of its own to scan; its pages each are.
+    source.scan = if kind == SourceKind::Url {
+        ScanState::Pending
+    } else {
+        ScanState::NotApplicable
+    };
+    let details = json!({ "url": source.url, "limits": limits });
+    add_source(&state, &auth, source, details).await
 }
 
 /// The bot's knowledge sources and where each one stands.
@@ -564,7 +653,9 @@ pub async fn get_source(
 
 /// Process a source again: an imported page is fetched again (its new content replaces the old
 /// atomically once ready; until then the old passages answer), a file or entry is extracted and
-/// indexed again (after a server upgrade, or a rejection for a reason that has passed).
+/// indexed again (after a server upgrade, or a rejection for a reason that has passed). A sitemap
+/// or crawl looks for its pages again: pages found again are fetched again, new ones added, and
+/// ones no longer found removed (unless a limit stopped it before the end).
 #[utoipa::path(post, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/knowledge/sources/{source_id}/refresh", tag = "knowledge",
     params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id"),
         ("source_id" = SourceId, Path, description = "Source id")),
@@ -612,7 +703,8 @@ pub async fn refresh_source(
     Ok((StatusCode::ACCEPTED, Json((&queued).into())))
 }
 
-/// Delete a source: its passages leave the bot's answers at once, its stored file is removed.
+/// Delete a source: its passages leave the bot's answers at once, its stored file is removed. A
+/// sitemap or crawl goes with every page it found.
 #[utoipa::path(delete, path = "/api/v1/orgs/{org_id}/bots/{bot_id}/knowledge/sources/{source_id}", tag = "knowledge",
     params(("org_id" = OrgId, Path, description = "Organization id"), ("bot_id" = BotId, Path, description = "Bot id"),
         ("source_id" = SourceId, Path, description = "Source id")),
@@ -628,7 +720,7 @@ pub async fn delete_source(
     PathParams((org_id, bot_id, source_id)): PathParams<(OrgId, BotId, SourceId)>,
 ) -> ApiResult<StatusCode> {
     authz::bot(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
-    let Some(deleted) = state
+    let Some((deleted, pages)) = state
         .store
         .delete_knowledge_source(bot_id, source_id)
         .await?
@@ -641,14 +733,21 @@ pub async fn delete_source(
         &auth.actor(),
         "knowledge.source_deleted",
         Some(format!("source:{source_id}")),
-        json!({ "bot_id": bot_id, "kind": deleted.kind, "title": deleted.title }),
+        json!({
+            "bot_id": bot_id,
+            "kind": deleted.kind,
+            "title": deleted.title,
+            "pages": pages.len(),
+        }),
     )
     .await?;
-    if let Some(key) = &deleted.object_key
-        && let Err(err) = state.knowledge.remove_file(key).await
-    {
-        // The row is gone, so nothing refers to the file any more; say where it lies.
-        tracing::error!(source = %source_id, key = %key, error = %err, "removing a deleted source's file failed");
+    for gone in std::iter::once(&deleted).chain(&pages) {
+        if let Some(key) = &gone.object_key
+            && let Err(err) = state.knowledge.remove_file(key).await
+        {
+            // The row is gone, so nothing refers to the file any more; say where it lies.
+            tracing::error!(source = %gone.id, key = %key, error = %err, "removing a deleted source's file failed");
+        }
     }
     // Gone from this node's answers before the call returns (others follow at their next
     // message for the bot).

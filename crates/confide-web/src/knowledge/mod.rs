@@ -62,6 +62,8 @@ pub struct KnowledgeSettings {
     pub retry_max_ms: i64,
     /// The chat endpoint generated answers come from; `None`: the passage itself answers.
     pub llm: Option<answers::LlmSettings>,
+    /// The most one site import (a sitemap or a crawl) may do; an import may ask for less.
+    pub crawl: confide_domain::CrawlLimits,
 }
 
 impl Default for KnowledgeSettings {
@@ -82,6 +84,12 @@ impl Default for KnowledgeSettings {
             min_coverage: 0.5,
             retry_first_ms: 2000,
             retry_max_ms: 5 * 60 * 1000,
+            crawl: confide_domain::CrawlLimits {
+                max_pages: 50,
+                max_depth: 2,
+                max_bytes: 100 * 1024 * 1024,
+                max_seconds: 300,
+            },
             llm: None,
         }
     }

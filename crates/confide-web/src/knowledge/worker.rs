@@ -4,9 +4,11 @@
 //! Every write is conditional on still holding the claim: a worker that stalls past its lease
 //! and lost the source to another node changes nothing when it wakes.
 
+mod site;
+
 use std::time::Duration;
 
-use confide_domain::{BotId, ChunkId, ScanState, SourceKind, SourceStatus};
+use confide_domain::{BotId, ChunkId, Crawl, ScanState, SourceKind, SourceStatus};
 use confide_knowledge::chunk::{Chunk, chunk_entry, chunk_pages};
 use confide_knowledge::extract::{Extracted, Kind};
 use confide_knowledge::index::{IndexedChunk, SourceChunks};
@@ -56,7 +58,12 @@ fn is_transient(err: &OutboundError) -> bool {
 }
 
 /// Who the audit log names for what the worker does.
-const WORKER: &str = "system:knowledge";
+fn worker_actor() -> Actor {
+    Actor {
+        label: Some("system:knowledge".to_owned()),
+        ip: None,
+    }
+}
 
 /// Takes due sources until `stop` turns true.
 pub async fn run_worker(state: AppState, mut stop: watch::Receiver<bool>) {
@@ -70,6 +77,7 @@ pub async fn run_worker(state: AppState, mut stop: watch::Receiver<bool>) {
                 let mut job = Job {
                     state: &state,
                     token: &token,
+                    crawl: source.crawl.clone(),
                     source,
                     found_title: None,
                 };
@@ -104,6 +112,8 @@ struct Job<'a> {
     source: KnowledgeSource,
     /// An imported page's own title, which replaces its URL as the source's title.
     found_title: Option<String>,
+    /// A site import's run so far, recorded with every step.
+    crawl: Option<Crawl>,
 }
 
 /// What a step ends in when the source cannot go on now.
@@ -126,6 +136,9 @@ enum Stop {
 
 impl<'a> Job<'a> {
     async fn run(&mut self) -> anyhow::Result<()> {
+        if self.source.kind.is_site() {
+            return self.import_site().await;
+        }
         if self.source.kind == SourceKind::Url && self.source.object_key.is_none() {
             match self.fetch().await? {
                 Ok(()) => {}
@@ -133,8 +146,8 @@ impl<'a> Job<'a> {
             }
         }
         let outcome = match self.source.kind {
-            SourceKind::File | SourceKind::Url => self.file_text().await?,
             SourceKind::Text | SourceKind::Qa => self.entry_text(),
+            _ => self.file_text().await?,
         };
         let chunks = match outcome {
             Ok(chunks) => chunks,
@@ -146,91 +159,54 @@ impl<'a> Job<'a> {
         self.finish(chunks).await
     }
 
-    /// Fetches an imported page through the SSRF-safe client (every address and redirect
-    /// checked), checks it as an upload is checked and stores it in `incoming/` for the scanner.
+    /// Fetches an imported page (see [`fetch_page`]) and stores it in `incoming/` for the scanner.
     async fn fetch(&mut self) -> anyhow::Result<Result<(), Stop>> {
         if !self.step(SourceStatus::Fetching).await? {
             return Ok(Err(Stop::Lost));
         }
-        let settings = &self.state.knowledge.settings;
         let url = self.source.url.clone().unwrap_or_default();
-        let options = FetchOptions {
-            max_bytes: settings.upload_limits.training_max_bytes,
-            max_redirects: 5,
-            content_types: IMPORTED_TYPES
-                .iter()
-                .map(|(media, _)| (*media).to_owned())
-                .collect(),
-            accept: Some(
-                "text/html, application/xhtml+xml, text/plain, text/markdown, text/csv, \
-                 application/pdf, application/vnd.openxmlformats-officedocument.wordprocessingml.document;q=0.9"
-                    .to_owned(),
-            ),
-        };
-        let (_, response) = match self.state.outbound.fetch(&url, &options).await {
-            Ok(fetched) => fetched,
-            Err(err) if err.is_refused_target() => {
+        let max_bytes = self
+            .state
+            .knowledge
+            .settings
+            .upload_limits
+            .training_max_bytes;
+        let page = match fetch_page(self.state, &url, max_bytes).await? {
+            Ok(page) => page,
+            Err(PageRefused::Fetch(err)) if err.is_refused_target() => {
                 return Ok(Err(rejected(err.code(), err.to_string())));
             }
-            Err(err) if is_transient(&err) && self.source.attempts + 1 < MAX_FETCH_ATTEMPTS => {
+            Err(PageRefused::Fetch(err))
+                if is_transient(&err) && self.source.attempts + 1 < MAX_FETCH_ATTEMPTS =>
+            {
                 return Ok(Err(Stop::Retry {
                     status: SourceStatus::Queued,
                     reason: err.code(),
                     detail: format!("{err}; trying again"),
                 }));
             }
-            Err(err) => return Ok(Err(rejected(err.code(), err.to_string()))),
+            Err(refused) => return Ok(Err(rejected(refused.code(), refused.to_string()))),
         };
-        let media = response
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|v| v.trim().to_ascii_lowercase())
-            .unwrap_or_default();
-        let Some((_, extension)) = IMPORTED_TYPES.iter().find(|(m, _)| *m == media) else {
-            return Ok(Err(rejected(
-                "content_type_not_allowed",
-                format!("{media:?} is not a type that is learned from"),
-            )));
-        };
-        // The same checks as an upload: the content must be what its type says.
-        let body = response.body;
-        let limits = settings.upload_limits;
-        let name = format!("page.{extension}");
-        let checked = {
-            let body = body.clone();
-            tokio::task::spawn_blocking(move || {
-                check_upload_bytes(Purpose::Training, &name, &body, &limits)
-            })
-            .await?
-        };
-        let checked = match checked {
-            Ok(checked) => checked,
-            Err(UploadError::Rejected(rejection)) => {
-                return Ok(Err(rejected(rejection.code(), rejection.to_string())));
-            }
-            Err(UploadError::Io(err)) => return Err(err.into()),
-        };
-        let key = super::KnowledgeRuntime::new_object_key();
-        self.state
-            .knowledge
-            .store_bytes(Area::Incoming, &key, body)
-            .await?;
-        let kind = checked.kind.as_str();
-        let size = i64::try_from(checked.size).unwrap_or(i64::MAX);
+        let key = page.store(self.state).await?;
         let attached = self
             .state
             .store
-            .attach_knowledge_content(self.source.id, self.token, &key, kind, size, now_ms())
+            .attach_knowledge_content(
+                self.source.id,
+                self.token,
+                &key,
+                page.file_kind,
+                page.size,
+                now_ms(),
+            )
             .await?;
         if !attached {
             self.state.knowledge.remove_file(&key).await?;
             return Ok(Err(Stop::Lost));
         }
         self.source.object_key = Some(key);
-        self.source.file_kind = Some(kind.to_owned());
-        self.source.size = Some(size);
+        self.source.file_kind = Some(page.file_kind.to_owned());
+        self.source.size = Some(page.size);
         Ok(Ok(()))
     }
 
@@ -400,16 +376,7 @@ impl<'a> Job<'a> {
     /// Records the source's new status, keeping the claim; false when the claim was lost.
     async fn step(&mut self, status: SourceStatus) -> anyhow::Result<bool> {
         let now = now_ms();
-        let step = SourceStep {
-            status,
-            scan: self.source.scan,
-            reason: None,
-            detail: None,
-            attempts: self.source.attempts,
-            next_attempt_at: self.source.next_attempt_at,
-            release: false,
-            at: now,
-        };
+        let step = self.source_step(status, false, now);
         let lease = now.saturating_add(self.state.knowledge.settings.lease_ms);
         let held = self
             .state
@@ -422,6 +389,21 @@ impl<'a> Job<'a> {
         Ok(held)
     }
 
+    /// The source as it stands, moved to `status` (with the site import's run, if any).
+    fn source_step(&self, status: SourceStatus, release: bool, at: i64) -> SourceStep {
+        SourceStep {
+            status,
+            scan: self.source.scan,
+            reason: None,
+            detail: None,
+            attempts: self.source.attempts,
+            next_attempt_at: self.source.next_attempt_at,
+            release,
+            at,
+            crawl: self.crawl.clone(),
+        }
+    }
+
     async fn stop(&mut self, stop: Stop) -> anyhow::Result<()> {
         let now = now_ms();
         let step = match &stop {
@@ -431,22 +413,17 @@ impl<'a> Job<'a> {
                 detail,
                 scan,
             } => SourceStep {
-                status: SourceStatus::Rejected,
                 scan: scan.unwrap_or(self.source.scan),
                 reason: Some((*reason).to_owned()),
                 detail: Some(detail.clone()),
                 attempts: self.source.attempts + 1,
-                next_attempt_at: self.source.next_attempt_at,
-                release: true,
-                at: now,
+                ..self.source_step(SourceStatus::Rejected, true, now)
             },
             Stop::Retry {
                 status,
                 reason,
                 detail,
             } => SourceStep {
-                status: *status,
-                scan: self.source.scan,
                 reason: Some((*reason).to_owned()),
                 detail: Some(detail.clone()),
                 attempts: self.source.attempts + 1,
@@ -456,8 +433,7 @@ impl<'a> Job<'a> {
                         .settings
                         .retry_delay_ms(self.source.attempts),
                 ),
-                release: true,
-                at: now,
+                ..self.source_step(*status, true, now)
             },
         };
         let held = self
@@ -469,10 +445,7 @@ impl<'a> Job<'a> {
             audit::record_refusal(
                 self.state,
                 org_chain(self.source.org_id),
-                &Actor {
-                    label: Some(WORKER.to_owned()),
-                    ip: None,
-                },
+                &worker_actor(),
                 match *reason {
                     "infected" => "knowledge.infected",
                     "address_not_allowed" | "scheme_not_allowed" | "invalid_url" => {
@@ -547,6 +520,111 @@ impl<'a> Job<'a> {
         Ok(Some(
             confide_domain::language::resolve(&settings.languages, true, None, sample).to_owned(),
         ))
+    }
+}
+
+/// A page fetched through the SSRF-safe client and checked as an upload is, not stored yet.
+pub(crate) struct FetchedPage {
+    /// Where the body came from, after redirects.
+    pub url: confide_outbound::Url,
+    pub body: bytes::Bytes,
+    /// What the upload checks call it (`html`, `pdf`, ...).
+    pub file_kind: &'static str,
+    pub size: i64,
+}
+
+impl FetchedPage {
+    /// Stores the page in `incoming/`, for the scanner, under a new random key.
+    async fn store(&self, state: &AppState) -> anyhow::Result<String> {
+        let key = super::KnowledgeRuntime::new_object_key();
+        state
+            .knowledge
+            .store_bytes(Area::Incoming, &key, self.body.clone())
+            .await?;
+        Ok(key)
+    }
+}
+
+/// Why a page was not taken.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PageRefused {
+    /// The fetch itself failed or was refused (an address, a status, a size, a type).
+    #[error(transparent)]
+    Fetch(OutboundError),
+    /// The content is not what its type says, or breaks an upload bound.
+    #[error("{detail}")]
+    Content { code: &'static str, detail: String },
+}
+
+impl PageRefused {
+    pub fn code(&self) -> &'static str {
+        match self {
+            PageRefused::Fetch(err) => err.code(),
+            PageRefused::Content { code, .. } => code,
+        }
+    }
+}
+
+/// Fetches a page through the SSRF-safe client (every address and redirect checked), at most
+/// `max_bytes` of it, of a type that is learned from, and checks it as an upload is checked.
+pub(crate) async fn fetch_page(
+    state: &AppState,
+    url: &str,
+    max_bytes: u64,
+) -> anyhow::Result<Result<FetchedPage, PageRefused>> {
+    let options = FetchOptions {
+        max_bytes,
+        max_redirects: 5,
+        content_types: IMPORTED_TYPES
+            .iter()
+            .map(|(media, _)| (*media).to_owned())
+            .collect(),
+        accept: Some(
+            "text/html, application/xhtml+xml, text/plain, text/markdown, text/csv, \
+             application/pdf, application/vnd.openxmlformats-officedocument.wordprocessingml.document;q=0.9"
+                .to_owned(),
+        ),
+    };
+    let (url, response) = match state.outbound.fetch(url, &options).await {
+        Ok(fetched) => fetched,
+        Err(err) => return Ok(Err(PageRefused::Fetch(err))),
+    };
+    let media = response
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let Some((_, extension)) = IMPORTED_TYPES.iter().find(|(m, _)| *m == media) else {
+        return Ok(Err(PageRefused::Content {
+            code: "content_type_not_allowed",
+            detail: format!("{media:?} is not a type that is learned from"),
+        }));
+    };
+    // The same checks as an upload: the content must be what its type says.
+    let body = response.body;
+    let limits = state.knowledge.settings.upload_limits;
+    let name = format!("page.{extension}");
+    let checked = {
+        let body = body.clone();
+        tokio::task::spawn_blocking(move || {
+            check_upload_bytes(Purpose::Training, &name, &body, &limits)
+        })
+        .await?
+    };
+    match checked {
+        Ok(checked) => Ok(Ok(FetchedPage {
+            url,
+            body,
+            file_kind: checked.kind.as_str(),
+            size: i64::try_from(checked.size).unwrap_or(i64::MAX),
+        })),
+        Err(UploadError::Rejected(rejection)) => Ok(Err(PageRefused::Content {
+            code: rejection.code(),
+            detail: rejection.to_string(),
+        })),
+        Err(UploadError::Io(err)) => Err(err.into()),
     }
 }
 
