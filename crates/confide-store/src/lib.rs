@@ -430,6 +430,33 @@ pub trait Store: Send + Sync + 'static {
         source: SourceId,
     ) -> StoreResult<Vec<KnowledgeChunk>>;
 
+    // Dense retrieval.
+    /// Passages (of any bot) with no embedding from `model` yet, at most `limit`.
+    async fn knowledge_embeddings_due(
+        &self,
+        model: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<KnowledgeChunk>>;
+    /// Stores passages' embeddings (encoded vectors) from `model`, replacing any from another
+    /// model; a passage deleted meanwhile is skipped.
+    async fn put_knowledge_embeddings(
+        &self,
+        model: &str,
+        vectors: &[(confide_domain::ChunkId, String)],
+    ) -> StoreResult<()>;
+    /// The bot's embeddings from `model`.
+    async fn knowledge_embeddings(
+        &self,
+        bot: BotId,
+        model: &str,
+    ) -> StoreResult<Vec<(confide_domain::ChunkId, String)>>;
+    /// The bot's passages with these ids (those that still exist), in the order asked.
+    async fn knowledge_chunks_with_ids(
+        &self,
+        bot: BotId,
+        ids: &[confide_domain::ChunkId],
+    ) -> StoreResult<Vec<KnowledgeChunk>>;
+
     // Generated answers' token budget, per bot and calendar month (`YYYY-MM`, UTC).
     /// Adds `tokens` to what the bot used in `month` if the total stays within `budget`; false
     /// (nothing added) when it would not.

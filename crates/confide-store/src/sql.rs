@@ -31,6 +31,7 @@ macro_rules! conversation_columns {
 
 mod answer_tokens;
 mod chat_log;
+mod embeddings;
 mod inbox_backup;
 mod knowledge;
 mod nudges;
@@ -2390,6 +2391,38 @@ impl Store for SqlStore {
         source: SourceId,
     ) -> StoreResult<Vec<KnowledgeChunk>> {
         self.knowledge_chunks_of(bot, source).await
+    }
+
+    async fn knowledge_embeddings_due(
+        &self,
+        model: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<KnowledgeChunk>> {
+        self.embeddings_due(model, limit).await
+    }
+
+    async fn put_knowledge_embeddings(
+        &self,
+        model: &str,
+        vectors: &[(confide_domain::ChunkId, String)],
+    ) -> StoreResult<()> {
+        self.embeddings_put(model, vectors).await
+    }
+
+    async fn knowledge_embeddings(
+        &self,
+        bot: BotId,
+        model: &str,
+    ) -> StoreResult<Vec<(confide_domain::ChunkId, String)>> {
+        self.embeddings_of(bot, model).await
+    }
+
+    async fn knowledge_chunks_with_ids(
+        &self,
+        bot: BotId,
+        ids: &[confide_domain::ChunkId],
+    ) -> StoreResult<Vec<KnowledgeChunk>> {
+        self.chunks_with_ids(bot, ids).await
     }
 
     async fn reserve_answer_tokens(

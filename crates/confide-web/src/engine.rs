@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 
 use confide_domain::dialogue::{self, MAX_CONTEXT_KEYS};
 use confide_domain::samples::SampleModel;
-use confide_domain::{BotId, DialogueId, MessageId, SourceId, language, markup};
+use confide_domain::{BotId, ChunkId, DialogueId, MessageId, SourceId, language, markup};
 use confide_store::{Button, ChatSettings, Chatbot, ContextNamespace, Conversation, Dialogue};
 use regex::Regex;
 
-use confide_knowledge::generate::Passage;
+use confide_knowledge::generate::{Passage, reciprocal_rank_fusion};
 use confide_knowledge::index::Hit;
 use confide_store::KnowledgeSource;
 
@@ -400,11 +400,16 @@ async fn search_knowledge(
     text: &str,
 ) -> Option<(Option<i64>, confide_knowledge::index::SearchResult)> {
     let knowledge = state.knowledge.clone();
-    // The model reads several passages; the extractive answer needs the best one.
-    let wanted = knowledge
-        .llm
-        .as_ref()
-        .map_or(3, |llm| llm.settings.passages);
+    // The model reads several passages; the extractive answer needs the best one; fusion with
+    // the dense list takes more.
+    let wanted = if knowledge.embedder.is_some() {
+        crate::knowledge::embeddings::DENSE_TOP
+    } else {
+        knowledge
+            .llm
+            .as_ref()
+            .map_or(3, |llm| llm.settings.passages.max(3))
+    };
     let (bot_id, question, code) = (bot.id, text.to_owned(), language.to_owned());
     let found = tokio::task::spawn_blocking(move || {
         let version = knowledge.indexes.state(bot_id)?.map(|held| held.version);
@@ -465,14 +470,34 @@ async fn knowledge_step(
     let Some((_, result)) = found else {
         return Ok(None);
     };
-    if result.hits.is_empty() || result.coverage < state.knowledge.settings.min_coverage {
+    // With dense retrieval, the passages closest in meaning too; the step answers when the best
+    // passage covers enough of the question's words, or one is close enough in meaning.
+    let dense = match &state.knowledge.embedder {
+        Some(embedder) => embedder
+            .search(state, bot.id, text)
+            .await
+            .map(|found| (found, embedder.settings.min_similarity)),
+        None => None,
+    };
+    let lexical =
+        !result.hits.is_empty() && result.coverage >= state.knowledge.settings.min_coverage;
+    let semantic = dense.as_ref().is_some_and(|(found, min)| {
+        found
+            .first()
+            .is_some_and(|(_, similarity)| *similarity >= *min)
+    });
+    if !lexical && !semantic {
         return Ok(None);
     }
+    let hits = match dense {
+        Some((found, _)) if !found.is_empty() => fused(state, bot, &result.hits, &found).await?,
+        _ => result.hits,
+    };
     // The passages whose sources are still there (one deleted since this node's index was
     // synced is not an answer any more), each source read once.
     let mut passages: Vec<(KnowledgeSource, &Hit)> = Vec::new();
     let mut gone: Vec<&str> = Vec::new();
-    for hit in &result.hits {
+    for hit in &hits {
         if gone.contains(&hit.source_id.as_str()) {
             continue;
         }
@@ -492,12 +517,7 @@ async fn knowledge_step(
             None => gone.push(&hit.source_id),
         }
     }
-    // The best passage is the one that covers the question; without it there is no answer.
-    let Some((best_source, best)) = passages
-        .first()
-        .filter(|(_, hit)| hit.chunk_id == result.hits[0].chunk_id)
-        .cloned()
-    else {
+    let Some((best_source, best)) = passages.first().cloned() else {
         return Ok(None);
     };
     let mut message_id = None;
@@ -557,6 +577,52 @@ async fn knowledge_step(
         message_id,
     }))
 }
+
+/// BM25's passages and the dense list fused by reciprocal rank (k = 60), best first; passages
+/// only the dense list found are read from the store.
+async fn fused(
+    state: &AppState,
+    bot: &Chatbot,
+    lexical: &[Hit],
+    dense: &[(ChunkId, f32)],
+) -> ApiResult<Vec<Hit>> {
+    let lexical_ids: Vec<String> = lexical.iter().map(|hit| hit.chunk_id.clone()).collect();
+    let dense_ids: Vec<String> = dense.iter().map(|(id, _)| id.to_string()).collect();
+    let order = reciprocal_rank_fusion(&[lexical_ids, dense_ids], 60.0, FUSED_PASSAGES);
+    let missing: Vec<ChunkId> = order
+        .iter()
+        .filter(|id| !lexical.iter().any(|hit| &hit.chunk_id == *id))
+        .filter_map(|id| id.parse().ok())
+        .collect();
+    let read = state
+        .store
+        .knowledge_chunks_with_ids(bot.id, &missing)
+        .await?;
+    Ok(order
+        .iter()
+        .filter_map(|id| {
+            lexical
+                .iter()
+                .find(|hit| &hit.chunk_id == id)
+                .cloned()
+                .or_else(|| {
+                    read.iter()
+                        .find(|chunk| chunk.id.to_string() == *id)
+                        .map(|chunk| Hit {
+                            chunk_id: chunk.id.to_string(),
+                            source_id: chunk.source_id.to_string(),
+                            position: u32::try_from(chunk.position).unwrap_or(0),
+                            page: u32::try_from(chunk.page).unwrap_or(0),
+                            text: chunk.text.clone(),
+                            score: 0.0,
+                        })
+                })
+        })
+        .collect())
+}
+
+/// Passages kept after fusion: more than any step reads.
+const FUSED_PASSAGES: usize = 10;
 
 /// Answers with a dialogue the caller named instead of running the steps: its first reply whose
 /// placeholders are all known, else the fallback. While humans answer, the bot stays quiet here

@@ -77,6 +77,25 @@ pub struct KnowledgeConfig {
     pub crawl_max_seconds: Option<u32>,
     /// `[knowledge.llm]`: an OpenAI-compatible chat endpoint for generated answers.
     pub llm: Option<LlmConfig>,
+    /// `[knowledge.embeddings]`: an OpenAI-compatible embeddings endpoint for dense retrieval.
+    pub embeddings: Option<EmbeddingsConfig>,
+}
+
+/// `[knowledge.embeddings]`: dense retrieval, fused with BM25, from an OpenAI-compatible
+/// embeddings endpoint. Without it, passages are found by BM25 alone.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingsConfig {
+    /// The API's base with its version; this one host may be on a private address.
+    pub base_url: Option<String>,
+    pub model: Option<String>,
+    /// A file holding the API key, or `CONFIDE_KNOWLEDGE_EMBEDDINGS_API_KEY[_FILE]`.
+    pub api_key_file: Option<PathBuf>,
+    /// Asked of models that can shorten their vectors.
+    pub dimensions: Option<u32>,
+    /// The cosine similarity at which the best passage answers a paraphrase (0.6 by default).
+    pub min_similarity: Option<f32>,
+    pub timeout_seconds: Option<u64>,
 }
 
 /// `[knowledge.llm]`: generated answers from an OpenAI-compatible chat endpoint (OpenAI, Azure
@@ -289,7 +308,78 @@ fn knowledge_settings(
         crawl.max_bytes = bytes;
     }
     settings.llm = llm_settings(file.llm.unwrap_or_default())?;
+    settings.embeddings = embedding_settings(file.embeddings.unwrap_or_default())?;
     Ok(settings)
+}
+
+/// An endpoint's API key: `CONFIDE_{prefix}_API_KEY[_FILE]`, else the file the configuration
+/// names.
+fn api_key(prefix: &str, file: Option<PathBuf>) -> anyhow::Result<Option<SecretString>> {
+    if let Some(key) = env_secret(&format!("{prefix}_API_KEY"))? {
+        return Ok(Some(key));
+    }
+    let Some(path) = file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the API key file {}", path.display()))?;
+    Ok(Some(SecretString::from(text.trim().to_owned())))
+}
+
+/// An endpoint's base URL and model, from `CONFIDE_{prefix}_BASE_URL` / `_MODEL` or the file;
+/// `None` without a base URL.
+fn endpoint_and_model(
+    prefix: &str,
+    base_url: Option<String>,
+    model: Option<String>,
+) -> anyhow::Result<Option<(confide_outbound::Url, String)>> {
+    let Some(base_url) = env_value(&format!("{prefix}_BASE_URL"))?.or(base_url) else {
+        return Ok(None);
+    };
+    let what = prefix.to_ascii_lowercase().replacen('_', ".", 1);
+    let base_url = confide_outbound::Url::parse(&base_url)
+        .map_err(|e| anyhow::anyhow!("{what} base_url: {e}"))?;
+    let model = env_value(&format!("{prefix}_MODEL"))?
+        .or(model)
+        .filter(|model| !model.trim().is_empty())
+        .ok_or_else(|| anyhow::anyhow!("{what} needs a model"))?;
+    Ok(Some((base_url, model)))
+}
+
+/// `[knowledge.embeddings]` (file) or `CONFIDE_KNOWLEDGE_EMBEDDINGS_*` (environment); `None`
+/// without a base URL.
+fn embedding_settings(
+    file: EmbeddingsConfig,
+) -> anyhow::Result<Option<confide_web::knowledge::embeddings::EmbeddingSettings>> {
+    const PREFIX: &str = "KNOWLEDGE_EMBEDDINGS";
+    let Some((base_url, model)) = endpoint_and_model(PREFIX, file.base_url, file.model)? else {
+        return Ok(None);
+    };
+    let mut settings = confide_web::knowledge::embeddings::EmbeddingSettings::new(base_url, model);
+    settings.api_key = api_key(PREFIX, file.api_key_file)?;
+    if let Some(n) = env_parse::<u32>("KNOWLEDGE_EMBEDDINGS_DIMENSIONS")?.or(file.dimensions) {
+        if !(16..=8192).contains(&n) {
+            bail!("knowledge.embeddings dimensions must be 16 to 8192");
+        }
+        settings.dimensions = Some(n);
+    }
+    if let Some(s) =
+        env_parse::<f32>("KNOWLEDGE_EMBEDDINGS_MIN_SIMILARITY")?.or(file.min_similarity)
+    {
+        if !(0.0..=1.0).contains(&s) {
+            bail!("knowledge.embeddings min_similarity must be 0 to 1");
+        }
+        settings.min_similarity = s;
+    }
+    if let Some(s) =
+        env_parse::<u64>("KNOWLEDGE_EMBEDDINGS_TIMEOUT_SECONDS")?.or(file.timeout_seconds)
+    {
+        if !(1..=300).contains(&s) {
+            bail!("knowledge.embeddings timeout_seconds must be 1 to 300");
+        }
+        settings.timeout = std::time::Duration::from_secs(s);
+    }
+    Ok(Some(settings))
 }
 
 /// `[knowledge.llm]` (file) or `CONFIDE_KNOWLEDGE_LLM_*` (environment); `None` without a
@@ -297,28 +387,12 @@ fn knowledge_settings(
 fn llm_settings(
     file: LlmConfig,
 ) -> anyhow::Result<Option<confide_web::knowledge::answers::LlmSettings>> {
-    let Some(base_url) = env_value("KNOWLEDGE_LLM_BASE_URL")?.or(file.base_url) else {
+    let Some((base_url, model)) = endpoint_and_model("KNOWLEDGE_LLM", file.base_url, file.model)?
+    else {
         return Ok(None);
     };
-    let base_url = confide_outbound::Url::parse(&base_url)
-        .map_err(|e| anyhow::anyhow!("knowledge.llm base_url: {e}"))?;
-    let model = env_value("KNOWLEDGE_LLM_MODEL")?
-        .or(file.model)
-        .filter(|model| !model.trim().is_empty())
-        .ok_or_else(|| anyhow::anyhow!("knowledge.llm needs a model"))?;
     let mut settings = confide_web::knowledge::answers::LlmSettings::new(base_url, model);
-    settings.api_key = match env_secret("KNOWLEDGE_LLM_API_KEY")? {
-        Some(key) => Some(key),
-        None => match file.api_key_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(&path).with_context(|| {
-                    format!("reading knowledge.llm api_key_file ({})", path.display())
-                })?;
-                Some(SecretString::from(text.trim().to_owned()))
-            }
-            None => None,
-        },
-    };
+    settings.api_key = api_key("KNOWLEDGE_LLM", file.api_key_file)?;
     if let Some(n) = env_parse::<u32>("KNOWLEDGE_LLM_MAX_TOKENS")?.or(file.max_tokens) {
         if !(16..=32_768).contains(&n) {
             bail!("knowledge.llm max_tokens must be 16 to 32768");

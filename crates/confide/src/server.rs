@@ -207,6 +207,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let escalation_state = state.clone();
     let backup_state = state.clone();
     let knowledge_state = state.clone();
+    let embedder_state = state.clone();
     let app = confide_web::router(state);
 
     let listener = TcpListener::bind(config.listen)
@@ -227,6 +228,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     ));
     tokio::spawn(confide_web::knowledge::worker::run_worker(
         knowledge_state,
+        shutdown.subscribe(),
+    ));
+    tokio::spawn(confide_web::knowledge::embeddings::run_embedder(
+        embedder_state,
         shutdown.subscribe(),
     ));
     tokio::spawn(confide_web::inbox_backup::schedule::run_scheduler(

@@ -4,7 +4,8 @@
 //! passages, streamed over the widget's channel (`answer-start`, `answer-delta`, `answer-end`,
 //! then the stored message under the same id) with citations of the passages sent only; the
 //! model's decline lets the fallback answer and is never streamed; a spent budget or a failing
-//! model leaves the passage itself to answer.
+//! model leaves the passage itself to answer. With `[knowledge.embeddings]` (the same server's
+//! embeddings endpoint), passages are embedded by the worker and a paraphrase is answered.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -27,6 +28,75 @@ struct Model {
     requests: Mutex<Vec<(Option<String>, Value)>>,
     /// The `total_tokens` its usage chunk reports.
     usage_total: AtomicU64,
+    /// Every text it was asked to embed.
+    embedded: Mutex<Vec<String>>,
+}
+
+/// Words that mean the same to the fake embedding model: each group is one dimension.
+const MEANINGS: [&[&str]; 4] = [
+    &["refund", "refunds", "return", "returns", "money", "back"],
+    &["days", "weeks", "long", "time"],
+    &["delivery", "shipping", "ship", "deliver"],
+    &["open", "opening", "hours", "closed"],
+];
+
+/// The fake model's embedding: how often each meaning occurs (other words mean nothing to it;
+/// a text with none points elsewhere).
+fn meaning(text: &str) -> Vec<f32> {
+    let mut vector = vec![0.0_f32; MEANINGS.len() + 1];
+    for word in text
+        .split(|c: char| !c.is_alphanumeric())
+        .map(str::to_lowercase)
+    {
+        if let Some(i) = MEANINGS
+            .iter()
+            .position(|group| group.contains(&word.as_str()))
+        {
+            vector[i] += 1.0;
+        }
+    }
+    if vector.iter().all(|x| *x == 0.0) {
+        vector[MEANINGS.len()] = 1.0;
+    }
+    vector
+}
+
+async fn embeddings(
+    State(model): State<Arc<Model>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    assert_eq!(
+        headers.get("authorization").unwrap(),
+        "Bearer sk-embed-key",
+        "the embeddings key"
+    );
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["model"], "fake-embedder");
+    assert_eq!(body["encoding_format"], "float");
+    let inputs: Vec<String> = body["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    model
+        .embedded
+        .lock()
+        .unwrap()
+        .extend(inputs.iter().cloned());
+    // Answered in reverse order: the index says which input each is.
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(index, text)| json!({"object": "embedding", "index": index, "embedding": meaning(text)}))
+        .collect();
+    axum::Json(
+        json!({"object": "list", "data": data, "model": "fake-embedder",
+        "usage": {"prompt_tokens": 5, "total_tokens": 5}}),
+    )
+    .into_response()
 }
 
 /// The passages' text and the question, read back from the prompt.
@@ -119,6 +189,7 @@ async fn completions(
 async fn model_server(model: Arc<Model>) -> String {
     let app = axum::Router::new()
         .route("/v1/chat/completions", axum::routing::post(completions))
+        .route("/v1/embeddings", axum::routing::post(embeddings))
         .with_state(model);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -151,6 +222,12 @@ async fn taught(app: &TestApp, filename: &str, text: &str) -> Bot {
         id: created.id,
         key: created.key,
     };
+    teach(app, &bot, filename, text).await;
+    bot
+}
+
+/// Uploads a text file to the bot and waits until it is learned.
+async fn teach(app: &TestApp, bot: &Bot, filename: &str, text: &str) {
     let part =
         reqwest::multipart::Part::bytes(text.as_bytes().to_vec()).file_name(filename.to_owned());
     let form = reqwest::multipart::Form::new().part("file", part);
@@ -176,7 +253,6 @@ async fn taught(app: &TestApp, filename: &str, text: &str) -> Bot {
         assert!(tokio::time::Instant::now() < deadline, "{source}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    bot
 }
 
 /// Every event on the chat's channel from asking `question` up to the bot's stored reply.
@@ -397,6 +473,72 @@ async fn without_budget_or_with_a_failing_model_the_passage_itself_answers() {
         let reply = reply_of(&events);
         assert_eq!(reply["id"], start[0]["message_id"]);
         assert!(reply["text"].as_str().unwrap().contains("broken window"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn with_dense_retrieval_a_paraphrase_finds_the_passage_its_words_miss() {
+    let model = Arc::new(Model::default());
+    let base = model_server(model.clone()).await;
+    let configure = move |config: &mut confide::config::Config| {
+        let url = confide_outbound::Url::parse(&base).unwrap();
+        let mut dense =
+            confide_web::knowledge::embeddings::EmbeddingSettings::new(url, "fake-embedder".into());
+        dense.api_key = Some("sk-embed-key".to_owned().into());
+        dense.min_similarity = 0.5;
+        dense.poll = Duration::from_millis(100);
+        config.knowledge.embeddings = Some(dense);
+    };
+    each_backend_with(configure, async |app| {
+        let bot = taught(
+            app,
+            "policy.txt",
+            "Returns are free within 30 days of delivery.",
+        )
+        .await;
+        teach(
+            app,
+            &bot,
+            "hours.txt",
+            "Our opening hours are nine to five.",
+        )
+        .await;
+        // The worker embeds the passages.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !model
+            .embedded
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|text| text.contains("Returns are free"))
+        {
+            assert!(tokio::time::Instant::now() < deadline, "never embedded");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut visitor = Visitor::start(app, &bot.key).await;
+        // None of these words is in the passage: BM25 alone would not answer.
+        let events = ask(app, &mut visitor, "Can I get my money back?").await;
+        let text = reply_of(&events)["text"].as_str().unwrap();
+        assert!(text.contains("Returns are free within 30 days"), "{text}");
+        assert!(text.contains("<em>policy.txt</em>"), "{text}");
+        // The question was embedded with the same model.
+        assert!(
+            model
+                .embedded
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|t| t == "Can I get my money back?")
+        );
+        // Nothing close in meaning or in words: the fallback.
+        let events = ask(app, &mut visitor, "Tell me a joke about penguins").await;
+        let text = reply_of(&events)["text"].as_str().unwrap();
+        assert!(text.contains("did not understand"), "{text}");
+        // Words still answer on their own.
+        let events = ask(app, &mut visitor, "What are your opening hours?").await;
+        let text = reply_of(&events)["text"].as_str().unwrap();
+        assert!(text.contains("nine to five"), "{text}");
     })
     .await;
 }

@@ -59,7 +59,7 @@ fn source(row: &AnyRow) -> StoreResult<KnowledgeSource> {
     })
 }
 
-fn chunk(row: &AnyRow) -> StoreResult<KnowledgeChunk> {
+pub(super) fn chunk(row: &AnyRow) -> StoreResult<KnowledgeChunk> {
     let c = Cols(row);
     Ok(KnowledgeChunk {
         id: c.parsed("id")?,

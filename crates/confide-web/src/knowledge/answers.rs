@@ -94,6 +94,41 @@ pub enum LlmError {
     Timeout(Duration),
 }
 
+/// An SSRF-safe client for an operator's endpoint at `base`: exactly its host may be on a
+/// non-public address (the operator chose it); nothing else opens up.
+pub(crate) fn endpoint_client(
+    base: &confide_outbound::Url,
+    timeout: Duration,
+    max_response_bytes: u64,
+) -> anyhow::Result<OutboundClient> {
+    if !matches!(base.scheme(), "http" | "https")
+        || !base.username().is_empty()
+        || base.password().is_some()
+    {
+        anyhow::bail!("{base}: an endpoint must be an http(s) URL without credentials");
+    }
+    let host = base
+        .host_str()
+        .ok_or_else(|| anyhow::anyhow!("{base}: an endpoint needs a host"))?;
+    let entry: AllowEntry = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("{base}: {e}"))?;
+    Ok(OutboundClient::new(OutboundConfig {
+        allow: Allowlist::new(vec![entry]),
+        dns: DnsConfig::System,
+        timeout,
+        max_response_bytes,
+        ..OutboundConfig::default()
+    })?)
+}
+
+/// `{base}/{path}` for an API base with its version (`…/v1`).
+pub(crate) fn endpoint(base: &confide_outbound::Url, path: &str) -> String {
+    format!("{}/{path}", base.as_str().trim_end_matches('/'))
+}
+
 /// The client of the configured chat endpoint.
 pub struct Llm {
     pub settings: LlmSettings,
@@ -112,29 +147,8 @@ impl std::fmt::Debug for Llm {
 
 impl Llm {
     pub fn new(settings: LlmSettings) -> anyhow::Result<Llm> {
-        let base = &settings.base_url;
-        if !matches!(base.scheme(), "http" | "https")
-            || !base.username().is_empty()
-            || base.password().is_some()
-        {
-            anyhow::bail!("knowledge.llm base_url must be an http(s) URL without credentials");
-        }
-        let host = base
-            .host_str()
-            .ok_or_else(|| anyhow::anyhow!("knowledge.llm base_url has no host"))?;
-        // Exactly the endpoint's host may be non-public: the operator chose it.
-        let entry: AllowEntry = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!("knowledge.llm base_url: {e}"))?;
-        let client = OutboundClient::new(OutboundConfig {
-            allow: Allowlist::new(vec![entry]),
-            dns: DnsConfig::System,
-            timeout: settings.timeout,
-            ..OutboundConfig::default()
-        })?;
-        let endpoint = format!("{}/chat/completions", base.as_str().trim_end_matches('/'));
+        let client = endpoint_client(&settings.base_url, settings.timeout, 1024 * 1024)?;
+        let endpoint = endpoint(&settings.base_url, "chat/completions");
         Ok(Llm {
             settings,
             client,
@@ -175,6 +189,16 @@ impl Llm {
             ended: false,
             usage: None,
         })
+    }
+}
+
+/// `Authorization: Bearer <key>` (marked sensitive), when there is a key.
+pub(crate) fn bearer(headers: &mut HeaderMap, key: Option<&SecretString>) {
+    if let Some(key) = key
+        && let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
+    {
+        value.set_sensitive(true);
+        headers.insert(http::header::AUTHORIZATION, value);
     }
 }
 

@@ -11,6 +11,7 @@
 //!   (`confide_knowledge::sandbox`); its output is normalized here, then chunked.
 
 pub mod answers;
+pub mod embeddings;
 pub mod worker;
 
 use std::path::{Path, PathBuf};
@@ -64,6 +65,8 @@ pub struct KnowledgeSettings {
     pub llm: Option<answers::LlmSettings>,
     /// The most one site import (a sitemap or a crawl) may do; an import may ask for less.
     pub crawl: confide_domain::CrawlLimits,
+    /// The embeddings endpoint for dense retrieval; `None`: BM25 alone.
+    pub embeddings: Option<embeddings::EmbeddingSettings>,
 }
 
 impl Default for KnowledgeSettings {
@@ -91,6 +94,7 @@ impl Default for KnowledgeSettings {
                 max_seconds: 300,
             },
             llm: None,
+            embeddings: None,
         }
     }
 }
@@ -145,6 +149,8 @@ pub struct KnowledgeRuntime {
     pub indexes: confide_knowledge::index::KnowledgeIndexes,
     /// The chat endpoint's client, when one is configured.
     pub llm: Option<answers::Llm>,
+    /// The embeddings endpoint's client, when one is configured.
+    pub embedder: Option<embeddings::Embedder>,
     /// Rings when a source is added, so the worker need not wait for its next poll.
     wake: Notify,
     /// Bots whose index this node is bringing up to date, each with the signal of its end.
@@ -172,8 +178,14 @@ impl KnowledgeRuntime {
         let indexes = confide_knowledge::index::KnowledgeIndexes::open(index_root)
             .map_err(|e| anyhow::anyhow!("opening the knowledge indexes: {e}"))?;
         let llm = settings.llm.clone().map(answers::Llm::new).transpose()?;
+        let embedder = settings
+            .embeddings
+            .clone()
+            .map(embeddings::Embedder::new)
+            .transpose()?;
         Ok(KnowledgeRuntime {
             llm,
+            embedder,
             scanner: settings
                 .clamd
                 .clone()

@@ -1,0 +1,92 @@
+//! Passages' embeddings for dense retrieval. A passage is embedded once per model; one deleted
+//! while its embedding was being made is skipped when the embedding is stored.
+
+use confide_domain::{BotId, ChunkId};
+
+use super::knowledge::chunk;
+use super::{Cols, SqlStore, all};
+use crate::StoreResult;
+use crate::models::KnowledgeChunk;
+
+impl SqlStore {
+    pub(super) async fn embeddings_due(
+        &self,
+        model: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<KnowledgeChunk>> {
+        let rows = sqlx::query(
+            "SELECT c.id, c.source_id, c.bot_id, c.position, c.page, c.text \
+             FROM knowledge_chunks c LEFT JOIN knowledge_embeddings e \
+             ON e.chunk_id = c.id AND e.model = $1 \
+             WHERE e.chunk_id IS NULL ORDER BY c.bot_id, c.source_id, c.position LIMIT $2",
+        )
+        .bind(model)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        all(rows, chunk)
+    }
+
+    pub(super) async fn embeddings_put(
+        &self,
+        model: &str,
+        rows: &[(ChunkId, String)],
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for (id, vector) in rows {
+            sqlx::query(
+                "INSERT INTO knowledge_embeddings (chunk_id, bot_id, model, vector) \
+                 SELECT id, bot_id, $2, $3 FROM knowledge_chunks WHERE id = $1 \
+                 ON CONFLICT (chunk_id) DO UPDATE SET model = excluded.model, \
+                 vector = excluded.vector",
+            )
+            .bind(id.to_string())
+            .bind(model)
+            .bind(vector)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn embeddings_of(
+        &self,
+        bot: BotId,
+        model: &str,
+    ) -> StoreResult<Vec<(ChunkId, String)>> {
+        let rows = sqlx::query(
+            "SELECT chunk_id, vector FROM knowledge_embeddings WHERE bot_id = $1 AND model = $2",
+        )
+        .bind(bot.to_string())
+        .bind(model)
+        .fetch_all(&self.pool)
+        .await?;
+        all(rows, |row| {
+            let c = Cols(row);
+            Ok((c.parsed("chunk_id")?, c.text("vector")?))
+        })
+    }
+
+    pub(super) async fn chunks_with_ids(
+        &self,
+        bot: BotId,
+        ids: &[ChunkId],
+    ) -> StoreResult<Vec<KnowledgeChunk>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row = sqlx::query(
+                "SELECT id, source_id, bot_id, position, page, text FROM knowledge_chunks \
+                 WHERE id = $1 AND bot_id = $2",
+            )
+            .bind(id.to_string())
+            .bind(bot.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(row) = row {
+                found.push(chunk(&row)?);
+            }
+        }
+        Ok(found)
+    }
+}
