@@ -113,6 +113,8 @@ pub trait Store: Send + Sync + 'static {
     async fn create_bot(&self, bot: &Chatbot) -> StoreResult<()>;
     async fn get_bot(&self, org: OrgId, bot: BotId) -> StoreResult<Option<Chatbot>>;
     async fn get_bot_by_widget_key(&self, key: &str) -> StoreResult<Option<Chatbot>>;
+    /// Every bot of every organization (a node's start-up work: warming knowledge indexes).
+    async fn list_all_bots(&self) -> StoreResult<Vec<Chatbot>>;
     async fn list_bots(&self, org: OrgId) -> StoreResult<Vec<Chatbot>>;
     async fn update_bot(
         &self,

@@ -892,6 +892,17 @@ impl Store for SqlStore {
         .transpose()
     }
 
+    async fn list_all_bots(&self) -> StoreResult<Vec<Chatbot>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            bot_columns!(),
+            " FROM chatbots ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        all(rows, chatbot)
+    }
+
     async fn get_bot_by_widget_key(&self, key: &str) -> StoreResult<Option<Chatbot>> {
         sqlx::query(concat!(
             "SELECT ",

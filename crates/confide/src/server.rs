@@ -208,6 +208,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let backup_state = state.clone();
     let knowledge_state = state.clone();
     let embedder_state = state.clone();
+    let warm_state = state.clone();
     let app = confide_web::router(state);
 
     let listener = TcpListener::bind(config.listen)
@@ -228,6 +229,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     ));
     tokio::spawn(confide_web::knowledge::worker::run_worker(
         knowledge_state,
+        shutdown.subscribe(),
+    ));
+    tokio::spawn(confide_web::knowledge::warm::run(
+        warm_state,
         shutdown.subscribe(),
     ));
     tokio::spawn(confide_web::knowledge::embeddings::run_embedder(

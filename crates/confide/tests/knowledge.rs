@@ -1657,3 +1657,50 @@ async fn site_import_limits_are_checked_and_a_refresh_finds_pages_again() {
     )
     .await;
 }
+
+/// Waits (at most 30 s) until `done` holds.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_node_builds_its_indexes_at_start_and_drops_those_of_deleted_bots() {
+    each_backend_with(
+        |_| {},
+        async |app| {
+            let library = bot(app).await;
+            let id = added(app, &library, "hours.txt", b"The library closes at five.").await;
+            assert_eq!(settled(app, &library, &id).await["status"], "ready");
+
+            // Another node of the deployment, started after: it builds the bot's index before
+            // anyone asks it anything.
+            let data = tempfile::tempdir().unwrap();
+            let dir = data.path().join("data");
+            let index = dir.join("knowledge").join("index").join(&library.id);
+            let node = common::start_node(&app.database_url, &dir, &|_| {}).await;
+            eventually("the index is built at start", || {
+                index.join("index").join("meta.json").exists()
+            })
+            .await;
+            node.stop().await.unwrap();
+
+            // The bot is deleted through the first node while the other is down: the other
+            // removes its copy when it starts again.
+            app.delete(
+                &format!("/api/v1/orgs/{}/bots/{}", library.org, library.id),
+                &library.owner,
+            )
+            .await
+            .expect(204);
+            assert!(index.exists());
+            let node = common::start_node(&app.database_url, &dir, &|_| {}).await;
+            eventually("the deleted bot's index is removed", || !index.exists()).await;
+            node.stop().await.unwrap();
+        },
+    )
+    .await;
+}

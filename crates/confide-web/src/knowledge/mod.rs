@@ -12,6 +12,7 @@
 
 pub mod answers;
 pub mod embeddings;
+pub mod warm;
 pub mod worker;
 
 use std::path::{Path, PathBuf};
@@ -147,6 +148,8 @@ pub struct KnowledgeRuntime {
     /// Where uploads and files being processed are held for a moment (0700).
     scratch: PathBuf,
     pub indexes: confide_knowledge::index::KnowledgeIndexes,
+    /// Where the per-bot index directories are.
+    index_root: PathBuf,
     /// The chat endpoint's client, when one is configured.
     pub llm: Option<answers::Llm>,
     /// The embeddings endpoint's client, when one is configured.
@@ -175,7 +178,7 @@ impl KnowledgeRuntime {
         }
         let files = LocalFileSystem::new_with_prefix(&files_dir)
             .map_err(|e| anyhow::anyhow!("opening {}: {e}", files_dir.display()))?;
-        let indexes = confide_knowledge::index::KnowledgeIndexes::open(index_root)
+        let indexes = confide_knowledge::index::KnowledgeIndexes::open(index_root.clone())
             .map_err(|e| anyhow::anyhow!("opening the knowledge indexes: {e}"))?;
         let llm = settings.llm.clone().map(answers::Llm::new).transpose()?;
         let embedder = settings
@@ -186,6 +189,7 @@ impl KnowledgeRuntime {
         Ok(KnowledgeRuntime {
             llm,
             embedder,
+            index_root,
             scanner: settings
                 .clamd
                 .clone()
