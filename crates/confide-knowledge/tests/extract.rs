@@ -1,5 +1,5 @@
 //! What each extractor takes out of a real file, in-process (the server itself only extracts in
-//! the sandboxed child; see `crates/confide/tests/extract_sandbox.rs`), and what it leaves out.
+//! the sandboxed child; see `crates/confide/tests/suite/extract_sandbox.rs`), and what it leaves out.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod fixtures;

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use common::receiver::{Received, Receiver};
 use common::{CreatedBot, Credential, TestApp, each_backend_with, email, utc_date};

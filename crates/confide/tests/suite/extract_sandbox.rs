@@ -3,7 +3,7 @@
 //! (memory, CPU, wall clock, output) ends a child that hits it, and the child is reaped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../../confide-knowledge/tests/fixtures/mod.rs"]
+#[path = "../../../confide-knowledge/tests/fixtures/mod.rs"]
 mod fixtures;
 
 use std::path::{Path, PathBuf};

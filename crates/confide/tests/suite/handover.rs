@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::visitor::Visitor;
 use common::{Credential, TestApp, each_backend, email};

@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{Credential, Reply, TestApp, each_backend_with, email};
 use futures_util::StreamExt;
