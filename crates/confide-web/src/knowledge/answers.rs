@@ -327,7 +327,18 @@ async fn flush(
         return Ok(());
     }
     let data = json!({ "message_id": message_id, "text": std::mem::take(pending) });
-    crate::api::chat::publish(state, bot, conversation, "answer-delta", &data.to_string()).await
+    announce(state, bot, conversation, "answer-delta", data).await
+}
+
+/// Sends one of a streamed answer's events on the chat's channel.
+async fn announce(
+    state: &AppState,
+    bot: &Chatbot,
+    conversation: &Conversation,
+    event: &str,
+    data: serde_json::Value,
+) -> ApiResult<()> {
+    crate::api::chat::publish(state, bot, conversation, event, &data.to_string()).await
 }
 
 /// Asks the model to answer `question` from `sources`' passages (best first), streaming the
@@ -406,14 +417,7 @@ pub async fn generate(
                 .collect();
             if announced {
                 let data = json!({ "message_id": message_id, "citations": listed });
-                crate::api::chat::publish(
-                    state,
-                    bot,
-                    conversation,
-                    "answer-end",
-                    &data.to_string(),
-                )
-                .await?;
+                announce(state, bot, conversation, "answer-end", data).await?;
             }
             tracing::debug!(bot = %bot.id, tokens = used, elapsed_ms = started.elapsed().as_millis() as u64, "generated an answer");
             Ok(Generated::Answer {
@@ -426,14 +430,7 @@ pub async fn generate(
             tracing::warn!(bot = %bot.id, error = %err, "the model failed; answering with the passage");
             if !written.is_empty() {
                 let data = json!({ "message_id": message_id, "citations": [], "failed": true });
-                crate::api::chat::publish(
-                    state,
-                    bot,
-                    conversation,
-                    "answer-end",
-                    &data.to_string(),
-                )
-                .await?;
+                announce(state, bot, conversation, "answer-end", data).await?;
                 return Ok(Generated::Unavailable {
                     message_id: Some(message_id),
                 });
@@ -492,14 +489,7 @@ async fn stream_answer(
                 if !started && !text.is_empty() {
                     started = true;
                     let data = json!({ "message_id": message_id });
-                    let publish = crate::api::chat::publish(
-                        state,
-                        bot,
-                        conversation,
-                        "answer-start",
-                        &data.to_string(),
-                    )
-                    .await;
+                    let publish = announce(state, bot, conversation, "answer-start", data).await;
                     if let Err(err) = publish {
                         tracing::warn!(error = ?err, "announcing a streamed answer failed");
                     }
