@@ -397,6 +397,9 @@ pub struct EmbeddingsRequest<'a> {
     pub model: &'a str,
     pub input: &'a [String],
     pub encoding_format: &'static str,
+    /// Asked of models that can shorten their vectors; left out otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -666,6 +669,23 @@ mod tests {
         let zero = br#"{"data":[{"index":0,"embedding":[0,0]}]}"#;
         assert!(parse_embeddings(zero, 1).is_err());
         assert!((cosine(&vectors[0], &vectors[1])).abs() < 1e-6);
+    }
+
+    #[test]
+    fn dimensions_are_asked_for_only_when_configured() {
+        let input = ["a".to_owned()];
+        let request = |dimensions| EmbeddingsRequest {
+            model: "e",
+            input: &input,
+            encoding_format: "float",
+            dimensions,
+        };
+        let plain = serde_json::to_value(request(None)).unwrap();
+        assert!(plain.get("dimensions").is_none(), "{plain}");
+        assert_eq!(
+            serde_json::to_value(request(Some(256))).unwrap()["dimensions"],
+            256
+        );
     }
 
     #[test]

@@ -92,6 +92,8 @@ pub enum LlmError {
     Stream(#[from] StreamError),
     #[error("the model did not finish within {0:?}")]
     Timeout(Duration),
+    #[error("encoding the request: {0}")]
+    Encode(#[from] serde_json::Error),
 }
 
 /// An SSRF-safe client for an operator's endpoint at `base`: exactly its host may be on a
@@ -158,23 +160,12 @@ impl Llm {
 
     /// Sends the request; the answer is read from the returned stream.
     async fn open(&self, request: &ChatRequest) -> Result<AnswerStream, LlmError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        let mut headers = json_headers(self.settings.api_key.as_ref());
         headers.insert(
             http::header::ACCEPT,
             HeaderValue::from_static("text/event-stream"),
         );
-        if let Some(key) = &self.settings.api_key
-            && let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
-        {
-            value.set_sensitive(true);
-            headers.insert(http::header::AUTHORIZATION, value);
-        }
-        let body = serde_json::to_vec(request)
-            .map_err(|e| LlmError::Stream(StreamError::Malformed(e.to_string())))?;
+        let body = serde_json::to_vec(request)?;
         let response = self
             .client
             .post_streaming(&self.endpoint, headers, body, MAX_ANSWER_BYTES)
@@ -192,14 +183,21 @@ impl Llm {
     }
 }
 
-/// `Authorization: Bearer <key>` (marked sensitive), when there is a key.
-pub(crate) fn bearer(headers: &mut HeaderMap, key: Option<&SecretString>) {
+/// The headers of a JSON request to an operator's endpoint: `Content-Type`, and
+/// `Authorization: Bearer <key>` (marked sensitive) when there is a key.
+pub(crate) fn json_headers(key: Option<&SecretString>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Some(key) = key
         && let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
     {
         value.set_sensitive(true);
         headers.insert(http::header::AUTHORIZATION, value);
     }
+    headers
 }
 
 /// A streamed answer being read.

@@ -15,11 +15,10 @@ use base64::Engine as _;
 use confide_domain::{BotId, ChunkId};
 use confide_knowledge::generate::{EmbeddingsRequest, cosine, parse_embeddings};
 use confide_outbound::OutboundClient;
-use http::{HeaderMap, HeaderValue};
 use secrecy::SecretString;
 use tokio::sync::watch;
 
-use super::answers::{LlmError, bearer, endpoint, endpoint_client};
+use super::answers::{LlmError, endpoint, endpoint_client, json_headers};
 use crate::state::AppState;
 
 /// Passages sent in one embeddings request.
@@ -120,29 +119,14 @@ impl Embedder {
 
     /// The unit vectors of `inputs`, in order.
     pub async fn embed(&self, inputs: &[String]) -> Result<Vec<Vec<f32>>, LlmError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        bearer(&mut headers, self.settings.api_key.as_ref());
-        let mut body = serde_json::to_value(EmbeddingsRequest {
+        let body = serde_json::to_vec(&EmbeddingsRequest {
             model: &self.settings.model,
             input: inputs,
             encoding_format: "float",
-        })
-        .map_err(|e| {
-            LlmError::Stream(confide_knowledge::generate::StreamError::Malformed(
-                e.to_string(),
-            ))
+            dimensions: self.settings.dimensions,
         })?;
-        if let (Some(dimensions), Some(fields)) = (self.settings.dimensions, body.as_object_mut()) {
-            fields.insert("dimensions".to_owned(), dimensions.into());
-        }
-        let response = self
-            .client
-            .post(&self.endpoint, headers, body.to_string())
-            .await?;
+        let headers = json_headers(self.settings.api_key.as_ref());
+        let response = self.client.post(&self.endpoint, headers, body).await?;
         if !response.status.is_success() {
             return Err(LlmError::Status(response.status.as_u16()));
         }
