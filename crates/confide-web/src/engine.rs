@@ -28,12 +28,10 @@ pub enum AnsweredBy {
     Sample(DialogueId),
     /// The dialogue the caller named: a pressed button's, or the Application API's `exchange_id`.
     Triggered(DialogueId),
-    /// The bot's knowledge: the best passage itself, or (`generated`) the model's answer from
-    /// the best passages, the first of which is named.
+    /// The bot's knowledge: the best passage (itself, or in a model's words with others).
     Knowledge {
         source: SourceId,
         chunk: String,
-        generated: bool,
     },
     Fallback,
 }
@@ -495,26 +493,18 @@ async fn knowledge_step(
     };
     // The passages whose sources are still there (one deleted since this node's index was
     // synced is not an answer any more), each source read once.
+    let mut sources: HashMap<&str, Option<KnowledgeSource>> = HashMap::new();
     let mut passages: Vec<(KnowledgeSource, &Hit)> = Vec::new();
-    let mut gone: Vec<&str> = Vec::new();
     for hit in &hits {
-        if gone.contains(&hit.source_id.as_str()) {
-            continue;
+        if !sources.contains_key(hit.source_id.as_str()) {
+            let source = match hit.source_id.parse::<SourceId>() {
+                Ok(id) => state.store.get_knowledge_source(bot.id, id).await?,
+                Err(_) => None,
+            };
+            sources.insert(&hit.source_id, source);
         }
-        let known = passages
-            .iter()
-            .find(|(source, _)| source.id.to_string() == hit.source_id)
-            .map(|(source, _)| source.clone());
-        let source = match known {
-            Some(source) => Some(source),
-            None => match crate::knowledge::answers::source_id(&hit.source_id) {
-                Some(id) => state.store.get_knowledge_source(bot.id, id).await?,
-                None => None,
-            },
-        };
-        match source {
-            Some(source) => passages.push((source, hit)),
-            None => gone.push(&hit.source_id),
+        if let Some(Some(source)) = sources.get(hit.source_id.as_str()) {
+            passages.push((source.clone(), hit));
         }
     }
     let Some((best_source, best)) = passages.first().cloned() else {
@@ -546,9 +536,8 @@ async fn knowledge_step(
                 return Ok(Some(BotAnswer {
                     text: answers::answer_text(&text, &cited),
                     answered_by: AnsweredBy::Knowledge {
-                        source: cited.first().map_or(best_source.id, |(_, s)| s.id),
+                        source: best_source.id,
                         chunk: best.chunk_id.clone(),
-                        generated: true,
                     },
                     language: language.to_owned(),
                     buttons: Vec::new(),
@@ -570,7 +559,6 @@ async fn knowledge_step(
         answered_by: AnsweredBy::Knowledge {
             source: best_source.id,
             chunk: best.chunk_id.clone(),
-            generated: false,
         },
         language: language.to_owned(),
         buttons: Vec::new(),

@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use confide_domain::{MessageId, SourceId, SourceKind, markup};
+use confide_domain::{MessageId, SourceKind, markup};
 use confide_knowledge::generate::{
     ChatRequest, DeclineGate, Gate, Passage, SseEvent, SseParser, StreamError, Usage, citations,
     parse_chunk,
@@ -542,11 +542,6 @@ pub fn answer_text(text: &str, cited: &[(usize, KnowledgeSource)]) -> String {
         html.push_str(&format!("<p>{}</p>", list.join("<br>")));
     }
     markup::formatted(&html)
-}
-
-/// The source id a passage came from, if it is one.
-pub fn source_id(id: &str) -> Option<SourceId> {
-    id.parse().ok()
 }
 
 #[cfg(test)]
