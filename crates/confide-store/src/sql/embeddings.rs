@@ -73,20 +73,26 @@ impl SqlStore {
         bot: BotId,
         ids: &[ChunkId],
     ) -> StoreResult<Vec<KnowledgeChunk>> {
-        let mut found = Vec::with_capacity(ids.len());
-        for id in ids {
-            let row = sqlx::query(
-                "SELECT id, source_id, bot_id, position, page, text FROM knowledge_chunks \
-                 WHERE id = $1 AND bot_id = $2",
-            )
-            .bind(id.to_string())
-            .bind(bot.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
-            if let Some(row) = row {
-                found.push(chunk(&row)?);
-            }
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(found)
+        // One statement for them all (a message asks for at most a few): $2.. are the ids. Only
+        // placeholders are formatted in; every value is bound.
+        let listed: Vec<String> = (2..ids.len() + 2).map(|n| format!("${n}")).collect();
+        let sql = format!(
+            "SELECT id, source_id, bot_id, position, page, text FROM knowledge_chunks \
+             WHERE bot_id = $1 AND id IN ({})",
+            listed.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(bot.to_string());
+        for id in ids {
+            query = query.bind(id.to_string());
+        }
+        let found = all(query.fetch_all(&self.pool).await?, chunk)?;
+        // In the order asked.
+        Ok(ids
+            .iter()
+            .filter_map(|id| found.iter().find(|chunk| chunk.id == *id).cloned())
+            .collect())
     }
 }
