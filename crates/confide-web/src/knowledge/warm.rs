@@ -18,10 +18,16 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60 * 60);
 pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     let mut warmed = false;
     loop {
+        // The directories first: a bot whose directory is listed existed before the bots are
+        // read, so a bot created meanwhile is never taken for a deleted one.
+        let held = held_indexes(&state).await;
         match state.store.list_all_bots().await {
             Ok(bots) => {
                 let existing: HashSet<BotId> = bots.iter().map(|bot| bot.id).collect();
-                remove_deleted(&state, &existing).await;
+                for bot in held.into_iter().filter(|bot| !existing.contains(bot)) {
+                    tracing::info!(%bot, "removing the knowledge index of a deleted bot");
+                    state.knowledge.forget_bot(bot, &[]).await;
+                }
                 if !warmed {
                     warmed = true;
                     for bot in bots.iter().filter(|bot| bot.knowledge_version > 0) {
@@ -57,8 +63,8 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Removes index directories whose bot is not in `existing`.
-async fn remove_deleted(state: &AppState, existing: &HashSet<BotId>) {
+/// The bots this node holds an index directory of.
+async fn held_indexes(state: &AppState) -> Vec<BotId> {
     let root = state.knowledge.index_root.clone();
     let listed = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<BotId>> {
         let mut found = Vec::new();
@@ -71,19 +77,15 @@ async fn remove_deleted(state: &AppState, existing: &HashSet<BotId>) {
         Ok(found)
     })
     .await;
-    let held = match listed {
+    match listed {
         Ok(Ok(held)) => held,
         Ok(Err(err)) => {
             tracing::error!(error = %err, "listing the knowledge index directories failed");
-            return;
+            Vec::new()
         }
         Err(err) => {
             tracing::error!(error = %err, "listing the knowledge index directories panicked");
-            return;
+            Vec::new()
         }
-    };
-    for bot in held.into_iter().filter(|bot| !existing.contains(bot)) {
-        tracing::info!(%bot, "removing the knowledge index of a deleted bot");
-        state.knowledge.forget_bot(bot, &[]).await;
     }
 }
