@@ -16,7 +16,7 @@ use confide_domain::{BotId, ChunkId};
 use confide_knowledge::generate::{EmbeddingsRequest, cosine, parse_embeddings};
 use confide_outbound::OutboundClient;
 use secrecy::SecretString;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::answers::{LlmError, endpoint, endpoint_client, json_headers};
 use crate::state::AppState;
@@ -44,7 +44,8 @@ pub struct EmbeddingSettings {
     /// The cosine similarity at which the best passage answers even when it shares too few of
     /// the question's words (a paraphrase).
     pub min_similarity: f32,
-    /// How often an idle worker looks for passages to embed.
+    /// How often an idle worker looks for passages to embed (for those another node made: this
+    /// node's worker is woken by its own).
     pub poll: Duration,
 }
 
@@ -57,7 +58,7 @@ impl EmbeddingSettings {
             dimensions: None,
             timeout: Duration::from_secs(30),
             min_similarity: 0.6,
-            poll: Duration::from_secs(2),
+            poll: Duration::from_secs(30),
         }
     }
 }
@@ -71,6 +72,8 @@ pub struct Embedder {
     client: OutboundClient,
     endpoint: String,
     cache: Mutex<HashMap<BotId, (Instant, Vectors)>>,
+    /// Rings when this node made passages, so the worker need not wait for its next look.
+    wake: Notify,
 }
 
 impl std::fmt::Debug for Embedder {
@@ -114,6 +117,7 @@ impl Embedder {
             client,
             endpoint,
             cache: Mutex::default(),
+            wake: Notify::new(),
         })
     }
 
@@ -132,6 +136,11 @@ impl Embedder {
         }
         let (vectors, _usage) = parse_embeddings(&response.body, inputs.len())?;
         Ok(vectors)
+    }
+
+    /// Passages were made on this node: the worker looks for them now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     fn forget(&self, bot: BotId) {
@@ -230,6 +239,8 @@ pub async fn run_embedder(state: AppState, mut stop: watch::Receiver<bool>) {
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            // Woken early only when not backing off from a failing endpoint.
+            _ = embedder.wake.notified(), if failures == 0 => {}
             _ = stop.changed() => {}
         }
         if *stop.borrow() {

@@ -499,6 +499,10 @@ impl<'a> Job<'a> {
             )
             .await?;
         if finished {
+            // New passages to embed, when dense retrieval is on.
+            if let Some(embedder) = &self.state.knowledge.embedder {
+                embedder.wake();
+            }
             sync_until_current(
                 self.state,
                 self.source.org_id,

@@ -487,7 +487,6 @@ async fn with_dense_retrieval_a_paraphrase_finds_the_passage_its_words_miss() {
             confide_web::knowledge::embeddings::EmbeddingSettings::new(url, "fake-embedder".into());
         dense.api_key = Some("sk-embed-key".to_owned().into());
         dense.min_similarity = 0.5;
-        dense.poll = Duration::from_millis(100);
         config.knowledge.embeddings = Some(dense);
     };
     each_backend_with(configure, async |app| {
