@@ -77,6 +77,13 @@ pub struct OutboundResponse {
     pub body: Bytes,
 }
 
+impl OutboundResponse {
+    /// The media type without parameters, lowercased (`text/html`).
+    pub fn media_type(&self) -> Option<String> {
+        media_type(&self.headers)
+    }
+}
+
 /// A successful fetch whose body is read chunk by chunk, never past the size limit.
 #[derive(Debug)]
 pub struct StreamingResponse {

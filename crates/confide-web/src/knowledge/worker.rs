@@ -593,13 +593,7 @@ pub(crate) async fn fetch_page(
         Ok(fetched) => fetched,
         Err(err) => return Ok(Err(PageRefused::Fetch(err))),
     };
-    let media = response
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase())
-        .unwrap_or_default();
+    let media = response.media_type().unwrap_or_default();
     let Some((_, extension)) = IMPORTED_TYPES.iter().find(|(m, _)| *m == media) else {
         return Ok(Err(PageRefused::Content {
             code: "content_type_not_allowed",
