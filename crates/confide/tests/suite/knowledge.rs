@@ -1658,6 +1658,76 @@ async fn site_import_limits_are_checked_and_a_refresh_finds_pages_again() {
     .await;
 }
 
+#[tokio::test]
+async fn a_site_imports_sitemap_is_read_only_once_the_scanner_passes_it() {
+    let Some(clamd) = TempClamd::start(
+        "a_site_imports_sitemap_is_read_only_once_the_scanner_passes_it",
+        64 * 1024 * 1024,
+    ) else {
+        return;
+    };
+    let address = clamd.tcp();
+    let clamd = std::sync::Arc::new(std::sync::Mutex::new(clamd));
+    each_backend_with(
+        move |config| {
+            config.knowledge.clamd = Some(address.clone());
+            allow_loopback(config);
+        },
+        async |app| {
+            let bot = bot(app).await;
+            let site = serve_site(None).await;
+            site.pages.lock().unwrap().insert(
+                "infected.xml".to_owned(),
+                ("application/xml", EICAR.to_vec()),
+            );
+            let imports = bot.path("/imports");
+            let import = async |path: &str| {
+                let url = format!("{}/{path}", site.base);
+                app.post(
+                    &imports,
+                    &bot.owner,
+                    json!({ "url": url, "mode": "sitemap" }),
+                )
+                .await
+            };
+
+            // An infected sitemap is never read: the import is rejected for it.
+            let reply = import("infected.xml").await;
+            reply.expect(202);
+            let id = reply.json()["id"].as_str().unwrap().to_owned();
+            let (infected, pages) = site_settled(app, &bot, &id).await;
+            assert_eq!(infected["status"], "rejected", "{infected}");
+            assert_eq!(infected["reason"], "infected", "{infected}");
+            assert!(pages.is_empty(), "{pages:?}");
+
+            // With clamd down the sitemap waits, and nothing it lists is fetched.
+            clamd.lock().unwrap().stop();
+            let reply = import("pages.xml").await;
+            reply.expect(202);
+            let id = reply.json()["id"].as_str().unwrap().to_owned();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let s = source(app, &bot, &id).await;
+                if s["status"] == "pending_scan" {
+                    assert_eq!(s["reason"], "scanner_unavailable", "{s}");
+                    break;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{s}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(site.hits("/page-0.html"), 0, "a listed page was fetched");
+            clamd.lock().unwrap().restart().unwrap();
+            let (sitemap, pages) = site_settled(app, &bot, &id).await;
+            assert_eq!(sitemap["status"], "ready", "{sitemap}");
+            assert_eq!(
+                pages[&format!("{}/page-0.html", site.base)]["scan"],
+                "clean"
+            );
+        },
+    )
+    .await;
+}
+
 /// Waits (at most 30 s) until `done` holds.
 async fn eventually(what: &str, done: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -19,6 +19,7 @@ use confide_domain::{Crawl, CrawlLimits, CrawlStop, ScanState, SourceKind, Sourc
 use confide_knowledge::links::{self, SitemapKind};
 use confide_outbound::target::{TargetHost, target_host};
 use confide_outbound::{FetchOptions, OutboundError, Url};
+use confide_security::antivirus::Verdict;
 use confide_store::{KnowledgeSource, SourceStep};
 use serde_json::json;
 use tokio::time::Instant;
@@ -223,6 +224,21 @@ impl Job<'_> {
                     continue;
                 }
             };
+            // Nothing is read unscanned: a sitemap leads the server to other URLs.
+            match self.clean_to_read(&body).await? {
+                Ok(true) => {}
+                Ok(false) if level == 0 => {
+                    return Ok(Err(rejected(
+                        "infected",
+                        "the virus scanner did not pass the sitemap; it was not read",
+                    )));
+                }
+                Ok(false) => {
+                    self.skip("infected");
+                    continue;
+                }
+                Err(stop) => return Ok(Err(stop)),
+            }
             let sitemap =
                 match tokio::task::spawn_blocking(move || links::parse_sitemap(&body)).await {
                     Ok(Ok(sitemap)) => sitemap,
@@ -317,7 +333,13 @@ impl Job<'_> {
                 continue;
             }
             if crawl && depth < run.limits.max_depth && page.file_kind == "html" {
-                self.follow_links(run, &page, depth).await;
+                // Its links are read only once the scanner passes it (the page itself is then
+                // scanned as every page is, and quarantined if infected).
+                match self.clean_to_read(&page.body).await? {
+                    Ok(true) => self.follow_links(run, &page, depth).await,
+                    Ok(false) => self.skip("links_unscanned"),
+                    Err(stop) => return Ok(Err(stop)),
+                }
             }
             if !self.keep(run, page).await? {
                 self.stopped(CrawlStop::SourceLimit);
@@ -334,6 +356,32 @@ impl Job<'_> {
     }
 
     /// Queues the same-site links of an HTML page, one level deeper.
+    /// Whether a fetched body may be read for where it leads: nothing is processed unscanned.
+    /// True with no scanner configured (every page then says `not_configured`); false when the
+    /// scanner finds it infected or cannot scan it; a scanner that does not answer stops the
+    /// run, and the import waits for it in `pending_scan` (retried like any source).
+    async fn clean_to_read(&self, body: &[u8]) -> anyhow::Result<Result<bool, Stop>> {
+        let Some(scanner) = self.state.knowledge.scanner() else {
+            return Ok(Ok(true));
+        };
+        Ok(match scanner.scan_bytes(body).await {
+            Ok(Verdict::Clean) => Ok(true),
+            Ok(Verdict::Infected { .. }) => Ok(false),
+            Err(err) if err.is_unavailable() => {
+                tracing::warn!(source = %self.source.id, error = %err, "the virus scanner is unavailable; the import waits");
+                Err(Stop::Retry {
+                    status: SourceStatus::PendingScan,
+                    reason: err.code(),
+                    detail: "waiting for the virus scanner".to_owned(),
+                })
+            }
+            Err(err) => {
+                tracing::warn!(source = %self.source.id, error = %err, "a fetched body could not be scanned; it is not read");
+                Ok(false)
+            }
+        })
+    }
+
     async fn follow_links(&mut self, run: &mut Run, page: &FetchedPage, depth: u32) {
         let html = String::from_utf8_lossy(&page.body).into_owned();
         let base = page.url.clone();
