@@ -151,20 +151,15 @@ async fn the_memory_self_test_hits_the_memory_limit() {
 
 #[tokio::test]
 async fn the_cpu_self_test_hits_the_cpu_limit() {
+    // The wall clock is far off: only the CPU limit can end the spin before the self-test
+    // gives up on its own (at 5 s of CPU past the limit) and says the limit is not enforced.
     let config = SandboxConfig {
         cpu_seconds: 1,
-        wall_seconds: 30,
+        wall_seconds: 600,
         ..config()
     };
-    let started = Instant::now();
     let failure = self_test(&config, SelfTest::Cpu).await;
     assert!(matches!(failure, ExtractFailure::TimeLimit), "{failure:?}");
-    // The CPU limit ended it, long before the wall clock would have.
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "{:?}",
-        started.elapsed()
-    );
 }
 
 #[tokio::test]
@@ -224,8 +219,10 @@ async fn a_child_past_the_wall_clock_is_killed_and_reaped() {
         matches!(result, Err(ExtractFailure::TimeLimit)),
         "{result:?}"
     );
+    // Not the CPU limit, which could end it only after 120 s of CPU: however busy the machine,
+    // the wall clock of 1 s ended it well before.
     assert!(
-        started.elapsed() < Duration::from_secs(10),
+        started.elapsed() < Duration::from_secs(60),
         "{:?}",
         started.elapsed()
     );
