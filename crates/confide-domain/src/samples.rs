@@ -62,6 +62,26 @@ pub type Samples = BTreeMap<String, Vec<String>>;
 /// NFKC, lowercase, apostrophes dropped, every character that is not a letter, digit or
 /// combining mark a space.
 fn normalize(text: &str) -> String {
+    if text.is_ascii() {
+        // ASCII is its own NFKC and has no combining marks: the same result, without the
+        // decomposition tables.
+        return text
+            .bytes()
+            .filter(|b| *b != b'\'')
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    char::from(b.to_ascii_lowercase())
+                } else {
+                    ' '
+                }
+            })
+            .collect();
+    }
+    normalize_unicode(text)
+}
+
+/// [`normalize`] for any text.
+fn normalize_unicode(text: &str) -> String {
     text.nfkc()
         .flat_map(char::to_lowercase)
         .filter(|c| !matches!(c, '\'' | '\u{2019}' | '\u{02BC}'))
@@ -111,6 +131,11 @@ enum Word<'a> {
 fn words(normalized: &str) -> Vec<Word<'_>> {
     let mut words = Vec::new();
     for token in normalized.split_whitespace() {
+        if token.is_ascii() {
+            // No CJK letters and no combining marks: the token is one word.
+            words.push(Word::Plain(token));
+            continue;
+        }
         // Each letter with the combining marks after it: where it starts and ends, and if CJK.
         let mut letters: Vec<(usize, usize, bool)> = Vec::new();
         for (start, c) in token.char_indices() {
@@ -171,6 +196,28 @@ pub fn terms(text: &str, stemmer: Option<&Stemmer>) -> Vec<String> {
         .into_iter()
         .map(|term| term.text)
         .collect()
+}
+
+/// [`terms`] of a text twice from one pass over it: unstemmed, and stemmed with `stemmer` (the
+/// CJK pairs alike in both). What a passage indexed both ways costs once.
+pub fn plain_and_stemmed_terms(text: &str, stemmer: &Stemmer) -> (Vec<String>, Vec<String>) {
+    let normalized = normalize(text);
+    let words = words(&normalized);
+    let mut plain = Vec::with_capacity(words.len());
+    let mut stemmed = Vec::with_capacity(words.len());
+    for word in words {
+        let (unstemmed, stem) = match word {
+            Word::Plain(word) => (word, stemmer.stem(word)),
+            Word::Cjk(pair) => (pair, std::borrow::Cow::Borrowed(pair)),
+        };
+        if !unstemmed.is_empty() {
+            plain.push(unstemmed.to_owned());
+        }
+        if !stem.is_empty() {
+            stemmed.push(stem.into_owned());
+        }
+    }
+    (plain, stemmed)
 }
 
 /// The stopword list for a Snowball stemmer's language in the `stop-words` crate, and the words of
@@ -570,6 +617,48 @@ impl<K: Copy> SampleModel<K> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// ASCII and not: punctuation, apostrophes, digits, capitals, CJK, combining marks.
+    const MIXED_TEXTS: [&str; 8] = [
+        "Don't RESET the Router's password: call 555-0100 (24/7)!",
+        "  tabs\tand\nnewlines, under_scores & émigré ",
+        "Ｆｕｌｌｗｉｄｔｈ ＡＢＣ and ﬁ ligatures",
+        "营业时间是什么 opening hours 9-17",
+        "e\u{301}te\u{301} cafe\u{301}",
+        "Straße ß İstanbul ΣΟΦΙΑ",
+        "",
+        "''' ’ ʼ",
+    ];
+
+    #[test]
+    fn ascii_text_is_normalized_as_any_text_is() {
+        for text in MIXED_TEXTS.iter().filter(|t| t.is_ascii()) {
+            assert_eq!(normalize(text), normalize_unicode(text), "{text:?}");
+        }
+        // Every ASCII character on its own and in company.
+        let all: String = (0u8..128).map(char::from).collect();
+        assert_eq!(normalize(&all), normalize_unicode(&all));
+        for c in (0u8..128).map(char::from) {
+            let text = format!("a{c}B{c}{c}9");
+            assert_eq!(normalize(&text), normalize_unicode(&text), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn plain_and_stemmed_terms_are_terms_without_and_with_the_stemmer() {
+        for algorithm in [Algorithm::English, Algorithm::German, Algorithm::Russian] {
+            let stemmer = Stemmer::create(algorithm);
+            for text in MIXED_TEXTS {
+                let (plain, stemmed) = plain_and_stemmed_terms(text, &stemmer);
+                assert_eq!(plain, terms(text, None), "{text:?}");
+                assert_eq!(stemmed, terms(text, Some(&stemmer)), "{text:?}");
+            }
+        }
+        let stemmer = Stemmer::create(Algorithm::English);
+        let (plain, stemmed) = plain_and_stemmed_terms("Resetting routers", &stemmer);
+        assert_eq!(plain, ["resetting", "routers"]);
+        assert_eq!(stemmed, ["reset", "router"]);
+    }
 
     fn samples(language: &str, phrases: &[&str]) -> Samples {
         BTreeMap::from([(

@@ -9,7 +9,8 @@
 //! Analysis is the domain's `samples::terms` (NFKC, lowercase, CJK runs in letter pairs, Snowball
 //! stemming), so knowledge and sample phrases tokenize alike; terms longer than
 //! [`MAX_TERM_BYTES`] are dropped. Each chunk is indexed twice: into the field of its source's
-//! language (stemmed) and into the `plain` field (unstemmed). A question searches its language's
+//! language (stemmed) and into the `plain` field (unstemmed), from one analysis handed to tantivy
+//! as pre-tokenized values. A question searches its language's
 //! field and `plain`, so a passage in the question's language ranks on stems while a passage in
 //! another language is still found by the exact words they share (a product name, an error code).
 //! A question with no language, or one without a stemmer, searches `plain` only.
@@ -53,8 +54,8 @@ use tantivy::schema::{
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
 
 use analysis::{
-    ANALYZERS, PLAIN_ANALYZER, analyze, analyzer_for, question_terms, register_tokenizers,
-    tokenizer_name,
+    ANALYZERS, PLAIN_ANALYZER, analyze, analyzer_for, passage_terms, question_terms,
+    register_tokenizers, tokenizer_name,
 };
 
 mod analysis;
@@ -669,7 +670,12 @@ impl KnowledgeIndexes {
         let gone = held
             .keys()
             .filter(|source_id| !keep.contains_key(*source_id));
-        let replaced = changed.iter().map(|source| &source.source_id);
+        // A source the index does not hold yet has nothing to delete (a delete costs a lookup
+        // at commit).
+        let replaced = changed
+            .iter()
+            .map(|source| &source.source_id)
+            .filter(|source_id| held.contains_key(*source_id));
         for source_id in gone.chain(replaced) {
             writer.delete_term(Term::from_field_text(fields.source_id, source_id));
         }
@@ -684,10 +690,11 @@ impl KnowledgeIndexes {
                 doc.add_text(fields.language, ANALYZERS[analyzer].name);
                 doc.add_u64(fields.position, u64::from(chunk.position));
                 doc.add_u64(fields.page, u64::from(chunk.page));
-                if analyzer != PLAIN_ANALYZER {
-                    doc.add_text(fields.body[analyzer], &chunk.text);
+                let (plain, stemmed) = passage_terms(&chunk.text, ANALYZERS[analyzer].algorithm);
+                if let Some(stemmed) = stemmed {
+                    doc.add_pre_tokenized_text(fields.body[analyzer], stemmed);
                 }
-                doc.add_text(fields.body[PLAIN_ANALYZER], &chunk.text);
+                doc.add_pre_tokenized_text(fields.body[PLAIN_ANALYZER], plain);
                 doc.add_text(fields.text, chunk.text);
                 writer.add_document(doc)?;
             }

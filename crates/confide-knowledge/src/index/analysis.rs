@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use confide_domain::{language, samples};
 use rust_stemmers::{Algorithm, Stemmer};
 use tantivy::Index;
-use tantivy::tokenizer::{Token, TokenStream, Tokenizer};
+use tantivy::tokenizer::{PreTokenizedString, Token, TokenStream, Tokenizer};
 
 use super::{MAX_QUERY_TERMS, MAX_TERM_BYTES, PLAIN};
 
@@ -67,6 +67,45 @@ pub(super) fn analyze(text: &str, algorithm: Option<Algorithm>) -> Vec<String> {
     let mut terms = samples::terms(text, stemmer.as_ref());
     terms.retain(|term| term.len() <= MAX_TERM_BYTES);
     terms
+}
+
+/// A passage's terms for the `plain` field and, when `algorithm` is a stemmer, for its
+/// language's field: what [`analyze`] makes of it with and without the stemmer, from one pass.
+pub(super) fn passage_terms(
+    text: &str,
+    algorithm: Option<Algorithm>,
+) -> (PreTokenizedString, Option<PreTokenizedString>) {
+    let (mut plain, mut stemmed) = match algorithm {
+        Some(algorithm) => {
+            let (plain, stemmed) =
+                samples::plain_and_stemmed_terms(text, &Stemmer::create(algorithm));
+            (plain, Some(stemmed))
+        }
+        None => (samples::terms(text, None), None),
+    };
+    plain.retain(|term| term.len() <= MAX_TERM_BYTES);
+    if let Some(stemmed) = &mut stemmed {
+        stemmed.retain(|term| term.len() <= MAX_TERM_BYTES);
+    }
+    (pre_tokenized(plain), stemmed.map(pre_tokenized))
+}
+
+/// Terms as tantivy takes a value it does not tokenize itself. Offsets stay 0, as in
+/// [`ConfideTokenizer`]; the text is not stored (the `text` field holds the passage).
+fn pre_tokenized(terms: Vec<String>) -> PreTokenizedString {
+    let tokens = terms
+        .into_iter()
+        .enumerate()
+        .map(|(position, text)| Token {
+            position,
+            text,
+            ..Token::default()
+        })
+        .collect();
+    PreTokenizedString {
+        text: String::new(),
+        tokens,
+    }
 }
 
 /// A question's terms: analyzed like a passage less the stopwords of its language (see
