@@ -75,6 +75,9 @@ pub struct KnowledgeConfig {
     pub crawl_max_depth: Option<u32>,
     pub crawl_max_bytes: Option<u64>,
     pub crawl_max_seconds: Option<u32>,
+    /// Sources this node processes at once (2 by default): a long site import or a slow
+    /// extraction does not hold up every other upload.
+    pub workers: Option<u32>,
     /// `[knowledge.llm]`: an OpenAI-compatible chat endpoint for generated answers.
     pub llm: Option<LlmConfig>,
     /// `[knowledge.embeddings]`: an OpenAI-compatible embeddings endpoint for dense retrieval.
@@ -269,7 +272,7 @@ fn knowledge_settings(
         settings.download_ttl_seconds = ttl;
     }
     let crawl = &mut settings.crawl;
-    let counts: [(&str, Option<u32>, &mut u32, std::ops::RangeInclusive<u32>); 3] = [
+    let counts: [(&str, Option<u32>, &mut u32, std::ops::RangeInclusive<u32>); 4] = [
         (
             "KNOWLEDGE_CRAWL_MAX_PAGES",
             file.crawl_max_pages,
@@ -287,6 +290,12 @@ fn knowledge_settings(
             file.crawl_max_seconds,
             &mut crawl.max_seconds,
             1..=3600,
+        ),
+        (
+            "KNOWLEDGE_WORKERS",
+            file.workers,
+            &mut settings.workers,
+            1..=16,
         ),
     ];
     for (name, from_file, value, range) in counts {

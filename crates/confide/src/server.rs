@@ -227,10 +227,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         escalation_state,
         shutdown.subscribe(),
     ));
-    tokio::spawn(confide_web::knowledge::worker::run_worker(
-        knowledge_state,
-        shutdown.subscribe(),
-    ));
+    for _ in 0..knowledge_state.knowledge.settings.workers {
+        tokio::spawn(confide_web::knowledge::worker::run_worker(
+            knowledge_state.clone(),
+            shutdown.subscribe(),
+        ));
+    }
     tokio::spawn(confide_web::knowledge::warm::run(
         warm_state,
         shutdown.subscribe(),

@@ -49,6 +49,8 @@ pub struct KnowledgeSettings {
     pub max_extracted_bytes: usize,
     /// Characters of a text entry, or of a question and its answer together.
     pub max_entry_chars: usize,
+    /// Sources this node processes at once, each claimed by one of as many workers.
+    pub workers: u32,
     /// How long a worker's claim on a source lasts without renewal.
     pub lease_ms: i64,
     /// How often an idle worker looks for due sources (it is also woken by new ones).
@@ -82,6 +84,7 @@ impl Default for KnowledgeSettings {
             max_chunks_per_source: 20_000,
             max_extracted_bytes: 16 * 1024 * 1024,
             max_entry_chars: 100_000,
+            workers: 2,
             lease_ms: 5 * 60 * 1000,
             poll_ms: 1000,
             download_ttl_seconds: 60,

@@ -65,7 +65,7 @@ fn worker_actor() -> Actor {
     }
 }
 
-/// Takes due sources until `stop` turns true.
+/// Takes due sources, one at a time, until `stop` turns true; a node runs `workers` of these.
 pub async fn run_worker(state: AppState, mut stop: watch::Receiver<bool>) {
     let token = random_token(16);
     let poll = Duration::from_millis(state.knowledge.settings.poll_ms);
@@ -74,6 +74,10 @@ pub async fn run_worker(state: AppState, mut stop: watch::Receiver<bool>) {
         let until = now.saturating_add(state.knowledge.settings.lease_ms);
         let worked = match state.store.claim_knowledge_source(now, &token, until).await {
             Ok(Some(source)) => {
+                if state.knowledge.settings.workers > 1 {
+                    // Another of this node's workers looks for the next source meanwhile.
+                    state.knowledge.wake();
+                }
                 let mut job = Job {
                     state: &state,
                     token: &token,
@@ -466,7 +470,8 @@ impl<'a> Job<'a> {
         Ok(())
     }
 
-    /// Stores the chunks (making the source ready), then brings this node's index up to date.
+    /// Stores the chunks (making the source ready), then has this node's index brought up to date
+    /// in the background.
     async fn finish(
         &mut self,
         (chunks, sample): (Vec<Chunk>, Option<String>),
@@ -503,13 +508,15 @@ impl<'a> Job<'a> {
             if let Some(embedder) = &self.state.knowledge.embedder {
                 embedder.wake();
             }
-            sync_until_current(
-                self.state,
-                self.source.org_id,
-                self.source.bot_id,
-                Duration::from_secs(600),
-            )
-            .await;
+            // The worker goes on to the next source while the index catches up: sources that
+            // become ready during a sync go into the next one together (the sync is one at a
+            // time per bot), so a stream of uploads makes a few large commits, not one each.
+            // A question asked meanwhile brings the index up to date itself.
+            let state = self.state.clone();
+            let (org, bot) = (self.source.org_id, self.source.bot_id);
+            tokio::spawn(async move {
+                sync_until_current(&state, org, bot, Duration::from_secs(600)).await;
+            });
         }
         Ok(())
     }
