@@ -440,13 +440,14 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> StoreResult<Vec<KnowledgeChunk>>;
     /// Stores passages' embeddings (encoded vectors) from `model`, replacing any from another
-    /// model; a passage deleted meanwhile is skipped.
+    /// model, and bumps each of their bots' `embeddings_version`; a passage deleted meanwhile is
+    /// skipped. `None`: the endpoint refused the passage; it is not due again for `model`.
     async fn put_knowledge_embeddings(
         &self,
         model: &str,
-        vectors: &[(confide_domain::ChunkId, String)],
+        vectors: &[(confide_domain::ChunkId, Option<String>)],
     ) -> StoreResult<()>;
-    /// The bot's embeddings from `model`.
+    /// The bot's embeddings from `model` (not the passages it refused).
     async fn knowledge_embeddings(
         &self,
         bot: BotId,

@@ -84,6 +84,9 @@ pub struct Chatbot {
     /// One more with every change to the bot's ready knowledge chunks (same transaction): what
     /// a node's knowledge index is checked against.
     pub knowledge_version: i64,
+    /// One more with every write of the bot's embeddings (same transaction): what a node's copy
+    /// of the bot's vectors is checked against.
+    pub embeddings_version: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -46,7 +46,7 @@ use crate::{Store, StoreError, StoreResult};
 macro_rules! bot_columns {
     () => {
         "id, org_id, name, widget_key, sharing_policy, created_at, updated_at, dialogues_version, \
-         knowledge_version"
+         knowledge_version, embeddings_version"
     };
 }
 
@@ -345,6 +345,7 @@ fn chatbot(row: &AnyRow) -> StoreResult<Chatbot> {
         updated_at: c.int("updated_at")?,
         dialogues_version: c.int("dialogues_version")?,
         knowledge_version: c.int("knowledge_version")?,
+        embeddings_version: c.int("embeddings_version")?,
     })
 }
 
@@ -2415,7 +2416,7 @@ impl Store for SqlStore {
     async fn put_knowledge_embeddings(
         &self,
         model: &str,
-        vectors: &[(confide_domain::ChunkId, String)],
+        vectors: &[(confide_domain::ChunkId, Option<String>)],
     ) -> StoreResult<()> {
         self.embeddings_put(model, vectors).await
     }

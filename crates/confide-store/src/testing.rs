@@ -183,6 +183,7 @@ pub async fn org_with_bot(
         updated_at: at,
         dialogues_version: 0,
         knowledge_version: 0,
+        embeddings_version: 0,
     };
     store.create_bot(&bot).await.expect("create the bot");
     (org.id, bot.id)

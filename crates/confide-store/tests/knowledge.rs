@@ -557,3 +557,105 @@ async fn a_site_import_records_its_run_and_its_pages_are_renewed_and_deleted_wit
         assert_eq!(version(store, org, bot).await, before + 1, "{backend}");
     }
 }
+
+#[tokio::test]
+async fn embeddings_are_due_once_per_model_and_each_write_bumps_the_bots_embeddings_version() {
+    for (backend, db) in each_backend().await {
+        let store = db.store();
+        let (org, bot) = bot(store).await;
+        let (other_org, other_bot) = org_with_bot(store, "Other", T0).await;
+        let s = source(org, bot, "guide.txt", T0);
+        let o = source(other_org, other_bot, "theirs.txt", T0);
+        let mut made = Vec::new();
+        for (s, texts) in [(&s, &["one", "two", "three"][..]), (&o, &["four"][..])] {
+            assert!(store.create_knowledge_source(s, 10).await.unwrap());
+            store
+                .claim_knowledge_source(T0, "w", T0 + LEASE)
+                .await
+                .unwrap()
+                .unwrap();
+            let rows = chunks(s, texts);
+            assert!(
+                store
+                    .finish_knowledge_source(s.id, "w", &rows, None, None, T0 + 5)
+                    .await
+                    .unwrap()
+            );
+            made.extend(rows);
+        }
+        let embeddings_version = async |org, bot| {
+            store
+                .get_bot(org, bot)
+                .await
+                .unwrap()
+                .unwrap()
+                .embeddings_version
+        };
+        assert_eq!(embeddings_version(org, bot).await, 0, "{backend}");
+        let due = store.knowledge_embeddings_due("m1", 10).await.unwrap();
+        assert_eq!(due.len(), 4, "{backend}");
+
+        // "two" is refused by the model: stored as such, never due again, never read.
+        let rows = vec![
+            (made[0].id, Some("AACAPw".to_owned())),
+            (made[1].id, None),
+            (made[2].id, Some("AAAAQA".to_owned())),
+        ];
+        store.put_knowledge_embeddings("m1", &rows).await.unwrap();
+        assert_eq!(embeddings_version(org, bot).await, 1, "{backend}");
+        assert_eq!(
+            embeddings_version(other_org, other_bot).await,
+            0,
+            "{backend}: only the bots whose passages were written"
+        );
+        let due: Vec<ChunkId> = store
+            .knowledge_embeddings_due("m1", 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(due, [made[3].id], "{backend}");
+        let mut read = store.knowledge_embeddings(bot, "m1").await.unwrap();
+        read.sort();
+        let mut expected = vec![
+            (made[0].id, "AACAPw".to_owned()),
+            (made[2].id, "AAAAQA".to_owned()),
+        ];
+        expected.sort();
+        assert_eq!(read, expected, "{backend}: the refused passage is not read");
+        // Another model: every passage is due for it.
+        assert_eq!(
+            store
+                .knowledge_embeddings_due("m2", 10)
+                .await
+                .unwrap()
+                .len(),
+            4,
+            "{backend}"
+        );
+
+        // A passage deleted before its embedding is stored is skipped; no bot is bumped for it.
+        let gone = store
+            .delete_knowledge_source(other_bot, o.id)
+            .await
+            .unwrap();
+        assert!(gone.is_some(), "{backend}");
+        store
+            .put_knowledge_embeddings("m1", &[(made[3].id, Some("AAAAQA".to_owned()))])
+            .await
+            .unwrap();
+        assert_eq!(
+            embeddings_version(other_org, other_bot).await,
+            0,
+            "{backend}"
+        );
+        assert!(
+            store
+                .knowledge_embeddings(other_bot, "m1")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

@@ -54,6 +54,7 @@ fn bot(org: OrgId, name: &str) -> Chatbot {
         updated_at: T0,
         dialogues_version: 0,
         knowledge_version: 0,
+        embeddings_version: 0,
     }
 }
 

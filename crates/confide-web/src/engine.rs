@@ -472,7 +472,7 @@ async fn knowledge_step(
     // passage covers enough of the question's words, or one is close enough in meaning.
     let dense = match &state.knowledge.embedder {
         Some(embedder) => embedder
-            .search(state, bot.id, text)
+            .search(state, bot, text)
             .await
             .map(|found| (found, embedder.settings.min_similarity)),
         None => None,

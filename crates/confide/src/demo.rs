@@ -72,6 +72,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Demo> {
                 updated_at: now,
                 dialogues_version: 0,
                 knowledge_version: 0,
+                embeddings_version: 0,
             };
             store.create_bot(&bot).await?;
             bot

@@ -1,5 +1,7 @@
 //! Passages' embeddings for dense retrieval. A passage is embedded once per model; one deleted
-//! while its embedding was being made is skipped when the embedding is stored.
+//! while its embedding was being made is skipped when the embedding is stored. A passage the
+//! endpoint refused (too long for the model, say) is stored with an empty vector: it is not due
+//! again for that model, and no search reads it.
 
 use confide_domain::{BotId, ChunkId};
 
@@ -30,19 +32,31 @@ impl SqlStore {
     pub(super) async fn embeddings_put(
         &self,
         model: &str,
-        rows: &[(ChunkId, String)],
+        rows: &[(ChunkId, Option<String>)],
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
+        let mut bots = std::collections::BTreeSet::new();
         for (id, vector) in rows {
-            sqlx::query(
+            let stored = sqlx::query(
                 "INSERT INTO knowledge_embeddings (chunk_id, bot_id, model, vector) \
                  SELECT id, bot_id, $2, $3 FROM knowledge_chunks WHERE id = $1 \
                  ON CONFLICT (chunk_id) DO UPDATE SET model = excluded.model, \
-                 vector = excluded.vector",
+                 vector = excluded.vector RETURNING bot_id",
             )
             .bind(id.to_string())
             .bind(model)
-            .bind(vector)
+            .bind(vector.as_deref().unwrap_or(""))
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = stored {
+                bots.insert(Cols(&row).text("bot_id")?);
+            }
+        }
+        for bot in bots {
+            sqlx::query(
+                "UPDATE chatbots SET embeddings_version = embeddings_version + 1 WHERE id = $1",
+            )
+            .bind(bot)
             .execute(&mut *tx)
             .await?;
         }
@@ -56,7 +70,8 @@ impl SqlStore {
         model: &str,
     ) -> StoreResult<Vec<(ChunkId, String)>> {
         let rows = sqlx::query(
-            "SELECT chunk_id, vector FROM knowledge_embeddings WHERE bot_id = $1 AND model = $2",
+            "SELECT chunk_id, vector FROM knowledge_embeddings \
+             WHERE bot_id = $1 AND model = $2 AND vector <> ''",
         )
         .bind(bot.to_string())
         .bind(model)

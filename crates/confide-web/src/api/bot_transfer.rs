@@ -174,6 +174,7 @@ pub async fn import_bot(
         updated_at: now,
         dialogues_version: 0,
         knowledge_version: 0,
+        embeddings_version: 0,
     };
     state.store.create_bot(&bot).await?;
     if let Err(err) = fill(&state, &auth, &bot, document).await {

@@ -97,6 +97,7 @@ pub async fn create_bot(
         updated_at: now,
         dialogues_version: 0,
         knowledge_version: 0,
+        embeddings_version: 0,
     };
     state.store.create_bot(&bot).await?;
     audit::record(

@@ -3,18 +3,27 @@
 //! embedding from the configured model, 64 at a time) and the vectors are kept in the database
 //! beside the passages. A question is embedded when it is asked; the bot's passages are ranked by
 //! cosine similarity, and that list is fused with BM25's by reciprocal rank fusion in the
-//! knowledge step. Each node holds a bot's vectors in memory for a short while (brute force: fine
-//! for tens of thousands of passages a bot; `dimensions` makes them smaller where the model
-//! allows it).
+//! knowledge step. Each node holds a bot's vectors in memory until the bot's row says they
+//! changed (its `knowledge_version` or `embeddings_version`, bumped with every write of them on
+//! any node); brute force: fine for tens of thousands of passages a bot, and `dimensions` makes
+//! them smaller where the model allows it.
+//!
+//! A batch the endpoint refuses as a request (400, 413, 422: one passage too long for the model,
+//! say) is split in halves until the passage it refuses is alone; when the endpoint still embeds
+//! a single word, that passage is stored as refused (logged, never retried for this model, never
+//! searched) and the others are embedded; when it refuses that too, the batch waits like any
+//! failure.
+//! Any other failure (the endpoint down, 429, 5xx) is retried with backoff.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use confide_domain::{BotId, ChunkId};
 use confide_knowledge::generate::{EmbeddingsRequest, cosine, parse_embeddings};
 use confide_outbound::OutboundClient;
+use confide_store::{Chatbot, KnowledgeChunk};
 use secrecy::SecretString;
 use tokio::sync::{Notify, watch};
 
@@ -23,11 +32,10 @@ use crate::state::AppState;
 
 /// Passages sent in one embeddings request.
 const BATCH: usize = 64;
-/// How long a node uses a bot's vectors before reading them again (its own worker's new
-/// embeddings for the bot drop them at once).
-const CACHE_FOR: Duration = Duration::from_secs(15);
 /// Bots whose vectors a node holds at once; past it the cache starts over.
 const CACHED_BOTS: usize = 64;
+/// What is embedded to tell a passage the endpoint refuses from an endpoint that refuses all.
+const PROBE: &str = "hello";
 /// Passages the dense list holds for fusion.
 pub const DENSE_TOP: usize = 50;
 
@@ -66,12 +74,15 @@ impl EmbeddingSettings {
 /// A bot's vectors as this node read them.
 type Vectors = Arc<Vec<(ChunkId, Vec<f32>)>>;
 
+/// What a bot's vectors were read at: its `knowledge_version` and `embeddings_version`.
+type Versions = (i64, i64);
+
 /// The embeddings endpoint's client and this node's cache of bots' vectors.
 pub struct Embedder {
     pub settings: EmbeddingSettings,
     client: OutboundClient,
     endpoint: String,
-    cache: Mutex<HashMap<BotId, (Instant, Vectors)>>,
+    cache: Mutex<HashMap<BotId, (Versions, Vectors)>>,
     /// Rings when this node made passages, so the worker need not wait for its next look.
     wake: Notify,
 }
@@ -143,23 +154,20 @@ impl Embedder {
         self.wake.notify_one();
     }
 
-    fn forget(&self, bot: BotId) {
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.remove(&bot);
-        }
-    }
-
-    /// The bot's vectors: this node's copy while it is fresh, else read again.
-    async fn vectors(&self, state: &AppState, bot: BotId) -> anyhow::Result<Vectors> {
+    /// The bot's vectors: this node's copy while the bot's row says they are unchanged, else
+    /// read again. Read after the row, so a copy is never newer than the versions it is kept
+    /// under (at worst it is read again once more).
+    async fn vectors(&self, state: &AppState, bot: &Chatbot) -> anyhow::Result<Vectors> {
+        let versions = (bot.knowledge_version, bot.embeddings_version);
         if let Ok(cache) = self.cache.lock()
-            && let Some((read_at, vectors)) = cache.get(&bot)
-            && read_at.elapsed() < CACHE_FOR
+            && let Some((read_at, vectors)) = cache.get(&bot.id)
+            && *read_at == versions
         {
             return Ok(vectors.clone());
         }
         let stored = state
             .store
-            .knowledge_embeddings(bot, &self.settings.model)
+            .knowledge_embeddings(bot.id, &self.settings.model)
             .await?;
         let vectors: Vectors = Arc::new(
             stored
@@ -171,7 +179,7 @@ impl Embedder {
             if cache.len() >= CACHED_BOTS {
                 cache.clear();
             }
-            cache.insert(bot, (Instant::now(), vectors.clone()));
+            cache.insert(bot.id, (versions, vectors.clone()));
         }
         Ok(vectors)
     }
@@ -181,21 +189,21 @@ impl Embedder {
     pub async fn search(
         &self,
         state: &AppState,
-        bot: BotId,
+        bot: &Chatbot,
         question: &str,
     ) -> Option<Vec<(ChunkId, f32)>> {
         let vectors = match self.vectors(state, bot).await {
             Ok(vectors) if !vectors.is_empty() => vectors,
             Ok(_) => return Some(Vec::new()),
             Err(err) => {
-                tracing::error!(bot = %bot, error = %err, "reading the bot's embeddings failed");
+                tracing::error!(bot = %bot.id, error = %err, "reading the bot's embeddings failed");
                 return None;
             }
         };
         let asked = match self.embed(&[question.to_owned()]).await {
             Ok(mut asked) => asked.pop()?,
             Err(err) => {
-                tracing::warn!(bot = %bot, error = %err, "embedding a question failed; BM25 only");
+                tracing::warn!(bot = %bot.id, error = %err, "embedding a question failed; BM25 only");
                 return None;
             }
         };
@@ -258,23 +266,62 @@ async fn embed_batch(state: &AppState, embedder: &Embedder) -> anyhow::Result<bo
     if due.is_empty() {
         return Ok(false);
     }
-    let texts: Vec<String> = due.iter().map(|chunk| chunk.text.clone()).collect();
-    let vectors = embedder.embed(&texts).await?;
-    let rows: Vec<(ChunkId, String)> = due
-        .iter()
-        .zip(&vectors)
-        .map(|(chunk, vector)| (chunk.id, encode(vector)))
-        .collect();
+    let mut rows = Vec::with_capacity(due.len());
+    embed_or_refuse(embedder, &due, &mut rows).await?;
     state
         .store
         .put_knowledge_embeddings(&embedder.settings.model, &rows)
         .await?;
-    let mut bots: Vec<BotId> = due.iter().map(|chunk| chunk.bot_id).collect();
-    bots.dedup();
-    for bot in bots {
-        embedder.forget(bot);
-    }
     Ok(true)
+}
+
+/// Whether the endpoint refused the request itself (what it was sent), not failed to serve it.
+fn is_refused_request(err: &LlmError) -> bool {
+    matches!(err, LlmError::Status(400 | 413 | 422))
+}
+
+/// Embeds `chunks` into `rows`, in halves while the endpoint refuses the request, down to the
+/// passage it refuses (stored as refused, `None`). Fails on any other error, storing nothing.
+async fn embed_or_refuse(
+    embedder: &Embedder,
+    chunks: &[KnowledgeChunk],
+    rows: &mut Vec<(ChunkId, Option<String>)>,
+) -> Result<(), LlmError> {
+    // Depth-first over halves, in order; at most 2·n − 1 requests for n passages.
+    let mut pending = vec![chunks];
+    while let Some(part) = pending.pop() {
+        let texts: Vec<String> = part.iter().map(|chunk| chunk.text.clone()).collect();
+        match embedder.embed(&texts).await {
+            Ok(vectors) => rows.extend(
+                part.iter()
+                    .zip(&vectors)
+                    .map(|(chunk, vector)| (chunk.id, Some(encode(vector)))),
+            ),
+            Err(err) if is_refused_request(&err) => {
+                if let [chunk] = part {
+                    // Only the passage's fault if the endpoint takes a word: one refusing every
+                    // request (a wrong model name) must not have every passage marked.
+                    if embedder.embed(&[PROBE.to_owned()]).await.is_err() {
+                        return Err(err);
+                    }
+                    tracing::warn!(
+                        bot = %chunk.bot_id,
+                        source = %chunk.source_id,
+                        chunk = %chunk.id,
+                        error = %err,
+                        "the embeddings endpoint refused a passage; it is not used for dense retrieval"
+                    );
+                    rows.push((chunk.id, None));
+                } else {
+                    let (first, second) = part.split_at(part.len() / 2);
+                    pending.push(second);
+                    pending.push(first);
+                }
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

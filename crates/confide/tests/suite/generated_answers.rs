@@ -30,7 +30,13 @@ struct Model {
     usage_total: AtomicU64,
     /// Every text it was asked to embed.
     embedded: Mutex<Vec<String>>,
+    /// Requests it refused (a text with [`TOO_LONG`] in it, as a model refuses one past its
+    /// context).
+    refused: AtomicU64,
 }
+
+/// A passage the fake embedding model refuses, as a real one refuses a text past its context.
+const TOO_LONG: &str = "UNEMBEDDABLE";
 
 /// Words that mean the same to the fake embedding model: each group is one dimension.
 const MEANINGS: [&[&str]; 4] = [
@@ -80,6 +86,14 @@ async fn embeddings(
         .iter()
         .map(|v| v.as_str().unwrap().to_owned())
         .collect();
+    if inputs.iter().any(|text| text.contains(TOO_LONG)) {
+        model.refused.fetch_add(1, Ordering::SeqCst);
+        // OpenAI's answer to an input past the model's context.
+        let error = json!({"error": {
+            "message": "This model's maximum context length is 8192 tokens, however you requested 9000 tokens.",
+            "type": "invalid_request_error", "param": null, "code": null}});
+        return (StatusCode::BAD_REQUEST, axum::Json(error)).into_response();
+    }
     model
         .embedded
         .lock()
@@ -296,6 +310,17 @@ fn with_model(base_url: String) -> impl Fn(&mut confide::config::Config) {
     }
 }
 
+fn with_embedder(base_url: String) -> impl Fn(&mut confide::config::Config) {
+    move |config| {
+        let url = confide_outbound::Url::parse(&base_url).unwrap();
+        let mut dense =
+            confide_web::knowledge::embeddings::EmbeddingSettings::new(url, "fake-embedder".into());
+        dense.api_key = Some("sk-embed-key".to_owned().into());
+        dense.min_similarity = 0.5;
+        config.knowledge.embeddings = Some(dense);
+    }
+}
+
 #[tokio::test]
 async fn a_grounded_answer_is_streamed_with_citations_of_the_passages_sent() {
     let model = Arc::new(Model::default());
@@ -481,15 +506,7 @@ async fn without_budget_or_with_a_failing_model_the_passage_itself_answers() {
 async fn with_dense_retrieval_a_paraphrase_finds_the_passage_its_words_miss() {
     let model = Arc::new(Model::default());
     let base = model_server(model.clone()).await;
-    let configure = move |config: &mut confide::config::Config| {
-        let url = confide_outbound::Url::parse(&base).unwrap();
-        let mut dense =
-            confide_web::knowledge::embeddings::EmbeddingSettings::new(url, "fake-embedder".into());
-        dense.api_key = Some("sk-embed-key".to_owned().into());
-        dense.min_similarity = 0.5;
-        config.knowledge.embeddings = Some(dense);
-    };
-    each_backend_with(configure, async |app| {
+    each_backend_with(with_embedder(base), async |app| {
         let bot = taught(
             app,
             "policy.txt",
@@ -536,6 +553,67 @@ async fn with_dense_retrieval_a_paraphrase_finds_the_passage_its_words_miss() {
         assert!(text.contains("did not understand"), "{text}");
         // Words still answer on their own.
         let events = ask(app, &mut visitor, "What are your opening hours?").await;
+        let text = reply_of(&events)["text"].as_str().unwrap();
+        assert!(text.contains("nine to five"), "{text}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_passage_the_embeddings_endpoint_refuses_is_set_aside_and_the_others_are_embedded() {
+    let model = Arc::new(Model::default());
+    let base = model_server(model.clone()).await;
+    each_backend_with(with_embedder(base), async |app| {
+        let embedded = |text: &str| {
+            model
+                .embedded
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|t| t.contains(text))
+        };
+        let wait_for = async |text: &str| {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while !embedded(text) {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{text} never embedded"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let bot = taught(app, "odd.txt", &format!("{TOO_LONG} telemetry blob.")).await;
+        teach(
+            app,
+            &bot,
+            "policy.txt",
+            "Returns are free within 30 days of delivery.",
+        )
+        .await;
+        wait_for("Returns are free").await;
+        assert!(model.refused.load(Ordering::SeqCst) >= 1);
+        // The endpoint was asked whether it embeds anything at all before the passage was set
+        // aside.
+        assert!(embedded("hello"));
+        let mut visitor = Visitor::start(app, &bot.key).await;
+        let events = ask(app, &mut visitor, "Can I get my money back?").await;
+        let text = reply_of(&events)["text"].as_str().unwrap();
+        assert!(text.contains("Returns are free within 30 days"), "{text}");
+
+        // Set aside for good: later batches embed new passages without asking for it again.
+        let refused = model.refused.load(Ordering::SeqCst);
+        teach(
+            app,
+            &bot,
+            "hours.txt",
+            "Our opening hours are nine to five.",
+        )
+        .await;
+        wait_for("opening hours are nine").await;
+        assert_eq!(model.refused.load(Ordering::SeqCst), refused);
+        // The new passage answers by meaning alone ("closed" is in no passage): this node's
+        // copy of the bot's vectors, read for the first question, followed the new embedding.
+        let events = ask(app, &mut visitor, "When are you closed?").await;
         let text = reply_of(&events)["text"].as_str().unwrap();
         assert!(text.contains("nine to five"), "{text}");
     })
