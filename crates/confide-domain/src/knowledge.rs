@@ -124,7 +124,8 @@ pub struct CrawlLimits {
     /// A crawl: links followed from the start page at most this many times (0: the start page
     /// only). A sitemap: sitemap indexes nested at most this deep.
     pub max_depth: u32,
-    /// Bytes fetched at most, sitemaps and pages together.
+    /// Bytes fetched (sitemaps, `robots.txt` files and pages) and inflated from gzipped
+    /// sitemaps, at most.
     pub max_bytes: u64,
     /// Seconds the import may take at most.
     pub max_seconds: u32,
@@ -177,10 +178,11 @@ pub struct CrawlReport {
     pub queued: u32,
     /// Pages an earlier run had that this one did not find: removed with their passages.
     pub removed: u32,
-    /// Pages left out, by reason (`address_not_allowed`, `http_status`,
-    /// `content_type_not_allowed`, `invalid_url`, `timeout`, ...).
+    /// Pages (and sitemaps) left out, by reason (`address_not_allowed`, `http_status`,
+    /// `content_type_not_allowed`, `invalid_url`, `timeout`, `robots_disallowed`,
+    /// `robots_unreachable`, `sitemap_too_large`, ...).
     pub skipped: std::collections::BTreeMap<String, u32>,
-    /// Bytes fetched, sitemaps and pages together.
+    /// Bytes fetched (sitemaps, `robots.txt` files and pages) and inflated from gzipped sitemaps.
     pub bytes: u64,
     /// The limit that ended the run early; none when all that was found was fetched.
     pub stopped: Option<CrawlStop>,

@@ -6,7 +6,9 @@
 //! - `chunk`: passages with overlap, each with its page, for the index and for citations.
 //! - `generate`: the OpenAI-compatible wire format for grounded answers and embeddings (prompt,
 //!   server-sent events, decline, citations, reciprocal rank fusion), without the network.
-//! - `links`: where a site import goes next (a sitemap's entries, a page's links).
+//! - `links`: where a site import goes next (a sitemap's entries, plain, gzipped or text, and a
+//!   page's links).
+//! - `robots`: which of a host's URLs its `robots.txt` lets a crawler fetch (RFC 9309).
 //! - `index`: one tantivy index directory per bot, a cache of the chunks the database holds.
 
 pub mod chunk;
@@ -15,4 +17,5 @@ pub mod generate;
 pub mod index;
 pub mod links;
 pub mod normalize;
+pub mod robots;
 pub mod sandbox;

@@ -1,12 +1,14 @@
-//! Where a site import goes next: the `<loc>` entries of a sitemap (or sitemap index) and the
-//! `<a href>` links of an HTML page. Pure parsing of untrusted input, bounded in what it keeps;
-//! every URL it answers is still to be checked by the SSRF-safe client before it is fetched.
+//! Where a site import goes next: the `<loc>` entries of a sitemap (or sitemap index), the lines
+//! of a text sitemap, and the `<a href>` links of an HTML page. Pure parsing of untrusted input,
+//! bounded in what it keeps (a gzipped sitemap is inflated only up to a bound); every URL it
+//! answers is still to be checked by the SSRF-safe client before it is fetched.
 //!
 //! Answered URLs are absolute, `http` or `https`, without a fragment, and each appears once.
 //! Other schemes (`mailto:`, `javascript:`, `tel:`) are not pages and are left out.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
+use std::io::Read as _;
 
 use html5ever::TokenizerResult;
 use html5ever::tendril::StrTendril;
@@ -21,6 +23,17 @@ use url::Url;
 
 /// Entries kept from one sitemap: the protocol's own maximum.
 pub const MAX_SITEMAP_ENTRIES: usize = 50_000;
+/// The most a sitemap may be, uncompressed: the protocol's own maximum (50 MiB).
+pub const MAX_SITEMAP_BYTES: u64 = 52_428_800;
+/// The media types a sitemap is fetched as (see [`sitemap_format`]).
+pub const SITEMAP_MEDIA_TYPES: [&str; 6] = [
+    "application/xml",
+    "text/xml",
+    "text/plain",
+    "application/gzip",
+    "application/x-gzip",
+    "application/octet-stream",
+];
 /// Links kept from one page.
 pub const MAX_PAGE_LINKS: usize = 10_000;
 /// Longer URLs are not kept (the outbound client refuses them too).
@@ -47,12 +60,119 @@ pub struct Sitemap {
     pub truncated: bool,
 }
 
+impl Sitemap {
+    /// A sitemap of pages with no entry (yet).
+    fn listing_nothing() -> Sitemap {
+        Sitemap {
+            kind: SitemapKind::Pages,
+            locations: Vec::new(),
+            invalid: 0,
+            truncated: false,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SitemapError {
     #[error("not a sitemap: the document is neither a <urlset> nor a <sitemapindex>")]
     NotASitemap,
+    #[error("not a sitemap: no line of the text is an absolute http(s) URL")]
+    NoUrlLines,
     #[error("the sitemap is not well-formed XML: {0}")]
     Malformed(String),
+}
+
+/// How a fetched sitemap is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SitemapFormat {
+    Xml,
+    /// Text, or XML served as text (read as [`parse_sitemap_document`] says).
+    Text,
+    /// Either of the others, gzipped (see [`gunzip`]).
+    Gzip,
+}
+
+/// A fetched sitemap's format by its media type (see [`SITEMAP_MEDIA_TYPES`]): the generic
+/// `application/octet-stream` only for a `.gz` path; `None` for anything else.
+pub fn sitemap_format(media_type: &str, url: &Url) -> Option<SitemapFormat> {
+    match media_type {
+        "application/xml" | "text/xml" => Some(SitemapFormat::Xml),
+        "text/plain" => Some(SitemapFormat::Text),
+        "application/gzip" | "application/x-gzip" => Some(SitemapFormat::Gzip),
+        "application/octet-stream" if url.path().to_ascii_lowercase().ends_with(".gz") => {
+            Some(SitemapFormat::Gzip)
+        }
+        _ => None,
+    }
+}
+
+/// Why a gzipped sitemap could not be inflated.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GzipError {
+    /// Inflating would go past the bound: a sitemap too large, or a gzip bomb.
+    #[error("the gzipped sitemap inflates to more than {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("the sitemap is not valid gzip: {0}")]
+    Invalid(String),
+}
+
+/// Inflates a gzipped sitemap, holding at most `limit` bytes of it (and one more, to know it is
+/// larger): a gzip bomb is refused once past the bound, never inflated whole.
+pub fn gunzip(compressed: &[u8], limit: u64) -> Result<Vec<u8>, GzipError> {
+    if !compressed.starts_with(&[0x1f, 0x8b]) {
+        return Err(GzipError::Invalid(
+            "it does not start as gzip does".to_owned(),
+        ));
+    }
+    let mut inflated = Vec::new();
+    flate2::read::MultiGzDecoder::new(compressed)
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut inflated)
+        .map_err(|e| GzipError::Invalid(e.to_string()))?;
+    if inflated.len() as u64 > limit {
+        return Err(GzipError::TooLarge { limit });
+    }
+    Ok(inflated)
+}
+
+/// Reads a (inflated) sitemap of a format: XML when its type says so; text, or what was gzipped,
+/// as XML when it starts with `<` (servers label sitemaps loosely), as a text sitemap otherwise.
+pub fn parse_sitemap_document(
+    document: &[u8],
+    format: SitemapFormat,
+) -> Result<Sitemap, SitemapError> {
+    let start = document.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(document);
+    let markup = start.trim_ascii_start().starts_with(b"<");
+    if format == SitemapFormat::Xml || markup {
+        parse_sitemap(document)
+    } else {
+        parse_text_sitemap(start)
+    }
+}
+
+/// Reads a text sitemap (sitemaps.org): one absolute URL a line, each a page. Blank lines are
+/// passed over; a text in which no line is a URL is no sitemap.
+pub fn parse_text_sitemap(text: &[u8]) -> Result<Sitemap, SitemapError> {
+    let mut seen = HashSet::new();
+    let mut sitemap = Sitemap::listing_nothing();
+    for line in text.split(|b| *b == b'\n').map(<[u8]>::trim_ascii) {
+        if line.is_empty() {
+            continue;
+        }
+        if sitemap.locations.len() >= MAX_SITEMAP_ENTRIES {
+            sitemap.truncated = true;
+            break;
+        }
+        match std::str::from_utf8(line).ok().and_then(absolute) {
+            Some(url) if seen.insert(url.clone()) => sitemap.locations.push(url),
+            Some(_) => {}
+            None => sitemap.invalid += 1,
+        }
+    }
+    if sitemap.locations.is_empty() && sitemap.invalid > 0 {
+        return Err(SitemapError::NoUrlLines);
+    }
+    Ok(sitemap)
 }
 
 /// Reads a sitemap (`<urlset>`) or sitemap index (`<sitemapindex>`), namespaced or not. Only a
@@ -68,12 +188,7 @@ pub fn parse_sitemap(xml: &[u8]) -> Result<Sitemap, SitemapError> {
     let mut in_entry = false;
     let mut loc: Option<String> = None;
     let mut seen = HashSet::new();
-    let mut sitemap = Sitemap {
-        kind: SitemapKind::Pages,
-        locations: Vec::new(),
-        invalid: 0,
-        truncated: false,
-    };
+    let mut sitemap = Sitemap::listing_nothing();
     loop {
         match reader.read_event().map_err(|e| malformed(&e))? {
             Event::Start(element) => {
@@ -385,6 +500,143 @@ mod tests {
         let sitemap = parse_sitemap(xml.as_bytes()).unwrap();
         assert_eq!(sitemap.locations.len(), MAX_SITEMAP_ENTRIES);
         assert!(sitemap.truncated);
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn a_gzipped_sitemap_inflates_within_its_bound_and_a_bomb_is_refused() {
+        let xml = b"<urlset><url><loc>https://example.com/a</loc></url></urlset>";
+        let inflated = gunzip(&gzip(xml), MAX_SITEMAP_BYTES).unwrap();
+        assert_eq!(inflated, xml);
+        assert_eq!(
+            gunzip(&gzip(xml), xml.len() as u64).unwrap(),
+            xml,
+            "exactly the bound"
+        );
+        // Two gzip members, as `cat a.gz b.gz` makes: both are read.
+        let mut two = gzip(b"https://example.com/a\n");
+        two.extend(gzip(b"https://example.com/b\n"));
+        assert_eq!(
+            gunzip(&two, 1024).unwrap(),
+            b"https://example.com/a\nhttps://example.com/b\n"
+        );
+
+        // 64 MiB of zeros in about 64 KiB: refused once past the bound, whatever is left.
+        let bomb = gzip(&vec![0; 64 * 1024 * 1024]);
+        assert!(bomb.len() < 100 * 1024, "{}", bomb.len());
+        assert_eq!(
+            gunzip(&bomb, MAX_SITEMAP_BYTES),
+            Err(GzipError::TooLarge {
+                limit: MAX_SITEMAP_BYTES
+            })
+        );
+        assert_eq!(
+            gunzip(&gzip(xml), 10),
+            Err(GzipError::TooLarge { limit: 10 })
+        );
+
+        assert!(matches!(gunzip(xml, 1024), Err(GzipError::Invalid(_))));
+        assert!(matches!(gunzip(b"", 1024), Err(GzipError::Invalid(_))));
+        let mut cut = gzip(xml);
+        cut.truncate(cut.len() / 2);
+        assert!(matches!(gunzip(&cut, 1024), Err(GzipError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_sitemaps_format_follows_its_type_and_a_gz_path() {
+        let plain = Url::parse("https://example.com/sitemap.xml").unwrap();
+        let gz = Url::parse("https://example.com/sitemap.XML.GZ").unwrap();
+        for (media, url, format) in [
+            ("application/xml", &plain, Some(SitemapFormat::Xml)),
+            ("text/xml", &plain, Some(SitemapFormat::Xml)),
+            ("text/plain", &plain, Some(SitemapFormat::Text)),
+            ("application/gzip", &plain, Some(SitemapFormat::Gzip)),
+            ("application/x-gzip", &gz, Some(SitemapFormat::Gzip)),
+            ("application/octet-stream", &gz, Some(SitemapFormat::Gzip)),
+            ("application/octet-stream", &plain, None),
+            ("text/html", &gz, None),
+        ] {
+            assert_eq!(sitemap_format(media, url), format, "{media} {url}");
+        }
+        for media in SITEMAP_MEDIA_TYPES {
+            assert!(sitemap_format(media, &gz).is_some(), "{media}");
+        }
+    }
+
+    #[test]
+    fn a_text_sitemap_lists_one_page_a_line() {
+        let text = b"\xEF\xBB\xBFhttps://example.com/a\r\n\n  https://example.com/b#top  \n\
+            https://example.com/a\nftp://example.com/c\nnot a url\n\xFF\xFE\n";
+        let sitemap = parse_sitemap_document(text, SitemapFormat::Text).unwrap();
+        assert_eq!(sitemap.kind, SitemapKind::Pages);
+        assert_eq!(
+            urls(&sitemap.locations),
+            ["https://example.com/a", "https://example.com/b"]
+        );
+        assert_eq!(
+            sitemap.invalid, 3,
+            "ftp, words and bytes that are not UTF-8"
+        );
+        assert_eq!(
+            parse_sitemap_document(b"", SitemapFormat::Text)
+                .unwrap()
+                .locations,
+            []
+        );
+        assert_eq!(
+            parse_sitemap_document(b"Hello,\nthis is a letter.\n", SitemapFormat::Text),
+            Err(SitemapError::NoUrlLines)
+        );
+        // XML served as text (or gzipped) is read as XML; XML is never read as text.
+        let xml = b"  <urlset><url><loc>https://example.com/x</loc></url></urlset>";
+        for format in [SitemapFormat::Text, SitemapFormat::Gzip, SitemapFormat::Xml] {
+            let sitemap = parse_sitemap_document(xml, format).unwrap();
+            assert_eq!(urls(&sitemap.locations), ["https://example.com/x"]);
+        }
+        assert_eq!(
+            parse_sitemap_document(b"https://example.com/x", SitemapFormat::Xml),
+            Err(SitemapError::NotASitemap)
+        );
+
+        let mut many = String::new();
+        for i in 0..=MAX_SITEMAP_ENTRIES {
+            many.push_str(&format!("https://example.com/{i}\n"));
+        }
+        let sitemap = parse_text_sitemap(many.as_bytes()).unwrap();
+        assert_eq!(sitemap.locations.len(), MAX_SITEMAP_ENTRIES);
+        assert!(sitemap.truncated);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_bytes_as_a_sitemap_never_panic_and_stay_bounded(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096),
+        ) {
+            for format in [SitemapFormat::Xml, SitemapFormat::Text, SitemapFormat::Gzip] {
+                if let Ok(sitemap) = parse_sitemap_document(&body, format) {
+                    proptest::prop_assert!(sitemap.locations.len() <= MAX_SITEMAP_ENTRIES);
+                    proptest::prop_assert!(
+                        sitemap.locations.iter().all(|u| u.fragment().is_none())
+                    );
+                }
+            }
+            if let Ok(inflated) = gunzip(&body, 4096) {
+                proptest::prop_assert!(inflated.len() <= 4096);
+            }
+            let mut gzipped = gzip(&body);
+            gzipped.truncate(gzipped.len().saturating_sub(body.len() % 7));
+            if let Ok(inflated) = gunzip(&gzipped, 100) {
+                proptest::prop_assert!(inflated.len() <= 100);
+            }
+        }
     }
 
     #[test]

@@ -146,6 +146,7 @@ struct Inner {
     allow: Arc<Allowlist>,
     timeout: Duration,
     max_response_bytes: u64,
+    user_agent: String,
 }
 
 impl std::fmt::Debug for OutboundClient {
@@ -176,7 +177,7 @@ impl OutboundClient {
             .dns_resolver(Arc::new(resolver.clone()))
             .connect_timeout(config.connect_timeout)
             .timeout(config.timeout)
-            .user_agent(config.user_agent)
+            .user_agent(config.user_agent.clone())
             .build()
             .map_err(|e| OutboundError::Config(describe(&e)))?;
         Ok(OutboundClient {
@@ -186,8 +187,19 @@ impl OutboundClient {
                 allow,
                 timeout: config.timeout,
                 max_response_bytes: config.max_response_bytes,
+                user_agent: config.user_agent,
             }),
         })
+    }
+
+    /// The product token of the `User-Agent` every request sends (`Confide` of `Confide/1.2`):
+    /// the name a site's `robots.txt` addresses us by.
+    pub fn product_token(&self) -> &str {
+        let agent = self.inner.user_agent.as_str();
+        let end = agent
+            .find(|c: char| !(c.is_ascii_alphabetic() || c == '-' || c == '_'))
+            .unwrap_or(agent.len());
+        agent.get(..end).unwrap_or_default()
     }
 
     pub fn allowlist(&self) -> &Allowlist {
@@ -285,25 +297,14 @@ impl OutboundClient {
         headers: HeaderMap,
         body: impl Into<Bytes>,
     ) -> Result<(OutboundResponse, bool), OutboundError> {
-        let mut answer = self.send_post(url, headers, body).await?;
+        let answer = self.send_post(url, headers, body).await?;
         let (status, headers) = (answer.status(), answer.headers().clone());
-        let limit = usize::try_from(answer.limit).unwrap_or(usize::MAX);
-        let mut kept = BytesMut::new();
-        let mut cut = false;
-        while let Some(chunk) = answer.response.chunk().await.map_err(from_reqwest)? {
-            let room = limit.saturating_sub(kept.len());
-            if chunk.len() > room {
-                kept.extend_from_slice(chunk.get(..room).unwrap_or_default());
-                cut = true;
-                break;
-            }
-            kept.extend_from_slice(&chunk);
-        }
+        let (body, cut) = answer.read_cut().await?;
         Ok((
             OutboundResponse {
                 status,
                 headers,
-                body: kept.freeze(),
+                body,
             },
             cut,
         ))
@@ -354,13 +355,38 @@ impl OutboundClient {
         url: &str,
         options: &FetchOptions,
     ) -> Result<(Url, OutboundResponse), OutboundError> {
+        let (url, response, _) = self.fetch_reading(url, options, false).await?;
+        Ok((url, response))
+    }
+
+    /// Fetches a document like [`fetch`](Self::fetch), but one longer than `options.max_bytes`
+    /// is cut there (`true` says it was) instead of refused, and the rest is not read: for a file
+    /// read only so far, as a `robots.txt` is.
+    pub async fn fetch_cut(
+        &self,
+        url: &str,
+        options: &FetchOptions,
+    ) -> Result<(Url, OutboundResponse, bool), OutboundError> {
+        self.fetch_reading(url, options, true).await
+    }
+
+    /// Fetches a document, its body cut at the limit or refused past it.
+    async fn fetch_reading(
+        &self,
+        url: &str,
+        options: &FetchOptions,
+        cut_at_limit: bool,
+    ) -> Result<(Url, OutboundResponse, bool), OutboundError> {
         // One deadline over every hop and the body, not one per request.
         tokio::time::timeout(self.inner.timeout, async {
             let response = self.open_within_deadline(url, options).await?;
             let url = response.url.clone();
-            let status = response.status();
-            let headers = response.headers().clone();
-            let body = response.read_within_limit().await?;
+            let (status, headers) = (response.status(), response.headers().clone());
+            let (body, cut) = if cut_at_limit {
+                response.read_cut().await?
+            } else {
+                (response.read_within_limit().await?, false)
+            };
             Ok((
                 url,
                 OutboundResponse {
@@ -368,6 +394,7 @@ impl OutboundClient {
                     headers,
                     body,
                 },
+                cut,
             ))
         })
         .await
@@ -451,6 +478,21 @@ impl OutboundClient {
 }
 
 impl StreamingResponse {
+    /// The body up to the limit, and whether there was more (not read).
+    async fn read_cut(mut self) -> Result<(Bytes, bool), OutboundError> {
+        let limit = usize::try_from(self.limit).unwrap_or(usize::MAX);
+        let mut kept = BytesMut::new();
+        while let Some(chunk) = self.response.chunk().await.map_err(from_reqwest)? {
+            let room = limit.saturating_sub(kept.len());
+            if chunk.len() > room {
+                kept.extend_from_slice(chunk.get(..room).unwrap_or_default());
+                return Ok((kept.freeze(), true));
+            }
+            kept.extend_from_slice(&chunk);
+        }
+        Ok((kept.freeze(), false))
+    }
+
     /// The whole body, refused early when its declared length is already past the limit.
     async fn read_within_limit(self) -> Result<Bytes, OutboundError> {
         if self

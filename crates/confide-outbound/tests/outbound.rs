@@ -462,6 +462,49 @@ async fn responses_past_the_size_limit_are_refused_while_streaming() {
 }
 
 #[tokio::test]
+async fn a_cut_fetch_keeps_the_head_of_a_long_document_and_says_robots_txt_whom_it_is_for() {
+    let receiver = Receiver::start(LOOPBACK).await;
+    let dns = no_names().await;
+    let outbound = client(&["127.0.0.1/32"], &dns);
+    let options = FetchOptions {
+        max_bytes: 1000,
+        ..FetchOptions::default()
+    };
+    let (_, whole, cut) = outbound
+        .fetch_cut(&receiver.url("/big?1000"), &options)
+        .await
+        .unwrap();
+    assert_eq!((whole.body.len(), cut), (1000, false));
+    for (path, landed) in [
+        ("/big?1001", "/big"),
+        ("/endless", "/endless"),
+        ("/redirect?/endless", "/endless"),
+    ] {
+        let (url, head, cut) = outbound
+            .fetch_cut(&receiver.url(path), &options)
+            .await
+            .unwrap();
+        assert_eq!((head.body.len(), cut), (1000, true), "{path}");
+        assert_eq!(url.path(), landed);
+    }
+    assert_eq!(
+        outbound
+            .fetch_cut(&receiver.url("/missing"), &options)
+            .await
+            .unwrap_err(),
+        OutboundError::Status(404)
+    );
+
+    let agent = receiver.seen()[0].headers[http::header::USER_AGENT].clone();
+    assert!(agent.to_str().unwrap().starts_with("Confide/"), "{agent:?}");
+    assert_eq!(outbound.product_token(), "Confide");
+    let other = client_with(&[], &dns, |config| {
+        config.user_agent = "Acme-Bot_2/3 (+https://acme.example)".to_owned();
+    });
+    assert_eq!(other.product_token(), "Acme-Bot_");
+}
+
+#[tokio::test]
 async fn unknown_names_and_closed_ports_are_told_apart() {
     let dns = no_names().await;
     let outbound = client(&["127.0.0.1/32"], &dns);

@@ -452,10 +452,11 @@ pub struct NewImport {
     /// redirect is checked, and so is every URL a sitemap or page leads to.
     #[schema(min_length = 1, max_length = 2048)]
     pub url: String,
-    /// `page` (the default): this one page. `sitemap`: the pages a sitemap (or sitemap index)
-    /// lists. `crawl`: this page and the pages its links lead to on the same site (scheme, host
-    /// and port), breadth first. A sitemap or crawl is a source of its own; each page it finds
-    /// is a source under it (`parent_id`).
+    /// `page` (the default): this one page. `sitemap`: the pages a sitemap (or sitemap index;
+    /// XML, text or gzipped) lists. `crawl`: this page and the pages its links lead to on the
+    /// same site (scheme, host and port), breadth first. A sitemap or crawl is a source of its
+    /// own; each page it finds is a source under it (`parent_id`). Both read each host's
+    /// `robots.txt` and fetch nothing it disallows for `Confide`.
     #[serde(default)]
     pub mode: ImportMode,
     /// A sitemap or crawl: pages fetched at most (the server's maximum when omitted, 50 by
@@ -466,7 +467,8 @@ pub struct NewImport {
     /// only). A sitemap: sitemap indexes nested at most this deep. The server's maximum (2 by
     /// default) when omitted.
     pub max_depth: Option<u32>,
-    /// A sitemap or crawl: bytes fetched at most, sitemaps and pages together.
+    /// A sitemap or crawl: bytes fetched at most (sitemaps, `robots.txt` files and pages), and
+    /// inflated from gzipped sitemaps.
     #[schema(minimum = 1)]
     pub max_bytes: Option<u64>,
     /// A sitemap or crawl: seconds it may take at most.

@@ -57,6 +57,15 @@ fn is_transient(err: &OutboundError) -> bool {
     }
 }
 
+/// The audit action of a source (or a site import's URLs) refused for `reason`.
+fn refusal_action(reason: &str) -> &'static str {
+    match reason {
+        "infected" => "knowledge.infected",
+        "address_not_allowed" | "scheme_not_allowed" | "invalid_url" => "knowledge.url_refused",
+        _ => "knowledge.rejected",
+    }
+}
+
 /// Who the audit log names for what the worker does.
 fn worker_actor() -> Actor {
     Actor {
@@ -446,28 +455,25 @@ impl<'a> Job<'a> {
             .step_knowledge_source(self.source.id, self.token, &step, now)
             .await?;
         if held && let Stop::Rejected { reason, detail, .. } = &stop {
-            audit::record_refusal(
-                self.state,
-                org_chain(self.source.org_id),
-                &worker_actor(),
-                match *reason {
-                    "infected" => "knowledge.infected",
-                    "address_not_allowed" | "scheme_not_allowed" | "invalid_url" => {
-                        "knowledge.url_refused"
-                    }
-                    _ => "knowledge.rejected",
-                },
-                Some(format!("source:{}", self.source.id)),
-                json!({
-                    "bot_id": self.source.bot_id,
-                    "reason": reason,
-                    "detail": detail,
-                    "title": self.source.title,
-                }),
-            )
-            .await;
+            let details = json!({ "detail": detail, "title": self.source.title });
+            self.audit_refusal(reason, details).await;
         }
         Ok(())
+    }
+
+    /// Audits a refusal of this source (or of what a site import found) for `reason`.
+    async fn audit_refusal(&self, reason: &str, mut details: serde_json::Value) {
+        details["bot_id"] = json!(self.source.bot_id);
+        details["reason"] = json!(reason);
+        audit::record_refusal(
+            self.state,
+            org_chain(self.source.org_id),
+            &worker_actor(),
+            refusal_action(reason),
+            Some(format!("source:{}", self.source.id)),
+            details,
+        )
+        .await;
     }
 
     /// Stores the chunks (making the source ready), then has this node's index brought up to date

@@ -1100,7 +1100,11 @@ struct Site {
     base: String,
     hits: SiteHits,
     pages: SitePages,
+    /// Paths answered with a status of their own (a robots.txt that answers 503).
+    failing: SiteFailing,
 }
+
+type SiteFailing = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u16>>>;
 
 type SiteHits = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>;
 
@@ -1118,6 +1122,23 @@ impl Site {
             path.to_owned(),
             ("text/html", site_html(title, body).into_bytes()),
         );
+    }
+
+    /// Adds (or changes) a document of any type.
+    fn set_file(&self, path: &str, media_type: &'static str, body: impl Into<Vec<u8>>) {
+        self.pages
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), (media_type, body.into()));
+    }
+
+    /// A `<urlset>` of these paths of the site.
+    fn urlset(&self, paths: &[&str]) -> String {
+        let entries: String = paths
+            .iter()
+            .map(|path| format!("<url><loc>{}/{path}</loc></url>", self.base))
+            .collect();
+        format!(r#"<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{entries}</urlset>"#)
     }
 }
 
@@ -1229,15 +1250,19 @@ async fn serve_site(elsewhere: Option<&str>) -> Site {
         pages.insert(path.to_owned(), ("text/html", body.into_bytes()));
     }
     let pages: SitePages = std::sync::Arc::new(std::sync::Mutex::new(pages));
+    let failing = SiteFailing::default();
     let counted = hits.clone();
     let served = pages.clone();
     let app = axum::Router::new()
         .route(
             "/{path}",
             axum::routing::get(
-                async |State((pages, hits)): State<(SitePages, SiteHits)>,
+                async |State((pages, hits, failing)): State<(SitePages, SiteHits, SiteFailing)>,
                        UrlPath(path): UrlPath<String>| {
                     *hits.lock().unwrap().entry(format!("/{path}")).or_default() += 1;
+                    if let Some(status) = failing.lock().unwrap().get(&path) {
+                        return StatusCode::from_u16(*status).unwrap().into_response();
+                    }
                     let page = pages.lock().unwrap().get(&path).cloned();
                     match page {
                         Some((media, body)) => {
@@ -1248,11 +1273,16 @@ async fn serve_site(elsewhere: Option<&str>) -> Site {
                 },
             ),
         )
-        .with_state((served, counted));
+        .with_state((served, counted, failing.clone()));
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    Site { base, hits, pages }
+    Site {
+        base,
+        hits,
+        pages,
+        failing,
+    }
 }
 
 /// Polls until the site import and every page under it are ready or rejected (at most 90 s);
@@ -1345,24 +1375,11 @@ async fn a_sitemaps_pages_are_each_scanned_learned_and_cited_and_inward_urls_ski
             assert_eq!(stored(app, "quarantine").len(), 1);
 
             // Inward URLs: never fetched, one audit record for the run with their count.
-            let audit = app
-                .get(
-                    &format!("/api/v1/orgs/{}/audit?limit=200", bot.org),
-                    &bot.owner,
-                )
-                .await
-                .json();
-            let refused: Vec<&Value> = audit["events"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|e| e["action"] == "knowledge.url_refused")
-                .collect();
+            let refused = audited(app, &bot, "knowledge.url_refused", "").await;
             assert_eq!(refused.len(), 1, "{refused:?}");
-            let details = refused[0].to_string();
             assert!(
-                details.contains("\"count\":2") && details.contains("10.0.0.8"),
-                "{details}"
+                refused[0].contains("\"count\":2") && refused[0].contains("10.0.0.8"),
+                "{refused:?}"
             );
 
             // A visitor's question is answered from the page that knows, linked to it.
@@ -1723,8 +1740,296 @@ async fn a_site_imports_sitemap_is_read_only_once_the_scanner_passes_it() {
                 pages[&format!("{}/page-0.html", site.base)]["scan"],
                 "clean"
             );
+
+            // robots.txt is scanned before it is read: an infected one gives nothing of its
+            // site, and says why.
+            site.set_file("robots.txt", "text/plain", EICAR);
+            let (crawl, pages) = import_of(app, &bot, &site, "start.html", "crawl").await;
+            assert_eq!(crawl["status"], "rejected", "{crawl}");
+            assert_eq!(crawl["reason"], "robots_unreachable", "{crawl}");
+            assert!(
+                crawl["detail"].as_str().unwrap().contains("virus scanner"),
+                "{crawl}"
+            );
+            assert!(pages.is_empty(), "{pages:?}");
+            assert_eq!(site.hits("/start.html"), 0);
         },
     )
+    .await;
+}
+
+/// Runs a site import (`url`, `mode` and any limits) to its end; answers it and its pages.
+async fn site_import(
+    app: &TestApp,
+    bot: &Bot,
+    body: Value,
+) -> (Value, std::collections::BTreeMap<String, Value>) {
+    let reply = app.post(&bot.path("/imports"), &bot.owner, body).await;
+    reply.expect(202);
+    site_settled(app, bot, reply.json()["id"].as_str().unwrap()).await
+}
+
+/// Runs a `mode` import of `path` on `site` to its end; answers it and its pages.
+async fn import_of(
+    app: &TestApp,
+    bot: &Bot,
+    site: &Site,
+    path: &str,
+    mode: &str,
+) -> (Value, std::collections::BTreeMap<String, Value>) {
+    let url = format!("{}/{path}", site.base);
+    site_import(app, bot, json!({ "url": url, "mode": mode })).await
+}
+
+/// The paths of a site import's pages, in order.
+fn paths(site: &Site, pages: &std::collections::BTreeMap<String, Value>) -> Vec<String> {
+    pages
+        .keys()
+        .map(|url| url.strip_prefix(&site.base).unwrap().to_owned())
+        .collect()
+}
+
+/// The audit events with this action whose record mentions `needle`.
+async fn audited(app: &TestApp, bot: &Bot, action: &str, needle: &str) -> Vec<String> {
+    let audit = app
+        .get(
+            &format!("/api/v1/orgs/{}/audit?limit=200", bot.org),
+            &bot.owner,
+        )
+        .await
+        .json();
+    audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == action)
+        .map(Value::to_string)
+        .filter(|e| e.contains(needle))
+        .collect()
+}
+
+#[tokio::test]
+async fn site_imports_fetch_only_what_robots_txt_allows_confide_and_nothing_when_it_fails() {
+    each_backend_with(allow_loopback, async |app| {
+        let bot = bot(app).await;
+        let site = serve_site(None).await;
+        // Everyone else is disallowed everything and another crawler has its own group: ours
+        // (any case, any version) decides, the longest rule winning.
+        site.set_file(
+            "robots.txt",
+            "text/plain",
+            "User-agent: *\nDisallow: /\n\n\
+             User-agent: OtherBot\nDisallow: /a.html\n\n\
+             user-agent: CONFIDE/9.9\nDisallow: /b.html\nDisallow: /page-\nAllow: /page-2\n\
+             Disallow: /hidden # not this one either\n",
+        );
+        let (import, pages) = import_of(app, &bot, &site, "start.html", "crawl").await;
+        let crawl = import["id"].as_str().unwrap().to_owned();
+        assert_eq!(import["status"], "ready", "{import}");
+        assert_eq!(
+            paths(&site, &pages),
+            ["/a.html", "/deep.html", "/start.html"]
+        );
+        let report = &import["crawl"]["report"];
+        assert_eq!(report["found"], 4, "{report}");
+        assert_eq!(report["queued"], 3, "{report}");
+        assert_eq!(
+            report["skipped"],
+            json!({ "robots_disallowed": 1 }),
+            "{report}"
+        );
+        assert_eq!(site.hits("/b.html"), 0, "disallowed, never fetched");
+        assert_eq!(site.hits("/robots.txt"), 1, "read once per run");
+
+        // A sitemap's pages: the inward ones refused as ever, page-2 allowed by the longer rule.
+        let (import, pages) = import_of(app, &bot, &site, "sitemap.xml", "sitemap").await;
+        assert_eq!(import["status"], "ready", "{import}");
+        assert_eq!(
+            paths(&site, &pages),
+            ["/eicar.txt", "/more.html", "/page-2.html"]
+        );
+        assert_eq!(
+            import["crawl"]["report"]["skipped"],
+            json!({ "address_not_allowed": 2, "robots_disallowed": 3 }),
+            "{import}"
+        );
+        for k in [0, 1, 3] {
+            assert_eq!(site.hits(&format!("/page-{k}.html")), 0, "page-{k}");
+        }
+        assert_eq!(site.hits("/robots.txt"), 2);
+
+        // A sitemap robots.txt disallows rejects its import, unread.
+        site.set_file(
+            "hidden.xml",
+            "application/xml",
+            site.urlset(&["page-2.html"]),
+        );
+        let (import, pages) = import_of(app, &bot, &site, "hidden.xml", "sitemap").await;
+        assert_eq!(import["status"], "rejected", "{import}");
+        assert_eq!(import["reason"], "robots_disallowed", "{import}");
+        assert!(
+            import["detail"].as_str().unwrap().contains("robots.txt"),
+            "{import}"
+        );
+        assert!(pages.is_empty());
+        assert_eq!(site.hits("/hidden.xml"), 0);
+
+        // No robots.txt (a 404): everything is allowed.
+        site.pages.lock().unwrap().remove("robots.txt");
+        let refresh = bot.path(&format!("/sources/{crawl}/refresh"));
+        app.post(&refresh, &bot.owner, json!({})).await.expect(202);
+        let (import, pages) = site_settled(app, &bot, &crawl).await;
+        assert_eq!(import["status"], "ready", "{import}");
+        assert_eq!(
+            paths(&site, &pages),
+            ["/a.html", "/b.html", "/deep.html", "/start.html"]
+        );
+        assert_eq!(import["crawl"]["report"]["skipped"], json!({}), "{import}");
+
+        // robots.txt unreachable (a 503): nothing is fetched; the import's own URL is tried
+        // three times in all, then rejected with the reason.
+        site.failing
+            .lock()
+            .unwrap()
+            .insert("robots.txt".to_owned(), 503);
+        let (robots_before, start_before) = (site.hits("/robots.txt"), site.hits("/start.html"));
+        app.post(&refresh, &bot.owner, json!({})).await.expect(202);
+        let (import, _) = site_settled(app, &bot, &crawl).await;
+        assert_eq!(import["status"], "rejected", "{import}");
+        assert_eq!(import["reason"], "robots_unreachable", "{import}");
+        assert!(
+            import["detail"].as_str().unwrap().contains("503"),
+            "{import}"
+        );
+        assert_eq!(site.hits("/robots.txt"), robots_before + 3);
+        assert_eq!(site.hits("/start.html"), start_before, "nothing fetched");
+
+        // Pages listed by a sitemap elsewhere: skipped, and the report says why.
+        let elsewhere = serve_site(None).await;
+        elsewhere.set_file(
+            "theirs.xml",
+            "application/xml",
+            site.urlset(&["page-2.html", "b.html"]),
+        );
+        let (import, pages) = import_of(app, &bot, &elsewhere, "theirs.xml", "sitemap").await;
+        assert_eq!(import["status"], "rejected", "{import}");
+        assert_eq!(import["reason"], "no_pages", "{import}");
+        assert!(pages.is_empty(), "{pages:?}");
+        assert_eq!(
+            import["crawl"]["report"]["skipped"],
+            json!({ "robots_unreachable": 2 }),
+            "{import}"
+        );
+        assert!(
+            import["detail"]
+                .as_str()
+                .unwrap()
+                .contains("robots_unreachable"),
+            "{import}"
+        );
+        assert_eq!(site.hits("/page-2.html"), 1, "only by the earlier sitemap");
+    })
+    .await;
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[tokio::test]
+async fn gzipped_and_text_sitemaps_are_read_and_a_gzip_bomb_is_refused_and_audited() {
+    // 60 MiB of XML whitespace in about 60 KiB: past the protocol's 50 MiB once inflated.
+    let bomb = gzip(&vec![b' '; 60 * 1024 * 1024]);
+    assert!(bomb.len() < 100 * 1024);
+    each_backend_with(allow_loopback, async |app| {
+        let bot = bot(app).await;
+        let site = serve_site(None).await;
+        let xml = site.urlset(&["page-0.html", "page-1.html"]);
+        let gzipped = gzip(xml.as_bytes());
+        site.set_file("sitemap.xml.gz", "application/gzip", gzipped.clone());
+        site.set_file(
+            "list.txt",
+            "text/plain",
+            format!(
+                "{0}/page-2.html\r\n\n{0}/page-3.html\nnot a page\n{0}/page-2.html#again\n",
+                site.base
+            ),
+        );
+        site.set_file("bomb.xml.gz", "application/x-gzip", bomb.clone());
+        site.set_file(
+            "index.xml.gz",
+            "application/octet-stream",
+            gzip(
+                format!(
+                    r#"<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">
+                    <sitemap><loc>{0}/list.txt</loc></sitemap>
+                    <sitemap><loc>{0}/bomb.xml.gz</loc></sitemap></sitemapindex>"#,
+                    site.base
+                )
+                .as_bytes(),
+            ),
+        );
+
+        // A gzipped sitemap is read inflated; the inflated bytes count towards the run's.
+        let (import, pages) = import_of(app, &bot, &site, "sitemap.xml.gz", "sitemap").await;
+        assert_eq!(import["status"], "ready", "{import}");
+        assert_eq!(paths(&site, &pages), ["/page-0.html", "/page-1.html"]);
+        assert!(pages.values().all(|p| p["status"] == "ready"), "{pages:?}");
+        let page_bytes: usize = ["page-0.html", "page-1.html"]
+            .iter()
+            .map(|p| site.pages.lock().unwrap()[*p].1.len())
+            .sum();
+        assert_eq!(
+            import["crawl"]["report"]["bytes"],
+            gzipped.len() + xml.len() + page_bytes,
+            "{import}"
+        );
+
+        // An index (gzipped, served as bytes) of a text sitemap and a gzip bomb: the bomb is
+        // refused unread, skipped and audited; the text sitemap's pages are learned.
+        let (import, pages) = import_of(app, &bot, &site, "index.xml.gz", "sitemap").await;
+        assert_eq!(import["status"], "ready", "{import}");
+        assert_eq!(paths(&site, &pages), ["/page-2.html", "/page-3.html"]);
+        assert_eq!(
+            import["crawl"]["report"]["skipped"],
+            json!({ "invalid_url": 1, "sitemap_too_large": 1 }),
+            "{import}"
+        );
+        let records = audited(app, &bot, "knowledge.rejected", "sitemap_too_large").await;
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert!(
+            records[0].contains("\"count\":1") && records[0].contains("bomb.xml.gz"),
+            "{records:?}"
+        );
+
+        // The bomb as the import's own sitemap rejects it; with less of the run's bytes left
+        // than it inflates to, the byte limit stops the run first.
+        let bomb_url = format!("{}/bomb.xml.gz", site.base);
+        let (import, _) = import_of(app, &bot, &site, "bomb.xml.gz", "sitemap").await;
+        assert_eq!(import["status"], "rejected", "{import}");
+        assert_eq!(import["reason"], "sitemap_too_large", "{import}");
+        let limited = json!({ "url": bomb_url, "mode": "sitemap", "max_bytes": 1024 * 1024 });
+        let (import, _) = site_import(app, &bot, limited).await;
+        assert_eq!(import["reason"], "no_pages", "{import}");
+        assert_eq!(
+            import["crawl"]["report"]["stopped"], "max_bytes",
+            "{import}"
+        );
+
+        // A text sitemap by itself; a generic binary type is a sitemap only with a .gz path.
+        let (import, pages) = import_of(app, &bot, &site, "list.txt", "sitemap").await;
+        assert_eq!(import["status"], "ready", "{import}");
+        assert_eq!(paths(&site, &pages), ["/page-2.html", "/page-3.html"]);
+        site.set_file(
+            "binary.xml",
+            "application/octet-stream",
+            gzip(xml.as_bytes()),
+        );
+        let (import, _) = import_of(app, &bot, &site, "binary.xml", "sitemap").await;
+        assert_eq!(import["reason"], "content_type_not_allowed", "{import}");
+    })
     .await;
 }
 

@@ -9,14 +9,20 @@
 //! literal, and the addresses a name resolves to, once per host); each fetch checks again, with
 //! every redirect. Refused ones are skipped and audited once per run, with their count.
 //!
+//! A polite crawler: each host's `robots.txt` (RFC 9309) is read once per run, within the run's
+//! limits and scanned like every other fetched body, and what it disallows for our product token
+//! is not fetched. A host whose `robots.txt` cannot be read (5xx, a network error) gives nothing
+//! this run; one without (4xx) gives everything.
+//!
 //! Run again (refreshed), an import fetches what it finds again: pages found again get the new
 //! copy (their passages answer until the new ones replace them), new pages are added, and pages
 //! no longer found are removed, unless a limit stopped the run before it had looked everywhere.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use confide_domain::{Crawl, CrawlLimits, CrawlStop, ScanState, SourceKind, SourceStatus};
-use confide_knowledge::links::{self, SitemapKind};
+use confide_knowledge::links::{self, GzipError, Sitemap, SitemapFormat, SitemapKind};
+use confide_knowledge::robots::{self, MAX_ROBOTS_BYTES, Robots};
 use confide_outbound::target::{TargetHost, target_host};
 use confide_outbound::{FetchOptions, OutboundError, Url};
 use confide_security::antivirus::Verdict;
@@ -26,15 +32,14 @@ use tokio::time::Instant;
 
 use super::{
     FetchedPage, Job, MAX_FETCH_ATTEMPTS, PageRefused, Stop, fetch_page, is_transient, rejected,
-    sync_until_current, worker_actor,
+    sync_until_current,
 };
-use crate::audit::{self, org_chain};
 use crate::state::now_ms;
 
 /// Sitemap documents one run reads at most (an index and the sitemaps it lists).
 const MAX_SITEMAPS: usize = 100;
-/// Hosts named in the run's one audit record of refused URLs.
-const MAX_AUDITED_HOSTS: usize = 10;
+/// Hosts (or URLs) named in the run's one audit record of each kind of refusal.
+const MAX_AUDITED_NAMES: usize = 10;
 
 /// One run of a site import.
 struct Run {
@@ -51,11 +56,13 @@ struct Run {
     kept: HashSet<String>,
     /// Pages found whose fetch failed for a reason that lasts (gone, refused, not learnable).
     gone: HashSet<String>,
-    /// URLs refused as not public, and (some of) their hosts.
-    refused: u32,
-    refused_hosts: BTreeSet<String>,
+    /// Security-relevant refusals this run (URLs aimed inward, infected or inflating sitemaps),
+    /// by reason, for one audit record of each.
+    refusals: BTreeMap<&'static str, Refusals>,
     /// Whether each host's addresses may be reached, as resolved once this run.
     hosts: HashMap<String, bool>,
+    /// What each host's `robots.txt` says, by its URL, as read once this run.
+    robots: HashMap<String, HostRobots>,
     /// The import's pages from earlier runs, by URL.
     existing: HashMap<String, KnowledgeSource>,
     /// A crawl's site: where its start page came from.
@@ -63,12 +70,53 @@ struct Run {
 }
 
 impl Run {
-    fn refuse(&mut self, host: &str) {
-        self.refused += 1;
-        if self.refused_hosts.len() < MAX_AUDITED_HOSTS {
-            self.refused_hosts.insert(host.to_owned());
+    /// Counts a refusal, naming (some of) what was refused, for the run's audit record.
+    fn refuse(&mut self, reason: &'static str, name: &str) {
+        let refusals = self.refusals.entry(reason).or_default();
+        refusals.count += 1;
+        if refusals.named.len() < MAX_AUDITED_NAMES {
+            refusals.named.insert(name.to_owned());
         }
     }
+}
+
+/// Refusals of one kind in a run.
+#[derive(Default)]
+struct Refusals {
+    count: u32,
+    named: BTreeSet<String>,
+}
+
+/// What a host's `robots.txt` says this run (RFC 9309 §2.3.1).
+enum HostRobots {
+    /// Read (a 2xx), or unavailable (a 4xx other than 429): its rules, or none.
+    Rules(Robots),
+    /// Unreachable (a 5xx or 429, a network error, refused, or not passed by the scanner):
+    /// nothing of the host is fetched this run.
+    Unreachable { detail: String, transient: bool },
+    /// A limit of the run stopped reading it: nothing more of the host is fetched this run.
+    Unread,
+}
+
+/// A document a site import reads for where it leads: a sitemap, a `robots.txt`.
+struct Document {
+    /// Where it came from, after redirects.
+    url: Url,
+    media_type: Option<String>,
+    body: bytes::Bytes,
+}
+
+/// Why a fetched sitemap was not read.
+enum SitemapUnread {
+    Refused {
+        reason: &'static str,
+        detail: String,
+        /// Audited (an infected sitemap, a gzip bomb).
+        audited: bool,
+    },
+    /// A limit of the run.
+    Limit(CrawlStop),
+    Stop(Stop),
 }
 
 /// How one fetch within the run's limits ended.
@@ -117,9 +165,9 @@ impl Job<'_> {
             more: false,
             kept: HashSet::new(),
             gone: HashSet::new(),
-            refused: 0,
-            refused_hosts: BTreeSet::new(),
+            refusals: BTreeMap::new(),
             hosts: HashMap::new(),
+            robots: HashMap::new(),
             existing,
             site: None,
         };
@@ -133,8 +181,14 @@ impl Job<'_> {
         } else {
             run.seen.insert(start.clone());
             self.report().found = 1;
-            run.frontier.push_back((start, 0));
-            Ok(())
+            match self.robots_allow(&mut run, &start, true).await? {
+                Ok(true) => {
+                    run.frontier.push_back((start, 0));
+                    Ok(())
+                }
+                Ok(false) => Ok(()),
+                Err(stop) => Err(stop),
+            }
         };
         let fetched = match found {
             Ok(()) => self.fetch_pages(&mut run).await?,
@@ -183,39 +237,34 @@ impl Job<'_> {
                 run.more = true;
                 break;
             }
+            // The import's own sitemap decides the import.
+            let start = level == 0;
+            match self.robots_allow(run, &url, start).await? {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(stop) => return Ok(Err(stop)),
+            }
             if documents == MAX_SITEMAPS {
                 self.skip("too_many_sitemaps");
                 continue;
             }
             documents += 1;
-            let options = FetchOptions {
-                max_bytes: 0,
-                max_redirects: 5,
-                content_types: vec!["application/xml".to_owned(), "text/xml".to_owned()],
-                accept: Some("application/xml, text/xml".to_owned()),
-            };
+            let max_file = self.max_file();
             let fetched = self
-                .within_limits(run, url.as_str(), async |state, url, max_bytes| {
-                    let options = FetchOptions {
-                        max_bytes,
-                        ..options
-                    };
-                    Ok(state
-                        .outbound
-                        .fetch(url, &options)
-                        .await
-                        .map(|(_, response)| response.body)
-                        .map_err(PageRefused::Fetch))
-                })
+                .within_limits(
+                    run,
+                    url.as_str(),
+                    max_file,
+                    async |state, url, max_bytes| fetch_sitemap(state, url, max_bytes).await,
+                )
                 .await?;
-            let body = match fetched {
-                Fetched::Got(body) => body,
+            let document = match fetched {
+                Fetched::Got(document) => document,
                 Fetched::Limit(stop) => {
                     self.stopped(stop);
                     break;
                 }
-                // The import's own sitemap decides the import.
-                Fetched::Failed(refused) if level == 0 => {
+                Fetched::Failed(refused) if start => {
                     return Ok(Err(self.start_failed(refused)));
                 }
                 Fetched::Failed(refused) => {
@@ -224,36 +273,33 @@ impl Job<'_> {
                     continue;
                 }
             };
-            // Nothing is read unscanned: a sitemap leads the server to other URLs.
-            match self.clean_to_read(&body).await? {
-                Ok(true) => {}
-                Ok(false) if level == 0 => {
-                    return Ok(Err(rejected(
-                        "infected",
-                        "the virus scanner did not pass the sitemap; it was not read",
-                    )));
+            if document.url != url {
+                match self.robots_allow(run, &document.url, start).await? {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(stop) => return Ok(Err(stop)),
                 }
-                Ok(false) => {
-                    self.skip("infected");
+            }
+            let sitemap = match self.read_sitemap(run, document).await? {
+                Ok(sitemap) => sitemap,
+                Err(SitemapUnread::Stop(stop)) => return Ok(Err(stop)),
+                Err(SitemapUnread::Limit(stop)) => {
+                    self.stopped(stop);
+                    break;
+                }
+                Err(SitemapUnread::Refused { reason, detail, .. }) if start => {
+                    return Ok(Err(rejected(reason, detail)));
+                }
+                Err(SitemapUnread::Refused {
+                    reason, audited, ..
+                }) => {
+                    if audited {
+                        run.refuse(reason, url.as_str());
+                    }
+                    self.skip(reason);
                     continue;
                 }
-                Err(stop) => return Ok(Err(stop)),
-            }
-            let sitemap =
-                match tokio::task::spawn_blocking(move || links::parse_sitemap(&body)).await {
-                    Ok(Ok(sitemap)) => sitemap,
-                    outcome => {
-                        let detail = match outcome {
-                            Ok(Err(err)) => err.to_string(),
-                            _ => "the sitemap could not be read".to_owned(),
-                        };
-                        if level == 0 {
-                            return Ok(Err(rejected("invalid_sitemap", detail)));
-                        }
-                        self.skip("invalid_sitemap");
-                        continue;
-                    }
-                };
+            };
             for _ in 0..sitemap.invalid {
                 self.skip("invalid_url");
             }
@@ -267,7 +313,11 @@ impl Job<'_> {
                             queue.push_back((location, level + 1));
                         }
                     }
-                    SitemapKind::Pages => self.found(run, location, 0).await,
+                    SitemapKind::Pages => {
+                        if let Err(stop) = self.found(run, location, 0).await? {
+                            return Ok(Err(stop));
+                        }
+                    }
                 }
             }
             if sitemap.truncated {
@@ -278,6 +328,76 @@ impl Job<'_> {
             }
         }
         Ok(Ok(()))
+    }
+
+    /// Reads a fetched sitemap: inflated if gzipped (at most the protocol's 50 MiB, and never
+    /// more than is left of the run's bytes, which the inflated bytes count towards), scanned
+    /// (nothing is read unscanned: a sitemap leads the server to other URLs), then parsed.
+    async fn read_sitemap(
+        &mut self,
+        run: &Run,
+        document: Document,
+    ) -> anyhow::Result<Result<Sitemap, SitemapUnread>> {
+        let refused = |reason, detail: String, audited| {
+            Ok(Err(SitemapUnread::Refused {
+                reason,
+                detail,
+                audited,
+            }))
+        };
+        let media_type = document.media_type.unwrap_or_default();
+        let Some(format) = links::sitemap_format(&media_type, &document.url) else {
+            return refused(
+                "content_type_not_allowed",
+                format!("{media_type:?} is not a sitemap's type"),
+                false,
+            );
+        };
+        let body = if format == SitemapFormat::Gzip {
+            let left = run.limits.max_bytes.saturating_sub(self.report().bytes);
+            let limit = links::MAX_SITEMAP_BYTES.min(left);
+            let compressed = document.body;
+            match tokio::task::spawn_blocking(move || links::gunzip(&compressed, limit)).await {
+                Ok(Ok(inflated)) => {
+                    let report = self.report();
+                    report.bytes = report.bytes.saturating_add(inflated.len() as u64);
+                    bytes::Bytes::from(inflated)
+                }
+                Ok(Err(GzipError::TooLarge { .. })) if limit < links::MAX_SITEMAP_BYTES => {
+                    return Ok(Err(SitemapUnread::Limit(CrawlStop::MaxBytes)));
+                }
+                Ok(Err(err @ GzipError::TooLarge { .. })) => {
+                    tracing::warn!(source = %self.source.id, url = %document.url, "a gzipped sitemap inflates past the bound; it was not read");
+                    return refused("sitemap_too_large", err.to_string(), true);
+                }
+                Ok(Err(err)) => return refused("invalid_sitemap", err.to_string(), false),
+                Err(_) => {
+                    let detail = "the sitemap could not be inflated".to_owned();
+                    return refused("invalid_sitemap", detail, false);
+                }
+            }
+        } else {
+            document.body
+        };
+        match self.clean_to_read(&body).await? {
+            Ok(true) => {}
+            Ok(false) => {
+                let detail = "the virus scanner did not pass the sitemap; it was not read";
+                return refused("infected", detail.to_owned(), true);
+            }
+            Err(stop) => return Ok(Err(SitemapUnread::Stop(stop))),
+        }
+        match tokio::task::spawn_blocking(move || links::parse_sitemap_document(&body, format))
+            .await
+        {
+            Ok(Ok(sitemap)) => Ok(Ok(sitemap)),
+            Ok(Err(err)) => refused("invalid_sitemap", err.to_string(), false),
+            Err(_) => refused(
+                "invalid_sitemap",
+                "the sitemap could not be read".to_owned(),
+                false,
+            ),
+        }
     }
 
     /// Fetches the queued pages (a crawl queues the same-site links of each HTML page within
@@ -291,10 +411,14 @@ impl Job<'_> {
             }
             let start = crawl && run.fetched == 0;
             run.fetched += 1;
+            let max_file = self.max_file();
             let fetched = self
-                .within_limits(run, url.as_str(), async |state, url, max_bytes| {
-                    fetch_page(state, url, max_bytes).await
-                })
+                .within_limits(
+                    run,
+                    url.as_str(),
+                    max_file,
+                    async |state, url, max_bytes| fetch_page(state, url, max_bytes).await,
+                )
                 .await?;
             let page = match fetched {
                 Fetched::Got(page) => page,
@@ -332,13 +456,28 @@ impl Job<'_> {
                 self.skip("off_site");
                 continue;
             }
+            // Where a redirect led: that URL's robots.txt has its say too (the page was fetched
+            // by then; it is not kept).
+            if page.url != url {
+                match self.robots_allow(run, &page.url, start).await? {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(stop) => return Ok(Err(stop)),
+                }
+            }
             if crawl && depth < run.limits.max_depth && page.file_kind == "html" {
                 // Its links are read only once the scanner passes it (the page itself is then
                 // scanned as every page is, and quarantined if infected).
-                match self.clean_to_read(&page.body).await? {
-                    Ok(true) => self.follow_links(run, &page, depth).await,
-                    Ok(false) => self.skip("links_unscanned"),
-                    Err(stop) => return Ok(Err(stop)),
+                let followed = match self.clean_to_read(&page.body).await? {
+                    Ok(true) => self.follow_links(run, &page, depth).await?,
+                    Ok(false) => {
+                        self.skip("links_unscanned");
+                        Ok(())
+                    }
+                    Err(stop) => Err(stop),
+                };
+                if let Err(stop) = followed {
+                    return Ok(Err(stop));
                 }
             }
             if !self.keep(run, page).await? {
@@ -382,7 +521,12 @@ impl Job<'_> {
         })
     }
 
-    async fn follow_links(&mut self, run: &mut Run, page: &FetchedPage, depth: u32) {
+    async fn follow_links(
+        &mut self,
+        run: &mut Run,
+        page: &FetchedPage,
+        depth: u32,
+    ) -> anyhow::Result<Result<(), Stop>> {
         let html = String::from_utf8_lossy(&page.body).into_owned();
         let base = page.url.clone();
         let found = match tokio::task::spawn_blocking(move || links::page_links(&html, &base)).await
@@ -390,7 +534,7 @@ impl Job<'_> {
             Ok(found) => found,
             Err(err) => {
                 tracing::warn!(source = %self.source.id, error = %err, "reading a page's links failed; they are not followed");
-                return;
+                return Ok(Ok(()));
             }
         };
         for link in found {
@@ -398,26 +542,166 @@ impl Job<'_> {
                 .site
                 .as_ref()
                 .is_some_and(|site| links::same_site(site, &link))
+                && let Err(stop) = self.found(run, link, depth + 1).await?
             {
-                self.found(run, link, depth + 1).await;
+                return Ok(Err(stop));
             }
         }
+        Ok(Ok(()))
     }
 
-    /// A page URL found: queued once, if it passes the checks and the page limit leaves room.
-    async fn found(&mut self, run: &mut Run, url: Url, depth: u32) {
+    /// A page URL found: queued once, if it passes the checks, robots.txt allows it and the
+    /// page limit leaves room.
+    async fn found(
+        &mut self,
+        run: &mut Run,
+        url: Url,
+        depth: u32,
+    ) -> anyhow::Result<Result<(), Stop>> {
         if run.seen.contains(&url) {
-            return;
+            return Ok(Ok(()));
         }
         if run.fetched as usize + run.frontier.len() >= run.limits.max_pages as usize {
             // Breadth first: nothing found now is fetched before what is already queued.
             run.more = true;
-            return;
+            return Ok(Ok(()));
         }
         run.seen.insert(url.clone());
         self.report().found += 1;
-        if self.admit(run, &url).await {
-            run.frontier.push_back((url, depth));
+        if !self.admit(run, &url).await {
+            return Ok(Ok(()));
+        }
+        Ok(match self.robots_allow(run, &url, false).await? {
+            Ok(true) => {
+                run.frontier.push_back((url, depth));
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(stop) => Err(stop),
+        })
+    }
+
+    /// Whether robots.txt lets the run fetch `url` (reading the host's `robots.txt` first, once
+    /// per run). A URL it refuses is skipped and counted (`robots_disallowed`, or
+    /// `robots_unreachable` when the file could not be read), and an earlier run's page there is
+    /// removed unless trying again may help; the import's own URL refused decides the import,
+    /// as its failing fetch would. False also when a limit of the run stopped the reading.
+    async fn robots_allow(
+        &mut self,
+        run: &mut Run,
+        url: &Url,
+        start: bool,
+    ) -> anyhow::Result<Result<bool, Stop>> {
+        let Some(robots_url) = robots::robots_url(url) else {
+            return Ok(Ok(true));
+        };
+        let key = robots_url.to_string();
+        if !run.robots.contains_key(&key) {
+            let host = match self.read_robots(run, &robots_url).await? {
+                Ok(host) => host,
+                Err(stop) => return Ok(Err(stop)),
+            };
+            run.robots.insert(key.clone(), host);
+        }
+        let (reason, detail, transient) = match run.robots.get(&key) {
+            Some(HostRobots::Rules(rules)) if rules.allows(url) => return Ok(Ok(true)),
+            Some(HostRobots::Unread) | None => return Ok(Ok(false)),
+            Some(HostRobots::Rules(_)) => (
+                "robots_disallowed",
+                format!(
+                    "{robots_url} disallows {url} for {}",
+                    self.state.outbound.product_token()
+                ),
+                false,
+            ),
+            Some(HostRobots::Unreachable { detail, transient }) => {
+                ("robots_unreachable", detail.clone(), *transient)
+            }
+        };
+        if start {
+            return Ok(Err(self.start_stop(reason, detail, transient)));
+        }
+        if !transient {
+            run.gone.insert(url.to_string());
+        }
+        self.skip(reason);
+        Ok(Ok(false))
+    }
+
+    /// Reads a host's `robots.txt` within the run's limits: its first 500 KiB (the rest is not
+    /// read; RFC 9309 §2.5), scanned before it is parsed.
+    async fn read_robots(
+        &mut self,
+        run: &mut Run,
+        robots_url: &Url,
+    ) -> anyhow::Result<Result<HostRobots, Stop>> {
+        // One byte past the bound tells the parser the file was cut.
+        let most = MAX_ROBOTS_BYTES as u64 + 1;
+        let fetched = self
+            .within_limits(
+                run,
+                robots_url.as_str(),
+                most,
+                async |state, url, max_bytes| {
+                    let options = FetchOptions {
+                        max_bytes,
+                        max_redirects: 5,
+                        content_types: Vec::new(),
+                        accept: Some("text/plain".to_owned()),
+                    };
+                    Ok(match state.outbound.fetch_cut(url, &options).await {
+                        // Cut by what is left of the run's bytes, not by the bound.
+                        Ok((_, _, true)) if max_bytes < most => {
+                            Err(PageRefused::Fetch(OutboundError::TooLarge {
+                                limit: max_bytes,
+                            }))
+                        }
+                        Ok((url, response, _)) => Ok(Document {
+                            url,
+                            media_type: response.media_type(),
+                            body: response.body,
+                        }),
+                        Err(err) => Err(PageRefused::Fetch(err)),
+                    })
+                },
+            )
+            .await?;
+        let unreachable = |detail: String, transient| {
+            Ok(Ok(HostRobots::Unreachable {
+                detail: format!(
+                    "{robots_url} could not be read ({detail}); RFC 9309 has nothing of the \
+                     site fetched then"
+                ),
+                transient,
+            }))
+        };
+        let body = match fetched {
+            Fetched::Got(document) => document.body,
+            Fetched::Limit(stop) => {
+                self.stopped(stop);
+                return Ok(Ok(HostRobots::Unread));
+            }
+            // None there: everything is allowed.
+            Fetched::Failed(PageRefused::Fetch(OutboundError::Status(status)))
+                if (400..500).contains(&status) && status != 429 =>
+            {
+                return Ok(Ok(HostRobots::Rules(Robots::allow_all())));
+            }
+            Fetched::Failed(refused) => {
+                self.refused(run, &refused);
+                let transient = matches!(&refused, PageRefused::Fetch(err) if is_transient(err));
+                return unreachable(refused.to_string(), transient);
+            }
+        };
+        match self.clean_to_read(&body).await? {
+            Ok(true) => {}
+            Ok(false) => return unreachable("the virus scanner did not pass it".to_owned(), false),
+            Err(stop) => return Ok(Err(stop)),
+        }
+        let token = self.state.outbound.product_token().to_owned();
+        match tokio::task::spawn_blocking(move || Robots::parse(&body, &token)).await {
+            Ok(rules) => Ok(Ok(HostRobots::Rules(rules))),
+            Err(_) => unreachable("it could not be parsed".to_owned(), false),
         }
     }
 
@@ -452,7 +736,10 @@ impl Job<'_> {
             }
         };
         if !allowed {
-            run.refuse(checked.host_str().unwrap_or_default());
+            run.refuse(
+                "address_not_allowed",
+                checked.host_str().unwrap_or_default(),
+            );
             self.skip("address_not_allowed");
         }
         allowed
@@ -461,16 +748,25 @@ impl Job<'_> {
     /// Counts a URL refused for where it leads, for the run's one audit record.
     fn refused(&mut self, run: &mut Run, refused: &PageRefused) {
         if let PageRefused::Fetch(OutboundError::AddressNotAllowed { host, .. }) = refused {
-            run.refuse(host);
+            run.refuse("address_not_allowed", host);
         }
     }
 
-    /// Runs one fetch within what is left of the run's bytes and time (and a page's size bound:
-    /// a sitemap is bounded as a page is).
+    /// A page's size bound (a sitemap is bounded as a page is).
+    fn max_file(&self) -> u64 {
+        self.state
+            .knowledge
+            .settings
+            .upload_limits
+            .training_max_bytes
+    }
+
+    /// Runs one fetch within what is left of the run's bytes and time, and `max_document`.
     async fn within_limits<T>(
         &mut self,
         run: &mut Run,
         url: &str,
+        max_document: u64,
         fetch: impl AsyncFnOnce(
             &crate::state::AppState,
             &str,
@@ -484,14 +780,9 @@ impl Job<'_> {
         if left == 0 {
             return Ok(Fetched::Limit(CrawlStop::MaxBytes));
         }
-        let max_file = self
-            .state
-            .knowledge
-            .settings
-            .upload_limits
-            .training_max_bytes;
         let Ok(outcome) =
-            tokio::time::timeout_at(run.deadline, fetch(self.state, url, left.min(max_file))).await
+            tokio::time::timeout_at(run.deadline, fetch(self.state, url, left.min(max_document)))
+                .await
         else {
             return Ok(Fetched::Limit(CrawlStop::MaxSeconds));
         };
@@ -502,9 +793,9 @@ impl Job<'_> {
                 report.bytes = report.bytes.saturating_add(bytes);
                 Fetched::Got(got)
             }
-            // Larger than what is left of the run's bytes (not than a page may be).
+            // Larger than what is left of the run's bytes (not than the document may be).
             Err(PageRefused::Fetch(OutboundError::TooLarge { limit }))
-                if limit == left && left < max_file =>
+                if limit == left && left < max_document =>
             {
                 Fetched::Limit(CrawlStop::MaxBytes)
             }
@@ -515,17 +806,21 @@ impl Job<'_> {
     /// What the import's own sitemap or start page failing does to the import: as a single
     /// page's fetch failing does to that page.
     fn start_failed(&self, refused: PageRefused) -> Stop {
-        match refused {
-            PageRefused::Fetch(err)
-                if is_transient(&err) && self.source.attempts + 1 < MAX_FETCH_ATTEMPTS =>
-            {
-                Stop::Retry {
-                    status: SourceStatus::Queued,
-                    reason: err.code(),
-                    detail: format!("{err}; trying again"),
-                }
+        let transient = matches!(&refused, PageRefused::Fetch(err) if is_transient(err));
+        self.start_stop(refused.code(), refused.to_string(), transient)
+    }
+
+    /// The import's own sitemap or start page not taken: tried again later when that may help
+    /// (three attempts in all), rejected otherwise.
+    fn start_stop(&self, reason: &'static str, detail: String, transient: bool) -> Stop {
+        if transient && self.source.attempts + 1 < MAX_FETCH_ATTEMPTS {
+            Stop::Retry {
+                status: SourceStatus::Queued,
+                reason,
+                detail: format!("{detail}; trying again"),
             }
-            refused => rejected(refused.code(), refused.to_string()),
+        } else {
+            rejected(reason, detail)
         }
     }
 
@@ -659,25 +954,19 @@ impl Job<'_> {
         Ok(())
     }
 
-    /// One audit record for every URL this run refused as not public.
+    /// One audit record for each kind of refusal this run: every URL refused as not public
+    /// (with some of their hosts), every infected or too large sitemap (with some of their URLs).
     async fn audit_refused(&self, run: &Run) {
-        if run.refused == 0 {
-            return;
+        for (reason, refusals) in &run.refusals {
+            let names = if *reason == "address_not_allowed" {
+                "hosts"
+            } else {
+                "urls"
+            };
+            let mut details = json!({ "count": refusals.count });
+            details[names] = json!(refusals.named);
+            self.audit_refusal(reason, details).await;
         }
-        audit::record_refusal(
-            self.state,
-            org_chain(self.source.org_id),
-            &worker_actor(),
-            "knowledge.url_refused",
-            Some(format!("source:{}", self.source.id)),
-            json!({
-                "bot_id": self.source.bot_id,
-                "reason": "address_not_allowed",
-                "count": run.refused,
-                "hosts": run.refused_hosts,
-            }),
-        )
-        .await;
     }
 }
 
@@ -686,10 +975,37 @@ trait Fetchable {
     fn bytes(&self) -> u64;
 }
 
-impl Fetchable for bytes::Bytes {
+impl Fetchable for Document {
     fn bytes(&self) -> u64 {
-        self.len() as u64
+        self.body.len() as u64
     }
+}
+
+/// Fetches a sitemap: XML, text, or gzipped.
+async fn fetch_sitemap(
+    state: &crate::state::AppState,
+    url: &str,
+    max_bytes: u64,
+) -> anyhow::Result<Result<Document, PageRefused>> {
+    let options = FetchOptions {
+        max_bytes,
+        max_redirects: 5,
+        content_types: links::SITEMAP_MEDIA_TYPES.map(str::to_owned).to_vec(),
+        accept: Some(
+            "application/xml, text/xml, application/gzip, application/x-gzip, text/plain;q=0.9"
+                .to_owned(),
+        ),
+    };
+    Ok(state
+        .outbound
+        .fetch(url, &options)
+        .await
+        .map(|(url, response)| Document {
+            url,
+            media_type: response.media_type(),
+            body: response.body,
+        })
+        .map_err(PageRefused::Fetch))
 }
 
 impl Fetchable for FetchedPage {
