@@ -24,6 +24,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use confide_security::upload::Purpose;
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::{ApiError, ApiResult};
@@ -54,10 +55,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(extract::MAX_CREDENTIAL_BODY_BYTES));
     // An upload's body is the file and its multipart framing; an entry's is JSON text (each
     // character up to 4 bytes, and escaped ones 6).
-    let upload_body_limit =
-        usize::try_from(state.knowledge.settings.upload_limits.training_max_bytes)
-            .unwrap_or(usize::MAX)
-            .saturating_add(knowledge_api::MULTIPART_OVERHEAD_BYTES);
+    let upload_body_limit = api::upload::body_limit(&state, Purpose::Training);
     let entry_body_limit = state
         .knowledge
         .settings

@@ -22,6 +22,7 @@ pub mod spam;
 pub mod statistics;
 pub mod system;
 pub mod tickets;
+pub mod upload;
 pub mod webhooks;
 pub mod widget;
 
