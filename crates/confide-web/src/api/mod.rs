@@ -3,6 +3,7 @@
 pub mod application;
 pub mod audit_log;
 pub mod auth;
+pub mod avatar;
 pub mod bot_transfer;
 pub mod bots;
 pub mod chat;
