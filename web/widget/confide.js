@@ -39,6 +39,10 @@
  * form answer starts the chat if needed and goes to /chat/v1/nudges/{id}/submit. "Talk to a
  * person" asks for a human (POST /chat/v1/handover); `handover` events show where that stands.
  *
+ * Avatar: when the chat starts, the session's `avatar_url` (null when the bot has none) is shown in
+ * the panel's heading and beside the bot's messages, as an <img> the host page's CSP must allow
+ * (`img-src` with this server's origin); an image that does not load is removed.
+ *
  * Refusals: the error body is {"error":{"code","message","bot_message"?}}. The widget shows
  * `bot_message` when present (a bot's configured text), else the server's message for
  * `outside_active_hours`, else its own text for the code.
@@ -110,6 +114,8 @@
       'max-width:calc(100vw - 40px);height:520px;max-height:calc(100vh - 112px);overflow:hidden;' +
       'background:#fff;border-radius:12px;box-shadow:0 8px 30px rgba(0,0,0,.28)'],
     ['.head', 'display:flex;align-items:center;gap:8px;padding:12px 14px;background:' + BLUE + ';color:#fff'],
+    ['.avatar', 'flex:none;width:32px;height:32px;border-radius:50%;background:#fff;object-fit:cover'],
+    ['.msg-avatar', 'float:left;width:20px;height:20px;margin:0 6px 0 0;border-radius:50%;object-fit:cover'],
     ['.titles', 'flex:1;min-width:0'],
     ['.title', 'margin:0;font-size:15px;font-weight:600;line-height:1.3'],
     ['.status', 'display:flex;align-items:center;gap:6px;margin:2px 0 0;font-size:12px'],
@@ -226,6 +232,11 @@
   const panel = h('section', 'panel', { id: 'cf-panel', role: 'dialog', 'aria-labelledby': 'cf-title' });
   panel.hidden = true;
   const head = h('header', 'head');
+  // The bot's picture, once the chat has started and says where it is.
+  const headAvatar = h('img', 'avatar', {
+    alt: '', width: '32', height: '32', decoding: 'async', referrerpolicy: 'no-referrer',
+  });
+  headAvatar.hidden = true;
   const titles = h('div', 'titles');
   const title = h('h2', 'title', { id: 'cf-title' }, TITLE);
   const status = h('p', 'status', { role: 'status', 'data-state': 'idle' });
@@ -237,7 +248,7 @@
   // Shown once the chat is live, until a person has been asked for.
   const humanBtn = h('button', 'human', { type: 'button' }, 'Talk to a person');
   humanBtn.hidden = true;
-  head.append(titles, humanBtn, closeBtn);
+  head.append(headAvatar, titles, humanBtn, closeBtn);
   const log = h('div', 'log', {
     role: 'log', 'aria-live': 'polite', 'aria-relevant': 'additions', 'aria-label': 'Conversation', tabindex: '0',
   });
@@ -339,9 +350,40 @@
     }
     return parent;
   };
+  // ---------------------------------------------------------------- avatar
+  let avatarUrl = null; // an http(s) URL of this server's avatar route, or null
+  const avatarImage = (cls, size) => h('img', cls, {
+    src: avatarUrl, alt: '', width: size, height: size, decoding: 'async', referrerpolicy: 'no-referrer',
+  });
+  const setAvatar = (raw) => {
+    let url = null;
+    try {
+      const parsed = typeof raw === 'string' && raw.length <= 2048 ? new URL(raw) : null;
+      if (parsed && /^https?:$/.test(parsed.protocol) && parsed.pathname.startsWith('/widget/v1/bots/')) {
+        url = parsed.href;
+      }
+    } catch (_) {
+      url = null;
+    }
+    if (url === avatarUrl) return;
+    avatarUrl = url;
+    if (url) headAvatar.setAttribute('src', url);
+    else headAvatar.removeAttribute('src');
+    show(headAvatar, !!url);
+    for (const img of log.querySelectorAll('.msg-avatar')) {
+      if (url) img.setAttribute('src', url);
+      else img.remove();
+    }
+  };
+  // Blocked by the page's CSP, or gone: show none rather than a broken image.
+  headAvatar.addEventListener('error', () => {
+    if (headAvatar.getAttribute('src')) setAvatar(null);
+  });
+
   const WHO = { visitor: 'You: ', bot: 'Bot: ', agent: 'Agent: ' };
   const bubble = (sender, text) => {
     const el = h('div', 'msg ' + sender);
+    if (sender === 'bot' && avatarUrl) el.append(avatarImage('msg-avatar', '20'));
     el.append(h('span', 'sr', null, WHO[sender]));
     if (sender === 'bot') formatted(el, text);
     else el.append(document.createTextNode(text));
@@ -592,6 +634,7 @@
       const token = await verifyIdentity(String(d.chat_id), d.token);
       session = { chat_id: d.chat_id, channel: d.channel, token, ws: wsUrl, auth: authUrl.href };
       if (typeof d.visitor_id === 'string') saveVisitor(d.visitor_id);
+      setAvatar(d.avatar_url);
       if (renewal) greeted = true; // a renewed chat does not greet again
       sendBtn.disabled = false;
       showError('');

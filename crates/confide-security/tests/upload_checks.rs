@@ -6,8 +6,8 @@
 use std::io::{Cursor, Seek, SeekFrom, Write};
 
 use confide_security::upload::{
-    ArchiveLimits, DisplayName, FileKind, MAX_DISPLAY_NAME_BYTES, Purpose, Rejection, Traversal,
-    UploadError, UploadLimits, check_upload, check_upload_bytes,
+    ArchiveLimits, Dimensions, DisplayName, FileKind, MAX_DISPLAY_NAME_BYTES, Purpose, Rejection,
+    Traversal, UploadError, UploadLimits, check_upload, check_upload_bytes,
 };
 use proptest::prelude::*;
 use zip::write::SimpleFileOptions;
@@ -17,7 +17,9 @@ const PDF: &[u8] =
     b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n";
 const PNG: &[u8] =
     b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
-const JPEG: &[u8] = b"\xFF\xD8\xFF\xE0\0\x10JFIF\0\x01\x01\0\0\x01\0\x01\0\0\xFF\xD9";
+// SOI, a JFIF header, a baseline frame header (1x1, one component), EOI.
+const JPEG: &[u8] = b"\xFF\xD8\xFF\xE0\0\x10JFIF\0\x01\x01\0\0\x01\0\x01\0\0\
+    \xFF\xC0\0\x0B\x08\0\x01\0\x01\x01\x01\x11\0\xFF\xD9";
 const WEBP: &[u8] =
     b"RIFF\x1a\0\0\0WEBPVP8L\x0d\0\0\0\x2f\0\0\0\x10\x07\x10\x11\x11\x88\x88\xfe\x07\0";
 const SVG: &[u8] = b"<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>";
@@ -352,6 +354,187 @@ fn a_file_over_its_purposes_size_bound_is_refused() {
 #[test]
 fn an_empty_file_is_refused() {
     assert_eq!(code(check(Purpose::Training, "notes.txt", b"")), "empty");
+}
+
+// --- Pixel sizes of images ------------------------------------------------------------------
+
+/// Real files made by `cjpeg` and `cwebp` (and a hand-built PNG), each 3x2 pixels but the
+/// extended WebP (5x4, with alpha).
+const REAL_IMAGES: [(&str, &[u8], u32, u32); 5] = [
+    ("a.png", include_bytes!("data/avatar-3x2.png"), 3, 2),
+    ("a.jpg", include_bytes!("data/avatar-3x2.jpg"), 3, 2),
+    ("a.webp", include_bytes!("data/avatar-3x2.webp"), 3, 2),
+    (
+        "lossless.webp",
+        include_bytes!("data/avatar-3x2-lossless.webp"),
+        3,
+        2,
+    ),
+    (
+        "alpha.webp",
+        include_bytes!("data/avatar-5x4-alpha.webp"),
+        5,
+        4,
+    ),
+];
+
+fn dimensions_of(name: &str, content: &[u8]) -> Dimensions {
+    check_upload_bytes(Purpose::Avatar, name, content, &limits())
+        .unwrap()
+        .dimensions
+        .unwrap()
+}
+
+fn png_of(width: u32, height: u32) -> Vec<u8> {
+    let mut png = PNG.to_vec();
+    png[16..20].copy_from_slice(&width.to_be_bytes());
+    png[20..24].copy_from_slice(&height.to_be_bytes());
+    png
+}
+
+/// A JPEG whose frame header says `width` x `height`, after an APP1 segment and fill bytes.
+fn jpeg_of(width: u16, height: u16) -> Vec<u8> {
+    let mut jpeg = b"\xFF\xD8\xFF\xE1\0\x08Exif\0\0\xFF\xFF\xFF\xC2\0\x0B\x08".to_vec();
+    jpeg.extend_from_slice(&height.to_be_bytes());
+    jpeg.extend_from_slice(&width.to_be_bytes());
+    jpeg.extend_from_slice(b"\x01\x01\x11\0\xFF\xD9");
+    jpeg
+}
+
+/// An extended WebP whose canvas is `width` x `height`.
+fn webp_of(width: u32, height: u32) -> Vec<u8> {
+    let mut webp = b"RIFF\x16\0\0\0WEBPVP8X\x0a\0\0\0\x10\0\0\0".to_vec();
+    webp.extend_from_slice(&(width - 1).to_le_bytes()[..3]);
+    webp.extend_from_slice(&(height - 1).to_le_bytes()[..3]);
+    webp
+}
+
+#[test]
+fn an_images_width_and_height_are_read_from_its_header() {
+    for (name, content, width, height) in REAL_IMAGES {
+        assert_eq!(
+            dimensions_of(name, content),
+            Dimensions { width, height },
+            "{name}"
+        );
+    }
+    assert_eq!(
+        dimensions_of("a.jpg", &jpeg_of(640, 480)),
+        Dimensions {
+            width: 640,
+            height: 480
+        }
+    );
+    // Documents have none.
+    let checked = check_upload_bytes(Purpose::Training, "a.pdf", PDF, &limits()).unwrap();
+    assert_eq!(checked.dimensions, None);
+}
+
+#[test]
+fn an_image_larger_than_the_bound_on_a_side_is_refused_however_small_the_file() {
+    for (name, content) in [
+        ("wide.png", png_of(4097, 1)),
+        ("tall.png", png_of(1, 100_000)),
+        ("huge.png", png_of(u32::MAX, u32::MAX)),
+        ("wide.jpg", jpeg_of(4097, 16)),
+        ("tall.jpg", jpeg_of(16, u16::MAX)),
+        ("wide.webp", webp_of(4097, 1)),
+        ("huge.webp", webp_of(1 << 24, 1 << 24)),
+    ] {
+        assert!(content.len() < 100, "{name} is tiny");
+        let rejection = check(Purpose::Avatar, name, &content).unwrap_err();
+        assert_eq!(rejection.code(), "image_too_large", "{name}");
+    }
+    assert_eq!(
+        check(Purpose::Avatar, "wide.png", &png_of(5000, 20)).unwrap_err(),
+        Rejection::ImageTooLarge {
+            width: 5000,
+            height: 20,
+            limit: 4096
+        }
+    );
+    // At the bound, and under a configured one.
+    assert_eq!(
+        check(Purpose::Avatar, "edge.png", &png_of(4096, 4096)),
+        Ok(FileKind::Png)
+    );
+    let small = UploadLimits {
+        image_max_side: 512,
+        ..UploadLimits::default()
+    };
+    assert_eq!(
+        code(check_with(
+            Purpose::Avatar,
+            "a.webp",
+            &webp_of(513, 10),
+            &small
+        )),
+        "image_too_large"
+    );
+}
+
+#[test]
+fn an_image_whose_header_does_not_say_its_size_is_refused() {
+    let mut no_ihdr = PNG.to_vec();
+    no_ihdr[12..16].copy_from_slice(b"tEXt");
+    let mut lossy_not_a_key_frame = REAL_IMAGES[2].1.to_vec();
+    lossy_not_a_key_frame[20] |= 1;
+    for (name, content) in [
+        ("cut.png", PNG[..20].to_vec()),
+        ("no-ihdr.png", no_ihdr),
+        ("zero.png", png_of(0, 10)),
+        // A scan, or the end, before any frame header.
+        (
+            "no-frame.jpg",
+            b"\xFF\xD8\xFF\xE0\0\x04\0\0\xFF\xD9".to_vec(),
+        ),
+        ("scan-first.jpg", b"\xFF\xD8\xFF\xDA\0\x02\xFF\xD9".to_vec()),
+        // A segment whose length runs past the end, or is less than its own two bytes.
+        ("long-segment.jpg", b"\xFF\xD8\xFF\xE1\xFF\xFF\0\0".to_vec()),
+        ("short-segment.jpg", b"\xFF\xD8\xFF\xE1\0\x01\0\0".to_vec()),
+        ("no-marker.jpg", b"\xFF\xD8\xFF\x00\x12".to_vec()),
+        ("zero-height.jpg", jpeg_of(10, 0)),
+        ("cut.webp", REAL_IMAGES[2].1[..24].to_vec()),
+        ("not-a-key-frame.webp", lossy_not_a_key_frame),
+        (
+            "unknown-chunk.webp",
+            b"RIFF\x16\0\0\0WEBPVP9 \x0a\0\0\0\0\0\0\0\0\0\0\0\0\0".to_vec(),
+        ),
+    ] {
+        assert_eq!(
+            code(check(Purpose::Avatar, name, &content)),
+            "invalid_image",
+            "{name}"
+        );
+    }
+}
+
+proptest! {
+    /// Whatever follows an image's magic bytes, the check answers (never panics or loops).
+    #[test]
+    fn any_bytes_after_an_images_magic_are_answered(
+        magic in prop::sample::select(vec![
+            ("x.png", b"\x89PNG\r\n\x1a\n".to_vec()),
+            ("x.jpg", b"\xFF\xD8\xFF".to_vec()),
+            ("x.webp", b"RIFF\0\0\0\0WEBP".to_vec()),
+        ]),
+        tail in prop::collection::vec(any::<u8>(), 0..300),
+    ) {
+        let (name, mut content) = magic;
+        content.extend_from_slice(&tail);
+        match check_upload_bytes(Purpose::Avatar, name, &content, &limits()) {
+            Ok(checked) => {
+                let found = checked.dimensions.unwrap();
+                prop_assert!(found.width >= 1 && found.width <= 4096);
+                prop_assert!(found.height >= 1 && found.height <= 4096);
+            }
+            Err(UploadError::Rejected(rejection)) => prop_assert!(
+                matches!(rejection.code(), "invalid_image" | "image_too_large"),
+                "{rejection}"
+            ),
+            Err(UploadError::Io(error)) => panic!("reading from memory failed: {error}"),
+        }
+    }
 }
 
 // --- Names -----------------------------------------------------------------------------------

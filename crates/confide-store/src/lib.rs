@@ -125,6 +125,18 @@ pub trait Store: Send + Sync + 'static {
         at: i64,
     ) -> StoreResult<Option<Chatbot>>;
     async fn delete_bot(&self, org: OrgId, bot: BotId) -> StoreResult<bool>;
+    /// The bot's avatar, if it has one.
+    async fn get_bot_avatar(&self, bot: BotId) -> StoreResult<Option<BotAvatar>>;
+    /// Sets the bot's avatar (`None` removes it) and answers the one it replaced; `NotFound`
+    /// when the organization has no such bot. Changes running at once each get back exactly
+    /// what they replaced, so each replaced object can be removed once.
+    async fn set_bot_avatar(
+        &self,
+        org: OrgId,
+        bot: BotId,
+        avatar: Option<&BotAvatar>,
+        at: i64,
+    ) -> StoreResult<Option<BotAvatar>>;
     async fn get_bot_grant(&self, bot: BotId, user: UserId) -> StoreResult<Option<BotPermission>>;
     /// `None` removes the grant. Only members of the bot's organization can be granted anything:
     /// `NotFound` otherwise.

@@ -96,6 +96,22 @@ pub struct BotGrant {
     pub permission: BotPermission,
 }
 
+/// A bot's avatar: a checked, scanned image stored under a random key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BotAvatar {
+    /// The stored object's key (random, never the uploaded name).
+    pub object_key: String,
+    /// What its content and its name agreed it is: `png`, `jpeg` or `webp`.
+    pub kind: String,
+    /// Lower-case hex SHA-256 of the content: its ETag, and the version in its URL.
+    pub sha256: String,
+    pub size: i64,
+    pub width: i64,
+    pub height: i64,
+    /// `clean`, or `not_configured` when it was stored on a server without a virus scanner.
+    pub scan: confide_domain::ScanState,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Session {
     pub id: SessionId,

@@ -30,6 +30,7 @@ macro_rules! conversation_columns {
 }
 
 mod answer_tokens;
+mod avatars;
 mod chat_log;
 mod embeddings;
 mod inbox_backup;
@@ -964,6 +965,20 @@ impl Store for SqlStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn get_bot_avatar(&self, bot: BotId) -> StoreResult<Option<BotAvatar>> {
+        self.bot_avatar(bot).await
+    }
+
+    async fn set_bot_avatar(
+        &self,
+        org: OrgId,
+        bot: BotId,
+        avatar: Option<&BotAvatar>,
+        at: i64,
+    ) -> StoreResult<Option<BotAvatar>> {
+        self.swap_bot_avatar(org, bot, avatar, at).await
     }
 
     async fn get_bot_grant(&self, bot: BotId, user: UserId) -> StoreResult<Option<BotPermission>> {

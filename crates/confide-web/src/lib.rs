@@ -24,6 +24,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use confide_security::upload::Purpose;
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::{ApiError, ApiResult};
@@ -31,10 +32,10 @@ pub use openapi::ApiDoc;
 pub use state::{AppState, LockoutPolicy, RateLimits, WebSettings};
 
 use crate::api::{
-    application, audit_log, auth as auth_api, bot_transfer, bots, chat, chat_log, dialogues,
-    handover, identity_keys, inbox_backup as inbox_backup_api, keys, knowledge as knowledge_api,
-    me, nudges, orgs, spam as spam_api, statistics as statistics_api, system, tickets,
-    webhooks as webhooks_api, widget,
+    application, audit_log, auth as auth_api, avatar, bot_transfer, bots, chat, chat_log,
+    dialogues, handover, identity_keys, inbox_backup as inbox_backup_api, keys,
+    knowledge as knowledge_api, me, nudges, orgs, spam as spam_api, statistics as statistics_api,
+    system, tickets, webhooks as webhooks_api, widget,
 };
 
 /// The whole application with every layer.
@@ -54,10 +55,8 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(extract::MAX_CREDENTIAL_BODY_BYTES));
     // An upload's body is the file and its multipart framing; an entry's is JSON text (each
     // character up to 4 bytes, and escaped ones 6).
-    let upload_body_limit =
-        usize::try_from(state.knowledge.settings.upload_limits.training_max_bytes)
-            .unwrap_or(usize::MAX)
-            .saturating_add(knowledge_api::MULTIPART_OVERHEAD_BYTES);
+    let upload_body_limit = api::upload::body_limit(&state, Purpose::Training);
+    let avatar_body_limit = api::upload::body_limit(&state, Purpose::Avatar);
     let entry_body_limit = state
         .knowledge
         .settings
@@ -96,6 +95,13 @@ pub fn router(state: AppState) -> Router {
             get(bots::get_bot)
                 .patch(bots::update_bot)
                 .delete(bots::delete_bot),
+        )
+        .route(
+            "/orgs/{org_id}/bots/{bot_id}/avatar",
+            get(avatar::get_avatar)
+                .put(avatar::put_avatar)
+                .delete(avatar::delete_avatar)
+                .layer(DefaultBodyLimit::max(avatar_body_limit)),
         )
         .route(
             "/orgs/{org_id}/bots/{bot_id}/permissions",
@@ -336,6 +342,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/openapi.json", get(openapi::document))
         .route("/widget/v1/confide.js", get(widget::script))
         .route("/widget/v1/integrity", get(widget::integrity_json))
+        .route(
+            "/widget/v1/bots/{bot_key}/avatar",
+            get(avatar::serve_avatar).layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                middleware::chat_rate_limit,
+            )),
+        )
         .route("/demo", get(api::demo::page))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

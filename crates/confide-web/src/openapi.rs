@@ -8,7 +8,7 @@ use utoipa::openapi::{Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use crate::api::{
-    application, audit_log, auth, bot_transfer, bots, chat, chat_log, dialogues, handover,
+    application, audit_log, auth, avatar, bot_transfer, bots, chat, chat_log, dialogues, handover,
     identity_keys, inbox_backup, keys, knowledge, me, nudges, orgs, spam, statistics, system,
     tickets, webhooks, widget,
 };
@@ -27,6 +27,7 @@ use crate::api::{
         bots::create_bot, bots::list_bots, bots::get_bot, bots::update_bot, bots::delete_bot,
         bots::list_permissions, bots::set_permission, bots::remove_permission, bots::get_sharing,
         bots::set_sharing, bots::get_chat_settings, bots::put_chat_settings,
+        avatar::get_avatar, avatar::put_avatar, avatar::delete_avatar, avatar::serve_avatar,
         identity_keys::list_identity_keys, identity_keys::add_identity_key,
         identity_keys::remove_identity_key,
         dialogues::list_dialogues, dialogues::create_dialogue, dialogues::get_dialogue, dialogues::update_dialogue, dialogues::delete_dialogue, handover::list_handovers, handover::get_handover, handover::take_handover, handover::send_agent_message, handover::end_handover,

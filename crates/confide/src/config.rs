@@ -61,6 +61,10 @@ pub struct KnowledgeConfig {
     pub files_dir: Option<PathBuf>,
     /// Largest training file in bytes (20 MiB by default).
     pub max_file_bytes: Option<u64>,
+    /// Largest bot avatar in bytes (2 MiB by default), and its largest width or height in
+    /// pixels (4096 by default).
+    pub max_avatar_bytes: Option<u64>,
+    pub max_avatar_side: Option<u32>,
     /// The extraction child's limits.
     pub extract_memory_mib: Option<u64>,
     pub extract_cpu_seconds: Option<u64>,
@@ -222,6 +226,18 @@ fn knowledge_settings(
             bail!("knowledge max_file_bytes must be 1024 to 1073741824 (1 GiB)");
         }
         settings.upload_limits.training_max_bytes = bytes;
+    }
+    if let Some(bytes) = env_parse::<u64>("KNOWLEDGE_MAX_AVATAR_BYTES")?.or(file.max_avatar_bytes) {
+        if !(1024..=20 * 1024 * 1024).contains(&bytes) {
+            bail!("knowledge max_avatar_bytes must be 1024 to 20971520 (20 MiB)");
+        }
+        settings.upload_limits.avatar_max_bytes = bytes;
+    }
+    if let Some(side) = env_parse::<u32>("KNOWLEDGE_MAX_AVATAR_SIDE")?.or(file.max_avatar_side) {
+        if !(16..=16384).contains(&side) {
+            bail!("knowledge max_avatar_side must be 16 to 16384");
+        }
+        settings.upload_limits.image_max_side = side;
     }
     let sandbox = &mut settings.sandbox;
     let limits: [(&str, Option<u64>, &mut u64, std::ops::RangeInclusive<u64>); 3] = [

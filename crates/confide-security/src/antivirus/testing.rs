@@ -1,6 +1,7 @@
-//! Test support (feature `testing`): a real `clamd` of a test's own, with a one-signature
-//! database built by `sigtool` from the EICAR test string, listening on a unix socket in a
-//! temporary directory and on a free loopback port.
+//! Test support (feature `testing`): a real `clamd` of a test's own, with a database built by
+//! `sigtool` from the EICAR test string (the whole file by its hash, and the string anywhere
+//! inside a file), listening on a unix socket in a temporary directory and on a free loopback
+//! port.
 //!
 //! Without `clamd` or `sigtool` a test is skipped with a note, so the suite runs on a machine
 //! without ClamAV; with `CONFIDE_REQUIRE_CLAMD=1` (as CI sets it, having installed ClamAV) it
@@ -78,7 +79,7 @@ impl TempClamd {
 
         // `sigtool --md5 FILE` prints `md5:size:FILE`, and FILE names the signature.
         std::fs::write(clamd.dir.join(EICAR_SIGNATURE), EICAR).map_err(|e| e.to_string())?;
-        let hashed = Command::new(sigtool)
+        let hashed = Command::new(&sigtool)
             .args(["--md5", EICAR_SIGNATURE])
             .current_dir(&clamd.dir)
             .output()
@@ -90,6 +91,22 @@ impl TempClamd {
             ));
         }
         std::fs::write(database.join("eicar.hdb"), &hashed.stdout).map_err(|e| e.to_string())?;
+        // The same string anywhere inside a file (a body signature, `Name:Target:Offset:Hex`):
+        // a payload carried by an otherwise valid picture, past what its format reads.
+        let hex = Command::new(&sigtool)
+            .arg("--hex-dump")
+            .stdin(std::fs::File::open(clamd.dir.join(EICAR_SIGNATURE)).map_err(|e| e.to_string())?)
+            .output()
+            .map_err(|e| format!("running sigtool: {e}"))?;
+        let hex = String::from_utf8_lossy(&hex.stdout).trim().to_owned();
+        if hex.is_empty() {
+            return Err("sigtool --hex-dump printed nothing".to_owned());
+        }
+        std::fs::write(
+            database.join("eicar.ndb"),
+            format!("{EICAR_SIGNATURE}:0:*:{hex}\n"),
+        )
+        .map_err(|e| e.to_string())?;
 
         let config = clamd.dir.join("clamd.conf");
         let text = format!(

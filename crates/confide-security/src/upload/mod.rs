@@ -10,7 +10,9 @@
 //!   PDF, DOCX, text, Markdown, HTML or CSV; avatars are PNG, JPEG or WebP (never SVG);
 //! - the content's magic bytes agree with the extension (a PNG named `.jpg` is refused);
 //! - a DOCX (a zip) is bounded in entries, uncompressed size and compression ratio, from its
-//!   central directory and again while every entry is really inflated ([`ArchiveLimits`]).
+//!   central directory and again while every entry is really inflated ([`ArchiveLimits`]);
+//! - an image's width and height, read from its header, are within the bound on a side
+//!   ([`UploadLimits::image_max_side`]), so a small file cannot be a gigantic picture.
 //!
 //! The display name is for showing only. Stored objects are named by random ids, never by
 //! anything the uploader chose, so no name can reach a storage path.
@@ -21,6 +23,7 @@
 mod archive;
 mod detect;
 mod filename;
+mod image;
 
 use std::fmt;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -29,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use archive::ArchiveLimits;
 pub use filename::{DisplayName, FilenameProblem, MAX_DISPLAY_NAME_BYTES, Traversal};
+pub use image::Dimensions;
 
 use detect::Content;
 
@@ -111,6 +115,11 @@ impl FileKind {
         Some(kind)
     }
 
+    /// Whether this is a picture (its pixel size is checked too).
+    pub fn is_image(self) -> bool {
+        matches!(self, FileKind::Png | FileKind::Jpeg | FileKind::Webp)
+    }
+
     /// The media type to store and serve the file with.
     pub fn media_type(self) -> &'static str {
         match self {
@@ -158,6 +167,9 @@ pub struct UploadLimits {
     pub training_max_bytes: u64,
     /// Largest avatar, in bytes (default 2 MiB).
     pub avatar_max_bytes: u64,
+    /// Largest width or height of an image (an avatar), in pixels, as its header declares it
+    /// (default 4096).
+    pub image_max_side: u32,
     /// Bounds on zip-based formats (DOCX).
     pub archive: ArchiveLimits,
 }
@@ -167,6 +179,7 @@ impl Default for UploadLimits {
         UploadLimits {
             training_max_bytes: 20 * 1024 * 1024,
             avatar_max_bytes: 2 * 1024 * 1024,
+            image_max_side: 4096,
             archive: ArchiveLimits::default(),
         }
     }
@@ -191,6 +204,8 @@ pub struct CheckedUpload {
     pub display_name: DisplayName,
     /// Its size in bytes.
     pub size: u64,
+    /// An image's width and height; `None` for documents.
+    pub dimensions: Option<Dimensions>,
 }
 
 /// Why an upload is refused: the uploader's doing, answered with a 4xx and audited with its code.
@@ -240,6 +255,12 @@ pub enum Rejection {
     /// An archive inside the format is malformed, encrypted or uses what we do not read.
     #[error("the archive is not acceptable: {0}")]
     ArchiveInvalid(&'static str),
+    /// An image whose header does not say its width and height.
+    #[error("the image's header is missing or malformed")]
+    InvalidImage,
+    /// An image wider or taller than allowed.
+    #[error("the image is {width}x{height} pixels; at most {limit} pixels a side are accepted")]
+    ImageTooLarge { width: u32, height: u32, limit: u32 },
 }
 
 impl Rejection {
@@ -256,6 +277,8 @@ impl Rejection {
             Rejection::ArchiveTooLarge { .. } => "archive_too_large",
             Rejection::ArchiveRatio { .. } => "archive_ratio",
             Rejection::ArchiveInvalid(_) => "archive_invalid",
+            Rejection::InvalidImage => "invalid_image",
+            Rejection::ImageTooLarge { .. } => "image_too_large",
         }
     }
 }
@@ -363,11 +386,29 @@ pub fn check_upload<R: Read + Seek>(
     if claimed == FileKind::Docx {
         archive::check_docx(&mut *content, size, &limits.archive)?;
     }
+    let dimensions = if claimed.is_image() {
+        let Some(found) = image::dimensions(claimed, &mut *content, size)? else {
+            return Err(Rejection::InvalidImage.into());
+        };
+        let limit = limits.image_max_side;
+        if found.width > limit || found.height > limit {
+            return Err(Rejection::ImageTooLarge {
+                width: found.width,
+                height: found.height,
+                limit,
+            }
+            .into());
+        }
+        Some(found)
+    } else {
+        None
+    };
 
     Ok(CheckedUpload {
         kind: claimed,
         display_name,
         size,
+        dimensions,
     })
 }
 

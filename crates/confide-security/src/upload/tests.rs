@@ -272,6 +272,12 @@ fn every_rejection_has_a_distinct_snake_case_code_and_a_message() {
         Rejection::ArchiveTooLarge { limit: 1 },
         Rejection::ArchiveRatio { limit: 100 },
         Rejection::ArchiveInvalid("an entry is encrypted"),
+        Rejection::InvalidImage,
+        Rejection::ImageTooLarge {
+            width: 5000,
+            height: 1,
+            limit: 4096,
+        },
     ];
     let mut codes: Vec<&str> = rejections.iter().map(Rejection::code).collect();
     for code in &codes {
@@ -306,6 +312,7 @@ fn limits_have_the_documented_defaults_and_deserialize_partially() {
     assert_eq!(limits.max_bytes(Purpose::Training), 20 * 1024 * 1024);
     assert_eq!(limits.max_bytes(Purpose::Avatar), 2 * 1024 * 1024);
     assert_eq!(limits.archive.max_entries, 1_000);
+    assert_eq!(limits.image_max_side, 4096);
     let parsed: UploadLimits =
         serde_json::from_str(r#"{"avatar_max_bytes": 1024, "archive": {"max_ratio": 50}}"#)
             .unwrap();

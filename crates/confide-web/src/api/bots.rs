@@ -250,8 +250,9 @@ pub async fn delete_bot(
 ) -> ApiResult<StatusCode> {
     authz::bot(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
     authz::org(&state, &auth, org_id, OrgNeed::ManageBots).await?;
-    // The rows go with the bot; its knowledge files and index are removed after.
+    // The rows go with the bot; its knowledge files, index and avatar are removed after.
     let sources = state.store.list_knowledge_sources(bot_id).await?;
+    let avatar = state.store.get_bot_avatar(bot_id).await?;
     if !state.store.delete_bot(org_id, bot_id).await? {
         return Err(ApiError::not_found());
     }
@@ -264,7 +265,11 @@ pub async fn delete_bot(
         json!({}),
     )
     .await?;
-    let keys: Vec<String> = sources.into_iter().filter_map(|s| s.object_key).collect();
+    let keys: Vec<String> = sources
+        .into_iter()
+        .filter_map(|s| s.object_key)
+        .chain(avatar.map(|a| a.object_key))
+        .collect();
     state.knowledge.forget_bot(bot_id, &keys).await;
     Ok(StatusCode::NO_CONTENT)
 }

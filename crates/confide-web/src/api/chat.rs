@@ -92,6 +92,9 @@ pub struct ChatSession {
     pub realtime: RealtimeParams,
     /// The bot serves verified visitors only: verify through `POST /chat/v1/identity` first.
     pub identity_required: bool,
+    /// The bot's picture for the widget to show (versioned by its content); null when it has
+    /// none.
+    pub avatar_url: Option<String>,
 }
 
 fn origin(headers: &HeaderMap) -> Option<&str> {
@@ -391,6 +394,11 @@ pub async fn start_chat(
             )
             .await?;
     }
+    let avatar_url = state
+        .store
+        .get_bot_avatar(bot.id)
+        .await?
+        .map(|avatar| crate::api::avatar::url(&state, &bot.widget_key, &avatar));
     let expires_at = now / 1000 + state.settings.chat_token_ttl_secs;
     let token = state
         .chat_tokens
@@ -416,6 +424,7 @@ pub async fn start_chat(
             visitor_id,
             realtime: realtime_params(&state, &bot),
             identity_required: settings.require_identity,
+            avatar_url,
         }),
     ))
 }

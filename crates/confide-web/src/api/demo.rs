@@ -44,7 +44,7 @@ pub async fn page(State(state): State<AppState>) -> Result<Response, ApiError> {
     );
     let csp = format!(
         "default-src 'none'; script-src {origin}; connect-src {origin} {ws_origin}; \
-         style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+         style-src 'self'; img-src 'self' {origin} data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
     );
     let mut response = html.into_response();
     let headers = response.headers_mut();

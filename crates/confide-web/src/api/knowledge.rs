@@ -6,17 +6,15 @@
 //! Reading needs read permission on the bot; adding and deleting need write permission (API
 //! keys: `bots:read` / `bots:write`).
 
-use std::io::Write as _;
-
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{FromRequest as _, Multipart, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 use confide_domain::{
     BotId, Crawl, CrawlLimits, Name, OrgId, ScanState, SourceId, SourceKind, SourceStatus, UserId,
 };
-use confide_security::upload::{FileKind, Purpose, Rejection, UploadError, check_upload};
+use confide_security::upload::{FileKind, Purpose};
 use confide_store::AuditChain;
 use confide_store::KnowledgeSource;
 use secrecy::ExposeSecret as _;
@@ -24,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::timestamp;
+use crate::api::{timestamp, upload};
 use crate::audit::{self, org_chain, principal_label};
 use crate::auth::Auth;
 use crate::authz::{self, BotNeed};
@@ -32,9 +30,6 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{PathParams, QueryParams, StrictJson};
 use crate::knowledge::{Area, KnowledgeRuntime};
 use crate::state::{AppState, now_ms};
-
-/// Room for the multipart framing around the file itself.
-pub const MULTIPART_OVERHEAD_BYTES: usize = 64 * 1024;
 
 #[derive(Serialize, ToSchema)]
 pub struct SourceView {
@@ -127,132 +122,6 @@ pub struct FileUpload {
     pub file: Vec<u8>,
 }
 
-async fn refuse_upload(
-    state: &AppState,
-    auth: &Auth,
-    org_id: OrgId,
-    bot_id: BotId,
-    filename: Option<&str>,
-    err: ApiError,
-) -> ApiError {
-    audit::record_refusal(
-        state,
-        org_chain(org_id),
-        &auth.actor(),
-        "knowledge.upload_rejected",
-        Some(format!("bot:{bot_id}")),
-        json!({
-            "reason": err.code,
-            "message": err.message,
-            // The name as sent, cut short: the audit log shows what was tried.
-            "filename": filename.map(|n| n.chars().take(300).collect::<String>()),
-        }),
-    )
-    .await;
-    err
-}
-
-fn rejection_error(rejection: &Rejection) -> ApiError {
-    let status = match rejection {
-        Rejection::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        _ => StatusCode::UNPROCESSABLE_ENTITY,
-    };
-    ApiError::new(status, rejection.code(), rejection.to_string())
-}
-
-fn too_large(limit: u64) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "too_large",
-        format!("the file is larger than {limit} bytes, the most accepted for training"),
-    )
-}
-
-fn multipart_error(err: &axum::extract::multipart::MultipartError, limit: u64) -> ApiError {
-    if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return too_large(limit);
-    }
-    ApiError::bad_request(
-        "invalid_multipart",
-        "the body is not a multipart form with one part named file",
-    )
-}
-
-/// The uploaded file, written to a private temporary file as it arrives, under the bound.
-struct Received {
-    file: tempfile::NamedTempFile,
-    filename: String,
-}
-
-async fn receive(
-    knowledge: &KnowledgeRuntime,
-    multipart: &mut Multipart,
-) -> Result<Received, (Option<String>, ApiError)> {
-    let limit = knowledge.settings.upload_limits.training_max_bytes;
-    let mut received: Option<Received> = None;
-    loop {
-        let field = match multipart.next_field().await {
-            Ok(Some(field)) => field,
-            Ok(None) => break,
-            Err(err) => {
-                let name = received.map(|r| r.filename);
-                return Err((name, multipart_error(&err, limit)));
-            }
-        };
-        if field.name() != Some("file") || received.is_some() {
-            return Err((
-                None,
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "unexpected_field",
-                    "the form takes exactly one part, named file",
-                ),
-            ));
-        }
-        let Some(filename) = field.file_name().map(str::to_owned) else {
-            return Err((
-                None,
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_filename",
-                    "the file part has no file name",
-                ),
-            ));
-        };
-        let mut field = field;
-        let mut file = knowledge
-            .scratch_file()
-            .map_err(|e| (Some(filename.clone()), ApiError::internal(e)))?;
-        let mut size: u64 = 0;
-        loop {
-            let chunk = match field.chunk().await {
-                Ok(Some(chunk)) => chunk,
-                Ok(None) => break,
-                Err(err) => return Err((Some(filename), multipart_error(&err, limit))),
-            };
-            size = size.saturating_add(chunk.len() as u64);
-            if size > limit {
-                return Err((Some(filename), too_large(limit)));
-            }
-            file.write_all(&chunk)
-                .map_err(|e| (Some(filename.clone()), ApiError::internal(e)))?;
-        }
-        file.flush()
-            .map_err(|e| (Some(filename.clone()), ApiError::internal(e)))?;
-        received = Some(Received { file, filename });
-    }
-    received.ok_or_else(|| {
-        (
-            None,
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "missing_file",
-                "the form has no part named file",
-            ),
-        )
-    })
-}
-
 fn new_source(org_id: OrgId, bot_id: BotId, kind: SourceKind, auth: &Auth) -> KnowledgeSource {
     KnowledgeSource::queued(
         org_id,
@@ -328,45 +197,15 @@ pub async fn upload_file(
     request: Request,
 ) -> ApiResult<(StatusCode, Json<SourceView>)> {
     authz::bot(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
+    let refusals = upload::Refusals {
+        org_id,
+        bot_id,
+        action: "knowledge.upload_rejected",
+    };
     // The form is looked at only once the caller may write the bot.
-    let mut multipart = match Multipart::from_request(request, &state).await {
-        Ok(multipart) => multipart,
-        Err(_) => {
-            let err = ApiError::bad_request(
-                "invalid_multipart",
-                "the body is not a multipart form with one part named file",
-            );
-            return Err(refuse_upload(&state, &auth, org_id, bot_id, None, err).await);
-        }
-    };
+    let upload::Accepted { file, checked, .. } =
+        upload::accept(&state, &auth, request, Purpose::Training, &refusals).await?;
     let knowledge = &state.knowledge;
-    let received = match receive(knowledge, &mut multipart).await {
-        Ok(received) => received,
-        Err((filename, err)) => {
-            return Err(
-                refuse_upload(&state, &auth, org_id, bot_id, filename.as_deref(), err).await,
-            );
-        }
-    };
-    let Received { file, filename } = received;
-    let limits = knowledge.settings.upload_limits;
-    let name = filename.clone();
-    let (file, checked) = tokio::task::spawn_blocking(move || {
-        let mut handle = file.reopen()?;
-        let checked = check_upload(Purpose::Training, &name, &mut handle, &limits);
-        Ok::<_, std::io::Error>((file, checked))
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::internal)?;
-    let checked = match checked {
-        Ok(checked) => checked,
-        Err(UploadError::Rejected(rejection)) => {
-            let err = rejection_error(&rejection);
-            return Err(refuse_upload(&state, &auth, org_id, bot_id, Some(&filename), err).await);
-        }
-        Err(UploadError::Io(err)) => return Err(ApiError::internal(err)),
-    };
     let key = KnowledgeRuntime::new_object_key();
     knowledge
         .store_file(Area::Incoming, &key, file.path())

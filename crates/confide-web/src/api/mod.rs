@@ -3,6 +3,7 @@
 pub mod application;
 pub mod audit_log;
 pub mod auth;
+pub mod avatar;
 pub mod bot_transfer;
 pub mod bots;
 pub mod chat;
@@ -22,6 +23,7 @@ pub mod spam;
 pub mod statistics;
 pub mod system;
 pub mod tickets;
+pub mod upload;
 pub mod webhooks;
 pub mod widget;
 

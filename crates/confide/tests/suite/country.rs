@@ -148,17 +148,7 @@ async fn put_restrictions(app: &TestApp, s: &Setup, restrictions: serde_json::Va
 
 /// The organization's audit events with `action`, newest first.
 async fn audited(app: &TestApp, s: &Setup, action: &str) -> Vec<serde_json::Value> {
-    let reply = app
-        .get(&format!("/api/v1/orgs/{}/audit?limit=200", s.org), &s.owner)
-        .await;
-    reply.expect(200);
-    reply.json()["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == action)
-        .cloned()
-        .collect()
+    app.audit_events(&s.owner, &s.org, action).await
 }
 
 #[test]

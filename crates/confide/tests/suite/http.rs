@@ -47,6 +47,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/orgs/{org_id}/bots/{bot_id}"),
     ("PATCH", "/api/v1/orgs/{org_id}/bots/{bot_id}"),
     ("DELETE", "/api/v1/orgs/{org_id}/bots/{bot_id}"),
+    ("GET", "/api/v1/orgs/{org_id}/bots/{bot_id}/avatar"),
+    ("PUT", "/api/v1/orgs/{org_id}/bots/{bot_id}/avatar"),
+    ("DELETE", "/api/v1/orgs/{org_id}/bots/{bot_id}/avatar"),
     ("GET", "/api/v1/orgs/{org_id}/bots/{bot_id}/permissions"),
     (
         "PUT",
@@ -213,6 +216,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/chat/v1/messages"),
     ("GET", "/widget/v1/confide.js"),
     ("GET", "/widget/v1/integrity"),
+    ("GET", "/widget/v1/bots/{bot_key}/avatar"),
     ("GET", "/api/v1/orgs/{org_id}/api-keys"),
     ("POST", "/api/v1/orgs/{org_id}/api-keys"),
     ("DELETE", "/api/v1/orgs/{org_id}/api-keys/{key_id}"),

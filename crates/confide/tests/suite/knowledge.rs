@@ -9,11 +9,10 @@
 use crate::common;
 
 use std::io::Write as _;
-use std::path::Path;
 use std::time::Duration;
 
 use common::visitor::Visitor;
-use common::{Credential, Reply, TestApp, each_backend_with, email};
+use common::{Credential, Reply, TestApp, each_backend_with, email, files_under, stopped_clamd};
 use confide_security::antivirus::testing::{EICAR, TempClamd};
 use serde_json::{Value, json};
 
@@ -51,13 +50,8 @@ async fn upload_as(
     filename: &str,
     bytes: &[u8],
 ) -> Reply {
-    let part = reqwest::multipart::Part::bytes(bytes.to_vec()).file_name(filename.to_owned());
-    let form = reqwest::multipart::Form::new().part(field.to_owned(), part);
-    let request = app
-        .client
-        .post(app.url(&bot.path("/files")))
-        .multipart(form);
-    app.send(app.authorize(request, &reqwest::Method::POST, credential))
+    let file = (field, filename, bytes);
+    app.send_file(reqwest::Method::POST, &bot.path("/files"), credential, file)
         .await
 }
 
@@ -96,27 +90,6 @@ async fn settled(app: &TestApp, bot: &Bot, id: &str) -> Value {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return found;
-    };
-    for entry in entries {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            found.extend(files_under(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
-}
-
-fn stored(app: &TestApp, area: &str) -> Vec<std::path::PathBuf> {
-    files_under(&app.data_dir.join("knowledge").join("files").join(area))
 }
 
 /// A DOCX: the two parts every one has, the text as one paragraph, and `extra` entries.
@@ -249,7 +222,7 @@ async fn refused_uploads_leave_nothing_behind_and_are_audited_with_their_reason(
         sources.expect(200);
         assert_eq!(sources.json()["sources"], json!([]), "nothing was added");
         for area in ["incoming", "files", "quarantine"] {
-            assert!(stored(app, area).is_empty(), "nothing was stored in {area}");
+            assert!(app.stored(area).is_empty(), "nothing was stored in {area}");
         }
         assert!(
             files_under(&app.data_dir.join("knowledge").join("scratch")).is_empty(),
@@ -365,9 +338,9 @@ async fn clean_files_are_learned_and_infected_ones_rejected_and_quarantined() {
                 assert_eq!(s["chunks"], 0);
             }
             // Clean files lie under files/, the two infected ones in quarantine, none waits.
-            assert_eq!(stored(app, "files").len(), files.len());
-            assert_eq!(stored(app, "quarantine").len(), 2);
-            assert!(stored(app, "incoming").is_empty());
+            assert_eq!(app.stored("files").len(), files.len());
+            assert_eq!(app.stored("quarantine").len(), 2);
+            assert!(app.stored("incoming").is_empty());
             let actions = app.audit_actions(&bot.owner, &bot.org).await;
             assert_eq!(
                 actions.iter().filter(|a| *a == "knowledge.infected").count(),
@@ -379,11 +352,11 @@ async fn clean_files_are_learned_and_infected_ones_rejected_and_quarantined() {
             app.delete(&bot.path(&format!("/sources/{eicar}")), &bot.owner)
                 .await
                 .expect(204);
-            assert_eq!(stored(app, "quarantine").len(), 1);
+            assert_eq!(app.stored("quarantine").len(), 1);
             app.delete(&bot.path(&format!("/sources/{}", ids[0])), &bot.owner)
                 .await
                 .expect(204);
-            assert_eq!(stored(app, "files").len(), files.len() - 1);
+            assert_eq!(app.stored("files").len(), files.len() - 1);
             app.get(&bot.path(&format!("/sources/{}", ids[0])), &bot.owner)
                 .await
                 .expect_error(404, "not_found");
@@ -397,15 +370,11 @@ async fn clean_files_are_learned_and_infected_ones_rejected_and_quarantined() {
 
 #[tokio::test]
 async fn while_clamd_is_down_nothing_is_processed_and_the_source_waits() {
-    let Some(mut clamd) = TempClamd::start(
-        "while_clamd_is_down_nothing_is_processed_and_the_source_waits",
-        64 * 1024 * 1024,
-    ) else {
+    let Some((address, clamd)) =
+        stopped_clamd("while_clamd_is_down_nothing_is_processed_and_the_source_waits")
+    else {
         return;
     };
-    let address = clamd.tcp();
-    clamd.stop();
-    let clamd = std::sync::Arc::new(std::sync::Mutex::new(clamd));
     each_backend_with(
         move |config| config.knowledge.clamd = Some(address.clone()),
         async |app| {
@@ -436,15 +405,15 @@ async fn while_clamd_is_down_nothing_is_processed_and_the_source_waits() {
                 assert_eq!(s["scan"], "pending", "{s}");
                 assert_eq!(s["chunks"], 0, "{s}");
             }
-            assert_eq!(stored(app, "incoming").len(), 1);
-            assert!(stored(app, "files").is_empty());
+            assert_eq!(app.stored("incoming").len(), 1);
+            assert!(app.stored("files").is_empty());
 
             // Once clamd answers again the source goes through.
             clamd.lock().unwrap().restart().unwrap();
             let s = settled(app, &bot, &id).await;
             assert_eq!(s["status"], "ready", "{s}");
             assert_eq!(s["scan"], "clean", "{s}");
-            assert!(stored(app, "incoming").is_empty());
+            assert!(app.stored("incoming").is_empty());
         },
     )
     .await;
@@ -788,11 +757,11 @@ async fn an_imported_page_is_fetched_scanned_and_answers_and_inward_redirects_ar
             }
             assert_eq!(settled(app, &bot, &ids[6]).await["status"], "ready");
             assert_eq!(
-                stored(app, "files").len(),
+                app.stored("files").len(),
                 2,
                 "only the clean pages are kept"
             );
-            assert_eq!(stored(app, "quarantine").len(), 1);
+            assert_eq!(app.stored("quarantine").len(), 1);
             let actions = app.audit_actions(&bot.owner, &bot.org).await;
             assert_eq!(
                 actions
@@ -837,7 +806,7 @@ async fn an_imported_page_is_fetched_scanned_and_answers_and_inward_redirects_ar
             assert_eq!(s["status"], "ready", "{s}");
             let reply = ask(app, &mut visitor, "When does the cafe close?").await;
             assert!(reply.contains("six") && !reply.contains("four"), "{reply}");
-            assert_eq!(stored(app, "files").len(), 2, "the old copy is gone");
+            assert_eq!(app.stored("files").len(), 2, "the old copy is gone");
             // A quarantined source is not processed again.
             app.post(
                 &bot.path(&format!("/sources/{}/refresh", ids[1])),
@@ -1039,7 +1008,7 @@ async fn a_verdict_recorded_only_by_where_the_file_lies_is_picked_up() {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
-            let incoming = stored(app, "incoming");
+            let incoming = app.stored("incoming");
             assert_eq!(incoming.len(), 2);
             let root = app.data_dir.join("knowledge").join("files");
             for (path, area) in incoming.iter().zip(["files", "quarantine"]) {
@@ -1372,7 +1341,7 @@ async fn a_sitemaps_pages_are_each_scanned_learned_and_cited_and_inward_urls_ski
             }
             let eicar = &pages[&format!("{}/eicar.txt", site.base)];
             assert_eq!(eicar["reason"], "infected", "{eicar}");
-            assert_eq!(stored(app, "quarantine").len(), 1);
+            assert_eq!(app.stored("quarantine").len(), 1);
 
             // Inward URLs: never fetched, one audit record for the run with their count.
             let refused = audited(app, &bot, "knowledge.url_refused", "").await;
@@ -1399,12 +1368,8 @@ async fn a_sitemaps_pages_are_each_scanned_learned_and_cited_and_inward_urls_ski
                 .expect(204);
             let list = app.get(&bot.path("/sources"), &bot.owner).await;
             assert_eq!(list.json()["sources"], json!([]));
-            assert!(
-                stored(app, "files").is_empty(),
-                "{:?}",
-                stored(app, "files")
-            );
-            assert!(stored(app, "quarantine").is_empty());
+            assert!(app.stored("files").is_empty(), "{:?}", app.stored("files"));
+            assert!(app.stored("quarantine").is_empty());
             let reply = ask(app, &mut visitor, SITE_FACTS[1].1).await;
             assert!(!reply.contains(SITE_FACTS[1].2), "{reply}");
         },

@@ -9,6 +9,7 @@ mod common;
 
 mod application_api;
 mod auth;
+mod avatar;
 mod bot_transfer;
 mod chat;
 mod chat_log;

@@ -14,6 +14,9 @@ use common::{
 use reqwest::Method;
 use serde_json::{Value, json};
 
+/// Bot A1's avatar (a real 3x2 PNG).
+const AVATAR: &[u8] = include_bytes!("../../../confide-security/tests/data/avatar-3x2.png");
+
 /// Webhook receivers in these tests listen on 127.0.0.1, which the SSRF-safe client refuses unless
 /// the operator allows it (`outbound_allow`), as an on-premises deployment would.
 fn allow_loopback(config: &mut confide::config::Config) {
@@ -227,6 +230,11 @@ impl World {
             app.get(&source_path, &owner).await.json()["status"],
             "ready"
         );
+        let avatar_path = format!("/api/v1/orgs/{}/bots/{}/avatar", a.org_id, a1.id);
+        let avatar = ("file", "anvil.png", AVATAR);
+        app.send_file(Method::PUT, &avatar_path, &owner, avatar)
+            .await
+            .expect(200);
         let a_member_email = email("member-a");
         let a_member = app
             .member(&owner, &a.org_id, &a_member_email, "member")
@@ -399,6 +407,13 @@ impl World {
         let mut per_bot = serde_json::Map::new();
         for bot in bots["bots"].as_array().expect("bots") {
             let id = bot["id"].as_str().expect("bot id");
+            let avatar = app
+                .get(&format!("/api/v1/orgs/{org}/bots/{id}/avatar"), &owner)
+                .await;
+            let avatar = match avatar.status.as_u16() {
+                404 => Value::Null,
+                _ => avatar.expect(200).json(),
+            };
             per_bot.insert(
                 id.to_owned(),
                 json!({
@@ -413,6 +428,7 @@ impl World {
                     "tickets": read(format!("/api/v1/orgs/{org}/bots/{id}/tickets?limit=100")).await,
                     "knowledge": read(format!("/api/v1/orgs/{org}/bots/{id}/knowledge/sources")).await,
                     "webhooks": read(format!("/api/v1/orgs/{org}/bots/{id}/webhooks")).await,
+                    "avatar": avatar,
                 }),
             );
         }
@@ -875,6 +891,20 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
         ),
         e(
             Method::GET,
+            format!("/api/v1/orgs/{org}/bots/{a1}/avatar"),
+            None,
+            ReadA1,
+            200,
+        ),
+        e(
+            Method::PUT,
+            format!("/api/v1/orgs/{org}/bots/{a1}/avatar"),
+            Some(json!({ "file": "planted" })),
+            WriteA1,
+            400,
+        ),
+        e(
+            Method::GET,
             format!("/api/v1/orgs/{org}/bots/{a1}/nudges"),
             None,
             ReadA1,
@@ -1188,6 +1218,13 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
         ),
         e(
             Method::DELETE,
+            format!("/api/v1/orgs/{org}/bots/{a1}/avatar"),
+            None,
+            WriteA1,
+            204,
+        ),
+        e(
+            Method::DELETE,
             format!("/api/v1/orgs/{org}/bots/{a1}"),
             None,
             WriteA1,
@@ -1409,6 +1446,16 @@ async fn ids_of_another_tenant_are_answered_like_ids_that_do_not_exist() {
                     Some(json!({ "name": "Defaced" })),
                 ),
                 (Method::DELETE, format!("/api/v1/orgs/{b}/bots/{bot}"), None),
+                (
+                    Method::GET,
+                    format!("/api/v1/orgs/{b}/bots/{bot}/avatar"),
+                    None,
+                ),
+                (
+                    Method::DELETE,
+                    format!("/api/v1/orgs/{b}/bots/{bot}/avatar"),
+                    None,
+                ),
                 (
                     Method::GET,
                     format!("/api/v1/orgs/{b}/bots/{bot}/permissions"),

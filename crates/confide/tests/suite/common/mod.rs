@@ -439,6 +439,24 @@ impl TestApp {
         self.call(Method::DELETE, path, credential, None).await
     }
 
+    /// A multipart form with one file part named `field`, as a browser uploads a file.
+    pub async fn send_file(
+        &self,
+        method: Method,
+        path: &str,
+        credential: &Credential,
+        (field, filename, bytes): (&str, &str, &[u8]),
+    ) -> Reply {
+        let part = reqwest::multipart::Part::bytes(bytes.to_vec()).file_name(filename.to_owned());
+        let form = reqwest::multipart::Form::new().part(field.to_owned(), part);
+        let request = self
+            .client
+            .request(method.clone(), self.url(path))
+            .multipart(form);
+        self.send(self.authorize(request, &method, credential))
+            .await
+    }
+
     /// A request built by hand (headers, raw bodies), sent as is.
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
         read(request.send().await.expect("send the request")).await
@@ -596,18 +614,39 @@ impl TestApp {
         .expect(200);
     }
 
-    /// The organization's audit actions, newest first (the first page of 200).
-    pub async fn audit_actions(&self, by: &Credential, org: &str) -> Vec<String> {
+    /// The organization's audit events, newest first (the first page of 200).
+    pub async fn audit_log(&self, by: &Credential, org: &str) -> Vec<Value> {
         let reply = self
             .get(&format!("/api/v1/orgs/{org}/audit?limit=200"), by)
             .await;
         reply.expect(200);
-        reply.json()["events"]
-            .as_array()
-            .expect("events")
+        match reply.json()["events"].take() {
+            Value::Array(events) => events,
+            other => panic!("no events in the audit log: {other}"),
+        }
+    }
+
+    /// The organization's audit actions, newest first (the first page of 200).
+    pub async fn audit_actions(&self, by: &Credential, org: &str) -> Vec<String> {
+        self.audit_log(by, org)
+            .await
             .iter()
             .map(|e| e["action"].as_str().expect("action").to_owned())
             .collect()
+    }
+
+    /// The organization's audit events with this action, newest first (of the first 200).
+    pub async fn audit_events(&self, by: &Credential, org: &str, action: &str) -> Vec<Value> {
+        let mut events = self.audit_log(by, org).await;
+        events.retain(|e| e["action"] == action);
+        events
+    }
+
+    // ---- stored files ----
+
+    /// The objects stored in `area` (`incoming`, `files`, `quarantine`) of the node's file store.
+    pub fn stored(&self, area: &str) -> Vec<PathBuf> {
+        files_under(&self.data_dir.join("knowledge").join("files").join(area))
     }
 
     // ---- development mail ----
@@ -750,6 +789,38 @@ pub fn session_cookie_value(headers: &HeaderMap) -> Option<String> {
 }
 
 /// A unique address for a test account.
+/// A clamd of the test's own that is stopped (restart it to have it answer), and its loopback
+/// TCP address; `None` when the test is skipped for want of ClamAV.
+#[track_caller]
+pub fn stopped_clamd(
+    test: &str,
+) -> Option<(
+    confide_security::antivirus::ClamdAddress,
+    std::sync::Arc<std::sync::Mutex<confide_security::antivirus::testing::TempClamd>>,
+)> {
+    let mut clamd = confide_security::antivirus::testing::TempClamd::start(test, 64 * 1024 * 1024)?;
+    let address = clamd.tcp();
+    clamd.stop();
+    Some((address, std::sync::Arc::new(std::sync::Mutex::new(clamd))))
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
 pub fn email(who: &str) -> String {
     format!("{who}-{}@example.com", uuid::Uuid::now_v7().simple())
 }
