@@ -6,9 +6,13 @@
 //!    each document), `--chunks` in all.
 //! 2. Full rebuild: normalizes and chunks every document as the ingestion worker does, then one
 //!    `KnowledgeIndexes::sync` with every source.
-//! 3. Incremental: the same documents into a fresh index, one sync per source as each one
-//!    becomes ready (the server's path for uploads).
-//! 4. Questions through `KnowledgeIndexes::search(bot, q, Some("en"), 5)` on each index: the
+//! 3. Batched: the same documents into a fresh index as the server ingests a stream of them: one
+//!    thread prepares documents one after another (the worker), another syncs whatever is ready
+//!    each time its last sync ends (the node's single-flight sync), so sources that become ready
+//!    during a sync go in together.
+//! 4. One sync per source: the same, each source synced alone before the next is prepared (the
+//!    most a lone upload costs).
+//! 5. Questions through `KnowledgeIndexes::search(bot, q, Some("en"), 5)` on each index: the
 //!    first search of a fresh `KnowledgeIndexes` (cold open), a warm-up, then the measured ones.
 
 mod corpus;
@@ -39,7 +43,8 @@ knowledge-bench [options]
   --seed N               corpus and question seed (default 5)
   --dir PATH             where the indexes go (default: a new directory under the temp dir)
   --keep                 leave the indexes on disk
-  --no-incremental       skip the per-source syncs (and their queries)
+  --no-batched           skip the batched syncs (and their queries)
+  --no-incremental       skip the one-sync-per-source run (and its queries)
   --no-full              skip the full rebuild (and its queries)
   --drop-caches          before each cold open, drop the page cache (root; affects the machine)";
 
@@ -64,6 +69,7 @@ struct Args {
     dir: Option<PathBuf>,
     keep: bool,
     incremental: bool,
+    batched: bool,
     full: bool,
     drop_caches: bool,
 }
@@ -79,6 +85,7 @@ fn parse_args() -> Result<Args> {
         dir: None,
         keep: false,
         incremental: true,
+        batched: true,
         full: true,
         drop_caches: false,
     };
@@ -99,6 +106,7 @@ fn parse_args() -> Result<Args> {
             "--dir" => args.dir = Some(PathBuf::from(value()?)),
             "--keep" => args.keep = true,
             "--no-incremental" => args.incremental = false,
+            "--no-batched" => args.batched = false,
             "--no-full" => args.full = false,
             "--drop-caches" => args.drop_caches = true,
             "-h" | "--help" => {
@@ -423,13 +431,74 @@ fn prepare(source: usize, document: &Document, steps: &mut Steps) -> SourceChunk
     chunks
 }
 
-fn ingest(
-    name: &'static str,
-    root: &Path,
+/// How the prepared sources reach the index.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// All of them in one sync.
+    Full,
+    /// Prepared on one thread; each sync on another takes every source ready by then.
+    Batched,
+    /// One sync per source, before the next is prepared.
+    PerSource,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Full => "full rebuild (one sync)",
+            Mode::Batched => "batched (a sync takes every source ready when the last one ends)",
+            Mode::PerSource => "one sync per source",
+        }
+    }
+}
+
+/// Prepares every document on a thread of its own and syncs, on this one, whatever is ready each
+/// time the previous sync has ended.
+fn ingest_batched(
+    indexes: &KnowledgeIndexes,
     bot: BotId,
     corpus: &Corpus,
-    incremental: bool,
-) -> Result<PhaseReport> {
+    steps: &mut Steps,
+) -> Result<()> {
+    let (ready, arrivals) = std::sync::mpsc::channel::<SourceChunks>();
+    std::thread::scope(|scope| {
+        let preparer = scope.spawn(move || {
+            let mut steps = Steps::default();
+            for (source, document) in corpus.documents.iter().enumerate() {
+                if ready.send(prepare(source, document, &mut steps)).is_err() {
+                    break;
+                }
+            }
+            steps
+        });
+        let mut keep = BTreeMap::new();
+        let mut version = 0;
+        // Blocks for the first source ready, then takes all the others ready by now.
+        while let Ok(first) = arrivals.recv() {
+            let mut batch = vec![first];
+            batch.extend(arrivals.try_iter());
+            for source in &batch {
+                keep.insert(source.source_id.clone(), 1);
+            }
+            version += 1;
+            let synced = Instant::now();
+            indexes.sync(bot, version, &keep, batch)?;
+            let took = synced.elapsed();
+            steps.sync += took;
+            steps.syncs.push(took);
+        }
+        let prepared = preparer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the preparing thread panicked"))?;
+        steps.normalize = prepared.normalize;
+        steps.chunk = prepared.chunk;
+        steps.chunks = prepared.chunks;
+        Ok(())
+    })
+}
+
+fn ingest(root: &Path, bot: BotId, corpus: &Corpus, mode: Mode) -> Result<PhaseReport> {
+    let name = mode.name();
     let indexes = KnowledgeIndexes::open(root.to_path_buf())?;
     measure::reset_peak_rss();
     let rss_before_kib = measure::status_kib("VmRSS")?;
@@ -437,7 +506,9 @@ fn ingest(
     let start = Instant::now();
     let mut steps = Steps::default();
     let mut keep = BTreeMap::new();
-    if incremental {
+    if mode == Mode::Batched {
+        ingest_batched(&indexes, bot, corpus, &mut steps)?;
+    } else if mode == Mode::PerSource {
         for (source, document) in corpus.documents.iter().enumerate() {
             let chunks = prepare(source, document, &mut steps);
             keep.insert(document.source_id.clone(), 1);
@@ -725,7 +796,7 @@ fn run(args: &Args, bot: BotId, dir: &Path) -> Result<()> {
 
     if args.full {
         let full_root = dir.join("full");
-        let full = ingest("full rebuild (one sync)", &full_root, bot, &corpus, false)?;
+        let full = ingest(&full_root, bot, &corpus, Mode::Full)?;
         print_ingestion(&full, &corpus);
         let full_queries = query(
             "after the full rebuild",
@@ -738,15 +809,24 @@ fn run(args: &Args, bot: BotId, dir: &Path) -> Result<()> {
         print_queries(&full_queries);
     }
 
+    if args.batched {
+        let batched_root = dir.join("batched");
+        let batched = ingest(&batched_root, bot, &corpus, Mode::Batched)?;
+        print_ingestion(&batched, &corpus);
+        let batched_queries = query(
+            "after the batched syncs",
+            &batched_root,
+            bot,
+            &warmup,
+            &measured,
+            args.drop_caches,
+        )?;
+        print_queries(&batched_queries);
+    }
+
     if args.incremental {
         let incremental_root = dir.join("incremental");
-        let incremental = ingest(
-            "incremental (one sync per source)",
-            &incremental_root,
-            bot,
-            &corpus,
-            true,
-        )?;
+        let incremental = ingest(&incremental_root, bot, &corpus, Mode::PerSource)?;
         print_ingestion(&incremental, &corpus);
         let incremental_queries = query(
             "after the incremental syncs",
