@@ -4,6 +4,8 @@
 #   protocol.test.mjs  the widget's Pusher-protocol behaviour against a scripted hub
 #   widget.test.mjs    a strict-CSP host page on another loopback origin against a real `confide serve`
 #                      (SQLite, and PostgreSQL too when CONFIDE_TEST_DATABASE_URL is set)
+#   answers.test.mjs   a generated answer streamed into the widget
+#   avatar.test.mjs    the bot's avatar in the widget, on a page that allows it and on one that does not
 # Usage: e2e/browser/run.sh [node --test args]
 # The server binary: $CONFIDE_BIN, else target/debug/confide (built when missing).
 # The browser: $CHROMIUM_BIN, else /usr/bin/chromium (installed from Debian when missing).
@@ -30,6 +32,6 @@ cd "$here"
 npm ci --no-audit --no-fund
 # One file at a time: each starts its own servers and browser, and the machine has two cores.
 if [ "$#" -eq 0 ]; then
-  set -- protocol.test.mjs widget.test.mjs answers.test.mjs
+  set -- protocol.test.mjs widget.test.mjs answers.test.mjs avatar.test.mjs
 fi
 exec node --test --test-concurrency=1 "$@"

@@ -63,11 +63,13 @@ export function sriOf(source) {
  * Types required, so an innerHTML string would be refused too). It embeds the widget with one tag
  * and collects CSP reports posted to /csp-report.
  * Options for the customer's own parts: `connect` (more origins the page may connect to),
- * `hostScript` (the page's own script, served as /host.js and included after the widget's tag)
- * and `routes` ({path: (req, res) => ...}, the customer's backend on the page's origin).
+ * `hostScript` (the page's own script, served as /host.js and included after the widget's tag),
+ * `routes` ({path: (req, res) => ...}, the customer's backend on the page's origin) and `images`
+ * (more origins the page takes pictures from, such as the server's for the bot's avatar).
  */
 export async function startHostPage({
   host = '127.0.0.1', hostname, server, widgetUrl, bot, integrity, connect = [], hostScript, routes = {},
+  images = [],
 }) {
   const port = await freePort();
   const origin = `http://${hostname || host}:${port}`;
@@ -79,7 +81,7 @@ export async function startHostPage({
     `script-src ${scriptUrl.origin}${hostScript ? " 'self'" : ''}`,
     `connect-src ${serverUrl.origin} ${wsOrigin}${connect.map((o) => ` ${o}`).join('')}${Object.keys(routes).length ? " 'self'" : ''}`,
     "style-src 'self'",
-    "img-src 'self'",
+    `img-src 'self'${images.map((o) => ` ${o}`).join('')}`,
     "base-uri 'none'",
     "form-action 'none'",
     "frame-ancestors 'none'",
