@@ -4,6 +4,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod authz;
+mod bucket;
 pub mod engine;
 pub mod error;
 pub mod extract;

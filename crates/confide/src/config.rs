@@ -86,6 +86,25 @@ pub struct KnowledgeConfig {
     pub llm: Option<LlmConfig>,
     /// `[knowledge.embeddings]`: an OpenAI-compatible embeddings endpoint for dense retrieval.
     pub embeddings: Option<EmbeddingsConfig>,
+    /// `[knowledge.s3]`: files in an S3-compatible bucket instead of `files_dir`.
+    pub s3: Option<BucketConfig>,
+}
+
+/// `[knowledge.s3]`: knowledge files and avatars in the operator's S3-compatible bucket (AWS S3,
+/// MinIO, Ceph, Garage…) instead of a local directory.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketConfig {
+    pub bucket: Option<String>,
+    pub region: Option<String>,
+    /// An S3-compatible service's base URL (`http://minio.internal:9000`): path-style requests,
+    /// plain http only when it says http. AWS itself when unset.
+    pub endpoint: Option<String>,
+    /// Keys go under `{prefix}/` (no leading `/`, no `..`).
+    pub prefix: Option<String>,
+    pub access_key_id: Option<String>,
+    /// A file holding the secret key, or `CONFIDE_KNOWLEDGE_S3_SECRET_ACCESS_KEY[_FILE]`.
+    pub secret_access_key_file: Option<PathBuf>,
 }
 
 /// `[knowledge.embeddings]`: dense retrieval, fused with BM25, from an OpenAI-compatible
@@ -334,7 +353,101 @@ fn knowledge_settings(
     }
     settings.llm = llm_settings(file.llm.unwrap_or_default())?;
     settings.embeddings = embedding_settings(file.embeddings.unwrap_or_default())?;
+    settings.bucket = bucket_settings(file.s3.unwrap_or_default())?;
+    if settings.bucket.is_some() && settings.files_dir.is_some() {
+        bail!(
+            "knowledge files_dir and [knowledge.s3] exclude each other: files go to one or the other"
+        );
+    }
     Ok(settings)
+}
+
+/// `[knowledge.s3]` (file) or `CONFIDE_KNOWLEDGE_S3_*` (environment); `None` when nothing of it
+/// is set, an error when only part is.
+fn bucket_settings(
+    file: BucketConfig,
+) -> anyhow::Result<Option<confide_web::knowledge::BucketSettings>> {
+    let value = |name: &str, from_file: Option<String>| -> anyhow::Result<Option<String>> {
+        Ok(env_value(&format!("KNOWLEDGE_S3_{name}"))?
+            .or(from_file)
+            .filter(|value| !value.trim().is_empty()))
+    };
+    let bucket = value("BUCKET", file.bucket)?;
+    let region = value("REGION", file.region)?;
+    let endpoint = value("ENDPOINT", file.endpoint)?;
+    let prefix = value("PREFIX", file.prefix)?;
+    let access_key_id = value("ACCESS_KEY_ID", file.access_key_id)?;
+    let secret = match env_secret("KNOWLEDGE_S3_SECRET_ACCESS_KEY")? {
+        Some(secret) => Some(secret),
+        None => file
+            .secret_access_key_file
+            .map(|path| {
+                std::fs::read_to_string(&path)
+                    .with_context(|| {
+                        format!(
+                            "reading knowledge.s3 secret_access_key_file {}",
+                            path.display()
+                        )
+                    })
+                    .map(|text| SecretString::from(text.trim().to_owned()))
+            })
+            .transpose()?,
+    };
+    let given = [&bucket, &region, &endpoint, &prefix, &access_key_id]
+        .iter()
+        .any(|value| value.is_some())
+        || secret.is_some();
+    if !given {
+        return Ok(None);
+    }
+    let missing: Vec<&str> = [
+        ("bucket", bucket.is_none()),
+        ("region", region.is_none()),
+        ("access_key_id", access_key_id.is_none()),
+        ("secret_access_key_file", secret.is_none()),
+    ]
+    .into_iter()
+    .filter_map(|(name, absent)| absent.then_some(name))
+    .collect();
+    let (Some(bucket), Some(region), Some(access_key_id), Some(secret_access_key)) =
+        (bucket, region, access_key_id, secret)
+    else {
+        bail!(
+            "[knowledge.s3] is incomplete: it needs {} (the secret may also come from CONFIDE_KNOWLEDGE_S3_SECRET_ACCESS_KEY[_FILE])",
+            missing.join(", ")
+        );
+    };
+    if let Some(endpoint) = &endpoint {
+        let url = confide_outbound::Url::parse(endpoint)
+            .map_err(|e| anyhow::anyhow!("knowledge.s3 endpoint: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https")
+            || !url.username().is_empty()
+            || url.password().is_some()
+        {
+            bail!("knowledge.s3 endpoint must be an http(s) URL without credentials");
+        }
+    }
+    let prefix = prefix
+        .map(|prefix| {
+            let trimmed = prefix.trim_end_matches('/');
+            if prefix.starts_with('/')
+                || trimmed
+                    .split('/')
+                    .any(|segment| matches!(segment, "" | "." | ".."))
+            {
+                bail!("knowledge.s3 prefix {prefix:?} must be a relative key prefix: no leading /, no empty, . or .. parts");
+            }
+            Ok(trimmed.to_owned())
+        })
+        .transpose()?;
+    Ok(Some(confide_web::knowledge::BucketSettings {
+        bucket,
+        region,
+        endpoint,
+        prefix,
+        access_key_id,
+        secret_access_key,
+    }))
 }
 
 /// An endpoint's API key: `CONFIDE_{prefix}_API_KEY[_FILE]`, else the file the configuration
@@ -813,6 +926,46 @@ mod tests {
         assert_eq!(
             file.geoip_database.unwrap(),
             Path::new("/var/lib/GeoLite2-Country.mmdb")
+        );
+    }
+
+    #[test]
+    fn an_incomplete_bucket_for_knowledge_files_is_refused_with_what_it_lacks() {
+        let file: FileConfig =
+            toml::from_str("[knowledge.s3]\nbucket = \"confide\"\nregion = \"us-east-1\"\n")
+                .unwrap();
+        let err = knowledge_settings(file.knowledge).unwrap_err().to_string();
+        assert!(err.contains("[knowledge.s3] is incomplete"), "{err}");
+        assert!(
+            err.contains("access_key_id, secret_access_key_file"),
+            "{err}"
+        );
+        assert!(toml::from_str::<FileConfig>("[knowledge.s3]\nbuckett = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn a_bucket_prefix_must_stay_inside_the_bucket() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cr3t\n").unwrap();
+        let config = |prefix: &str| BucketConfig {
+            bucket: Some("confide".into()),
+            region: Some("us-east-1".into()),
+            endpoint: Some("http://127.0.0.1:9000".into()),
+            prefix: Some(prefix.into()),
+            access_key_id: Some("key".into()),
+            secret_access_key_file: Some(secret.clone()),
+        };
+        for bad in ["/knowledge", "a/../b", "..", "a//b"] {
+            assert!(bucket_settings(config(bad)).is_err(), "{bad}");
+        }
+        let bucket = bucket_settings(config("tenant-a/knowledge/"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(bucket.prefix.as_deref(), Some("tenant-a/knowledge"));
+        assert_eq!(
+            secrecy::ExposeSecret::expose_secret(&bucket.secret_access_key),
+            "s3cr3t"
         );
     }
 

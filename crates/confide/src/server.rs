@@ -164,6 +164,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         confide_web::knowledge::KnowledgeRuntime::new(config.knowledge.clone(), &config.data_dir)
             .context("preparing knowledge storage")?,
     );
+    if let Some(bucket) = &config.knowledge.bucket {
+        let (name, endpoint) = (&bucket.bucket, bucket.endpoint.as_deref().unwrap_or("AWS"));
+        knowledge.probe_storage().await.with_context(|| {
+            format!("the knowledge bucket {name} at {endpoint} does not take a probe object's write and delete: check knowledge.s3's bucket, region, endpoint and credentials")
+        })?;
+        tracing::info!(bucket = %name, %endpoint, prefix = bucket.prefix.as_deref().unwrap_or(""), "knowledge files are stored in the S3-compatible bucket (a probe object was written and deleted)");
+    }
     match knowledge.scanner() {
         Some(scanner) => {
             let address = &scanner.config().address;

@@ -26,9 +26,8 @@ use confide_security::sealing::SealingKeys;
 use confide_store::{
     BackupClaim, BackupDestination, BackupRunCause, BackupRunOutcome, InboxBackup, InboxBackupRun,
 };
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
-use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt as _, PutPayload, RetryConfig};
+use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use time::format_description::BorrowedFormatItem;
@@ -371,23 +370,14 @@ fn open_destination(
             ) else {
                 return Err(BackupError::internal("the S3 destination is incomplete"));
             };
-            let mut builder = AmazonS3Builder::new()
-                .with_bucket_name(bucket)
-                .with_region(region)
-                .with_access_key_id(key_id)
-                .with_secret_access_key(secret.expose_secret())
-                .with_http_connector(GuardedConnector(runtime.outbound.clone()))
-                .with_retry(RetryConfig {
-                    backoff: BackoffConfig::default(),
-                    max_retries: 3,
-                    retry_timeout: Duration::from_secs(60),
-                });
-            if let Some(endpoint) = &backup.endpoint {
-                builder = builder
-                    .with_endpoint(endpoint)
-                    .with_allow_http(endpoint.starts_with("http://"))
-                    .with_virtual_hosted_style_request(false);
+            let builder = crate::bucket::BucketAccess {
+                bucket,
+                region,
+                endpoint: backup.endpoint.as_deref(),
+                access_key_id: key_id,
+                secret_access_key: secret.expose_secret(),
             }
+            .builder(GuardedConnector(runtime.outbound.clone()));
             let store = builder.build().map_err(|e| {
                 BackupError::new(
                     "invalid_destination",

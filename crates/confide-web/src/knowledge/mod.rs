@@ -1,7 +1,8 @@
 //! Knowledge: sources a bot learns from, their files, the virus scanner, the extraction
 //! sandbox and the per-bot index, and the worker that takes each source from upload to answers.
 //!
-//! - Files are stored through `object_store` under random keys (never their names): under
+//! - Files are stored through `object_store`, in a local directory or the operator's
+//!   S3-compatible bucket, under random keys (never their names): under
 //!   `incoming/` until the scanner calls them clean, then `files/`; infected ones go to
 //!   `quarantine/`, where they stay for the organization's admins until the source is deleted.
 //! - Nothing is processed unscanned: when clamd is configured but does not answer, a source
@@ -24,17 +25,22 @@ use confide_knowledge::sandbox::SandboxConfig;
 use confide_security::antivirus::{ClamdAddress, ClamdClient, ClamdConfig};
 use confide_security::tokens::random_token;
 use confide_security::upload::UploadLimits;
+use object_store::client::ReqwestConnector;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt as _};
+use secrecy::{ExposeSecret as _, SecretString};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
 /// How knowledge works on this node; the binary sets these from the configuration.
 #[derive(Clone, Debug)]
 pub struct KnowledgeSettings {
-    /// Where files are stored; `{data_dir}/knowledge/files` when unset.
+    /// Where files are stored; `{data_dir}/knowledge/files` when unset (and no bucket is).
     pub files_dir: Option<PathBuf>,
+    /// The operator's S3-compatible bucket files are stored in instead of a directory.
+    pub bucket: Option<BucketSettings>,
     /// The virus scanner; `None` means none is configured (said at start and on every source).
     pub clamd: Option<ClamdAddress>,
     pub upload_limits: UploadLimits,
@@ -76,6 +82,7 @@ impl Default for KnowledgeSettings {
     fn default() -> Self {
         KnowledgeSettings {
             files_dir: None,
+            bucket: None,
             clamd: None,
             upload_limits: UploadLimits::default(),
             sandbox: SandboxConfig::default(),
@@ -119,6 +126,42 @@ impl KnowledgeSettings {
         self.retry_first_ms
             .saturating_mul(1_i64 << doublings.min(20))
             .min(self.retry_max_ms)
+    }
+}
+
+/// The operator's S3-compatible bucket for knowledge files and avatars.
+#[derive(Clone, Debug)]
+pub struct BucketSettings {
+    pub bucket: String,
+    pub region: String,
+    /// An S3-compatible service's base URL (path-style requests); AWS itself when unset.
+    pub endpoint: Option<String>,
+    /// Keys are stored under `{prefix}/`; checked by the configuration (no leading `/`, no `..`).
+    pub prefix: Option<String>,
+    pub access_key_id: String,
+    pub secret_access_key: SecretString,
+}
+
+impl BucketSettings {
+    /// The bucket's store, under the prefix.
+    fn open(&self) -> anyhow::Result<Arc<dyn ObjectStore>> {
+        // The operator's own storage, which may well be a MinIO on a private address: not the
+        // SSRF-guarded connector organizations' backup buckets go through.
+        let builder = crate::bucket::BucketAccess {
+            bucket: &self.bucket,
+            region: &self.region,
+            endpoint: self.endpoint.as_deref(),
+            access_key_id: &self.access_key_id,
+            secret_access_key: self.secret_access_key.expose_secret(),
+        }
+        .builder(ReqwestConnector::default());
+        let store = builder
+            .build()
+            .map_err(|e| anyhow::anyhow!("the knowledge bucket {}: {e}", self.bucket))?;
+        Ok(match &self.prefix {
+            Some(prefix) => Arc::new(PrefixStore::new(store, ObjectPath::parse(prefix)?)),
+            None => Arc::new(store),
+        })
     }
 }
 
@@ -169,18 +212,28 @@ impl KnowledgeRuntime {
     /// Opens the file storage, the index root and the scratch directory under `data_dir`.
     pub fn new(settings: KnowledgeSettings, data_dir: &Path) -> anyhow::Result<Self> {
         let root = data_dir.join("knowledge");
-        let files_dir = settings
-            .files_dir
-            .clone()
-            .unwrap_or_else(|| root.join("files"));
         let scratch = root.join("scratch");
         let index_root = root.join("index");
-        for dir in [&files_dir, &scratch, &index_root] {
+        let private_dir = |dir: &Path| {
             confide_security::ensure_private_dir(dir)
-                .map_err(|e| anyhow::anyhow!("preparing {}: {e}", dir.display()))?;
-        }
-        let files = LocalFileSystem::new_with_prefix(&files_dir)
-            .map_err(|e| anyhow::anyhow!("opening {}: {e}", files_dir.display()))?;
+                .map_err(|e| anyhow::anyhow!("preparing {}: {e}", dir.display()))
+        };
+        private_dir(&scratch)?;
+        private_dir(&index_root)?;
+        let files: Arc<dyn ObjectStore> = match &settings.bucket {
+            Some(bucket) => bucket.open()?,
+            None => {
+                let dir = settings
+                    .files_dir
+                    .clone()
+                    .unwrap_or_else(|| root.join("files"));
+                private_dir(&dir)?;
+                Arc::new(
+                    LocalFileSystem::new_with_prefix(&dir)
+                        .map_err(|e| anyhow::anyhow!("opening {}: {e}", dir.display()))?,
+                )
+            }
+        };
         let indexes = confide_knowledge::index::KnowledgeIndexes::open(index_root.clone())
             .map_err(|e| anyhow::anyhow!("opening the knowledge indexes: {e}"))?;
         let llm = settings.llm.clone().map(answers::Llm::new).transpose()?;
@@ -198,12 +251,23 @@ impl KnowledgeRuntime {
                 .clone()
                 .map(|address| ClamdClient::new(ClamdConfig::new(address))),
             settings,
-            files: Arc::new(files),
+            files,
             scratch,
             indexes,
             wake: Notify::new(),
             syncing: std::sync::Mutex::default(),
         })
+    }
+
+    /// Writes and deletes a small object, so storage that does not take writes (a wrong bucket
+    /// or credential) is found at start rather than at the first upload.
+    pub async fn probe_storage(&self) -> anyhow::Result<()> {
+        let probe = ObjectPath::from(format!("probe/{}", Self::new_object_key()));
+        self.files
+            .put(&probe, Bytes::from_static(b"confide").into())
+            .await?;
+        self.files.delete(&probe).await?;
+        Ok(())
     }
 
     /// Joins the bringing up to date of the bot's index: the sender when the caller is to do it

@@ -2,7 +2,8 @@
 //! (traversal names, wrong magic bytes, oversize files, zip bombs: each refused with its code
 //! and audited), scanned by a real clamd whose only signature is EICAR (a clean file becomes
 //! ready; EICAR alone or inside a DOCX is rejected and quarantined), nothing processed while
-//! clamd is down, text extracted in the sandboxed child, entries, and deletes.
+//! clamd is down, text extracted in the sandboxed child, entries, and deletes; with
+//! `[knowledge.s3]`, all of it in an S3-compatible bucket (moto) under the configured prefix.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -2043,4 +2044,126 @@ async fn a_node_builds_its_indexes_at_start_and_drops_those_of_deleted_bots() {
         },
     )
     .await;
+}
+
+const BUCKET_PREFIX: &str = "tenant-a/knowledge";
+
+/// `[knowledge.s3]` for `bucket` at moto's `endpoint`, under [`BUCKET_PREFIX`].
+fn knowledge_bucket(endpoint: &str, bucket: &str) -> confide_web::knowledge::BucketSettings {
+    confide_web::knowledge::BucketSettings {
+        bucket: bucket.to_owned(),
+        region: common::moto::REGION.to_owned(),
+        endpoint: Some(endpoint.to_owned()),
+        prefix: Some(BUCKET_PREFIX.to_owned()),
+        access_key_id: "confide".to_owned(),
+        secret_access_key: "not-checked-by-moto".to_owned().into(),
+    }
+}
+
+#[tokio::test]
+async fn with_a_bucket_configured_files_live_in_it_under_the_prefix_and_never_on_disk() {
+    use common::moto::Moto;
+    const BUCKET: &str = "library-knowledge";
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let Some(clamd) = TempClamd::start(
+        "with_a_bucket_configured_files_live_in_it_under_the_prefix_and_never_on_disk",
+        64 * 1024 * 1024,
+    ) else {
+        return;
+    };
+    moto.create_bucket(BUCKET).await;
+    let (endpoint, address) = (moto.endpoint(), clamd.unix());
+    // The keys under the prefix, listed through S3's API rather than the server.
+    let stored = async |area: &str| -> Vec<String> {
+        let under = format!("{BUCKET_PREFIX}/{area}/");
+        let mut keys = moto.keys(BUCKET).await;
+        keys.retain(|key| key.starts_with(&under));
+        keys
+    };
+    each_backend_with(
+        move |config| {
+            config.knowledge.clamd = Some(address.clone());
+            config.knowledge.bucket = Some(knowledge_bucket(&endpoint, BUCKET));
+        },
+        async |app| {
+            let bot = bot(app).await;
+            let body = b"The reading room is on the second floor, next to the maps.";
+            let id = added(app, &bot, "rooms.txt", body).await;
+            assert_eq!(settled(app, &bot, &id).await["status"], "ready");
+
+            let files = stored("files").await;
+            assert_eq!(files.len(), 1, "{files:?}");
+            assert_eq!(
+                moto.object(BUCKET, &files[0]).await.unwrap().as_bytes(),
+                body
+            );
+            assert!(stored("incoming").await.is_empty());
+            assert!(
+                !app.data_dir.join("knowledge").join("files").exists(),
+                "nothing is stored on the node's disk"
+            );
+
+            let mut visitor = Visitor::start(app, &bot.key).await;
+            let reply = ask(app, &mut visitor, "Where is the reading room?").await;
+            assert!(reply.contains("second floor"), "{reply}");
+
+            let link = app
+                .post(
+                    &bot.path(&format!("/sources/{id}/download")),
+                    &bot.owner,
+                    json!({}),
+                )
+                .await;
+            link.expect(200);
+            let url = link.json()["url"].as_str().unwrap().to_owned();
+            let got = app
+                .get(url.strip_prefix(&app.base).unwrap(), &Credential::Anonymous)
+                .await;
+            got.expect(200);
+            assert_eq!(got.text.as_bytes(), body);
+
+            let eicar = added(app, &bot, "eicar.txt", EICAR).await;
+            let s = settled(app, &bot, &eicar).await;
+            assert_eq!(s["reason"], "infected", "{s}");
+            assert_eq!(stored("quarantine").await.len(), 1);
+            assert_eq!(stored("files").await.len(), 1);
+
+            // Deleting the sources removes their objects: nothing is left under the prefix.
+            for id in [&id, &eicar] {
+                app.delete(&bot.path(&format!("/sources/{id}")), &bot.owner)
+                    .await
+                    .expect(204);
+            }
+            let left: Vec<String> = moto
+                .keys(BUCKET)
+                .await
+                .into_iter()
+                .filter(|key| key.starts_with(BUCKET_PREFIX))
+                .collect();
+            assert!(left.is_empty(), "{left:?}");
+
+            // A bucket that is not there stops a node at start, saying which, and not the secret.
+            let mut config = common::test_config(
+                common::free_port(),
+                &app.data_dir.join("second-node"),
+                &app.database_url,
+            );
+            config.knowledge.bucket = Some(knowledge_bucket(&moto.endpoint(), "no-such-bucket"));
+            let err = confide::server::start(config)
+                .await
+                .err()
+                .expect("the node does not start");
+            let message = format!("{err:#}");
+            assert!(
+                message.contains("the knowledge bucket no-such-bucket at http://127.0.0.1:")
+                    && message.contains("probe object"),
+                "{message}"
+            );
+            assert!(!message.contains("not-checked-by-moto"), "{message}");
+        },
+    )
+    .await;
+    moto.stop().await;
 }
