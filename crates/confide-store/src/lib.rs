@@ -125,8 +125,6 @@ pub trait Store: Send + Sync + 'static {
         at: i64,
     ) -> StoreResult<Option<Chatbot>>;
     async fn delete_bot(&self, org: OrgId, bot: BotId) -> StoreResult<bool>;
-    /// The bot's avatar, if it has one.
-    async fn get_bot_avatar(&self, bot: BotId) -> StoreResult<Option<BotAvatar>>;
     /// Sets the bot's avatar (`None` removes it) and answers the one it replaced; `NotFound`
     /// when the organization has no such bot. Changes running at once each get back exactly
     /// what they replaced, so each replaced object can be removed once.

@@ -87,6 +87,8 @@ pub struct Chatbot {
     /// One more with every write of the bot's embeddings (same transaction): what a node's copy
     /// of the bot's vectors is checked against.
     pub embeddings_version: i64,
+    /// The picture the widget shows for the bot, if it has one (columns of the bot's row).
+    pub avatar: Option<BotAvatar>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

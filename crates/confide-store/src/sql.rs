@@ -47,7 +47,8 @@ use crate::{Store, StoreError, StoreResult};
 macro_rules! bot_columns {
     () => {
         "id, org_id, name, widget_key, sharing_policy, created_at, updated_at, dialogues_version, \
-         knowledge_version, embeddings_version"
+         knowledge_version, embeddings_version, avatar_key, avatar_kind, avatar_sha256, avatar_size, \
+         avatar_width, avatar_height, avatar_scan"
     };
 }
 
@@ -347,6 +348,7 @@ fn chatbot(row: &AnyRow) -> StoreResult<Chatbot> {
         dialogues_version: c.int("dialogues_version")?,
         knowledge_version: c.int("knowledge_version")?,
         embeddings_version: c.int("embeddings_version")?,
+        avatar: avatars::avatar(row)?,
     })
 }
 
@@ -965,10 +967,6 @@ impl Store for SqlStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() > 0)
-    }
-
-    async fn get_bot_avatar(&self, bot: BotId) -> StoreResult<Option<BotAvatar>> {
-        self.bot_avatar(bot).await
     }
 
     async fn set_bot_avatar(

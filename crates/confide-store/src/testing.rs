@@ -184,6 +184,7 @@ pub async fn org_with_bot(
         dialogues_version: 0,
         knowledge_version: 0,
         embeddings_version: 0,
+        avatar: None,
     };
     store.create_bot(&bot).await.expect("create the bot");
     (org.id, bot.id)

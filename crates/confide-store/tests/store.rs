@@ -55,6 +55,7 @@ fn bot(org: OrgId, name: &str) -> Chatbot {
         dialogues_version: 0,
         knowledge_version: 0,
         embeddings_version: 0,
+        avatar: None,
     }
 }
 

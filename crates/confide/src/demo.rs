@@ -73,6 +73,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Demo> {
                 dialogues_version: 0,
                 knowledge_version: 0,
                 embeddings_version: 0,
+                avatar: None,
             };
             store.create_bot(&bot).await?;
             bot

@@ -21,7 +21,8 @@ macro_rules! select_avatar {
 /// Attempts at a change that keeps losing to others before it gives up.
 const MAX_SWAP_ATTEMPTS: usize = 16;
 
-fn avatar(row: &AnyRow) -> StoreResult<Option<BotAvatar>> {
+/// The avatar the bot's row holds (its `avatar_*` columns), if any.
+pub(super) fn avatar(row: &AnyRow) -> StoreResult<Option<BotAvatar>> {
     let c = Cols(row);
     let Some(object_key) = c.opt_text("avatar_key")? else {
         return Ok(None);
@@ -41,14 +42,6 @@ fn avatar(row: &AnyRow) -> StoreResult<Option<BotAvatar>> {
 }
 
 impl SqlStore {
-    pub(super) async fn bot_avatar(&self, bot: BotId) -> StoreResult<Option<BotAvatar>> {
-        let row = sqlx::query(select_avatar!("WHERE id = $1"))
-            .bind(bot.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(avatar).transpose()?.flatten())
-    }
-
     pub(super) async fn swap_bot_avatar(
         &self,
         org: OrgId,

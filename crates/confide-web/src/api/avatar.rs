@@ -122,12 +122,8 @@ pub async fn get_avatar(
     PathParams((org_id, bot_id)): PathParams<(OrgId, BotId)>,
 ) -> ApiResult<Json<AvatarView>> {
     let (_, bot) = authz::bot(&state, &auth, org_id, bot_id, BotNeed::Read).await?;
-    let avatar = state
-        .store
-        .get_bot_avatar(bot_id)
-        .await?
-        .ok_or_else(no_avatar)?;
-    Ok(Json(AvatarView::new(&state, &bot.widget_key, &avatar)))
+    let avatar = bot.avatar.as_ref().ok_or_else(no_avatar)?;
+    Ok(Json(AvatarView::new(&state, &bot.widget_key, avatar)))
 }
 
 /// Set the bot's avatar (write permission), replacing any it had. Checked, then virus-scanned,
@@ -376,11 +372,7 @@ pub async fn serve_avatar(
         .get_bot_by_widget_key(&bot_key)
         .await?
         .ok_or_else(unknown)?;
-    let avatar = state
-        .store
-        .get_bot_avatar(bot.id)
-        .await?
-        .ok_or_else(no_avatar)?;
+    let avatar = bot.avatar.ok_or_else(no_avatar)?;
     let etag = format!("\"{}\"", avatar.sha256);
     let cache = if query.v.as_deref() == Some(version(&avatar)) {
         VERSIONED_CACHE

@@ -175,6 +175,7 @@ pub async fn import_bot(
         dialogues_version: 0,
         knowledge_version: 0,
         embeddings_version: 0,
+        avatar: None,
     };
     state.store.create_bot(&bot).await?;
     if let Err(err) = fill(&state, &auth, &bot, document).await {

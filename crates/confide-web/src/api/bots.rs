@@ -98,6 +98,7 @@ pub async fn create_bot(
         dialogues_version: 0,
         knowledge_version: 0,
         embeddings_version: 0,
+        avatar: None,
     };
     state.store.create_bot(&bot).await?;
     audit::record(
@@ -248,11 +249,10 @@ pub async fn delete_bot(
     auth: Auth,
     PathParams((org_id, bot_id)): PathParams<(OrgId, BotId)>,
 ) -> ApiResult<StatusCode> {
-    authz::bot(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
+    let (_, bot) = authz::bot(&state, &auth, org_id, bot_id, BotNeed::Write).await?;
     authz::org(&state, &auth, org_id, OrgNeed::ManageBots).await?;
     // The rows go with the bot; its knowledge files, index and avatar are removed after.
     let sources = state.store.list_knowledge_sources(bot_id).await?;
-    let avatar = state.store.get_bot_avatar(bot_id).await?;
     if !state.store.delete_bot(org_id, bot_id).await? {
         return Err(ApiError::not_found());
     }
@@ -268,7 +268,7 @@ pub async fn delete_bot(
     let keys: Vec<String> = sources
         .into_iter()
         .filter_map(|s| s.object_key)
-        .chain(avatar.map(|a| a.object_key))
+        .chain(bot.avatar.map(|a| a.object_key))
         .collect();
     state.knowledge.forget_bot(bot_id, &keys).await;
     Ok(StatusCode::NO_CONTENT)

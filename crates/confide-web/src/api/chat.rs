@@ -394,11 +394,10 @@ pub async fn start_chat(
             )
             .await?;
     }
-    let avatar_url = state
-        .store
-        .get_bot_avatar(bot.id)
-        .await?
-        .map(|avatar| crate::api::avatar::url(&state, &bot.widget_key, &avatar));
+    let avatar_url = bot
+        .avatar
+        .as_ref()
+        .map(|avatar| crate::api::avatar::url(&state, &bot.widget_key, avatar));
     let expires_at = now / 1000 + state.settings.chat_token_ttl_secs;
     let token = state
         .chat_tokens
