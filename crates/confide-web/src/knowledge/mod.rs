@@ -206,6 +206,9 @@ pub struct KnowledgeRuntime {
     syncing: std::sync::Mutex<
         std::collections::HashMap<confide_domain::BotId, tokio::sync::watch::Receiver<bool>>,
     >,
+    /// Bots whose index a task of this node is about to bring up to date after a source became
+    /// ready: a source ready meanwhile needs no task of its own.
+    catching_up: std::sync::Mutex<std::collections::HashSet<confide_domain::BotId>>,
 }
 
 impl KnowledgeRuntime {
@@ -256,6 +259,7 @@ impl KnowledgeRuntime {
             indexes,
             wake: Notify::new(),
             syncing: std::sync::Mutex::default(),
+            catching_up: std::sync::Mutex::default(),
         })
     }
 
@@ -301,6 +305,21 @@ impl KnowledgeRuntime {
             syncing.remove(&bot);
         }
         let _ = done.send(true);
+    }
+
+    /// Claims the task that brings the bot's index up to date after a source became ready:
+    /// false when one is already waiting to start (it will see this source too).
+    pub(crate) fn begin_catch_up(&self, bot: confide_domain::BotId) -> bool {
+        self.catching_up
+            .lock()
+            .map_or(true, |mut pending| pending.insert(bot))
+    }
+
+    /// The task is starting: a source ready from now on needs a task of its own.
+    pub(crate) fn end_catch_up(&self, bot: confide_domain::BotId) {
+        if let Ok(mut pending) = self.catching_up.lock() {
+            pending.remove(&bot);
+        }
     }
 
     pub fn scanner(&self) -> Option<&ClamdClient> {

@@ -517,12 +517,16 @@ impl<'a> Job<'a> {
             // The worker goes on to the next source while the index catches up: sources that
             // become ready during a sync go into the next one together (the sync is one at a
             // time per bot), so a stream of uploads makes a few large commits, not one each.
-            // A question asked meanwhile brings the index up to date itself.
-            let state = self.state.clone();
+            // A question asked meanwhile brings the index up to date itself. One task per bot
+            // waits to start at a time: a burst of ready sources does not make one each.
             let (org, bot) = (self.source.org_id, self.source.bot_id);
-            tokio::spawn(async move {
-                sync_until_current(&state, org, bot, Duration::from_secs(600)).await;
-            });
+            if self.state.knowledge.begin_catch_up(bot) {
+                let state = self.state.clone();
+                tokio::spawn(async move {
+                    state.knowledge.end_catch_up(bot);
+                    sync_until_current(&state, org, bot, Duration::from_secs(600)).await;
+                });
+            }
         }
         Ok(())
     }

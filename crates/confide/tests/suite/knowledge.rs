@@ -2167,3 +2167,48 @@ async fn with_a_bucket_configured_files_live_in_it_under_the_prefix_and_never_on
     .await;
     moto.stop().await;
 }
+
+#[tokio::test]
+async fn sources_ready_together_reach_the_index_before_anyone_asks() {
+    each_backend_with(
+        |_| {},
+        async |app| {
+            let library = bot(app).await;
+            let mut ids = Vec::new();
+            for n in 0..6 {
+                let text = format!("Room {n} opens at nine on weekdays.");
+                ids.push(added(app, &library, &format!("room-{n}.txt"), text.as_bytes()).await);
+            }
+            for id in &ids {
+                assert_eq!(settled(app, &library, id).await["status"], "ready");
+            }
+            // No question is asked: the node that processed them brings its index up to date by
+            // itself, holding every source (what its last commit records).
+            let meta = app
+                .data_dir
+                .join("knowledge")
+                .join("index")
+                .join(&library.id)
+                .join("index")
+                .join("meta.json");
+            let held = || -> Vec<String> {
+                let Ok(text) = std::fs::read_to_string(&meta) else {
+                    return Vec::new();
+                };
+                let meta: Value = serde_json::from_str(&text).unwrap_or_default();
+                let payload: Value = serde_json::from_str(meta["payload"].as_str().unwrap_or("{}"))
+                    .unwrap_or_default();
+                payload["sources"]
+                    .as_object()
+                    .map(|sources| sources.keys().cloned().collect())
+                    .unwrap_or_default()
+            };
+            eventually("every ready source is in the index", || {
+                let held = held();
+                ids.iter().all(|id| held.contains(id))
+            })
+            .await;
+        },
+    )
+    .await;
+}
